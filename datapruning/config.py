@@ -1,0 +1,201 @@
+"""Typed configuration (pydantic) and YAML loading.
+
+Every section rejects unknown keys, so a typo in a config file is an error that
+names the key rather than a silently ignored setting. Names (dataset, model,
+metric, strategy) are checked against their registries when the config loads,
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datapruning.errors import ConfigError, describe_validation_error
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Section):
+    name: str = "mnist1d"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from datapruning.data.sources import SOURCES
+
+        return _check_name("dataset", name, SOURCES)
+
+
+class ModelConfig(_Section):
+    # None picks the dataset's default model (convnet1d for mnist1d, mlp for digits).
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str | None) -> str | None:
+        from models import MODELS
+
+        return None if name is None else _check_name("model", name, MODELS)
+
+
+class TrainConfig(_Section):
+    """One training run: SGD with momentum and a cosine LR over the steps taken."""
+
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    # Evaluate on the test set every this many epochs (0: only after the last).
+    eval_every: int = Field(1, ge=0)
+    # Test accuracies whose first-reached training time the run records.
+    targets: list[float] = Field(default_factory=lambda: [0.8, 0.9])
+    # memory: batches sliced from in-memory tensors; torch: a torch DataLoader.
+    loader: Literal["memory", "torch"] = "memory"
+    # torch intra-op threads for the run (small models train fastest on one).
+    threads: int | None = Field(1, ge=1)
+    device: str = "cpu"
+    seed: int = 0
+
+    @field_validator("targets")
+    @classmethod
+    def _accuracies(cls, targets: list[float]) -> list[float]:
+        for target in targets:
+            if not 0 < target <= 1:
+                raise ValueError(f"target accuracy {target} must lie in (0, 1]")
+        return sorted(set(targets))
+
+
+class KDConfig(_Section):
+    """Knowledge distillation: (1-alpha)*CE + alpha*T^2*KL(teacher_T || student_T)."""
+
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)
+
+
+class ScoringConfig(_Section):
+    metric: str = "el2n"
+    # Number of scoring models (seeds 0..seeds-1) whose scores are averaged.
+    seeds: int = Field(4, ge=1)
+    # Epochs each scoring model trains before it scores (EL2N: early in training).
+    epochs: int = Field(10, ge=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        from datapruning.scoring import METRICS
+
+        return _check_name("metric", metric, METRICS)
+
+
+class StudentsConfig(_Section):
+    """The grid of student runs: every fraction x strategy x kd x seed."""
+
+    fractions: list[float] = Field(default_factory=lambda: [0.3, 0.5])
+    strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
+    kd: list[bool] = Field(default_factory=lambda: [False, True])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        for fraction in fractions:
+            check_fraction(fraction)
+        return fractions
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, strategies: list[str]) -> list[str]:
+        from datapruning.scores import STRATEGIES
+
+        return [_check_name("selection strategy", s, STRATEGIES) for s in strategies]
+
+
+class ReportConfig(_Section):
+    # The report's target accuracy is the full-data run's final accuracy minus this.
+    target_drop: float = Field(0.01, ge=0, lt=1)
+
+
+class PipelineConfig(_Section):
+    """The whole experiment that ``datapruning run`` executes."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: Path = Path("runs")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    students: StudentsConfig = Field(default_factory=StudentsConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @property
+    def run_root(self) -> Path:
+        return self.output_dir / self.name
+
+
+def check_fraction(fraction: float) -> float:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"kept fraction {fraction} must lie in (0, 1]")
+    return fraction
+
+
+def _check_name(kind: str, name: str, registry: Any) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}")
+    return name
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config, apply ``key.sub=value`` overrides, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections at the top")
+    for override in overrides or []:
+        apply_override(raw, override)
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in a nested mapping; the value is parsed as YAML."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {override!r}: value is not valid YAML") from None

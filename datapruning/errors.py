@@ -1,0 +1,43 @@
+"""The one exception type users can cause, and its subclasses.
+
+Every error a user can trigger with bad input (a name, a value, a file) is a
+``DataPruningError`` whose message says what to change. The CLI prints it on one
+line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import ValidationError
+
+
+class DataPruningError(Exception):
+    """Bad input that the user can fix; the message says how."""
+
+
+class ConfigError(DataPruningError):
+    """A config file or value that is missing, malformed or out of range."""
+
+
+class UnknownNameError(DataPruningError):
+    """A name (dataset, model, metric, strategy) that is not registered."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str]) -> None:
+        self.kind, self.name, self.choices = kind, name, sorted(choices)
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(self.choices)}")
+
+
+class FingerprintMismatchError(DataPruningError):
+    """Scores (or a checkpoint) that belong to a different dataset."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem pydantic found, as ``where: what`` on one line."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "value"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    message = err["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{more}"

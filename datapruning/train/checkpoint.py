@@ -1,0 +1,62 @@
+"""Model checkpoints that carry what is needed to rebuild and check the model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from datapruning._io import atomic_path
+from datapruning.errors import DataPruningError, FingerprintMismatchError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise DataPruningError(f"checkpoint {str(path)!r} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise DataPruningError(
+            f"checkpoint {str(path)!r} cannot be read ({exc.__class__.__name__})"
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state or "model" not in state:
+        raise DataPruningError(f"{str(path)!r} is not a datapruning checkpoint")
+    return state
+
+
+def load_model(
+    path: str | os.PathLike[str], *, fingerprint: str | None = None, num_classes: int | None = None
+) -> nn.Module:
+    """Rebuild the checkpoint's model; refuse one trained on another dataset."""
+    from models import build_model
+
+    state = load_checkpoint(path)
+    if fingerprint is not None and state.get("dataset_fingerprint") != fingerprint:
+        raise FingerprintMismatchError(
+            f"checkpoint {str(path)!r} was trained on dataset {state.get('dataset_fingerprint')}, "
+            f"not on this one ({fingerprint}); train a teacher on this dataset"
+        )
+    if num_classes is not None and state["num_classes"] != num_classes:
+        raise DataPruningError(
+            f"checkpoint {str(path)!r} predicts {state['num_classes']} classes; "
+            f"this dataset has {num_classes}"
+        )
+    model = build_model(
+        state["model"], tuple(state["input_shape"]), state["num_classes"], **state["model_params"]
+    )
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
