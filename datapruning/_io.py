@@ -56,5 +56,16 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def write_npy(path: str | os.PathLike[str], array: Any) -> Path:
+    # np.save appends ".npy" to a path without it, so write through a file object.
+    import numpy as np
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.save(handle, array)
+
+    return atomic_write(path, save)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,248 @@
+"""The ``datapruning`` command line.
+
+Errors a user can fix print one line on stderr and exit with status 2; heavy
+modules (torch, prefect) are imported inside the commands so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from typer.exceptions import TyperException
+
+from datapruning.errors import DataPruningError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from datapruning.config import PipelineConfig
+
+app = typer.Typer(
+    name="datapruning",
+    help="Score a training set, keep a subset, train on it sooner, and report time-to-accuracy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set train.epochs=10 (repeatable)."),
+]
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from datapruning.data.sources import SOURCES
+
+    for source in SOURCES.values():
+        typer.echo(f"{source.name:10s} {source.description}")
+
+
+@app.command()
+def score(
+    metric: Annotated[str, typer.Option(help="Pruning metric: el2n.")] = "el2n",
+    dataset: Annotated[
+        str, typer.Option(help="Registered dataset name (see `datapruning datasets`).")
+    ] = "mnist1d",
+    out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")] = Path(
+        "scores.parquet"
+    ),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Take dataset, model, training and scoring settings from this config."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Scoring model (default: the dataset's).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Number of scoring models to average.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs each scoring model trains.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Score every training example with a pruning metric and save the scores as parquet."""
+    from datapruning._io import check_output_path
+    from datapruning.data.sources import get_source
+    from datapruning.scoring import get_metric
+
+    get_metric(metric)  # unknown names fail here, before any work
+    overrides = [f"scoring.metric={metric}", *(set_ or [])]
+    if config is None:
+        get_source(dataset)
+        overrides.append(f"dataset.name={dataset}")
+    if model is not None:
+        overrides.append(f"model.name={model}")
+    if seeds is not None:
+        overrides.append(f"scoring.seeds={seeds}")
+    if epochs is not None:
+        overrides.append(f"scoring.epochs={epochs}")
+    cfg = _config(config, overrides)
+    check_output_path(out)  # before minutes of work, not after
+
+    from datapruning.data.sources import load_dataset
+
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    scores = get_metric(cfg.scoring.metric)(data, cfg.scoring, cfg.model, cfg.train)
+    scores.save(out)
+    typer.echo(
+        f"wrote {len(scores)} {cfg.scoring.metric} scores for {data.name} "
+        f"({scores.metadata['seconds']:.1f} s) to {out}"
+    )
+
+
+@app.command("select")
+def select_(
+    scores: Annotated[Path, typer.Option(help="Scores parquet written by `datapruning score`.")],
+    keep: Annotated[float, typer.Option(help="Fraction of the training set to keep, in (0, 1].")],
+    out: Annotated[Path, typer.Option(help="Where to write the kept indices (.npy).")],
+    strategy: Annotated[
+        str, typer.Option(help="hard (highest scores), easy (lowest) or random.")
+    ] = "hard",
+    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+) -> None:
+    """Keep a fraction of the training set by score and write the indices as .npy."""
+    from datapruning._io import check_output_path, write_npy
+    from datapruning.scores import Scores
+
+    check_output_path(out)
+    table = Scores.load(scores)
+    indices = table.select(keep, strategy, seed)
+    write_npy(out, indices)
+    typer.echo(f"kept {len(indices)} of {len(table)} examples ({strategy}) -> {out}")
+
+
+@app.command("train")
+def train_(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run directory (created) for metrics.jsonl, summary.json, checkpoint.pt."
+        ),
+    ] = Path("runs/train"),
+    indices: Annotated[
+        Path | None, typer.Option(help="Train only on these indices (.npy from `select`).")
+    ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="Distil from this checkpoint (run dir or .pt) with the config's kd settings."
+        ),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Train one model with the config's dataset, model, train and kd sections."""
+    cfg = _config(config, set_)
+    kept = _load_indices(indices) if indices is not None else None
+    if out.exists() and not out.is_dir():
+        raise DataPruningError(f"--out {str(out)!r} is a file; give a run directory")
+
+    from datapruning.data.sources import load_dataset
+    from datapruning.train.loop import train
+
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    result = train(
+        data,
+        cfg.model,
+        cfg.train,
+        indices=kept,
+        teacher=teacher,
+        kd=cfg.kd if teacher else None,
+        run_dir=out,
+    )
+    s = result.summary
+    typer.echo(
+        f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps, "
+        f"{s['train_seconds']:.1f} s training + {s['eval_seconds']:.1f} s evaluation -> {out}"
+    )
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path, typer.Argument(help="Experiment config (YAML), e.g. configs/quickstart.yaml.")
+    ],
+    set_: SetOption = None,
+) -> None:
+    """Run the whole pipeline (teacher, scores, students, report) as a Prefect flow."""
+    cfg = _config(config, set_)
+    # The temporary server's telemetry only fails (loudly) on offline machines.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.pipeline import pipeline
+
+    path = pipeline(cfg)
+    typer.echo(Path(path).read_text())
+    typer.echo(f"report written to {path}")
+
+
+@app.command()
+def report(
+    runs: Annotated[Path, typer.Argument(help="Directory holding the runs of one experiment.")],
+    target_drop: Annotated[
+        float, typer.Option(help="Target = full-data accuracy minus this.")
+    ] = 0.01,
+) -> None:
+    """Rewrite report.md and tta.png from finished runs."""
+    from datapruning.report import write_report
+
+    if not 0 <= target_drop < 1:
+        raise DataPruningError(f"--target-drop {target_drop} must lie in [0, 1)")
+    path, text = write_report(runs, target_drop)
+    typer.echo(text)
+    typer.echo(f"report written to {path}")
+
+
+def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
+    from datapruning.config import PipelineConfig, apply_override, load_config, parse_config
+
+    if path is not None:
+        return load_config(path, overrides)
+    raw: dict = {}
+    for override in overrides or []:
+        apply_override(raw, override)
+    return parse_config(raw, source="options") if raw else PipelineConfig()
+
+
+def _load_indices(path: Path) -> np.ndarray:
+    import numpy as np
+
+    if not path.is_file():
+        raise DataPruningError(f"indices file {str(path)!r} not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; user errors become one line on stderr and exit 2."""
+    try:
+        app(args=argv, prog_name="datapruning", standalone_mode=False)
+    except DataPruningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except TyperException as exc:  # usage errors: unknown option, missing argument, ...
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        if not message.strip():  # no command given: the help text is already shown
+            pass
+        elif "\n" in message:
+            typer.echo(message, err=True)
+        else:
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+        return getattr(exc, "exit_code", 2)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The student grid of a pipeline config, and the subset each recipe trains on.
+
+A recipe is one student run: a kept fraction, a selection strategy, whether it
+distils from the full-data teacher, and a seed. Prefect flows iterate these;
+the library can run them without Prefect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from datapruning.config import PipelineConfig
+from datapruning.report import FULL_RECIPE
+from datapruning.scores import Scores, select
+
+
+@dataclass(frozen=True)
+class Recipe:
+    fraction: float
+    strategy: str
+    kd: bool
+    seed: int
+    metric: str
+
+    @property
+    def label(self) -> str:
+        """What the subset is: ``random``, or metric and strategy such as ``el2n-hard``."""
+        return "random" if self.strategy == "random" else f"{self.metric}-{self.strategy}"
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.label}-f{self.fraction:g}{'-kd' if self.kd else ''}-s{self.seed}"
+
+    @property
+    def needs_scores(self) -> bool:
+        return self.strategy != "random"
+
+    def indices(self, num_train: int, scores: Scores | None) -> np.ndarray:
+        """The training-set indices this recipe keeps."""
+        if not self.needs_scores:
+            return select(np.zeros(num_train), self.fraction, "random", self.seed)
+        if scores is None:
+            raise ValueError(f"recipe {self.run_name} needs scores")
+        return scores.select(self.fraction, self.strategy, self.seed)
+
+
+def full_run_name(seed: int) -> str:
+    return f"{FULL_RECIPE}-s{seed}"
+
+
+def student_recipes(cfg: PipelineConfig) -> list[Recipe]:
+    students = cfg.students
+    return [
+        Recipe(fraction, strategy, kd, seed, cfg.scoring.metric)
+        for fraction in students.fractions
+        for strategy in students.strategies
+        for kd in students.kd
+        for seed in students.seeds
+    ]

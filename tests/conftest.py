@@ -1,0 +1,27 @@
+"""Shared test set-up.
+
+Prefect reads its settings when first imported, so its home and telemetry are
+pointed at a throw-away directory here, before any test imports it. Tests that
+need a Prefect API use the session-scoped ``prefect_server`` fixture: one
+temporary server (SQLite) for the whole run, started only if asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="datapruning-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,88 @@
+"""End to end: `datapruning run` on a tiny MNIST-1D config through the Prefect flow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from datapruning.cli import main
+from datapruning.train.loop import METRICS_NAME, SUMMARY_NAME
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "mnist1d", "params": {"num_samples": 600}},
+    "model": {"name": "convnet1d", "params": {"channels": 16}},
+    "train": {"epochs": 4, "batch_size": 50, "targets": [0.3]},
+    "scoring": {"metric": "el2n", "seeds": 2, "epochs": 2},
+    "students": {
+        "fractions": [0.5],
+        "strategies": ["random", "hard"],
+        "kd": [False, True],
+        "seeds": [0],
+    },
+}
+
+SUMMARY_KEYS = {
+    "final_test_acc",
+    "best_test_acc",
+    "train_seconds",
+    "eval_seconds",
+    "epochs",
+    "steps",
+    "kept_fraction",
+    "time_to_accuracy",
+    "config",
+}
+
+
+@pytest.mark.slow
+def test_run_writes_runs_scores_report_and_artifact(tmp_path, prefect_server, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY | {"output_dir": str(tmp_path / "runs")}))
+
+    assert main(["run", str(config)]) == 0
+
+    root = tmp_path / "runs" / "tiny"
+    expected_runs = {
+        "full-s0",
+        "random-f0.5-s0",
+        "random-f0.5-kd-s0",
+        "el2n-hard-f0.5-s0",
+        "el2n-hard-f0.5-kd-s0",
+    }
+    assert {p.parent.name for p in root.rglob(SUMMARY_NAME)} == expected_runs
+    for name in expected_runs:
+        summary = json.loads((root / name / SUMMARY_NAME).read_text())
+        assert set(summary) >= SUMMARY_KEYS
+        lines = (root / name / METRICS_NAME).read_text().splitlines()
+        assert len(lines) == TINY["train"]["epochs"]  # one evaluation per epoch
+        assert summary["final_test_acc"] == json.loads(lines[-1])["test_acc"]
+        assert (summary["kd"] is not None) == name.endswith("kd-s0")
+
+    scores = pd.read_parquet(root / "scores" / "el2n.parquet")
+    assert len(scores) == 480  # 80% of 600
+    hard = np.load(root / "el2n-hard-f0.5-s0" / "indices.npy")
+    top = scores.sort_values("score", ascending=False, kind="stable")["index"].to_numpy()[:240]
+    assert sorted(hard.tolist()) == sorted(top.tolist())
+    assert (
+        json.loads((root / "el2n-hard-f0.5-s0" / SUMMARY_NAME).read_text())["kept_fraction"] == 0.5
+    )
+
+    report = (root / "report.md").read_text()
+    assert "| full | 100% | no |" in report
+    assert report.count("| el2n-hard | 50% |") == 2 and report.count("| random | 50% |") == 2
+    assert (root / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report in capsys.readouterr().out
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tta-report-tiny"]))
+        )
+    assert artifacts and artifacts[0].data == report
