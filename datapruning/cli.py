@@ -46,10 +46,15 @@ def datasets() -> None:
 
 @app.command()
 def score(
-    metric: Annotated[str, typer.Option(help="Pruning metric: el2n.")] = "el2n",
+    metric: Annotated[
+        str | None, typer.Option(help="Pruning metric: el2n. [default: the config's, else el2n]")
+    ] = None,
     dataset: Annotated[
-        str, typer.Option(help="Registered dataset name (see `datapruning datasets`).")
-    ] = "mnist1d",
+        str | None,
+        typer.Option(
+            help="Registered dataset (see `datapruning datasets`). [default: the config's, else mnist1d]"
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")] = Path(
         "scores.parquet"
     ),
@@ -69,9 +74,13 @@ def score(
     from datapruning.data.sources import get_source
     from datapruning.scoring import get_metric
 
-    get_metric(metric)  # unknown names fail here, before any work
-    overrides = [f"scoring.metric={metric}", *(set_ or [])]
-    if config is None:
+    # Options given on the command line override the config; unknown names fail
+    # here, before any work.
+    overrides = list(set_ or [])
+    if metric is not None:
+        get_metric(metric)
+        overrides.append(f"scoring.metric={metric}")
+    if dataset is not None:
         get_source(dataset)
         overrides.append(f"dataset.name={dataset}")
     if model is not None:
@@ -221,7 +230,9 @@ def _load_indices(path: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors become one line on stderr and exit 2."""
     try:
-        app(args=argv, prog_name="datapruning", standalone_mode=False)
+        # Without standalone mode, typer returns (not raises) the exit code of an
+        # interrupted command, e.g. 130 after Ctrl-C.
+        code = app(args=argv, prog_name="datapruning", standalone_mode=False)
     except DataPruningError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -239,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
+        code = 130
+    if code == 130:
         typer.echo("aborted", err=True)
-        return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,15 @@ from datapruning.train.tta import time_to_accuracy
 REPORT_NAME = "report.md"
 PLOT_NAME = "tta.png"
 FULL_RECIPE = "full"
+# What a report reads from a run's summary.json and from each metrics.jsonl line.
+_SUMMARY_KEYS = {
+    "final_test_acc",
+    "best_test_acc",
+    "train_seconds",
+    "eval_seconds",
+    "kept_fraction",
+}
+_POINT_KEYS = {"train_seconds", "test_acc"}
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,18 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
         summary = json.loads((path / SUMMARY_NAME).read_text())
         lines = (path / METRICS_NAME).read_text().splitlines()
         curve = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise DataPruningError(
             f"run {str(path)!r} is incomplete or unreadable ({exc.__class__.__name__})"
         ) from None
+    if not isinstance(summary, dict) or not summary.keys() >= _SUMMARY_KEYS:
+        raise DataPruningError(
+            f"{str(path / SUMMARY_NAME)!r} is not a run summary; it needs {', '.join(sorted(_SUMMARY_KEYS))}"
+        )
+    if not curve or not all(isinstance(p, dict) and p.keys() >= _POINT_KEYS for p in curve):
+        raise DataPruningError(
+            f"{str(path / METRICS_NAME)!r} is not a run log; each line needs {', '.join(sorted(_POINT_KEYS))}"
+        )
     return RunRecord(path, summary, curve)
 
 
@@ -170,10 +187,18 @@ def verdict(table: pd.DataFrame, target: float) -> str:
     """One sentence: the fastest pruned recipe to the target, or that none reached it."""
     full = table[table["recipe"] == FULL_RECIPE].iloc[0]
     pruned = table[(table["recipe"] != FULL_RECIPE) & table["tta_s"].notna()]
+    full_reached = not math.isnan(full["tta_s"])
     if pruned.empty:
-        return f"No pruned recipe reached {target:.1%} in every run; only full-data training did."
+        others = "only full-data training did" if full_reached else "nor did full-data training"
+        return f"No pruned recipe reached {target:.1%} in every run; {others}."
     best = pruned.loc[pruned["tta_s"].idxmin()]
     kd = " + KD" if best["kd"] else ""
+    if not full_reached:
+        return (
+            f"Fastest recipe to {target:.1%}: **{best['recipe']} {best['kept']:.0%}{kd}** in "
+            f"{best['tta_s']:.2f} s of training (end-to-end {best['e2e_tta_s']:.2f} s); "
+            "the full-data run did not reach it in every run, so there is no speed-up to report."
+        )
     return (
         f"Fastest pruned recipe to {target:.1%}: **{best['recipe']} {best['kept']:.0%}{kd}** in "
         f"{best['tta_s']:.2f} s of training ({best['speedup']:.2f}× the full-data run's "

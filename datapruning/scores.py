@@ -107,6 +107,8 @@ def select(scores: np.ndarray, keep: float, strategy: str = "hard", seed: int = 
     if not 0 < keep <= 1:
         raise DataPruningError(f"kept fraction {keep} must lie in (0, 1]")
     scores = np.asarray(scores)
+    if not np.all(np.isfinite(scores)):
+        raise DataPruningError("scores contain NaN or inf; rescore the dataset")
     count = max(1, round(keep * len(scores)))
     if strategy == "random":
         chosen = np.random.default_rng(seed).choice(len(scores), size=count, replace=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from datapruning.errors import (
     ConfigError,
@@ -83,6 +83,16 @@ class Mnist1dParams(_Params):
     num_samples: int = Field(5000, ge=20, description="train + test examples")
     train_split: float = Field(0.8, gt=0, lt=1)
     seed: int = 42
+
+    @field_validator("num_samples")
+    @classmethod
+    def _whole_classes(cls, num_samples: int) -> int:
+        # make_dataset draws num_samples // 10 per class and silently drops the rest.
+        if num_samples % 10:
+            raise ValueError(
+                f"num_samples {num_samples} must be a multiple of 10 (one tenth per class)"
+            )
+        return num_samples
 
 
 class DigitsParams(_Params):

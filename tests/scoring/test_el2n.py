@@ -1,0 +1,126 @@
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.data.sources import load_dataset
+from datapruning.scores import Scores
+from datapruning.scoring import METRICS, get_metric
+from datapruning.scoring.el2n import el2n, score_el2n
+
+MLP = ModelConfig(name="mlp", params={"hidden": 64})
+TRAIN = TrainConfig(batch_size=32, lr=0.1)
+
+
+def reference_el2n(logits, labels):
+    out = []
+    for row, label in zip(logits.tolist(), labels.tolist(), strict=True):
+        exps = [math.exp(v - max(row)) for v in row]
+        probs = [e / sum(exps) for e in exps]
+        error = [p - (1.0 if k == label else 0.0) for k, p in enumerate(probs)]
+        out.append(math.sqrt(sum(e * e for e in error)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_scores(digits):
+    return score_el2n(digits, ScoringConfig(seeds=2, epochs=2), MLP, TRAIN, progress=False)
+
+
+def test_el2n_formula_on_hand_made_logits():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0], [1.0, 3.0, -2.0], [-4.0, 0.1, 7.0]])
+    labels = torch.tensor([0, 2, 0, 2])
+    want = reference_el2n(logits, labels)
+    got = el2n(logits, labels)
+    assert got.shape == (4,)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(el2n(logits.double(), labels).numpy(), want, rtol=1e-12)
+
+
+def test_el2n_known_values():
+    c = 10
+    confident = torch.tensor([[50.0] + [0.0] * (c - 1)])
+    # Confidently right: no error; confidently wrong: sqrt(2).
+    assert el2n(confident, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-6)
+    assert el2n(confident, torch.tensor([3])).item() == pytest.approx(math.sqrt(2), rel=1e-6)
+    # Uniform prediction: sqrt((1 - 1/c)^2 + (c - 1)/c^2) = sqrt((c - 1)/c).
+    uniform = torch.zeros(1, c)
+    assert el2n(uniform, torch.tensor([7])).item() == pytest.approx(math.sqrt((c - 1) / c))
+
+
+def test_registered():
+    assert get_metric("el2n") is score_el2n
+    assert "el2n" in METRICS
+
+
+def test_score_el2n_table(digits, digits_scores):
+    scores = digits_scores
+    assert isinstance(scores, Scores)
+    table = scores.table
+    assert len(scores) == digits.num_train
+    assert list(table.columns) == ["index", "score", "label", "score_seed0", "score_seed1"]
+    np.testing.assert_array_equal(table["index"], np.arange(digits.num_train))
+    np.testing.assert_array_equal(table["label"], digits.y_train)
+    np.testing.assert_allclose(
+        table["score"], (table["score_seed0"] + table["score_seed1"]) / 2, rtol=1e-6
+    )
+    values = scores.values
+    assert values.min() >= 0
+    assert values.max() <= math.sqrt(2) + 1e-6
+    # Two seeds, two differently initialised models.
+    assert not np.allclose(table["score_seed0"], table["score_seed1"])
+    # Scores spread out: briefly trained models are surer of some examples than others.
+    assert values.std() > 0.05
+
+
+def test_score_el2n_metadata(digits, digits_scores):
+    meta = digits_scores.metadata
+    assert meta["metric"] == "el2n"
+    assert meta["dataset"]["fingerprint"] == digits.fingerprint
+    assert meta["dataset"]["name"] == "digits"
+    assert meta["dataset"]["num_train"] == digits.num_train
+    assert meta["seeds"] == [0, 1]
+    assert meta["params"]["epochs"] == 2
+    assert meta["params"]["seeds"] == 2
+    assert meta["model"]["name"] == "mlp"
+    assert meta["seconds"] > 0
+    assert digits_scores.fingerprint == digits.fingerprint
+    digits_scores.check_dataset(digits.fingerprint)
+
+
+def test_score_el2n_is_deterministic_and_round_trips(digits, digits_scores, tmp_path):
+    again = score_el2n(digits, ScoringConfig(seeds=2, epochs=2), MLP, TRAIN, progress=False)
+    np.testing.assert_array_equal(again.values, digits_scores.values)
+    path = digits_scores.save(tmp_path / "el2n.parquet")
+    loaded = Scores.load(path, fingerprint=digits.fingerprint)
+    np.testing.assert_array_equal(loaded.values, digits_scores.values)
+    assert loaded.metadata == digits_scores.metadata
+
+
+def test_el2n_ranks_flipped_labels_high(digits):
+    rng = np.random.default_rng(0)
+    n = digits.num_train
+    flipped = rng.choice(n, size=n // 10, replace=False)
+    y = digits.y_train.copy()
+    y[flipped] = (y[flipped] + rng.integers(1, 10, size=len(flipped))) % 10
+    assert np.all(y[flipped] != digits.y_train[flipped])
+    noisy = replace(digits, y_train=y)
+
+    scores = score_el2n(noisy, ScoringConfig(seeds=2, epochs=3), MLP, TRAIN, progress=False)
+    is_flipped = np.zeros(n, dtype=bool)
+    is_flipped[flipped] = True
+    values = scores.values
+    assert roc_auc_score(is_flipped, values) > 0.9
+    assert values[is_flipped].mean() > values[~is_flipped].mean() + 0.3
+    # Keeping the hardest 10% catches most of the flipped labels.
+    hardest = scores.select(0.1, "hard")
+    assert is_flipped[hardest].mean() > 0.6

@@ -1,0 +1,219 @@
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from datapruning.config import PipelineConfig, apply_override, load_config, parse_config
+from datapruning.data.sources import SOURCES
+from datapruning.errors import ConfigError
+from datapruning.scores import STRATEGIES
+from datapruning.scoring import METRICS
+from models import MODELS
+
+VALID = """
+name: small-run
+output_dir: out
+dataset:
+  name: digits
+  params:
+    seed: 3
+model:
+  name: mlp
+  params:
+    hidden: 32
+train:
+  epochs: 4
+  batch_size: 50
+  lr: 0.1
+  targets: [0.9, 0.5, 0.9]
+kd:
+  alpha: 0.3
+  temperature: 2
+scoring:
+  metric: el2n
+  seeds: 2
+  epochs: 3
+students:
+  fractions: [0.25, 1.0]
+  strategies: [easy, hard]
+  kd: [true]
+  seeds: [0, 1]
+report:
+  target_drop: 0.02
+"""
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def config_error(tmp_path, text, overrides=None):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), overrides=overrides)
+    return str(info.value)
+
+
+def test_load_valid_config(tmp_path):
+    cfg = load_config(write(tmp_path, VALID))
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.name == "small-run"
+    assert cfg.output_dir == Path("out")
+    assert cfg.run_root == Path("out") / "small-run"
+    assert cfg.dataset.name == "digits"
+    assert cfg.dataset.params == {"seed": 3}
+    assert cfg.model.name == "mlp"
+    assert cfg.model.params == {"hidden": 32}
+    assert cfg.train.epochs == 4
+    assert cfg.train.batch_size == 50
+    assert cfg.train.lr == 0.1
+    assert cfg.train.targets == [0.5, 0.9]  # sorted, duplicates dropped
+    assert cfg.kd.alpha == 0.3
+    assert cfg.kd.temperature == 2.0
+    assert cfg.scoring.seeds == 2
+    assert cfg.students.fractions == [0.25, 1.0]
+    assert cfg.students.strategies == ["easy", "hard"]
+    assert cfg.students.kd == [True]
+    assert cfg.students.seeds == [0, 1]
+    assert cfg.report.target_drop == 0.02
+    # Untouched keys keep their defaults.
+    assert cfg.train.momentum == PipelineConfig().train.momentum
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, ""))
+    assert cfg == PipelineConfig()
+    assert cfg.dataset.name == "mnist1d"
+    assert cfg.model.name is None
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(info.value)
+
+
+def test_not_yaml(tmp_path):
+    message = config_error(tmp_path, "train: {epochs: [1, 2\n")
+    assert "not valid YAML" in message
+    assert "config.yaml" in message
+
+
+def test_top_level_not_a_mapping(tmp_path):
+    assert "mapping" in config_error(tmp_path, "- a\n- b\n")
+    assert "mapping" in config_error(tmp_path, "just a string\n")
+
+
+def test_unknown_top_level_key(tmp_path):
+    message = config_error(tmp_path, "trian:\n  epochs: 3\n")
+    assert "unknown key 'trian'" in message
+    assert "config.yaml" in message
+
+
+def test_unknown_key_in_a_section(tmp_path):
+    message = config_error(tmp_path, "train:\n  epoch: 3\n")
+    assert "unknown key 'train.epoch'" in message
+
+
+def test_wrong_type(tmp_path):
+    message = config_error(tmp_path, "train:\n  epochs: many\n")
+    assert "train.epochs" in message
+    message = config_error(tmp_path, "students:\n  fractions: 0.5\n")
+    assert "students.fractions" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["train:\n  epochs: 0\n", "train:\n  lr: -1\n", "kd:\n  alpha: 1.5\n", "name: 'a b'\n"],
+)
+def test_out_of_range_values(tmp_path, text):
+    key = text.split(":")[0]
+    assert key in config_error(tmp_path, text)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5])
+def test_fraction_outside_unit_interval(tmp_path, fraction):
+    message = config_error(tmp_path, f"students:\n  fractions: [0.5, {fraction}]\n")
+    assert "students.fractions" in message
+    assert str(fraction) in message
+    assert "(0, 1]" in message
+
+
+def test_target_outside_unit_interval(tmp_path):
+    message = config_error(tmp_path, "train:\n  targets: [0.5, 1.2]\n")
+    assert "train.targets" in message
+    assert "1.2" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "bad", "registry"),
+    [
+        ("dataset:\n  name: imagenet\n", "dataset.name", "imagenet", SOURCES),
+        ("model:\n  name: resnet9000\n", "model.name", "resnet9000", MODELS),
+        ("scoring:\n  metric: vibes\n", "scoring.metric", "vibes", METRICS),
+        ("students:\n  strategies: [hard, middle]\n", "students.strategies", "middle", STRATEGIES),
+    ],
+)
+def test_unknown_names_list_the_choices(tmp_path, text, key, bad, registry):
+    message = config_error(tmp_path, text)
+    assert key in message
+    assert f"'{bad}'" in message
+    assert ", ".join(sorted(registry)) in message
+
+
+def test_apply_override_sets_nested_values_parsed_as_yaml():
+    raw = {"train": {"epochs": 5}}
+    apply_override(raw, "train.epochs=3")
+    apply_override(raw, "train.lr=0.5")
+    apply_override(raw, "students.fractions=[0.1, 0.2]")
+    apply_override(raw, "dataset.params.num_samples=200")
+    apply_override(raw, "name=run-2")
+    apply_override(raw, "train.nesterov=false")
+    assert raw == {
+        "train": {"epochs": 3, "lr": 0.5, "nesterov": False},
+        "students": {"fractions": [0.1, 0.2]},
+        "dataset": {"params": {"num_samples": 200}},
+        "name": "run-2",
+    }
+
+
+@pytest.mark.parametrize("bad", ["train.epochs", "=3", "  =3"])
+def test_malformed_override(bad):
+    with pytest.raises(ConfigError, match=re.escape("key.sub=value")):
+        apply_override({}, bad)
+
+
+def test_override_through_a_value_is_refused():
+    with pytest.raises(ConfigError, match="'name' is not a section"):
+        apply_override({"name": "x"}, "name.sub=1")
+
+
+def test_override_with_invalid_yaml_value():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        apply_override({}, "train.targets=[0.5")
+
+
+def test_load_config_with_overrides(tmp_path):
+    path = write(tmp_path, VALID)
+    cfg = load_config(path, overrides=["train.epochs=9", "dataset.name=mnist1d", "kd.alpha=1"])
+    assert cfg.train.epochs == 9
+    assert cfg.dataset.name == "mnist1d"
+    assert cfg.kd.alpha == 1.0
+    assert cfg.model.params == {"hidden": 32}  # untouched
+    # The file itself is unchanged.
+    assert load_config(path).train.epochs == 4
+
+
+def test_overrides_are_validated(tmp_path):
+    path = write(tmp_path, VALID)
+    with pytest.raises(ConfigError, match=re.escape("unknown key 'train.epoch'")):
+        load_config(path, overrides=["train.epoch=3"])
+    with pytest.raises(ConfigError, match=re.escape("students.fractions")):
+        load_config(path, overrides=["students.fractions=[2]"])
+
+
+def test_parse_config_names_its_source():
+    with pytest.raises(ConfigError, match=r"^mine: unknown key 'bogus'"):
+        parse_config({"bogus": 1}, source="mine")

@@ -1,0 +1,217 @@
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datapruning.errors import DataPruningError, FingerprintMismatchError, UnknownNameError
+from datapruning.scores import STRATEGIES, Scores, select
+
+METADATA = {
+    "metric": "el2n",
+    "params": {"epochs": 3, "seeds": 2},
+    "dataset": {"name": "digits", "fingerprint": "0123456789abcdef", "num_train": 6},
+    "model": {"name": "mlp", "params": {"hidden": 8}},
+    "seeds": [0, 1],
+    "seconds": 1.5,
+}
+
+
+def make_scores(n=6, seed=0, metadata=METADATA):
+    rng = np.random.default_rng(seed)
+    seed0 = rng.random(n)
+    seed1 = rng.random(n)
+    table = pd.DataFrame(
+        {
+            "index": np.arange(n, dtype=np.int64),
+            "score": (seed0 + seed1) / 2,
+            "label": rng.integers(0, 10, n),
+            "score_seed0": seed0,
+            "score_seed1": seed1,
+        }
+    )
+    return Scores(table, dict(metadata))
+
+
+def leftovers(directory, keep):
+    return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+def test_round_trip(tmp_path):
+    scores = make_scores()
+    path = scores.save(tmp_path / "scores.parquet")
+    assert path == tmp_path / "scores.parquet"
+    loaded = Scores.load(path)
+    pd.testing.assert_frame_equal(loaded.table, scores.table)
+    assert loaded.metadata == METADATA
+    assert loaded.fingerprint == "0123456789abcdef"
+    assert len(loaded) == 6
+    np.testing.assert_array_equal(loaded.values, scores.table["score"].to_numpy())
+    # It is real parquet with the metadata in the schema.
+    raw = pq.read_table(path)
+    assert raw.column_names == ["index", "score", "label", "score_seed0", "score_seed1"]
+    assert b"datapruning" in raw.schema.metadata
+
+
+def test_save_leaves_no_temp_files(tmp_path):
+    make_scores().save(tmp_path / "scores.parquet")
+    make_scores(seed=1).save(tmp_path / "scores.parquet")  # overwrite
+    assert leftovers(tmp_path, keep=set()) == ["scores.parquet"]
+    np.testing.assert_array_equal(
+        Scores.load(tmp_path / "scores.parquet").values, make_scores(seed=1).values
+    )
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "scores.parquet"
+    make_scores(seed=0).save(path)
+    before = path.read_bytes()
+
+    def broken_write(table, where, *args, **kwargs):
+        with open(where, "wb") as handle:
+            handle.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        make_scores(seed=1).save(path)
+    assert path.read_bytes() == before
+    assert leftovers(tmp_path, keep=set()) == ["scores.parquet"]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(Scores.load(path).values, make_scores(seed=0).values)
+
+
+def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
+    def broken_write(table, where, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken_write)
+    with pytest.raises(OSError):
+        make_scores().save(tmp_path / "scores.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_into_missing_directory(tmp_path):
+    with pytest.raises(DataPruningError, match="does not exist"):
+        make_scores().save(tmp_path / "missing" / "scores.parquet")
+
+
+def test_fingerprint_mismatch(tmp_path):
+    path = make_scores().save(tmp_path / "scores.parquet")
+    assert Scores.load(path, fingerprint="0123456789abcdef").fingerprint == "0123456789abcdef"
+    with pytest.raises(FingerprintMismatchError) as info:
+        Scores.load(path, fingerprint="ffffffffffffffff")
+    assert "ffffffffffffffff" in str(info.value)
+    assert "0123456789abcdef" in str(info.value)
+    assert isinstance(info.value, DataPruningError)
+    with pytest.raises(FingerprintMismatchError):
+        make_scores(metadata={}).check_dataset("0123456789abcdef")
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(DataPruningError, match="not found"):
+        Scores.load(tmp_path / "nope.parquet")
+
+
+def test_load_non_parquet(tmp_path):
+    path = tmp_path / "scores.parquet"
+    path.write_text("index,score,label\n0,0.5,1\n")
+    with pytest.raises(DataPruningError, match="not a parquet"):
+        Scores.load(path)
+
+
+def test_load_parquet_without_metadata(tmp_path):
+    path = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"index": [0, 1], "score": [0.1, 0.2], "label": [0, 1]}), path)
+    with pytest.raises(DataPruningError, match="no datapruning metadata"):
+        Scores.load(path)
+
+
+def test_table_needs_columns_and_finite_scores():
+    with pytest.raises(DataPruningError, match="label"):
+        Scores(pd.DataFrame({"index": [0], "score": [0.1]}))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(DataPruningError, match="NaN"):
+            Scores(pd.DataFrame({"index": [0, 1], "score": [0.1, bad], "label": [0, 1]}))
+
+
+def test_select_refuses_nan_scores():
+    with pytest.raises(DataPruningError, match="NaN"):
+        select(np.array([0.3, np.nan, 0.1, 0.2]), 0.5, "hard")
+
+
+def top_positions(scores, count, largest):
+    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i] if largest else scores[i], i))
+    return sorted(ranked[:count])
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.25, 0.5, 0.73, 1.0])
+def test_hard_and_easy(keep):
+    scores = np.random.default_rng(3).random(40)
+    count = max(1, round(keep * 40))
+    hard = select(scores, keep, "hard")
+    easy = select(scores, keep, "easy")
+    assert hard.tolist() == top_positions(scores.tolist(), count, largest=True)
+    assert easy.tolist() == top_positions(scores.tolist(), count, largest=False)
+    assert hard.dtype == easy.dtype == np.int64
+    if count < 40:
+        assert scores[hard].min() > np.delete(scores, hard).max()
+        assert scores[easy].max() < np.delete(scores, easy).min()
+
+
+def test_ties_are_broken_by_position():
+    assert select(np.ones(6), 0.5, "hard").tolist() == [0, 1, 2]
+    assert select(np.ones(6), 0.5, "easy").tolist() == [0, 1, 2]
+    assert select(np.array([1.0, 2.0, 2.0, 0.0]), 0.25, "hard").tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("n", "keep", "count"), [(10, 0.3, 3), (7, 0.5, 4), (3, 0.01, 1), (5, 1, 5)]
+)
+def test_counts(n, keep, count):
+    scores = np.linspace(0, 1, n)
+    for strategy in STRATEGIES:
+        chosen = select(scores, keep, strategy)
+        assert len(chosen) == count
+        assert len(set(chosen.tolist())) == count
+
+
+def test_random():
+    scores = np.arange(100, dtype=float)
+    first = select(scores, 0.3, "random", seed=1)
+    assert len(first) == 30
+    assert len(np.unique(first)) == 30
+    assert first.min() >= 0
+    assert first.max() < 100
+    assert np.all(np.diff(first) > 0)  # sorted
+    np.testing.assert_array_equal(first, select(scores, 0.3, "random", seed=1))
+    assert not np.array_equal(first, select(scores, 0.3, "random", seed=2))
+    # Not the hardest or easiest block.
+    assert not np.array_equal(first, select(scores, 0.3, "hard"))
+    assert not np.array_equal(first, select(scores, 0.3, "easy"))
+    # Independent of the scores' values.
+    np.testing.assert_array_equal(first, select(-scores, 0.3, "random", seed=1))
+
+
+@pytest.mark.parametrize("keep", [0, -0.5, 1.01, 2])
+def test_keep_outside_unit_interval(keep):
+    with pytest.raises(DataPruningError, match="must lie in"):
+        select(np.ones(5), keep)
+
+
+def test_unknown_strategy():
+    with pytest.raises(UnknownNameError) as info:
+        select(np.ones(5), 0.5, "middle")
+    assert "'middle'" in str(info.value)
+    for name in STRATEGIES:
+        assert name in str(info.value)
+
+
+def test_scores_select_returns_dataset_indices():
+    table = pd.DataFrame(
+        {"index": [10, 11, 12, 13], "score": [0.9, 0.1, 0.5, 0.7], "label": [0, 1, 0, 1]}
+    )
+    scores = Scores(table)
+    assert scores.select(0.5, "hard").tolist() == [10, 13]
+    assert scores.select(0.5, "easy").tolist() == [11, 12]
+    assert set(scores.select(0.5, "random", seed=3).tolist()) <= {10, 11, 12, 13}
