@@ -1,17 +1,46 @@
 """datapruning: score a training set, keep a subset, train on it sooner.
 
-The public API lives here; submodules not re-exported are private.
+The public API lives here; submodules not re-exported are private. Names are
+imported on first use, so ``import datapruning`` (and the CLI's ``--help``)
+does not pay for torch, pandas and pyarrow until they are needed.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from datapruning.config import PipelineConfig, load_config
-from datapruning.data.samplers import SubsetSampler
-from datapruning.data.sources import SOURCES, Dataset, load_dataset
-from datapruning.errors import DataPruningError
-from datapruning.scores import Scores, select
+_EXPORTS = {
+    "DataPruningError": "datapruning.errors",
+    "Dataset": "datapruning.data.sources",
+    "PipelineConfig": "datapruning.config",
+    "SOURCES": "datapruning.data.sources",
+    "Scores": "datapruning.scores",
+    "SubsetSampler": "datapruning.data.samplers",
+    "load_config": "datapruning.config",
+    "load_dataset": "datapruning.data.sources",
+    "select": "datapruning.scores",
+}
+
+if TYPE_CHECKING:
+    from datapruning.config import PipelineConfig, load_config
+    from datapruning.data.samplers import SubsetSampler
+    from datapruning.data.sources import SOURCES, Dataset, load_dataset
+    from datapruning.errors import DataPruningError
+    from datapruning.scores import Scores, select
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'datapruning' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "SOURCES",

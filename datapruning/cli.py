@@ -47,12 +47,12 @@ def datasets() -> None:
 @app.command()
 def score(
     metric: Annotated[
-        str | None, typer.Option(help="Pruning metric: el2n. [default: the config's, else el2n]")
+        str | None, typer.Option(help="Pruning metric: el2n (default: the config's, else el2n).")
     ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="Registered dataset (see `datapruning datasets`). [default: the config's, else mnist1d]"
+            help="Registered dataset, see `datapruning datasets` (default: the config's, else mnist1d)."
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")] = Path(
