@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ class Dataset:
     def num_train(self) -> int:
         return len(self.y_train)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Hash of the training set's shape, values and labels (16 hex digits)."""
         return fingerprint_arrays(self.x_train, self.y_train)

@@ -82,9 +82,15 @@ def train(
     if teacher is not None and kd is None:
         kd = KDConfig()
     model_name = model_cfg.name or dataset.default_model
+    x_train = torch.as_tensor(dataset.x_train, device=device)
+    y_train = torch.as_tensor(dataset.y_train, device=device)
+    # A wrong teacher fails here, before the run directory is touched.
+    teacher_logits = _teacher_logits(teacher, dataset, x_train) if teacher is not None else None
     run_path = Path(run_dir) if run_dir is not None else None
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
+        # summary.json marks a finished run; a rerun is unfinished until it ends.
+        (run_path / SUMMARY_NAME).unlink(missing_ok=True)
 
     previous_threads = torch.get_num_threads()
     if train_cfg.threads:
@@ -97,11 +103,6 @@ def train(
             model = build_model(
                 model_name, dataset.input_shape, dataset.num_classes, **model_cfg.params
             ).to(device)
-            x_train = torch.as_tensor(dataset.x_train, device=device)
-            y_train = torch.as_tensor(dataset.y_train, device=device)
-            teacher_logits = (
-                _teacher_logits(teacher, dataset, x_train) if teacher is not None else None
-            )
             sampler = SubsetSampler(indices, shuffle=True, seed=train_cfg.seed)
             batches = make_batches(
                 train_cfg.loader, x_train, y_train, sampler, train_cfg.batch_size

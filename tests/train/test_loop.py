@@ -242,3 +242,24 @@ def test_default_model_comes_from_the_dataset(digits):
     assert result.summary["model"] == "mlp"
     assert result.summary["steps"] == math.ceil(200 / 32)
     assert result.run_dir is None
+
+
+def test_wrong_teacher_fails_before_the_run_dir_is_touched(digits, full_run, tmp_path):
+    other = replace(digits, x_train=digits.x_train + 1.0)  # same shapes, other fingerprint
+    with pytest.raises(FingerprintMismatchError):
+        train(other, MLP, cfg(epochs=1), teacher=full_run.run_dir, run_dir=tmp_path / "student")
+    assert not (tmp_path / "student").exists()
+
+
+def test_rerun_that_fails_leaves_no_stale_summary(digits, tmp_path, monkeypatch):
+    train(digits, MLP, cfg(epochs=1), run_dir=tmp_path)
+    assert (tmp_path / "summary.json").exists()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("killed mid-run")
+
+    monkeypatch.setattr("datapruning.train.loop.evaluate", broken)
+    with pytest.raises(RuntimeError):
+        train(digits, MLP, cfg(epochs=1), run_dir=tmp_path)
+    # Without summary.json the report does not mistake the half-written run for a finished one.
+    assert not (tmp_path / "summary.json").exists()
