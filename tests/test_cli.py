@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from runs_helper import write_run
 
 from datapruning.cli import main
 
@@ -59,33 +60,6 @@ def assert_one_line_error(code, err, *fragments):
 
 def _no_work(*args, **kwargs):
     raise AssertionError("the command went on to load the dataset")
-
-
-def write_run(root, name, curve, *, recipe, kept=1.0, kd=None):
-    """A finished run directory as the training loop writes it."""
-    run = root / name
-    run.mkdir(parents=True)
-    accs = [acc for _, acc in curve]
-    summary = {
-        "recipe": recipe,
-        "kept_fraction": kept,
-        "kd": kd,
-        "final_test_acc": accs[-1],
-        "best_test_acc": max(accs),
-        "train_seconds": curve[-1][0],
-        "eval_seconds": 0.1,
-        "scoring_seconds": 0.0,
-        "teacher_seconds": 0.0,
-        "model": "mlp",
-        "epochs": len(curve),
-        "num_train_examples": round(1000 * kept),
-        "dataset": {"name": "digits", "params": {}, "fingerprint": "0123456789abcdef"},
-    }
-    (run / "summary.json").write_text(json.dumps(summary))
-    (run / "metrics.jsonl").write_text(
-        "".join(json.dumps({"train_seconds": s, "test_acc": a}) + "\n" for s, a in curve)
-    )
-    return run
 
 
 @pytest.fixture(scope="module")
