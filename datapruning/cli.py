@@ -247,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             typer.echo(f"error: {message}{hint}", err=True)
         return getattr(exc, "exit_code", 2)
-    except typer.Exit as exc:
-        return exc.exit_code
     except typer.Abort:
         code = 130
     if code == 130:

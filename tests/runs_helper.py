@@ -1,12 +1,25 @@
 """A finished run directory written by hand, in the training loop's format.
 
-Shared by the report and CLI tests: summary.json plus metrics.jsonl with an
+Shared by the report, CLI, loop and pipeline tests: summary.json plus metrics.jsonl with an
 accuracy curve chosen by the test.
 """
 
 from __future__ import annotations
 
 import json
+
+# The keys every summary.json must carry (issue 2's contract for a run).
+SUMMARY_KEYS = {
+    "final_test_acc",
+    "best_test_acc",
+    "train_seconds",
+    "eval_seconds",
+    "epochs",
+    "steps",
+    "kept_fraction",
+    "time_to_accuracy",
+    "config",
+}
 
 
 def write_run(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from runs_helper import SUMMARY_KEYS
 
 from datapruning.cli import main
 from datapruning.train.loop import METRICS_NAME, SUMMARY_NAME
@@ -24,18 +25,6 @@ TINY = {
         "kd": [False, True],
         "seeds": [0],
     },
-}
-
-SUMMARY_KEYS = {
-    "final_test_acc",
-    "best_test_acc",
-    "train_seconds",
-    "eval_seconds",
-    "epochs",
-    "steps",
-    "kept_fraction",
-    "time_to_accuracy",
-    "config",
 }
 
 

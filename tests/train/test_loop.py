@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from runs_helper import SUMMARY_KEYS
 
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
@@ -13,17 +14,6 @@ from datapruning.train.checkpoint import load_checkpoint, load_model, save_check
 from datapruning.train.loop import evaluate, predict, train
 
 MLP = ModelConfig(name="mlp", params={"hidden": 64})
-SUMMARY_KEYS = {
-    "final_test_acc",
-    "best_test_acc",
-    "train_seconds",
-    "eval_seconds",
-    "epochs",
-    "steps",
-    "kept_fraction",
-    "time_to_accuracy",
-    "config",
-}
 
 
 def cfg(**overrides):
