@@ -6,7 +6,9 @@ modules (torch, prefect) are imported inside the commands so ``--help`` is quick
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +17,7 @@ import typer
 from typer.exceptions import TyperException
 
 from datapruning.errors import DataPruningError
+from datapruning.scoring import METRIC_HELP
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,11 +47,14 @@ def datasets() -> None:
         typer.echo(f"{source.name:10s} {source.description}")
 
 
+_METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join(
+    f"{name}: {text}" for name, text in METRIC_HELP.items()
+)
+
+
 @app.command()
 def score(
-    metric: Annotated[
-        str | None, typer.Option(help="Pruning metric: el2n (default: the config's, else el2n).")
-    ] = None,
+    metric: Annotated[str | None, typer.Option(help=_METRIC_HELP)] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -67,9 +73,29 @@ def score(
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Number of scoring models to average.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs each scoring model trains.")] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="proto: cluster these embeddings (.npy, one row per example)."),
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option(help="proto: number of clusters (default: number of classes).")
+    ] = None,
+    grand_layer: Annotated[
+        str | None, typer.Option(help="grand: gradient over 'all' parameters or the 'last' layer.")
+    ] = None,
+    batched: Annotated[
+        bool | None,
+        typer.Option(
+            "--batched/--sequential", help="Train the scoring models at once or one by one."
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Score every training example with a pruning metric and save the scores as parquet."""
+    """Score every training example with a pruning metric and save the scores as parquet.
+
+    Finished seeds are kept in OUT.parts/ until the scores are written, so a rerun
+    of an interrupted command computes only the missing ones.
+    """
     from datapruning._io import check_output_path
     from datapruning.data.sources import get_source
     from datapruning.scoring import get_metric
@@ -89,14 +115,24 @@ def score(
         overrides.append(f"scoring.seeds={seeds}")
     if epochs is not None:
         overrides.append(f"scoring.epochs={epochs}")
+    if embeddings is not None:
+        overrides.append(f"scoring.proto.embeddings={json.dumps(str(embeddings))}")
+    if k is not None:
+        overrides.append(f"scoring.proto.k={k}")
+    if grand_layer is not None:
+        overrides.append(f"scoring.grand_layer={grand_layer}")
+    if batched is not None:
+        overrides.append(f"scoring.batched={str(batched).lower()}")
     cfg = _config(config, overrides)
     check_output_path(out)  # before minutes of work, not after
 
     from datapruning.data.sources import load_dataset
 
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
-    scores = get_metric(cfg.scoring.metric)(data, cfg.scoring, cfg.model, cfg.train)
+    parts = out.with_name(out.name + ".parts")
+    scores = get_metric(cfg.scoring.metric)(data, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
     scores.save(out)
+    shutil.rmtree(parts, ignore_errors=True)
     typer.echo(
         f"wrote {len(scores)} {cfg.scoring.metric} scores for {data.name} "
         f"({scores.metadata['seconds']:.1f} s) to {out}"
@@ -109,17 +145,36 @@ def select_(
     keep: Annotated[float, typer.Option(help="Fraction of the training set to keep, in (0, 1].")],
     out: Annotated[Path, typer.Option(help="Where to write the kept indices (.npy).")],
     strategy: Annotated[
-        str, typer.Option(help="hard (highest scores), easy (lowest) or random.")
+        str,
+        typer.Option(
+            help="hard (highest scores), easy (lowest), random, balanced (hardest per class), "
+            "ccs (coverage over score bins) or auto (hard if data is abundant, else easy)."
+        ),
     ] = "hard",
-    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random and ccs strategies.")] = 0,
+    offset: Annotated[
+        float, typer.Option(help="ccs: fraction of the hardest examples dropped first.")
+    ] = 0.0,
+    bins: Annotated[int, typer.Option(help="ccs: number of equal-width score bins.")] = 50,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Refuse the scores unless they belong to this dataset (a name)."),
+    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Keep a fraction of the training set by score and write the indices as .npy."""
     from datapruning._io import check_output_path, write_npy
     from datapruning.scores import Scores
 
     check_output_path(out)
-    table = Scores.load(scores)
-    indices = table.select(keep, strategy, seed)
+    fingerprint = None
+    if dataset is not None:
+        from datapruning.data.sources import load_dataset
+
+        cfg = _config(None, [*(set_ or []), f"dataset.name={dataset}"])
+        fingerprint = load_dataset(cfg.dataset.name, cfg.dataset.params).fingerprint
+    table = Scores.load(scores, fingerprint=fingerprint)
+    indices = table.select(keep, strategy, seed, offset=offset, bins=bins)
     write_npy(out, indices)
     typer.echo(f"kept {len(indices)} of {len(table)} examples ({strategy}) -> {out}")
 

@@ -83,12 +83,40 @@ class KDConfig(_Section):
     temperature: float = Field(4.0, gt=0)
 
 
+class ProtoConfig(_Section):
+    """Self-supervised prototypes (Sorscher et al. 2022): embed, cluster, score by distance."""
+
+    # Clusters (None: the dataset's number of classes, else sqrt(N)/2 capped at 1000).
+    k: int | None = Field(None, ge=1)
+    # faiss k-means iterations.
+    niter: int = Field(25, ge=1)
+    # User embeddings (.npy, one row per training example) instead of the encoder.
+    embeddings: Path | None = None
+    # The SimCLR-style encoder trained here when no embeddings are given.
+    encoder_epochs: int = Field(30, ge=1)
+    embedding_dim: int = Field(64, ge=2)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    temperature: float = Field(0.5, gt=0)
+    seed: int = 0
+
+
 class ScoringConfig(_Section):
     metric: str = "el2n"
     # Number of scoring models (seeds 0..seeds-1) whose scores are averaged.
     seeds: int = Field(4, ge=1)
     # Epochs each scoring model trains before it scores (EL2N: early in training).
     epochs: int = Field(10, ge=1)
+    # Train the seeds' models at once as one vmap ensemble (el2n, grand, forgetting).
+    batched: bool = True
+    # Seeds trained together per ensemble; each group's scores are saved as it finishes.
+    ensemble_size: int = Field(8, ge=1)
+    # torch threads while a batched ensemble trains (None: torch's default, all
+    # cores: one wide ensemble uses them well, unlike one small model).
+    ensemble_threads: int | None = Field(None, ge=1)
+    # GraNd: gradient norm over all parameters, or over the last linear layer only.
+    grand_layer: Literal["all", "last"] = "all"
+    proto: ProtoConfig = Field(default_factory=ProtoConfig)
 
     @field_validator("metric")
     @classmethod

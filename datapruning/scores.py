@@ -25,8 +25,19 @@ from datapruning.errors import DataPruningError, FingerprintMismatchError, Unkno
 
 METADATA_KEY = b"datapruning"
 
-# hard: keep the highest scores; easy: the lowest; random: a seeded uniform draw.
-STRATEGIES = ("hard", "easy", "random")
+# hard: keep the highest scores; easy: the lowest; random: a seeded uniform draw;
+# balanced: the hardest within each class, each class keeping its share;
+# ccs: coverage-centric (stratified over score bins, hardest offset dropped);
+# auto: hard when data is abundant, easy when scarce (Sorscher et al. 2022).
+STRATEGIES = ("hard", "easy", "random", "balanced", "ccs", "auto")
+
+# auto keeps the hardest examples when the kept subset still holds at least this
+# many examples per class, else the easiest. Sorscher et al. (2022) show the
+# crossover (easy wins when data is scarce, hard when abundant) but give no
+# universal number; 100 per class is a rule of thumb: check it on your data.
+AUTO_HARD_MIN_PER_CLASS = 100
+# CCS (Zheng et al. 2023) splits the score range into this many equal-width bins.
+CCS_BINS = 50
 
 
 @dataclass
@@ -91,28 +102,137 @@ class Scores:
             scores.check_dataset(fingerprint)
         return scores
 
-    def select(self, keep: float, strategy: str = "hard", seed: int = 0) -> np.ndarray:
+    def select(
+        self,
+        keep: float,
+        strategy: str = "hard",
+        seed: int = 0,
+        *,
+        offset: float = 0.0,
+        bins: int = CCS_BINS,
+    ) -> np.ndarray:
         """Dataset indices of the kept examples (see :func:`select`)."""
-        return self.table["index"].to_numpy()[select(self.values, keep, strategy, seed)]
+        labels = self.table["label"].to_numpy()
+        num_classes = self.metadata.get("dataset", {}).get("num_classes")
+        chosen = select(
+            self.values,
+            keep,
+            strategy,
+            seed,
+            labels=labels,
+            num_classes=num_classes,
+            offset=offset,
+            bins=bins,
+        )
+        return self.table["index"].to_numpy()[chosen]
 
 
-def select(scores: np.ndarray, keep: float, strategy: str = "hard", seed: int = 0) -> np.ndarray:
+def select(
+    scores: np.ndarray,
+    keep: float,
+    strategy: str = "hard",
+    seed: int = 0,
+    *,
+    labels: np.ndarray | None = None,
+    num_classes: int | None = None,
+    offset: float = 0.0,
+    bins: int = CCS_BINS,
+) -> np.ndarray:
     """Positions of the ``round(keep * N)`` kept examples, sorted ascending.
 
-    ``hard`` keeps the largest scores, ``easy`` the smallest (ties broken by
-    position), ``random`` a uniform draw seeded by ``seed``.
+    - ``hard`` keeps the largest scores, ``easy`` the smallest (ties broken by
+      position), ``random`` a uniform draw seeded by ``seed``.
+    - ``balanced`` keeps the hardest within each class, each class keeping
+      ``keep`` of its examples (largest-remainder rounding); needs ``labels``.
+    - ``ccs``, coverage-centric selection (Zheng et al. 2023): drop the hardest
+      ``offset`` fraction (likely mislabeled), split the rest into ``bins``
+      equal-width score bins, and fill the budget from the smallest bin up, each
+      bin giving at most an equal share of what is left (a seeded draw inside).
+    - ``auto`` is ``hard`` when the kept subset holds at least
+      ``AUTO_HARD_MIN_PER_CLASS`` examples per class (data abundant), else
+      ``easy`` (Sorscher et al. 2022); classes from ``num_classes`` or ``labels``.
     """
     if strategy not in STRATEGIES:
         raise UnknownNameError("selection strategy", strategy, STRATEGIES)
     if not 0 < keep <= 1:
         raise DataPruningError(f"kept fraction {keep} must lie in (0, 1]")
-    scores = np.asarray(scores)
+    if not 0 <= offset < 1:
+        raise DataPruningError(f"offset {offset} must lie in [0, 1)")
+    if bins < 1:
+        raise DataPruningError(f"bins {bins} must be at least 1")
+    scores = np.asarray(scores, dtype=np.float64)
     if not np.all(np.isfinite(scores)):
         raise DataPruningError("scores contain NaN or inf; rescore the dataset")
     count = max(1, round(keep * len(scores)))
+    if strategy == "auto":
+        strategy = auto_strategy(count, _num_classes(labels, num_classes, len(scores)))
     if strategy == "random":
         chosen = np.random.default_rng(seed).choice(len(scores), size=count, replace=False)
+    elif strategy == "balanced":
+        chosen = _balanced(scores, count, _labels(labels, len(scores)))
+    elif strategy == "ccs":
+        chosen = _coverage(scores, count, offset, bins, seed)
     else:
         order = np.argsort(-scores if strategy == "hard" else scores, kind="stable")
         chosen = order[:count]
     return np.sort(chosen).astype(np.int64)
+
+
+def auto_strategy(count: int, num_classes: int) -> str:
+    """``hard`` when ``count`` kept examples give each class enough, else ``easy``."""
+    return "hard" if count >= AUTO_HARD_MIN_PER_CLASS * max(num_classes, 1) else "easy"
+
+
+def _labels(labels: np.ndarray | None, size: int) -> np.ndarray:
+    if labels is None:
+        raise DataPruningError("class-balanced selection needs the labels of the scores table")
+    labels = np.asarray(labels)
+    if labels.shape != (size,):
+        raise DataPruningError(f"labels must hold one entry per score ({size}), got {labels.shape}")
+    if labels.min() < 0:
+        raise DataPruningError("class-balanced selection needs labels; these scores have none")
+    return labels
+
+
+def _num_classes(labels: np.ndarray | None, num_classes: int | None, size: int) -> int:
+    if num_classes:
+        return int(num_classes)
+    return len(np.unique(_labels(labels, size)))
+
+
+def _balanced(scores: np.ndarray, count: int, labels: np.ndarray) -> np.ndarray:
+    classes, sizes = np.unique(labels, return_counts=True)
+    exact = sizes * count / len(scores)
+    quota = np.floor(exact).astype(np.int64)
+    # Largest remainders get the leftover slots, ties to the smaller class label.
+    leftover = count - quota.sum()
+    quota[np.argsort(-(exact - quota), kind="stable")[:leftover]] += 1
+    chosen = []
+    for cls, take in zip(classes, quota, strict=True):
+        members = np.flatnonzero(labels == cls)
+        order = np.argsort(-scores[members], kind="stable")
+        chosen.append(members[order[:take]])
+    return np.concatenate(chosen)
+
+
+def _coverage(scores: np.ndarray, count: int, offset: float, bins: int, seed: int) -> np.ndarray:
+    dropped = int(offset * len(scores))
+    if count > len(scores) - dropped:
+        raise DataPruningError(
+            f"keeping {count} examples after dropping the hardest {dropped} leaves too few; "
+            "lower keep or offset"
+        )
+    order = np.argsort(-scores, kind="stable")
+    pool = order[dropped:]
+    low, high = scores[pool].min(), scores[pool].max()
+    edges = np.linspace(low, high, bins + 1)
+    which = np.clip(np.searchsorted(edges, scores[pool], side="right") - 1, 0, bins - 1)
+    members = [pool[which == b] for b in range(bins)]
+    members = sorted((m for m in members if len(m)), key=len)
+    rng = np.random.default_rng(seed)
+    chosen, budget = [], count
+    for position, bin_members in enumerate(members):
+        take = min(len(bin_members), budget // (len(members) - position))
+        chosen.append(rng.choice(bin_members, size=take, replace=False))
+        budget -= take
+    return np.concatenate(chosen)

@@ -171,7 +171,7 @@ def test_ties_are_broken_by_position():
 def test_counts(n, keep, count):
     scores = np.linspace(0, 1, n)
     for strategy in STRATEGIES:
-        chosen = select(scores, keep, strategy)
+        chosen = select(scores, keep, strategy, labels=np.arange(n) % 3)
         assert len(chosen) == count
         assert len(set(chosen.tolist())) == count
 
@@ -215,3 +215,105 @@ def test_scores_select_returns_dataset_indices():
     assert scores.select(0.5, "hard").tolist() == [10, 13]
     assert scores.select(0.5, "easy").tolist() == [11, 12]
     assert set(scores.select(0.5, "random", seed=3).tolist()) <= {10, 11, 12, 13}
+
+
+# ------------------------------------------------- balanced, ccs and auto
+
+
+def test_balanced_keeps_each_class_share_hardest_first():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    # Class 0 is much harder overall: "hard" would take almost only class 0.
+    scores = rng.random(100) + np.where(labels == 0, 10.0, 0.0)
+    chosen = select(scores, 0.2, "balanced", labels=labels)
+    assert len(chosen) == 20
+    assert np.bincount(labels[chosen], minlength=3).tolist() == [10, 6, 4]
+    for cls in range(3):
+        members = np.flatnonzero(labels == cls)
+        kept = np.intersect1d(chosen, members)
+        assert (
+            scores[kept].min()
+            >= np.delete(scores, chosen)[labels[np.delete(np.arange(100), chosen)] == cls].max()
+        )
+    assert np.bincount(labels[select(scores, 0.2, "hard")], minlength=3).tolist() == [20, 0, 0]
+
+
+def test_balanced_rounds_by_largest_remainder():
+    labels = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    chosen = select(np.arange(10.0), 0.5, "balanced", labels=labels)
+    # Exact shares 2.5, 1.5, 1.0: five slots, the first remainder tie to class 0.
+    assert np.bincount(labels[chosen], minlength=3).tolist() == [3, 1, 1]
+
+
+def test_balanced_needs_labels():
+    with pytest.raises(DataPruningError, match="labels"):
+        select(np.ones(4), 0.5, "balanced")
+    with pytest.raises(DataPruningError, match="labels"):
+        select(np.ones(4), 0.5, "balanced", labels=np.array([-1, -1, 0, 1]))
+
+
+def test_ccs_covers_the_score_range_and_drops_the_hardest():
+    rng = np.random.default_rng(1)
+    # Most examples are easy; a thin tail is hard.
+    scores = np.concatenate([rng.random(900) * 0.1, 0.1 + rng.random(100) * 0.9])
+    chosen = select(scores, 0.1, "ccs", seed=0, bins=10)
+    assert len(chosen) == 100 and len(np.unique(chosen)) == 100
+    # Equal-width bins: the sparse hard tail is kept far above its 10% share,
+    # and the dense easy bin does not take the whole budget.
+    assert np.mean(scores[chosen] > 0.1) > 0.5
+    assert np.mean(scores[chosen] <= 0.1) > 0.05
+    np.testing.assert_array_equal(chosen, select(scores, 0.1, "ccs", seed=0, bins=10))
+    hardest = np.argsort(-scores)[:50]
+    with_offset = select(scores, 0.1, "ccs", seed=0, bins=10, offset=0.05)
+    assert len(with_offset) == 100
+    assert not set(with_offset.tolist()) & set(hardest.tolist())
+    assert set(chosen.tolist()) & set(hardest.tolist())
+
+
+def test_ccs_small_bins_are_kept_whole():
+    # Bin sizes 2, 8 and 90 over [0, 3): a budget of 30 takes both small bins whole.
+    scores = np.concatenate([np.full(2, 2.9), np.full(8, 1.5), np.linspace(0, 0.9, 90)])
+    chosen = select(scores, 0.3, "ccs", bins=3)
+    assert set(range(10)) <= set(chosen.tolist())
+    assert len(chosen) == 30
+
+
+def test_ccs_bad_offset():
+    for offset in (-0.1, 1.0):
+        with pytest.raises(DataPruningError, match="offset"):
+            select(np.ones(10), 0.5, "ccs", offset=offset)
+    with pytest.raises(DataPruningError, match="too few"):
+        select(np.arange(10.0), 0.9, "ccs", offset=0.5)
+
+
+def test_auto_keeps_hard_when_abundant_easy_when_scarce():
+    from datapruning.scores import AUTO_HARD_MIN_PER_CLASS
+
+    n = 40 * AUTO_HARD_MIN_PER_CLASS  # 2 classes
+    scores = np.random.default_rng(2).random(n)
+    labels = np.arange(n) % 2
+    abundant = 2 * AUTO_HARD_MIN_PER_CLASS / n
+    np.testing.assert_array_equal(
+        select(scores, abundant, "auto", labels=labels), select(scores, abundant, "hard")
+    )
+    scarce = (2 * AUTO_HARD_MIN_PER_CLASS - 2) / n
+    np.testing.assert_array_equal(
+        select(scores, scarce, "auto", labels=labels), select(scores, scarce, "easy")
+    )
+    # The dataset's class count from the metadata wins over the labels seen.
+    np.testing.assert_array_equal(
+        select(scores, abundant, "auto", num_classes=4), select(scores, abundant, "easy")
+    )
+
+
+def test_scores_select_uses_table_labels_and_metadata():
+    table = pd.DataFrame(
+        {
+            "index": [10, 11, 12, 13, 14, 15],
+            "score": [0.9, 0.8, 0.7, 0.1, 0.2, 0.3],
+            "label": [0, 0, 0, 1, 1, 1],
+        }
+    )
+    scores = Scores(table, {"dataset": {"num_classes": 2}})
+    assert scores.select(2 / 6, "balanced").tolist() == [10, 15]
+    assert scores.select(0.5, "auto").tolist() == [13, 14, 15]  # 3 kept < 100 per class: easy

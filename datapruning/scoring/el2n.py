@@ -5,29 +5,45 @@ only briefly (the paper scores at epoch ~20 of 200 on CIFAR-10) and averaged ove
 several independently initialised models (the paper uses 10; the default here is
 smaller for CPU and configurable). Examples with a large error early in training
 are the hard (or mislabeled) ones.
+
+The K scoring models train at once as a vmap ensemble
+(:mod:`datapruning.scoring.ensemble`, ``scoring.batched=true``, the default) or
+one after another through the training loop (``batched=false``); both follow the
+same recipe and seeds. Each group of ``scoring.ensemble_size`` seeds is saved to
+``work_dir`` as it finishes, so an interrupted run resumes with the missing seeds.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from datapruning import __version__
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
-from datapruning.train.loop import predict, train
+from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
+from datapruning.scoring.ensemble import Ensemble, build_models, can_batch, train_ensemble
+
+# Scores of one trained ensemble: (K, N) for the ensemble's seeds.
+EnsembleScorer = Callable[[Ensemble, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def el2n(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-example L2 norm of the softmax error vector."""
-    probs = F.softmax(logits, dim=1)
-    return torch.linalg.vector_norm(probs - F.one_hot(labels, probs.shape[1]).to(probs), dim=1)
+    """Per-example L2 norm of the softmax error vector (over the last dim)."""
+    probs = F.softmax(logits, dim=-1)
+    return torch.linalg.vector_norm(probs - F.one_hot(labels, probs.shape[-1]).to(probs), dim=-1)
+
+
+def _el2n_of(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = ensemble.predict(x)
+    return el2n(logits, y.expand(len(ensemble), -1))
 
 
 def score_el2n(
@@ -36,43 +52,109 @@ def score_el2n(
     model_cfg: ModelConfig | None = None,
     train_cfg: TrainConfig | None = None,
     progress: bool | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> Scores:
     """Train ``scoring.seeds`` models for ``scoring.epochs`` epochs each and average EL2N."""
+    return score_with_models(
+        "el2n", _el2n_of, dataset, scoring, model_cfg, train_cfg, progress, work_dir
+    )
+
+
+def score_with_models(
+    metric: str,
+    scorer: EnsembleScorer,
+    dataset: Dataset,
+    scoring: ScoringConfig | None,
+    model_cfg: ModelConfig | None,
+    train_cfg: TrainConfig | None,
+    progress: bool | None,
+    work_dir: str | os.PathLike[str] | None,
+    extra_params: dict[str, Any] | None = None,
+) -> Scores:
+    """Train scoring models per seed (batched or not), score each, keep per-seed columns."""
     scoring = scoring or ScoringConfig()
     model_cfg = model_cfg or ModelConfig()
     train_cfg = train_cfg or TrainConfig()
-    start = time.perf_counter()
-    x_train = torch.as_tensor(dataset.x_train)
-    y_train = torch.as_tensor(dataset.y_train)
-    table = pd.DataFrame({"index": np.arange(dataset.num_train), "label": dataset.y_train})
-    seeds = list(range(scoring.seeds))
-    for seed in tqdm(
-        seeds, desc="el2n", unit="model", disable=None if progress is None else not progress
-    ):
-        cfg = train_cfg.model_copy(
-            update={"epochs": scoring.epochs, "seed": seed, "eval_every": 0, "targets": []}
-        )
-        model = train(dataset, model_cfg, cfg, progress=False).model
-        with torch.no_grad():
-            table[f"score_seed{seed}"] = el2n(predict(model, x_train), y_train).numpy()
-    table["score"] = table[[f"score_seed{s}" for s in seeds]].mean(axis=1)
-    table = table[["index", "score", "label", *[f"score_seed{s}" for s in seeds]]]
-    metadata = {
-        "metric": "el2n",
-        "params": {
-            "epochs": scoring.epochs,
-            "seeds": scoring.seeds,
-            "train": train_cfg.model_dump(mode="json"),
-        },
-        "dataset": {
-            "name": dataset.name,
-            "params": dict(dataset.params),
-            "fingerprint": dataset.fingerprint,
-            "num_train": dataset.num_train,
-        },
-        "model": {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params},
-        "seeds": seeds,
-        "seconds": time.perf_counter() - start,
-        "version": __version__,
+    check_features(dataset.x_train)
+    check_labels(dataset)
+    model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
+    probe = build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
+    batched = scoring.batched and can_batch(probe)
+    params = {
+        "epochs": scoring.epochs,
+        "seeds": scoring.seeds,
+        "batched": batched,
+        "ensemble_size": scoring.ensemble_size if batched else 1,
+        "train": train_cfg.model_dump(mode="json"),
+        **(extra_params or {}),
     }
-    return Scores(table, metadata)
+    identity = {"metric": metric, "dataset": dataset.fingerprint, "model": model}
+    # Batched and sequential runs agree only up to rounding, so they are not mixed.
+    store = SeedStore(work_dir, identity | {"params": params})
+    seeds = list(range(scoring.seeds))
+    done = store.load(seeds, dataset.num_train)
+    missing = [seed for seed in seeds if seed not in done]
+    group = scoring.ensemble_size if batched else 1
+    groups = [missing[i : i + group] for i in range(0, len(missing), group)]
+    x = torch.as_tensor(dataset.x_train, device=train_cfg.device)
+    y = torch.as_tensor(dataset.y_train, device=train_cfg.device)
+    for chunk in tqdm(
+        groups,
+        desc=metric,
+        unit="group" if batched else "model",
+        disable=None if progress is None else not progress,
+    ):
+        start = time.perf_counter()
+        ensemble = _train(dataset, model_cfg, train_cfg, scoring, chunk, batched, metric)
+        with torch.no_grad():
+            values = scorer(ensemble, x, y).cpu().numpy()
+        seconds = (time.perf_counter() - start) / len(chunk)
+        for row, seed in zip(values, chunk, strict=True):
+            store.save(seed, row, seconds)
+            done[seed] = (row, seconds)
+    return build_scores(
+        dataset,
+        metric,
+        {seed: done[seed][0] for seed in seeds},
+        params=params,
+        model=model,
+        seconds=sum(done[seed][1] for seed in seeds),
+    )
+
+
+def _train(
+    dataset: Dataset,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    scoring: ScoringConfig,
+    seeds: Sequence[int],
+    batched: bool,
+    desc: str,
+) -> Ensemble:
+    epochs = scoring.epochs
+    if batched:
+        return train_ensemble(
+            dataset,
+            model_cfg,
+            train_cfg,
+            seeds,
+            epochs,
+            desc=desc,
+            threads=scoring.ensemble_threads,
+        )
+    # One after another through the training loop; stacked afterwards so that
+    # both paths score through the same code.
+    from torch.func import stack_module_state
+
+    from datapruning.train.loop import train
+
+    models = []
+    for seed in seeds:
+        cfg = train_cfg.model_copy(
+            update={"epochs": epochs, "seed": seed, "eval_every": 0, "targets": []}
+        )
+        models.append(train(dataset, model_cfg, cfg, progress=False).model)
+    params, buffers = stack_module_state(models)
+    for value in params.values():
+        value.requires_grad_(False)
+    return Ensemble(copy.deepcopy(models[0]).to("meta"), params, buffers, list(seeds))

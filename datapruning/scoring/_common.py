@@ -1,0 +1,136 @@
+"""What every metric shares: input checks, provenance, and per-seed results on disk.
+
+A metric computes one score column per seed; :class:`SeedStore` keeps each
+finished column in a work directory keyed by everything that determines it, so
+an interrupted run recomputes only the missing seeds. :func:`build_scores`
+assembles the table and its provenance record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datapruning import __version__
+from datapruning._io import atomic_write
+from datapruning.data.sources import Dataset
+from datapruning.errors import DataPruningError
+from datapruning.scores import Scores
+
+
+def check_features(x: np.ndarray, what: str = "features") -> None:
+    """Refuse NaN or inf inputs: every metric would turn them into garbage scores."""
+    if not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).any(axis=1)))
+        raise DataPruningError(
+            f"{what} contain NaN or inf in {bad} rows; clean or drop those examples first"
+        )
+
+
+def check_labels(dataset: Dataset) -> None:
+    """Refuse labels outside 0..num_classes-1 (one-hot targets would be wrong)."""
+    y = np.asarray(dataset.y_train)
+    if y.ndim != 1 or len(y) != len(dataset.x_train):
+        raise DataPruningError(
+            f"dataset {dataset.name!r}: y_train must hold one label per training example"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= dataset.num_classes):
+        raise DataPruningError(
+            f"dataset {dataset.name!r}: train labels must lie in 0..{dataset.num_classes - 1}, "
+            f"found {int(y.min())}..{int(y.max())}"
+        )
+
+
+def dataset_record(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "params": dict(dataset.params),
+        "fingerprint": dataset.fingerprint,
+        "num_train": len(dataset.x_train),
+        "num_classes": dataset.num_classes,
+    }
+
+
+def build_scores(
+    dataset: Dataset,
+    metric: str,
+    per_seed: Mapping[int, np.ndarray],
+    *,
+    params: Mapping[str, Any],
+    model: Mapping[str, Any] | None,
+    seconds: float,
+) -> Scores:
+    """The Scores table (mean over seeds, per-seed columns) with its provenance."""
+    seeds = sorted(per_seed)
+    columns = {f"score_seed{seed}": np.asarray(per_seed[seed], dtype=np.float64) for seed in seeds}
+    # The label column is bookkeeping for class-balanced selection; label-free
+    # metrics (proto) never look at it while scoring.
+    table = pd.DataFrame(
+        {
+            "index": np.arange(len(dataset.x_train), dtype=np.int64),
+            "score": np.mean(np.stack(list(columns.values())), axis=0),
+            "label": np.asarray(dataset.y_train, dtype=np.int64),
+            **columns,
+        }
+    )
+    metadata = {
+        "metric": metric,
+        "params": dict(params),
+        "dataset": dataset_record(dataset),
+        "model": dict(model) if model is not None else None,
+        "seeds": seeds,
+        "seconds": seconds,
+        "version": __version__,
+    }
+    return Scores(table, metadata)
+
+
+class SeedStore:
+    """Per-seed score columns saved as they finish, under ``work_dir/<key>/``.
+
+    The key hashes the metric, its parameters, the dataset fingerprint and the
+    model, so results of a different job are never mistaken for this one's.
+    Without a ``work_dir`` nothing is kept.
+    """
+
+    def __init__(self, work_dir: str | os.PathLike[str] | None, identity: Mapping[str, Any]):
+        blob = json.dumps(identity, sort_keys=True, default=str).encode()
+        self.key = hashlib.blake2b(blob, digest_size=8).hexdigest()
+        self.root = Path(work_dir) if work_dir is not None else None
+        self.dir = self.root / self.key if self.root is not None else None
+
+    def load(self, seeds: Sequence[int], num_rows: int) -> dict[int, tuple[np.ndarray, float]]:
+        """The finished seeds among ``seeds``: column and the seconds it cost."""
+        done: dict[int, tuple[np.ndarray, float]] = {}
+        if self.dir is None or not self.dir.is_dir():
+            return done
+        for seed in seeds:
+            path = self.dir / f"seed{seed}.npz"
+            if not path.is_file():
+                continue
+            try:
+                with np.load(path, allow_pickle=False) as part:
+                    values, seconds = part["values"], float(part["seconds"])
+            except (OSError, ValueError, KeyError):
+                continue  # a damaged part is recomputed
+            if values.shape == (num_rows,) and np.all(np.isfinite(values)):
+                done[seed] = (values, seconds)
+        return done
+
+    def save(self, seed: int, values: np.ndarray, seconds: float) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                np.savez(handle, values=np.asarray(values, dtype=np.float64), seconds=seconds)
+
+        atomic_write(self.dir / f"seed{seed}.npz", write)

@@ -1,0 +1,113 @@
+"""GraNd scores (Paul, Ganguli & Dziugaite 2021): the per-example loss-gradient norm.
+
+GraNd(x, y) = || d loss(f(x), y) / d theta ||_2 for each example alone, computed
+with ``torch.func`` (``vmap`` of ``grad`` over examples) on the scoring models
+after ``scoring.epochs`` epochs, averaged over seeds. ``scoring.grand_layer``
+picks the parameters: ``all`` (the paper's definition) or ``last`` (only the
+last linear layer, DeepCore's cheaper variant); the choice and the parameter
+names are recorded in the scores' metadata.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.data.sources import Dataset
+from datapruning.scores import Scores
+from datapruning.scoring.el2n import score_with_models
+from datapruning.scoring.ensemble import Ensemble, build_models
+
+
+def last_layer_names(model: nn.Module) -> list[str]:
+    """Parameter names of the last ``nn.Linear`` in module order (the classifier)."""
+    linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
+    prefix = linear[-1]
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if name.rsplit(".", 1)[0] == prefix or (prefix == "" and "." not in name)
+    ]
+
+
+def grad_norms(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    names: list[str],
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """Per-example norm of the loss gradient w.r.t. the parameters ``names`` (N,)."""
+    frozen = {name: value for name, value in params.items() if name not in names}
+
+    def loss(trainable: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor):
+        logits = functional_call(model, ({**frozen, **trainable}, buffers), (xi.unsqueeze(0),))
+        return F.cross_entropy(logits, yi.unsqueeze(0))
+
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+    trainable = {name: params[name] for name in names}
+    out = []
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+        grads = per_example(trainable, xb, yb)
+        squared = sum(g.flatten(1).pow(2).sum(dim=1) for g in grads.values())
+        out.append(squared.sqrt())
+    return torch.cat(out)
+
+
+def score_grand(
+    dataset: Dataset,
+    scoring: ScoringConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    progress: bool | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+) -> Scores:
+    """GraNd after ``scoring.epochs`` epochs, mean over ``scoring.seeds`` models."""
+    scoring = scoring or ScoringConfig()
+    model_cfg = model_cfg or ModelConfig()
+    probe = build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
+    if scoring.grand_layer == "last":
+        names = last_layer_names(probe)
+    else:
+        names = [name for name, _ in probe.named_parameters()]
+
+    def scorer(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        was_training = ensemble.base.training
+        ensemble.base.eval()
+        try:
+            return torch.stack(
+                [
+                    grad_norms(
+                        ensemble.base,
+                        {name: value[k] for name, value in ensemble.params.items()},
+                        {name: value[k] for name, value in ensemble.buffers.items()},
+                        x,
+                        y,
+                        names,
+                    )
+                    for k in range(len(ensemble))
+                ]
+            )
+        finally:
+            ensemble.base.train(was_training)
+
+    return score_with_models(
+        "grand",
+        scorer,
+        dataset,
+        scoring,
+        model_cfg,
+        train_cfg,
+        progress,
+        work_dir,
+        extra_params={"layer": scoring.grand_layer, "parameters": names},
+    )

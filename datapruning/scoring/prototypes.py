@@ -1,0 +1,281 @@
+"""Self-supervised prototype scores (Sorscher et al. 2022, "Beyond neural scaling laws").
+
+No labels are used. Each training example is embedded by a self-supervised
+encoder, trained here with a SimCLR-style contrastive objective (NT-Xent on two
+augmented views: random shifts, amplitude scaling and noise for 1D signals;
+padded random crops and horizontal flips for images), or taken from the user's
+embeddings (``scoring.proto.embeddings``, a ``.npy`` with one row per example).
+Embeddings are L2-normalised and clustered by spherical ``faiss.Kmeans``; an
+example's score is its cosine distance to the nearest centroid: far from every
+prototype = hard, close = easy (prototypical).
+
+``k`` defaults to the dataset's number of classes (the paper's choice, known
+without reading any label), else ``sqrt(N) / 2`` capped at 1000.
+
+Selection: the paper finds keeping hard examples best when data is abundant
+and easy ones when it is scarce; ``datapruning.scores.select(..., "auto")``
+applies that rule (see there for the threshold).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from datapruning.config import ModelConfig, ProtoConfig, ScoringConfig, TrainConfig
+from datapruning.data.sources import Dataset
+from datapruning.errors import DataPruningError
+from datapruning.scores import Scores
+from datapruning.scoring._common import build_scores, check_features
+
+MAX_DEFAULT_K = 1000
+
+
+def default_k(num_examples: int, num_classes: int | None) -> int:
+    """The number of classes when known, else sqrt(N)/2 (at least 2, at most 1000)."""
+    if num_classes:
+        return num_classes
+    return int(min(MAX_DEFAULT_K, max(2, round(math.sqrt(num_examples) / 2))))
+
+
+def prototype_scores(
+    embeddings: np.ndarray, k: int, niter: int = 25, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cosine distance of each row to its nearest spherical k-means centroid.
+
+    Returns the scores (N,) and a record of the clustering (k, niter, objective,
+    cluster sizes).
+    """
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise DataPruningError(f"embeddings must be a 2-D array (N, d), got shape {x.shape}")
+    check_features(x, "embeddings")
+    if not 1 <= k <= len(x):
+        raise DataPruningError(f"k={k} clusters for {len(x)} examples; choose k in 1..{len(x)}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise DataPruningError("embeddings contain all-zero rows, which have no direction")
+    x = x / norms
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, spherical=True, seed=seed, verbose=False)
+    kmeans.train(x)
+    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    similarity, assignment = index.search(x, 1)
+    scores = 1.0 - similarity[:, 0].astype(np.float64)
+    info = {
+        "k": k,
+        "niter": niter,
+        "objective": float(kmeans.obj[-1]) if len(kmeans.obj) else None,
+        "cluster_sizes": np.bincount(assignment[:, 0], minlength=k).tolist(),
+    }
+    # Rounding can leave a point a hair inside its centroid's direction.
+    return np.clip(scores, 0.0, 2.0), info
+
+
+# ----------------------------------------------------------------- encoder
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random view of a batch: shifts/scale/noise for 1D signals, crops/flips for images."""
+    if x.dim() == 4:  # images (B, C, H, W)
+        pad = max(1, x.shape[-1] // 8)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, len(x)), generator=generator)
+        rows = torch.arange(x.shape[-2])[None, :] + dy[:, None]
+        cols = torch.arange(x.shape[-1])[None, :] + dx[:, None]
+        batch = torch.arange(len(x))[:, None, None]
+        crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+        crops = crops.permute(0, 3, 1, 2)
+        flip = torch.rand(len(x), generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    # signals (B, L) or (B, C, L): circular shift, amplitude scale, additive noise
+    length = x.shape[-1]
+    max_shift = max(1, length // 10)
+    shifts = torch.randint(-max_shift, max_shift + 1, (len(x),), generator=generator)
+    positions = (torch.arange(length)[None, :] - shifts[:, None]) % length
+    view = torch.gather(x, -1, positions.view(len(x), *([1] * (x.dim() - 2)), length).expand_as(x))
+    scale = 1 + 0.2 * (2 * torch.rand(len(x), generator=generator) - 1)
+    view = view * scale.view(-1, *([1] * (x.dim() - 1)))
+    noise = torch.randn(x.shape, generator=generator) * 0.1 * x.std()
+    return view + noise
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalised temperature-scaled cross-entropy over 2B views."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    similarity = z @ z.T / temperature
+    similarity.fill_diagonal_(float("-inf"))
+    n = len(z1)
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return F.cross_entropy(similarity, targets)
+
+
+def train_encoder(
+    x: np.ndarray,
+    model_name: str,
+    model_params: dict[str, Any],
+    proto: ProtoConfig,
+    progress: bool | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A SimCLR-style encoder on ``x`` alone; returns it and its training record."""
+    from models import build_model
+
+    start = time.perf_counter()
+    data = torch.as_tensor(x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(proto.seed)
+        encoder = build_model(model_name, tuple(x.shape[1:]), proto.embedding_dim, **model_params)
+        head = nn.Sequential(
+            nn.ReLU(), nn.Linear(proto.embedding_dim, proto.embedding_dim)
+        )  # the projection head; scores use the encoder's output before it
+    generator = torch.Generator().manual_seed(proto.seed)
+    parameters = [*encoder.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=proto.lr)
+    batch_size = min(proto.batch_size, len(data))
+    steps = 0
+    losses = []
+    bar = tqdm(
+        range(proto.encoder_epochs),
+        desc="proto encoder",
+        unit="epoch",
+        disable=None if progress is None else not progress,
+        leave=False,
+    )
+    encoder.train()
+    for _ in bar:
+        order = torch.randperm(len(data), generator=generator)
+        total, count = 0.0, 0
+        # Drop a last batch of one: NT-Xent needs a negative for every view.
+        for start_at in range(0, len(data) - 1, batch_size):
+            batch = data[order[start_at : start_at + batch_size]]
+            if len(batch) < 2:
+                continue
+            z1 = head(encoder(augment(batch, generator)))
+            z2 = head(encoder(augment(batch, generator)))
+            loss = nt_xent(z1, z2, proto.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+            steps += 1
+        losses.append(total / max(count, 1))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    encoder.eval()
+    record = {
+        "name": "simclr",
+        "backbone": model_name,
+        "backbone_params": dict(model_params),
+        "embedding_dim": proto.embedding_dim,
+        "epochs": proto.encoder_epochs,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": proto.lr,
+        "temperature": proto.temperature,
+        "final_loss": losses[-1] if losses else None,
+        "seconds": time.perf_counter() - start,
+    }
+    return encoder, record
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    data = torch.as_tensor(x)
+    return torch.cat([encoder(chunk) for chunk in data.split(batch_size)]).numpy()
+
+
+def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise DataPruningError(f"embeddings file {str(path)!r} not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise DataPruningError(f"{str(path)!r} is not a .npy array of embeddings") from None
+    if array.ndim != 2:
+        raise DataPruningError(f"embeddings must be a 2-D array (N, d), got shape {array.shape}")
+    if len(array) != num_examples:
+        raise DataPruningError(
+            f"embeddings have {len(array)} rows but the training set has {num_examples}; "
+            "give one row per training example, in dataset order"
+        )
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataPruningError(f"embeddings must be numeric, got dtype {array.dtype}")
+    return array
+
+
+def score_proto(
+    dataset: Dataset,
+    scoring: ScoringConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    progress: bool | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+) -> Scores:
+    """Self-supervised prototype scores; reads only ``dataset.x_train``, never labels.
+
+    The encoder has its own recipe (``scoring.proto``); of ``train_cfg`` only
+    ``threads`` applies. ``work_dir`` is accepted for the common metric
+    signature: there is one run, nothing to resume.
+    """
+    scoring = scoring or ScoringConfig()
+    model_cfg = model_cfg or ModelConfig()
+    train_cfg = train_cfg or TrainConfig()
+    previous_threads = torch.get_num_threads()
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    try:
+        return _score_proto(dataset, scoring, model_cfg, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _score_proto(
+    dataset: Dataset, scoring: ScoringConfig, model_cfg: ModelConfig, progress: bool | None
+) -> Scores:
+    proto = scoring.proto
+    start = time.perf_counter()
+    x = dataset.x_train
+    num_examples = len(x)
+    k = proto.k if proto.k is not None else default_k(num_examples, dataset.num_classes)
+    if k > num_examples:
+        raise DataPruningError(
+            f"scoring.proto.k={k} is larger than the {num_examples} training examples; lower k"
+        )
+    check_features(x)
+    if proto.embeddings is not None:
+        embeddings = load_embeddings(proto.embeddings, num_examples)
+        encoder_record: dict[str, Any] = {"name": "user", "path": str(proto.embeddings)}
+        model = None
+    else:
+        name = model_cfg.name or dataset.default_model
+        encoder, encoder_record = train_encoder(x, name, model_cfg.params, proto, progress)
+        embeddings = embed(encoder, x)
+        model = {"name": name, "params": model_cfg.params}
+    values, clustering = prototype_scores(embeddings, k, proto.niter, proto.seed)
+    params = {
+        **clustering,
+        "embedding_dim": int(embeddings.shape[1]),
+        "encoder": encoder_record,
+        "seed": proto.seed,
+    }
+    return build_scores(
+        dataset,
+        "proto",
+        {proto.seed: values},
+        params=params,
+        model=model,
+        seconds=time.perf_counter() - start,
+    )
