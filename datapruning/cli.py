@@ -37,6 +37,31 @@ SetOption = Annotated[
     typer.Option("--set", help="Override a config value, e.g. --set train.epochs=10 (repeatable)."),
 ]
 
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Dataset, see `datapruning datasets`; file sources take a location: npz:PATH "
+        "(default: the config's, else mnist1d)."
+    ),
+]
+RootOption = Annotated[
+    Path | None,
+    typer.Option(help="Folder of a cifar10, cifar100 or imagefolder dataset."),
+]
+
+
+def _dataset_overrides(dataset: str | None, root: Path | None) -> list[str]:
+    """Config overrides for --dataset and --root; unknown names fail before any work."""
+    from datapruning.data.sources import get_source
+
+    overrides = []
+    if dataset is not None:
+        get_source(dataset)
+        overrides.append(f"dataset.name={dataset}")
+    if root is not None:
+        overrides.append(f"dataset.params.root={root}")
+    return overrides
+
 
 @app.command()
 def datasets() -> None:
@@ -44,7 +69,7 @@ def datasets() -> None:
     from datapruning.data.sources import SOURCES
 
     for source in SOURCES.values():
-        typer.echo(f"{source.name:10s} {source.description}")
+        typer.echo(f"{source.name:12s} {source.description}")
 
 
 _METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join(
@@ -55,12 +80,8 @@ _METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join
 @app.command()
 def score(
     metric: Annotated[str | None, typer.Option(help=_METRIC_HELP)] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="Registered dataset, see `datapruning datasets` (default: the config's, else mnist1d)."
-        ),
-    ] = None,
+    dataset: DatasetOption = None,
+    root: RootOption = None,
     out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")] = Path(
         "scores.parquet"
     ),
@@ -97,7 +118,6 @@ def score(
     of an interrupted command computes only the missing ones.
     """
     from datapruning._io import check_output_path
-    from datapruning.data.sources import get_source
     from datapruning.scoring import get_metric
 
     # Options given on the command line override the config; unknown names fail
@@ -106,9 +126,7 @@ def score(
     if metric is not None:
         get_metric(metric)
         overrides.append(f"scoring.metric={metric}")
-    if dataset is not None:
-        get_source(dataset)
-        overrides.append(f"dataset.name={dataset}")
+    overrides += _dataset_overrides(dataset, root)
     if model is not None:
         overrides.append(f"model.name={model}")
     if seeds is not None:
@@ -158,8 +176,9 @@ def select_(
     bins: Annotated[int, typer.Option(help="ccs: number of equal-width score bins.")] = 50,
     dataset: Annotated[
         str | None,
-        typer.Option(help="Refuse the scores unless they belong to this dataset (a name)."),
+        typer.Option(help="Refuse the scores unless they belong to this dataset (as for `score`)."),
     ] = None,
+    root: RootOption = None,
     set_: SetOption = None,
 ) -> None:
     """Keep a fraction of the training set by score and write the indices as .npy."""
@@ -171,7 +190,7 @@ def select_(
     if dataset is not None:
         from datapruning.data.sources import load_dataset
 
-        cfg = _config(None, [*(set_ or []), f"dataset.name={dataset}"])
+        cfg = _config(None, [*(set_ or []), *_dataset_overrides(dataset, root)])
         fingerprint = load_dataset(cfg.dataset.name, cfg.dataset.params).fingerprint
     table = Scores.load(scores, fingerprint=fingerprint)
     indices = table.select(keep, strategy, seed, offset=offset, bins=bins)
