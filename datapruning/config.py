@@ -117,8 +117,8 @@ class ScoringConfig(_Section):
     batched: bool = True
     # Seeds trained together per ensemble; each group's scores are saved as it finishes.
     ensemble_size: int = Field(8, ge=1)
-    # torch threads while a batched ensemble trains (None: torch's default, all
-    # cores: one wide ensemble uses them well, unlike one small model).
+    # torch threads while a batched ensemble trains (None: train.threads). One
+    # wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
     # GraNd: gradient norm over all parameters, or over the last linear layer only.
     grand_layer: Literal["all", "last"] = "all"

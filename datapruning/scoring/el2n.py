@@ -140,7 +140,7 @@ def _train(
             seeds,
             epochs,
             desc=desc,
-            threads=scoring.ensemble_threads,
+            threads=scoring.ensemble_threads or train_cfg.threads,
         )
     # One after another through the training loop; stacked afterwards so that
     # both paths score through the same code.

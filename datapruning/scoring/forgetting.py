@@ -98,7 +98,9 @@ def score_forgetting(
             scoring.epochs,
             on_batch=counter,
             desc="forgetting",
-            threads=scoring.ensemble_threads if batched else train_cfg.threads,
+            threads=(scoring.ensemble_threads or train_cfg.threads)
+            if batched
+            else train_cfg.threads,
         )
         values = counter.scores(scoring.epochs)
         seconds = (time.perf_counter() - start) / len(chunk)

@@ -124,3 +124,95 @@ def test_el2n_ranks_flipped_labels_high(digits):
     # Keeping the hardest 10% catches most of the flipped labels.
     hardest = scores.select(0.1, "hard")
     assert is_flipped[hardest].mean() > 0.6
+
+
+# ------------------------------------------------- MNIST-1D label noise, resume
+
+
+@pytest.fixture(scope="module")
+def noisy_mnist1d(tmp_path_factory):
+    """MNIST-1D with 10% of the training labels flipped, loaded from an npz file."""
+    clean = load_dataset("mnist1d")
+    rng = np.random.default_rng(0)
+    n = clean.num_train
+    flipped = rng.choice(n, size=n // 10, replace=False)
+    y = clean.y_train.copy()
+    y[flipped] = (y[flipped] + rng.integers(1, 10, size=len(flipped))) % 10
+    path = tmp_path_factory.mktemp("noisy") / "mnist1d-flipped.npz"
+    np.savez(path, x=clean.x_train, y=y, x_test=clean.x_test, y_test=clean.y_test)
+    is_flipped = np.zeros(n, dtype=bool)
+    is_flipped[flipped] = True
+    return load_dataset("npz", {"path": str(path)}), is_flipped
+
+
+def test_el2n_finds_flipped_mnist1d_labels(noisy_mnist1d):
+    noisy, is_flipped = noisy_mnist1d
+    assert noisy.num_train == 4000 and is_flipped.sum() == 400
+    # Two seeds, five epochs keep the test short; the default 4 x 10 reaches ~0.90.
+    scores = score_el2n(noisy, ScoringConfig(seeds=2, epochs=5), progress=False)
+    auroc = roc_auc_score(is_flipped, scores.values)
+    assert auroc > 0.8, auroc
+    # Flipped examples make up 10% of the data but about half the hardest 10%.
+    assert is_flipped[scores.select(0.1, "hard")].mean() > 0.4
+
+
+def test_el2n_resumes_with_only_the_missing_seeds(digits, tmp_path, monkeypatch):
+    import datapruning.scoring.el2n as module
+
+    trained: list[list[int]] = []
+    real = module.train_ensemble
+
+    def recording(dataset, model_cfg, train_cfg, seeds, *args, **kwargs):
+        trained.append(list(seeds))
+        if 2 in seeds:
+            raise KeyboardInterrupt  # the user gives up while seed 2 trains
+        return real(dataset, model_cfg, train_cfg, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train_ensemble", recording)
+    cfg = ScoringConfig(seeds=3, epochs=2, ensemble_size=1)
+    work = tmp_path / "parts"
+    with pytest.raises(KeyboardInterrupt):
+        score_el2n(digits, cfg, MLP, TRAIN, progress=False, work_dir=work)
+    assert trained == [[0], [1], [2]]
+    assert len(list(work.glob("*/seed*.npz"))) == 2
+
+    trained.clear()
+    monkeypatch.setattr(
+        module, "train_ensemble", lambda *a, **k: (trained.append(a[3]), real(*a, **k))[1]
+    )
+    resumed = score_el2n(digits, cfg, MLP, TRAIN, progress=False, work_dir=work)
+    assert trained == [[2]]
+    fresh = score_el2n(digits, cfg, MLP, TRAIN, progress=False)
+    np.testing.assert_allclose(resumed.values, fresh.values, rtol=1e-6)
+    assert resumed.metadata["seeds"] == [0, 1, 2]
+    assert resumed.metadata["seconds"] > 0
+
+    # Other settings never reuse these parts.
+    trained.clear()
+    score_el2n(
+        digits, cfg.model_copy(update={"epochs": 1}), MLP, TRAIN, progress=False, work_dir=work
+    )
+    assert trained == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"x_train": "nan"}, "NaN or inf"),
+        ({"y_train": 10}, "labels must lie in 0..9"),
+        ({"y_train": -1}, "labels must lie in 0..9"),
+    ],
+)
+def test_el2n_refuses_bad_inputs(digits, change, message):
+    from datapruning.errors import DataPruningError
+
+    if "x_train" in change:
+        x = digits.x_train.copy()
+        x[5, 3] = np.nan
+        bad = replace(digits, x_train=x)
+    else:
+        y = digits.y_train.copy()
+        y[7] = change["y_train"]
+        bad = replace(digits, y_train=y)
+    with pytest.raises(DataPruningError, match=message):
+        score_el2n(bad, ScoringConfig(seeds=1, epochs=1), MLP, TRAIN, progress=False)

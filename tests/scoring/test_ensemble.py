@@ -1,0 +1,67 @@
+"""The vmap ensemble trainer against the training loop it mirrors."""
+
+import numpy as np
+import pytest
+import torch
+
+from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.data.sources import load_dataset
+from datapruning.scoring.el2n import score_el2n
+from datapruning.scoring.ensemble import can_batch, train_ensemble
+from datapruning.train.loop import predict, train
+
+MLP = ModelConfig(name="mlp", params={"hidden": 32})
+TRAIN = TrainConfig(batch_size=64, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_each_member_matches_its_sequential_run(digits):
+    seeds = [0, 3]
+    ensemble = train_ensemble(digits, MLP, TRAIN, seeds, epochs=2)
+    assert len(ensemble) == 2
+    x = torch.as_tensor(digits.x_train)
+    batched = ensemble.predict(x)
+    assert batched.shape == (2, digits.num_train, digits.num_classes)
+    for k, seed in enumerate(seeds):
+        cfg = TRAIN.model_copy(update={"epochs": 2, "seed": seed, "eval_every": 0, "targets": []})
+        model = train(digits, MLP, cfg, progress=False).model
+        want = predict(model, x)
+        # Same init, same batches, same SGD steps: equal up to float rounding.
+        torch.testing.assert_close(batched[k], want, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(predict(ensemble.model(k), x), want, rtol=1e-3, atol=1e-3)
+    # Different seeds really are different models.
+    assert not torch.allclose(batched[0], batched[1], atol=1e-2)
+
+
+def test_batched_and_sequential_el2n_agree(digits):
+    kwargs = {"seeds": 3, "epochs": 2, "ensemble_size": 2}
+    batched = score_el2n(digits, ScoringConfig(**kwargs), MLP, TRAIN, progress=False)
+    sequential = score_el2n(
+        digits, ScoringConfig(**kwargs, batched=False), MLP, TRAIN, progress=False
+    )
+    assert batched.metadata["params"]["batched"] is True
+    assert sequential.metadata["params"]["batched"] is False
+    for column in ("score", "score_seed0", "score_seed1", "score_seed2"):
+        np.testing.assert_allclose(batched.table[column], sequential.table[column], atol=1e-3)
+
+
+def test_hook_sees_every_example_once_per_epoch(digits):
+    seen = np.zeros((2, digits.num_train), dtype=int)
+
+    def count(logits, labels, index):
+        assert logits.shape[:2] == labels.shape == index.shape
+        assert logits.shape[0] == 2
+        np.add.at(seen, (np.arange(2)[:, None], index.numpy()), 1)
+        torch.testing.assert_close(labels, torch.as_tensor(digits.y_train)[index])
+
+    train_ensemble(digits, MLP, TRAIN, [0, 1], epochs=3, on_batch=count)
+    assert np.all(seen == 3)
+
+
+def test_models_with_batch_norm_are_not_batched():
+    assert can_batch(torch.nn.Linear(2, 2))
+    assert not can_batch(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)))
