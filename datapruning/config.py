@@ -103,7 +103,7 @@ class ProtoConfig(_Section):
     embedding_dim: int = Field(64, ge=2)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
-    temperature: float = Field(0.5, gt=0)
+    temperature: float = Field(0.1, gt=0)
     seed: int = 0
 
 

@@ -1,0 +1,219 @@
+"""Scoring benchmarks; writes bench/results/scoring.json.
+
+(a) k-means: faiss.Kmeans against scikit-learn's KMeans on the same N x d
+    embeddings (default 100k x 128, k=100): wall time and inertia (sum of
+    squared distances to the nearest centroid, computed the same way for both
+    on all N points); also faiss seeded with k-means++ on a sample.
+(b) EL2N with K scoring models (default 8) on MNIST-1D: trained at once as a
+    vmap ensemble (one thread, and all cores) against one after another through
+    the training loop (one thread, the loop's default and its fastest setting
+    for these small models), plus how far the two sets of scores differ.
+(c) proto vs EL2N: Spearman rank correlation of self-supervised prototype
+    scores with (b)'s EL2N scores on the same MNIST-1D training set.
+
+Run: .venv/bin/python bench/scoring.py [--n 100000 --dim 128 --k 100 --seeds 8 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scoring.json"
+
+
+def embeddings(n: int, dim: int, centers: int, seed: int) -> np.ndarray:
+    """Clustered synthetic embeddings: ``centers`` Gaussian blobs with unit noise."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centers, dim)).astype(np.float32)
+    labels = rng.integers(0, centers, size=n)
+    return means[labels] + rng.normal(size=(n, dim)).astype(np.float32)
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray) -> float:
+    import faiss
+
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    distances, _ = index.search(x, 1)
+    return float(distances.sum(dtype=np.float64))
+
+
+def bench_kmeans(args: argparse.Namespace) -> dict[str, Any]:
+    import faiss
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    x = embeddings(args.n, args.dim, args.k, args.seed)
+    start = time.perf_counter()
+    km = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=args.seed, verbose=False)
+    km.train(x)
+    faiss_seconds = time.perf_counter() - start
+    faiss_inertia = inertia(x, km.centroids)
+    sample_size = min(args.n, args.k * km.cp.max_points_per_centroid)
+
+    # faiss seeds with k random points; seeding it with k-means++ (scikit-learn's
+    # greedy version) on a sample shows what the initialisation costs and buys.
+    start = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    sample = x[rng.choice(args.n, size=min(args.n, args.pp_sample), replace=False)]
+    init, _ = kmeans_plusplus(sample, args.k, random_state=args.seed)
+    seeded = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=args.seed, verbose=False)
+    seeded.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+    seeded_seconds = time.perf_counter() - start
+    seeded_inertia = inertia(x, seeded.centroids)
+
+    start = time.perf_counter()
+    sk = KMeans(n_clusters=args.k, n_init=1, random_state=args.seed).fit(x)
+    sklearn_seconds = time.perf_counter() - start
+    sklearn_inertia = inertia(x, sk.cluster_centers_)
+    return {
+        "data": f"{args.n} x {args.dim} float32, {args.k} Gaussian blobs (seed {args.seed})",
+        "k": args.k,
+        "faiss": {
+            "seconds": faiss_seconds,
+            "inertia": faiss_inertia,
+            "settings": f"faiss.Kmeans(niter={args.niter}), random init, default "
+            f"max_points_per_centroid={km.cp.max_points_per_centroid} (trains on a sample "
+            f"of {sample_size} points)",
+        },
+        "faiss_kmeanspp_init": {
+            "seconds": seeded_seconds,
+            "inertia": seeded_inertia,
+            "settings": f"as faiss, seeded by sklearn.cluster.kmeans_plusplus on "
+            f"{len(sample)} random points (time includes the seeding)",
+        },
+        "sklearn": {
+            "seconds": sklearn_seconds,
+            "inertia": sklearn_inertia,
+            "iterations": int(sk.n_iter_),
+            "settings": "KMeans(n_init=1), k-means++ init, Lloyd, max_iter=300, tol=1e-4",
+        },
+        "speedup_faiss_over_sklearn": sklearn_seconds / faiss_seconds,
+        "inertia_faiss_vs_sklearn_percent": 100 * (faiss_inertia / sklearn_inertia - 1),
+        "speedup_faiss_kmeanspp_over_sklearn": sklearn_seconds / seeded_seconds,
+        "inertia_faiss_kmeanspp_vs_sklearn_percent": 100 * (seeded_inertia / sklearn_inertia - 1),
+    }
+
+
+def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
+    from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+    from datapruning.data.sources import load_dataset
+    from datapruning.scoring.el2n import score_el2n
+
+    data = load_dataset("mnist1d")
+    model = ModelConfig(name=args.model)
+    train = TrainConfig()
+    base = {"seeds": args.seeds, "epochs": args.epochs, "ensemble_size": args.seeds}
+    cores = os.cpu_count() or 1
+    runs = {
+        "sequential_1_thread": ScoringConfig(**base, batched=False),
+        "batched_1_thread": ScoringConfig(**base, batched=True, ensemble_threads=1),
+        f"batched_{cores}_threads": ScoringConfig(**base, batched=True, ensemble_threads=cores),
+    }
+    results: dict[str, Any] = {}
+    scores = {}
+    for name, cfg in runs.items():
+        start = time.perf_counter()
+        scores[name] = score_el2n(data, cfg, model, train, progress=False)
+        results[name] = {"seconds": time.perf_counter() - start}
+        print(f"el2n {name}: {results[name]['seconds']:.1f} s", file=sys.stderr)
+    sequential = scores["sequential_1_thread"].values
+    batched = scores["batched_1_thread"].values
+    return {
+        "dataset": data.describe(),
+        "model": args.model,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "runs": results,
+        "speedup_batched_1_thread": results["sequential_1_thread"]["seconds"]
+        / results["batched_1_thread"]["seconds"],
+        f"speedup_batched_{cores}_threads": results["sequential_1_thread"]["seconds"]
+        / results[f"batched_{cores}_threads"]["seconds"],
+        "max_abs_score_difference_batched_vs_sequential": float(np.abs(batched - sequential).max()),
+    }, batched
+
+
+def bench_proto(el2n: np.ndarray) -> dict[str, Any]:
+    from scipy.stats import spearmanr
+
+    from datapruning.data.sources import load_dataset
+    from datapruning.scoring.prototypes import score_proto
+
+    data = load_dataset("mnist1d")
+    start = time.perf_counter()
+    proto = score_proto(data, progress=False)
+    seconds = time.perf_counter() - start
+    return {
+        "dataset": data.describe(),
+        "proto_seconds": seconds,
+        "proto_params": {
+            key: value for key, value in proto.metadata["params"].items() if key != "cluster_sizes"
+        },
+        "spearman_proto_vs_el2n": float(spearmanr(proto.values, el2n).statistic),
+    }
+
+
+def environment() -> dict[str, Any]:
+    import faiss
+    import sklearn
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "faiss_omp_threads": faiss.omp_get_max_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="k-means: embeddings")
+    parser.add_argument("--dim", type=int, default=128, help="k-means: embedding width")
+    parser.add_argument("--k", type=int, default=100, help="k-means: clusters")
+    parser.add_argument("--niter", type=int, default=20, help="k-means: faiss iterations")
+    parser.add_argument(
+        "--pp-sample", type=int, default=5000, help="k-means: points k-means++ seeds from"
+    )
+    parser.add_argument("--seeds", type=int, default=8, help="EL2N: scoring models")
+    parser.add_argument("--epochs", type=int, default=10, help="EL2N: epochs per model")
+    parser.add_argument("--model", default="convnet1d", help="EL2N: scoring model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only", choices=["kmeans", "el2n"], help="run one part (el2n includes proto)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    from datapruning._io import write_json
+
+    result: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "environment": environment(),
+    }
+    if args.only in (None, "kmeans"):
+        result["kmeans"] = bench_kmeans(args)
+        print(f"kmeans: {result['kmeans']}", file=sys.stderr)
+    if args.only in (None, "el2n"):
+        result["el2n"], el2n = bench_el2n(args)
+        result["proto_vs_el2n"] = bench_proto(el2n)
+    write_json(args.out, result)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
