@@ -175,3 +175,16 @@ def test_select_strategies_and_dataset_check(capsys, tmp_path):
     )
     assert_one_line_error(code, err, "scores belong to dataset")
     assert not out.exists()
+
+
+def test_score_refuses_nan_features(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    x[7, 2] = np.nan
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3)
+    before = set(tmp_path.iterdir())
+    code, _, err = run_cli(
+        capsys, "score", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--out", tmp_path / "s.parquet"
+    )
+    assert_one_line_error(code, err, "NaN or inf")
+    assert set(tmp_path.iterdir()) == before

@@ -105,7 +105,7 @@ def score_with_models(
         disable=None if progress is None else not progress,
     ):
         start = time.perf_counter()
-        ensemble = _train(dataset, model_cfg, train_cfg, scoring, chunk, batched, metric)
+        ensemble = _train(dataset, model_cfg, train_cfg, scoring, chunk, batched, metric, progress)
         with torch.no_grad():
             values = scorer(ensemble, x, y).cpu().numpy()
         seconds = (time.perf_counter() - start) / len(chunk)
@@ -130,6 +130,7 @@ def _train(
     seeds: Sequence[int],
     batched: bool,
     desc: str,
+    progress: bool | None,
 ) -> Ensemble:
     epochs = scoring.epochs
     if batched:
@@ -141,6 +142,7 @@ def _train(
             epochs,
             desc=desc,
             threads=scoring.ensemble_threads or train_cfg.threads,
+            progress=progress,
         )
     # One after another through the training loop; stacked afterwards so that
     # both paths score through the same code.
@@ -153,7 +155,7 @@ def _train(
         cfg = train_cfg.model_copy(
             update={"epochs": epochs, "seed": seed, "eval_every": 0, "targets": []}
         )
-        models.append(train(dataset, model_cfg, cfg, progress=False).model)
+        models.append(train(dataset, model_cfg, cfg, progress=progress).model)
     params, buffers = stack_module_state(models)
     for value in params.values():
         value.requires_grad_(False)

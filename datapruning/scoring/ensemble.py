@@ -10,8 +10,9 @@ of ``SubsetSampler(indices, shuffle=True, seed=seed_k)`` in the same order, and
 is optimised by SGD with (Nesterov) momentum, weight decay and a per-step cosine
 LR. SGD's update is elementwise, so one optimizer over the stacked tensors
 updates each model exactly as its own optimizer would; the summed loss gives
-each model its own gradient. Results match sequential training up to
-floating-point rounding of the batched kernels.
+each model its own gradient. Results match sequential training up to the
+rounding of the batched kernels, which training amplifies (EL2N differs by
+under 0.01 after 10 epochs on MNIST-1D).
 """
 
 from __future__ import annotations

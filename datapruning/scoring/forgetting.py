@@ -98,6 +98,7 @@ def score_forgetting(
             scoring.epochs,
             on_batch=counter,
             desc="forgetting",
+            progress=progress,
             threads=(scoring.ensemble_threads or train_cfg.threads)
             if batched
             else train_cfg.threads,
