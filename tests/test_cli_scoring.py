@@ -188,3 +188,49 @@ def test_score_refuses_nan_features(capsys, tmp_path):
     )
     assert_one_line_error(code, err, "NaN or inf")
     assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_proto_on_mnist1d_end_to_end(capsys, tmp_path, monkeypatch):
+    """The documented command: default encoder, k = 10 classes, 4000 rows, no label read."""
+    import inspect
+
+    import datapruning.scoring.prototypes as prototypes
+
+    readers: list[str] = []
+
+    class LabelWatch:
+        """The dataset the metric sees: records who reads its labels."""
+
+        def __init__(self, dataset):
+            self._dataset = dataset
+
+        def __getattr__(self, name):
+            return getattr(self._dataset, name)
+
+        @property
+        def y_train(self):
+            frame = inspect.stack()[1]
+            readers.append(f"{frame.frame.f_globals['__name__']}.{frame.function}")
+            return self._dataset.y_train
+
+        @property
+        def y_test(self):
+            readers.append("y_test")
+            return self._dataset.y_test
+
+    real = prototypes._score_proto
+    monkeypatch.setattr(
+        prototypes, "_score_proto", lambda dataset, *a, **k: real(LabelWatch(dataset), *a, **k)
+    )
+    out = tmp_path / "p.parquet"
+    code, stdout, err = run_cli(
+        capsys, "score", "--metric", "proto", "--dataset", "mnist1d", "--out", out
+    )
+    assert code == 0, err
+    # Labels are read once, after scoring, to fill the table's label column.
+    assert readers == ["datapruning.scoring._common.build_scores"]
+    table = pd.read_parquet(out)
+    assert len(table) == 4000
+    assert table["score"].std() > 0
+    assert "4000 proto scores" in stdout
