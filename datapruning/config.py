@@ -8,6 +8,7 @@ before any work starts.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -60,8 +61,12 @@ class TrainConfig(_Section):
     eval_every: int = Field(1, ge=0)
     # Test accuracies whose first-reached training time the run records.
     targets: list[float] = Field(default_factory=lambda: [0.8, 0.9])
-    # memory: batches sliced from in-memory tensors; torch: a torch DataLoader.
-    loader: Literal["memory", "torch"] = "memory"
+    # memory: batches sliced from in-memory tensors; torch: a torch DataLoader;
+    # ffcv: an FFCV loader over a .beton (needs the ffcv extra).
+    loader: Literal["memory", "torch", "ffcv"] = "memory"
+    # The .beton for loader ffcv (`datapruning convert`); None: one written once
+    # per dataset into the cache ($DATAPRUNING_CACHE_DIR, else ~/.cache/datapruning).
+    beton: Path | None = None
     # torch intra-op threads for the run (small models train fastest on one).
     threads: int | None = Field(1, ge=1)
     device: str = "cpu"
@@ -74,6 +79,16 @@ class TrainConfig(_Section):
             if not 0 < target <= 1:
                 raise ValueError(f"target accuracy {target} must lie in (0, 1]")
         return sorted(set(targets))
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_installed(cls, loader: str) -> str:
+        # find_spec, not import: ffcv (numba) takes seconds to import.
+        if loader == "ffcv" and importlib.util.find_spec("ffcv") is None:
+            raise ValueError(
+                "loader ffcv needs FFCV: pip install 'datapruning[ffcv]', or use loader torch"
+            )
+        return loader
 
 
 class KDConfig(_Section):

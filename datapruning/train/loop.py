@@ -105,7 +105,13 @@ def train(
             ).to(device)
             sampler = SubsetSampler(indices, shuffle=True, seed=train_cfg.seed)
             batches = make_batches(
-                train_cfg.loader, x_train, y_train, sampler, train_cfg.batch_size
+                train_cfg.loader,
+                x_train,
+                y_train,
+                sampler,
+                train_cfg.batch_size,
+                dataset=dataset,
+                beton=train_cfg.beton,
             )
             summary = _fit(
                 model,
