@@ -45,6 +45,45 @@ def datasets() -> None:
 
 
 @app.command()
+def convert(
+    out: Annotated[Path, typer.Option(help="The .beton file to write (plus OUT.json metadata).")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Dataset to convert (default: the config's, else mnist1d)."),
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Folder of a dataset read from files (cifar10, ...).")
+    ] = None,
+    image_mode: Annotated[
+        str, typer.Option(help="Images: raw (exact), jpg (smaller) or ndarray (float32).")
+    ] = "raw",
+    config: Annotated[
+        Path | None, typer.Option(help="Take the dataset section from this config.")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Write a dataset's training split to an FFCV .beton for `train.loader: ffcv`."""
+    from datapruning._io import check_output_path
+    from datapruning.data.ffcv import to_beton
+    from datapruning.data.sources import load_dataset
+
+    overrides = list(set_ or [])
+    if dataset is not None:
+        overrides.append(f"dataset.name={dataset}")
+    if root is not None:
+        overrides.append(f"dataset.params.root={root}")
+    if image_mode not in ("raw", "jpg", "ndarray"):
+        raise DataPruningError(f"--image-mode {image_mode!r} must be one of: raw, jpg, ndarray")
+    cfg = _config(config, overrides)
+    check_output_path(out)
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    to_beton(data, out, image_mode=image_mode)  # type: ignore[arg-type]
+    typer.echo(
+        f"wrote {data.num_train} {data.name} training examples ({data.fingerprint}) -> {out}"
+    )
+
+
+@app.command()
 def score(
     metric: Annotated[
         str | None, typer.Option(help="Pruning metric: el2n (default: the config's, else el2n).")
