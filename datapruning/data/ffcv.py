@@ -234,12 +234,18 @@ def cache_dir() -> Path:
 
 def cached_beton(dataset: Dataset) -> Path:
     """A beton of ``dataset`` in :func:`cache_dir`, keyed by its fingerprint; written once."""
+    import fcntl
+
     path = cache_dir() / "beton" / f"{dataset.name}-{dataset.fingerprint}.beton"
-    try:
-        read_meta(path, dataset.fingerprint)
-    except DataPruningError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        to_beton(dataset, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel runs (the pipeline's students) share one beton: the first writes
+    # it under the lock, the others wait and then find it.
+    with path.with_name(path.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            read_meta(path, dataset.fingerprint)
+        except DataPruningError:
+            to_beton(dataset, path)
     return path
 
 
@@ -280,9 +286,10 @@ class FFCVBatches:
     shape; ``y`` and ``index`` are int64 vectors. Every tensor is the batch's
     own (FFCV reuses its buffers a few batches later).
 
-    Call :meth:`set_epoch` before each epoch (or ``sampler.set_epoch``: with a
-    sampler its epoch decides the order, exactly as in a torch DataLoader).
-    Without either, FFCV's own counter advances one epoch per pass.
+    Call :meth:`set_epoch` before each epoch. With a sampler, the sampler's
+    epoch decides the order (``sampler.set_epoch`` works too, exactly as in a
+    torch DataLoader); without one, FFCV's own counter also advances one epoch
+    per pass.
     """
 
     def __init__(

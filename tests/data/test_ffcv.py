@@ -263,3 +263,15 @@ def test_make_batches_ffcv_matches_the_torch_loader(tmp_path, monkeypatch, vecto
         for got, want in zip(ffcv, reference, strict=True):
             for a, b in zip(got, want, strict=True):
                 assert torch.equal(a, b)
+
+
+def test_parallel_runs_share_one_cached_beton(tmp_path, monkeypatch, vectors):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, y = vectors
+    monkeypatch.setenv("DATAPRUNING_CACHE_DIR", str(tmp_path))
+    dataset = Dataset("toy", x, y, x[:5], y[:5], num_classes=5)
+    with ThreadPoolExecutor(3) as pool:
+        paths = list(pool.map(lambda _: cached_beton(dataset), range(3)))
+    assert len(set(paths)) == 1
+    assert read_meta(paths[0], dataset.fingerprint)["num_samples"] == 230
