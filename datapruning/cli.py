@@ -72,13 +72,8 @@ def datasets() -> None:
 @app.command()
 def convert(
     out: Annotated[Path, typer.Option(help="The .beton file to write (plus OUT.json metadata).")],
-    dataset: Annotated[
-        str | None,
-        typer.Option(help="Dataset to convert (default: the config's, else mnist1d)."),
-    ] = None,
-    root: Annotated[
-        Path | None, typer.Option(help="Folder of a dataset read from files (cifar10, ...).")
-    ] = None,
+    dataset: DatasetOption = None,
+    root: RootOption = None,
     image_mode: Annotated[
         str, typer.Option(help="Images: raw (exact), jpg (smaller) or ndarray (float32).")
     ] = "raw",
@@ -92,11 +87,7 @@ def convert(
     from datapruning.data.ffcv import to_beton
     from datapruning.data.sources import load_dataset
 
-    overrides = list(set_ or [])
-    if dataset is not None:
-        overrides.append(f"dataset.name={dataset}")
-    if root is not None:
-        overrides.append(f"dataset.params.root={root}")
+    overrides = list(set_ or []) + _dataset_overrides(dataset, root)
     if image_mode not in ("raw", "jpg", "ndarray"):
         raise DataPruningError(f"--image-mode {image_mode!r} must be one of: raw, jpg, ndarray")
     cfg = _config(config, overrides)

@@ -79,3 +79,35 @@ def test_convert_bad_arguments_exit_2_and_write_nothing(capsys, tmp_path, args, 
 def test_convert_into_missing_directory_exits_2(capsys, tmp_path):
     code, _, err = run_cli(capsys, "convert", "--out", tmp_path / "missing" / "x.beton")
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_convert_cifar10_images_round_trip_exactly(capsys, tmp_path):
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from datapruning.data.ffcv import make_loader, read_meta
+    from datapruning.data.sources import load_dataset
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {  # the released format: rows of 3072 uint8, channel planes
+            b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, 6).tolist(),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    beton = tmp_path / "cifar.beton"
+    code, _, err = run_cli(
+        capsys, "convert", "--dataset", "cifar10", "--root", folder, "--out", beton
+    )
+    assert code == 0, err
+    data = load_dataset("cifar10", {"root": str(folder)})
+    assert read_meta(beton)["x_field"] == "rgb_image"
+    loader = make_loader(beton, batch_size=7, shuffle=False, fingerprint=data.fingerprint)
+    x, y, index = (torch.cat(parts) for parts in zip(*loader, strict=True))
+    assert index.tolist() == list(range(30))
+    assert torch.equal(x, torch.from_numpy(data.x_train))
+    assert torch.equal(y, torch.from_numpy(data.y_train))
