@@ -8,9 +8,6 @@ import pytest
 from test_cli import CONFIG, assert_one_line_error, run_cli
 
 pytest.importorskip("ffcv")
-# numba's dispatcher finalizers raise (and ignore) KeyErrors when FFCV's per-loader
-# compiled functions are garbage-collected; harmless noise from numba, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ffcv")
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 BENCH = Path(__file__).parents[2] / "bench" / "loaders.py"
 

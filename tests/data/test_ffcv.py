@@ -19,9 +19,6 @@ from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError, FingerprintMismatchError
 
 pytest.importorskip("ffcv")
-# numba's dispatcher finalizers raise (and ignore) KeyErrors when FFCV's per-loader
-# compiled functions are garbage-collected; harmless noise from numba, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 def collect(loader):

@@ -17,10 +17,7 @@ import torch.multiprocessing as mp
 from datapruning.data.samplers import RS2Sampler
 
 pytest.importorskip("ffcv")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.slow
 
 WORLD = 2
 NUM_SAMPLES = 103
