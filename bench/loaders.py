@@ -18,6 +18,11 @@ and a random rectangle plus noise, 10 classes) and keeps a seeded random
   same pixels held in memory as a uint8 array (the best case for a torch
   loader without custom batching); ``--workers`` worker processes.
 
+For reference, not a DataLoader and not in the ratios: ``memory_batches``,
+the project's ``loader: memory`` (whole batches gathered from a float32
+tensor already in memory, in the main process), the upper bound when a
+decoded training set fits in RAM.
+
 Each loader runs one untimed warm-up epoch (FFCV compiles its pipeline, torch
 starts its persistent workers), then ``--epochs`` timed epochs; the rate is
 examples per second over the timed epochs. Set-up (writing files) is not timed.
@@ -47,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from datapruning._io import write_json
+from datapruning.data.loaders import TensorBatches
 from datapruning.data.samplers import SubsetSampler
 
 RESULTS = Path(__file__).parent / "results" / "loaders.json"
@@ -195,6 +201,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             del loader
 
+        floats = torch.from_numpy(images).float().div_(255)
+        sampler = SubsetSampler(subset, seed=args.seed)
+        batches = TensorBatches(floats, torch.from_numpy(labels), sampler, args.batch_size)
+        results["memory_batches"] = measure(
+            "memory_batches", args.epochs, sampler.set_epoch, batches, args.subset, shape
+        )
+        del floats, batches
+
         ffcv = make_loader(
             beton,
             batch_size=args.batch_size,
@@ -221,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ffcv": "raw RGBImageField beton, Loader(indices=subset), random order",
             "torch_png": "DataLoader, map-style dataset: PIL PNG decode + ToTensor per example",
             "torch_memory": "DataLoader, map-style dataset over an in-memory uint8 array",
+            "memory_batches": "reference: datapruning's loader memory, batches gathered "
+            "from a float32 tensor in RAM (no DataLoader, main process)",
         },
         "examples_per_second": {k: round(v["examples_per_second"]) for k, v in results.items()},
         "ratio_ffcv_to_torch_png": ffcv_rate / results["torch_png"]["examples_per_second"],

@@ -36,7 +36,7 @@ def test_benchmark_writes_rates_and_ratios(bench, tmp_path):
     report = bench.main(argv)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     rates = report["examples_per_second"]
-    assert set(rates) == {"ffcv", "torch_png", "torch_memory"}
+    assert set(rates) == {"ffcv", "torch_png", "torch_memory", "memory_batches"}
     assert all(rate > 0 for rate in rates.values())
     details = report["details"]
     assert report["ratio_ffcv_to_torch_png"] == pytest.approx(
