@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 if TYPE_CHECKING:
+    from datapruning.data.ffcv import FFCVBatches
     from datapruning.data.sources import Dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -51,7 +52,7 @@ def make_batches(
     *,
     dataset: Dataset | None = None,
     beton: str | os.PathLike[str] | None = None,
-) -> TensorBatches | DataLoader[Batch] | Any:
+) -> TensorBatches | DataLoader[Batch] | FFCVBatches:
     """Batches of ``(x, y, index)`` in ``sampler``'s order.
 
     ``ffcv`` needs ``dataset`` (whose fingerprint the beton must carry) and reads
@@ -74,5 +75,5 @@ def make_batches(
             device=x.device,
             fingerprint=dataset.fingerprint,
         )
-    dataset = TensorDataset(x, y, torch.arange(len(y)))
-    return DataLoader(dataset, sampler=sampler, batch_size=batch_size)
+    tensors = TensorDataset(x, y, torch.arange(len(y)))
+    return DataLoader(tensors, sampler=sampler, batch_size=batch_size)
