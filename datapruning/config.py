@@ -9,11 +9,19 @@ before any work starts.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from datapruning.errors import ConfigError, describe_validation_error
 
@@ -47,10 +55,87 @@ class ModelConfig(_Section):
         return None if name is None else _check_name("model", name, MODELS)
 
 
+class DataConfig(_Section):
+    """What the loop trains on: all examples, a fixed subset, or RS2 (a fresh subset per epoch).
+
+    ``subset`` takes ``indices`` (a .npy of training-set indices) or ``scores`` (a
+    parquet from ``datapruning score``) with ``keep`` and ``strategy``. ``rs2``
+    draws ``fraction`` of the training set every epoch (Okanovic et al. 2023),
+    without replacement across epochs unless ``replacement``; ``stratify`` draws
+    each class in proportion.
+    """
+
+    mode: Literal["full", "subset", "rs2"] = "full"
+    indices: Path | None = None
+    scores: Path | None = None
+    keep: float | None = None
+    strategy: str = "hard"
+    fraction: float | None = None
+    replacement: bool = False
+    stratify: bool = False
+
+    @field_validator("keep", "fraction")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        return None if value is None else check_fraction(value)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, strategy: str) -> str:
+        from datapruning.scores import STRATEGIES
+
+        return _check_name("selection strategy", strategy, STRATEGIES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        subset_keys = {"indices": self.indices, "scores": self.scores, "keep": self.keep}
+        if self.mode == "subset":
+            if (self.indices is None) == (self.scores is None):
+                raise ValueError("mode subset needs exactly one of indices (.npy) or scores")
+            if self.scores is not None and self.keep is None:
+                raise ValueError("mode subset with scores needs keep (the fraction to keep)")
+            if self.indices is not None and self.keep is not None:
+                raise ValueError("keep applies to scores; indices already fix the subset")
+        elif any(value is not None for value in subset_keys.values()):
+            key = next(k for k, v in subset_keys.items() if v is not None)
+            raise ValueError(f"{key} applies to mode subset, not {self.mode}")
+        if self.mode == "rs2" and self.fraction is None:
+            raise ValueError("mode rs2 needs fraction (the share of examples drawn per epoch)")
+        if self.mode != "rs2" and (self.fraction is not None or self.replacement or self.stratify):
+            raise ValueError(
+                f"fraction, replacement and stratify apply to mode rs2, not {self.mode}"
+            )
+        return self
+
+
+_RELATIVE_TARGET = re.compile(r"^\s*(\d*\.?\d+)\s*r\s*$")
+
+
+def parse_target(target: float | str) -> tuple[float, bool]:
+    """``0.9`` -> (0.9, absolute); ``"0.99r"`` -> (0.99, relative to the reference run)."""
+    if isinstance(target, str):
+        match = _RELATIVE_TARGET.match(target)
+        if match is None:
+            raise ValueError(
+                f"target {target!r} must be an accuracy like 0.9 or a share of the "
+                "reference run's accuracy like 0.99r"
+            )
+        value, relative = float(match.group(1)), True
+    else:
+        value, relative = float(target), False
+    if not 0 < value <= 1:
+        raise ValueError(f"target accuracy {target} must lie in (0, 1]")
+    return value, relative
+
+
 class TrainConfig(_Section):
     """One training run: SGD with momentum and a cosine LR over the steps taken."""
 
     epochs: int = Field(60, ge=1)
+    # A fixed number of optimizer steps instead of epochs (compare recipes at equal compute).
+    steps: int | None = Field(None, ge=1)
+    # Linear LR warm-up over this many epochs' worth of steps, then cosine to zero.
+    warmup_epochs: float = Field(0.0, ge=0)
     batch_size: int = Field(100, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -58,29 +143,65 @@ class TrainConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     # Evaluate on the test set every this many epochs (0: only after the last).
     eval_every: int = Field(1, ge=0)
-    # Test accuracies whose first-reached training time the run records.
-    targets: list[float] = Field(default_factory=lambda: [0.8, 0.9])
+    # Test accuracies whose first-reached training time the run records: absolute
+    # (0.9) or a share of the reference run's final accuracy (0.99r).
+    targets: list[float | str] = Field(default_factory=lambda: [0.8, 0.9])
+    # The run (directory or its summary.json) whose final accuracy scales relative targets.
+    reference: Path | None = None
     # memory: batches sliced from in-memory tensors; torch: a torch DataLoader.
     loader: Literal["memory", "torch"] = "memory"
     # torch intra-op threads for the run (small models train fastest on one).
     threads: int | None = Field(1, ge=1)
     device: str = "cpu"
     seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
+    checkpoint_every: int = Field(0, ge=0)
+    # torch.use_deterministic_algorithms(True) during the run.
+    deterministic: bool = False
 
     @field_validator("targets")
     @classmethod
-    def _accuracies(cls, targets: list[float]) -> list[float]:
-        for target in targets:
-            if not 0 < target <= 1:
-                raise ValueError(f"target accuracy {target} must lie in (0, 1]")
-        return sorted(set(targets))
+    def _accuracies(cls, targets: list[float | str]) -> list[float | str]:
+        parsed = {target: parse_target(target) for target in targets}
+        # Absolute targets first, each group sorted; duplicates dropped.
+        unique = {(relative, value): target for target, (value, relative) in parsed.items()}
+        return [unique[key] for key in sorted(unique)]
+
+    @model_validator(mode="after")
+    def _reference_for_relative_targets(self) -> TrainConfig:
+        if self.reference is None and any(parse_target(t)[1] for t in self.targets):
+            raise ValueError("relative targets (like 0.99r) need train.reference, a finished run")
+        return self
 
 
 class KDConfig(_Section):
     """Knowledge distillation: (1-alpha)*CE + alpha*T^2*KL(teacher_T || student_T)."""
 
-    alpha: float = Field(0.5, ge=0, le=1)
+    # A weight in [0, 1], or auto: set from the kept fraction (datapruning.train.kd.auto_alpha).
+    alpha: float | Literal["auto"] = 0.5
     temperature: float = Field(4.0, gt=0)
+    # The teacher: a checkpoint (run directory or .pt) of any registered model trained on
+    # this dataset, or precomputed logits (.npy, one row per training example).
+    teacher: Path | None = None
+    teacher_logits: Path | None = None
+    # Keep a checkpoint teacher's logits in a .npy beside it, reused by later runs.
+    cache_logits: bool = True
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha(cls, alpha: Any) -> Any:
+        if alpha == "auto":
+            return alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+            raise ValueError(f"alpha {alpha!r} must lie in [0, 1] or be auto")
+        return float(alpha)
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> KDConfig:
+        if self.teacher is not None and self.teacher_logits is not None:
+            raise ValueError("give teacher (a checkpoint) or teacher_logits (.npy), not both")
+        return self
 
 
 class ScoringConfig(_Section):
