@@ -7,6 +7,7 @@ against the epoch's subset computed in the parent process.
 
 import json
 import math
+from itertools import chain
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_ranks_share_each_epoch_disjointly_and_completely(ddp_results, name):
     per_rank = (
         reference.epoch_size // WORLD if drop_last else math.ceil(reference.epoch_size / WORLD)
     )
-    for rank, result in enumerate(ddp_results):
+    for result in ddp_results:
         assert result[name]["len"] == per_rank
         assert result[name]["batches"] == math.ceil(per_rank / 4)
     for epoch in range(EPOCHS):
@@ -85,5 +86,7 @@ def test_ranks_share_each_epoch_disjointly_and_completely(ddp_results, name):
             assert len(gathered) - len(expected) < WORLD
     # RS2 draws another subset each epoch.
     if name != "subset":
-        firsts = {tuple(sorted(sum(r, []))) for r in ddp_results[0][name]["epochs"]}
+        firsts = {
+            tuple(sorted(list(chain.from_iterable(r)))) for r in ddp_results[0][name]["epochs"]
+        }
         assert len(firsts) == EPOCHS

@@ -106,7 +106,7 @@ def test_rs2_sampler_shards_like_distributed_sampler(case):
     # A subset of distinct, in-range indices, the same size every epoch.
     assert len(epoch_indices) == sampler.epoch_size
     assert len(set(epoch_indices.tolist())) == len(epoch_indices)
-    assert 0 <= epoch_indices.min() and epoch_indices.max() < sampler.num_samples
+    assert epoch_indices.min() >= 0 and epoch_indices.max() < sampler.num_samples
 
 
 @SETTINGS

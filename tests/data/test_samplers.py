@@ -1,5 +1,6 @@
 import math
 import re
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -167,7 +168,7 @@ def test_rs2_reshuffles_after_each_pass():
         sampler.set_epoch(epoch + 4)
         second_pass.append(sampler.epoch_indices().tolist())
     assert first_pass != second_pass
-    assert sorted(sum(second_pass, [])) == list(range(100))
+    assert sorted(list(chain.from_iterable(second_pass))) == list(range(100))
 
 
 def test_rs2_with_replacement_draws_each_epoch_independently():
@@ -231,7 +232,7 @@ def test_ranks_get_disjoint_equal_shares_padded_like_distributed_sampler():
     indices = np.arange(10) * 3
     shares = [list(SubsetSampler(indices, seed=5, num_replicas=4, rank=rank)) for rank in range(4)]
     assert [len(s) for s in shares] == [3, 3, 3, 3]
-    gathered = sum(shares, [])
+    gathered = list(chain.from_iterable(shares))
     assert set(gathered) == set(indices.tolist())
     assert len(gathered) == 12  # two indices repeated as padding, as DistributedSampler does
     dropped = [
@@ -239,7 +240,7 @@ def test_ranks_get_disjoint_equal_shares_padded_like_distributed_sampler():
         for rank in range(4)
     ]
     assert [len(s) for s in dropped] == [2, 2, 2, 2]
-    assert len(set(sum(dropped, []))) == 8
+    assert len(set(list(chain.from_iterable(dropped)))) == 8
 
 
 # --- from_scores ----------------------------------------------------------------
