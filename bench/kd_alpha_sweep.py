@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument(
+        "--previous", type=Path, nargs="*", default=[], help="earlier outputs to pool runs with"
+    )
     args = parser.parse_args()
 
     data = load_dataset("mnist1d", {"num_samples": 5000, "seed": 42})
@@ -56,21 +59,33 @@ def main() -> None:
             acc = result.summary["final_test_acc"]
             runs.append({"fraction": fraction, "alpha": alpha, "seed": seed, "test_acc": acc})
             print(f"f={fraction} alpha={alpha} seed={seed}: {acc:.3f}", flush=True)
+    for previous in args.previous:
+        earlier = json.loads(previous.read_text())
+        if earlier["teacher_test_acc"] != teacher_acc or earlier["epochs"] != args.epochs:
+            raise SystemExit(f"{previous} comes from another teacher or schedule")
+        runs += earlier["runs"]
+    fractions = sorted({r["fraction"] for r in runs})
+    alphas = sorted({r["alpha"] for r in runs})
     means = [
         {
             "fraction": fraction,
             "alpha": alpha,
-            "mean_test_acc": statistics.mean(
-                r["test_acc"] for r in runs if r["fraction"] == fraction and r["alpha"] == alpha
-            ),
+            "mean_test_acc": statistics.mean(accs),
+            "stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "seeds": len(accs),
         }
-        for fraction, alpha in itertools.product(args.fractions, args.alphas)
+        for fraction, alpha in itertools.product(fractions, alphas)
+        if (
+            accs := [
+                r["test_acc"] for r in runs if (r["fraction"], r["alpha"]) == (fraction, alpha)
+            ]
+        )
     ]
     best = {
         fraction: max(
             (m for m in means if m["fraction"] == fraction), key=lambda m: m["mean_test_acc"]
         )
-        for fraction in args.fractions
+        for fraction in fractions
     }
     out = {
         "dataset": "mnist1d(num_samples=5000, seed=42)",
