@@ -33,6 +33,7 @@ from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import CHECKPOINT_NAME, load_model, save_checkpoint
 from datapruning.train.kd import kd_loss
+from datapruning.train.sparsity import MagnitudePruner, build_pruner, export_sparse
 from datapruning.train.tta import Stopwatch, time_to_accuracy
 
 METRICS_NAME = "metrics.jsonl"
@@ -87,10 +88,6 @@ def train(
     # A wrong teacher fails here, before the run directory is touched.
     teacher_logits = _teacher_logits(teacher, dataset, x_train) if teacher is not None else None
     run_path = Path(run_dir) if run_dir is not None else None
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        # summary.json marks a finished run; a rerun is unfinished until it ends.
-        (run_path / SUMMARY_NAME).unlink(missing_ok=True)
 
     previous_threads = torch.get_num_threads()
     if train_cfg.threads:
@@ -107,6 +104,12 @@ def train(
             batches = make_batches(
                 train_cfg.loader, x_train, y_train, sampler, train_cfg.batch_size
             )
+            # Bad sparsity settings (N:M width, schedule) fail here, before the run dir is touched.
+            pruner = build_pruner(model, train_cfg.sparsity, train_cfg.epochs * len(batches))
+            if run_path is not None:
+                run_path.mkdir(parents=True, exist_ok=True)
+                # summary.json marks a finished run; a rerun is unfinished until it ends.
+                (run_path / SUMMARY_NAME).unlink(missing_ok=True)
             summary = _fit(
                 model,
                 dataset,
@@ -118,6 +121,7 @@ def train(
                 run_path,
                 device,
                 progress,
+                pruner,
             )
     finally:
         torch.set_num_threads(previous_threads)
@@ -150,7 +154,7 @@ def train(
                 "input_shape": list(dataset.input_shape),
                 "num_classes": dataset.num_classes,
                 "dataset_fingerprint": dataset.fingerprint,
-                "state_dict": model.state_dict(),
+                "state_dict": export_sparse(model, pruner),
                 "epochs": summary["epochs"],
                 "steps": summary["steps"],
             },
@@ -170,6 +174,7 @@ def _fit(
     run_path: Path | None,
     device: torch.device,
     progress: bool | None,
+    pruner: MagnitudePruner | None = None,
 ) -> dict[str, Any]:
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -207,6 +212,8 @@ def _fit(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if pruner is not None:
+                        pruner.step(step + 1, optimizer)
                     scheduler.step()
                     loss_sum += loss.detach() * len(y)
                     seen += len(y)
@@ -243,6 +250,7 @@ def _fit(
         "epochs": cfg.epochs,
         "steps": step,
         "time_to_accuracy": time_to_accuracy(curve, cfg.targets),
+        "sparsity": pruner.report() if pruner is not None else None,
     }
 
 
