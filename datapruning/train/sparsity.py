@@ -156,6 +156,7 @@ class MagnitudePruner:
                 )
         if self.schedule.updates_at(0):  # start = 0: prune at initialisation
             self._update(0)
+            self.apply()
 
     @property
     def final_sparsity(self) -> float:
