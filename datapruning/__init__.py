@@ -18,6 +18,8 @@ _EXPORTS = {
     "PipelineConfig": "datapruning.config",
     "SOURCES": "datapruning.data.sources",
     "Scores": "datapruning.scores",
+    "IndexSampler": "datapruning.data.samplers",
+    "RS2Sampler": "datapruning.data.samplers",
     "SubsetSampler": "datapruning.data.samplers",
     "load_config": "datapruning.config",
     "load_dataset": "datapruning.data.sources",
@@ -26,7 +28,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from datapruning.config import PipelineConfig, load_config
-    from datapruning.data.samplers import SubsetSampler
+    from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler
     from datapruning.data.sources import SOURCES, Dataset, load_dataset
     from datapruning.errors import DataPruningError
     from datapruning.scores import Scores, select
@@ -46,7 +48,9 @@ __all__ = [
     "SOURCES",
     "DataPruningError",
     "Dataset",
+    "IndexSampler",
     "PipelineConfig",
+    "RS2Sampler",
     "Scores",
     "SubsetSampler",
     "__version__",

@@ -34,6 +34,31 @@ SetOption = Annotated[
     typer.Option("--set", help="Override a config value, e.g. --set train.epochs=10 (repeatable)."),
 ]
 
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Dataset, see `datapruning datasets`; file sources take a location: npz:PATH "
+        "(default: the config's, else mnist1d)."
+    ),
+]
+RootOption = Annotated[
+    Path | None,
+    typer.Option(help="Folder of a cifar10, cifar100 or imagefolder dataset."),
+]
+
+
+def _dataset_overrides(dataset: str | None, root: Path | None) -> list[str]:
+    """Config overrides for --dataset and --root; unknown names fail before any work."""
+    from datapruning.data.sources import get_source
+
+    overrides = []
+    if dataset is not None:
+        get_source(dataset)
+        overrides.append(f"dataset.name={dataset}")
+    if root is not None:
+        overrides.append(f"dataset.params.root={root}")
+    return overrides
+
 
 @app.command()
 def datasets() -> None:
@@ -41,7 +66,7 @@ def datasets() -> None:
     from datapruning.data.sources import SOURCES
 
     for source in SOURCES.values():
-        typer.echo(f"{source.name:10s} {source.description}")
+        typer.echo(f"{source.name:12s} {source.description}")
 
 
 @app.command()
@@ -49,12 +74,8 @@ def score(
     metric: Annotated[
         str | None, typer.Option(help="Pruning metric: el2n (default: the config's, else el2n).")
     ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="Registered dataset, see `datapruning datasets` (default: the config's, else mnist1d)."
-        ),
-    ] = None,
+    dataset: DatasetOption = None,
+    root: RootOption = None,
     out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")] = Path(
         "scores.parquet"
     ),
@@ -71,7 +92,6 @@ def score(
 ) -> None:
     """Score every training example with a pruning metric and save the scores as parquet."""
     from datapruning._io import check_output_path
-    from datapruning.data.sources import get_source
     from datapruning.scoring import get_metric
 
     # Options given on the command line override the config; unknown names fail
@@ -80,9 +100,7 @@ def score(
     if metric is not None:
         get_metric(metric)
         overrides.append(f"scoring.metric={metric}")
-    if dataset is not None:
-        get_source(dataset)
-        overrides.append(f"dataset.name={dataset}")
+    overrides += _dataset_overrides(dataset, root)
     if model is not None:
         overrides.append(f"model.name={model}")
     if seeds is not None:

@@ -39,9 +39,15 @@ class DatasetConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        from datapruning.data.sources import SOURCES
+        from datapruning.data.sources import get_source
+        from datapruning.errors import DataPruningError
 
-        return _check_name("dataset", name, SOURCES)
+        # A name may carry a file source's location: npz:PATH, cifar10:DIR.
+        try:
+            get_source(name)
+        except DataPruningError as exc:
+            raise ValueError(str(exc)) from None
+        return name
 
 
 class ModelConfig(_Section):

@@ -109,8 +109,7 @@ def test_datasets_lists_registered_datasets(capsys):
     assert code == 0
     assert err == []
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    assert "mnist1d" in names
-    assert "digits" in names
+    assert {"mnist1d", "digits", "cifar10", "cifar100", "imagefolder", "npz"} <= set(names)
 
 
 # ---------------------------------------------------------------- score
@@ -125,6 +124,48 @@ def test_score_unknown_name_exits_2_naming_choices(capsys, tmp_path, option, cho
     code, stdout, err = run_cli(capsys, "score", option, "nope", "--out", out)
     assert_one_line_error(code, err, "nope", *choices)
     assert stdout == ""
+    assert not out.exists()
+
+
+def test_score_on_an_npz_dataset(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 4)), y=np.arange(60) % 3)
+    out = tmp_path / "s.parquet"
+    code, stdout, err = run_cli(
+        capsys,
+        "score",
+        "--dataset",
+        f"npz:{tmp_path / 'd.npz'}",
+        "--epochs",
+        1,
+        "--seeds",
+        1,
+        "--set",
+        "train.batch_size=16",
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    assert "for npz" in stdout
+    assert len(pd.read_parquet(out)) == 48  # 20% held out for testing
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--dataset", "npz:{tmp}/noy.npz"], ["has no array 'y'"]),
+        (["--dataset", "cifar10", "--root", "{tmp}/nowhere"], ["CIFAR folder", "not found"]),
+        (["--dataset", "cifar10"], ["needs a location", "--root DIR"]),
+        (["--dataset", "imagefolder", "--root", "{tmp}"], ["has no class folders"]),
+        (["--dataset", "mnist1d:/x"], ["reads no files"]),
+    ],
+)
+def test_score_bad_file_dataset_exits_2(capsys, tmp_path, args, fragments):
+    np.savez(tmp_path / "noy.npz", x=np.zeros((5, 2)))
+    out = tmp_path / "s.parquet"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run_cli(capsys, "score", *args, "--out", out)
+    assert_one_line_error(code, err, *fragments)
     assert not out.exists()
 
 

@@ -7,6 +7,15 @@ generated on the machine or ships inside an installed package:
   templates by ``make_dataset`` with a seed (its download path is never used).
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images).
 
+and the user's own files (``datapruning.data.files``):
+
+- ``cifar10`` / ``cifar100``: the python-pickle batch folder (``--root DIR``);
+- ``imagefolder``: a class-per-folder tree of images (``--root DIR``);
+- ``npz``: arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``.
+
+A file source may also be named with its location, ``npz:PATH`` or
+``cifar10:DIR``: the part after the colon fills its ``path``/``root`` parameter.
+
 A source returns a :class:`Dataset`: train and test arrays plus a fingerprint
 that identifies the training set, so scores can be checked against it.
 """
@@ -22,6 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from datapruning.data import files
 from datapruning.errors import (
     ConfigError,
     DataPruningError,
@@ -67,6 +77,10 @@ class Dataset:
         )
 
 
+# The model image datasets get when the config names none.
+IMAGE_MODEL = "mlp"
+
+
 def fingerprint_arrays(x: np.ndarray, y: np.ndarray) -> str:
     digest = hashlib.blake2b(digest_size=8)
     for array in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
@@ -98,6 +112,30 @@ class Mnist1dParams(_Params):
 
 class DigitsParams(_Params):
     test_fraction: float = Field(0.25, gt=0, lt=1)
+    seed: int = 0
+
+
+class CifarParams(_Params):
+    root: str = Field(description="folder holding the batch files, or its parent")
+
+
+class Cifar100Params(CifarParams):
+    # The 20 superclasses instead of the 100 fine classes.
+    coarse: bool = False
+
+
+class ImageFolderParams(_Params):
+    root: str = Field(description="ROOT/<class>/<image>, or ROOT/train|test/<class>/<image>")
+    size: int = Field(32, ge=1, description="images are resized to size x size RGB")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class NpzParams(_Params):
+    path: str
+    # None: the largest label + 1.
+    num_classes: int | None = Field(None, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
 
 
@@ -152,12 +190,68 @@ def _load_digits(params: DigitsParams) -> Dataset:
     )
 
 
+def _load_cifar10(params: CifarParams) -> Dataset:
+    x, y, x_test, y_test = files.read_cifar(params.root, 10)
+    return _image_dataset("cifar10", params, x, y, x_test, y_test, 10)
+
+
+def _load_cifar100(params: Cifar100Params) -> Dataset:
+    x, y, x_test, y_test = files.read_cifar(params.root, 100, coarse=params.coarse)
+    return _image_dataset("cifar100", params, x, y, x_test, y_test, 20 if params.coarse else 100)
+
+
+def _load_image_folder(params: ImageFolderParams) -> Dataset:
+    (x, y, x_test, y_test), classes = files.read_image_folder(
+        params.root, params.size, params.test_fraction, params.seed
+    )
+    return _image_dataset("imagefolder", params, x, y, x_test, y_test, len(classes))
+
+
+def _image_dataset(
+    name: str,
+    params: _Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int,
+) -> Dataset:
+    return Dataset(
+        name=name,
+        x_train=x,
+        y_train=y,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        params=params.model_dump(),
+        default_model=IMAGE_MODEL,
+    )
+
+
+def _load_npz(params: NpzParams) -> Dataset:
+    x, y, x_test, y_test = files.read_npz(params.path, params.test_fraction, params.seed)
+    num_classes = params.num_classes or files.infer_num_classes(y, y_test)
+    is_image = x.ndim == 4 and x.shape[1] in (1, 3)
+    return Dataset(
+        name="npz",
+        x_train=x,
+        y_train=y,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        params=params.model_dump(),
+        default_model=IMAGE_MODEL if is_image else "mlp",
+    )
+
+
 @dataclass(frozen=True)
 class Source:
     name: str
     description: str
     params_model: type[_Params]
     load: Callable[[Any], Dataset]
+    # The parameter that ``name:VALUE`` and ``--root`` fill (file sources only).
+    location: str | None = None
 
 
 SOURCES: dict[str, Source] = {
@@ -175,22 +269,72 @@ SOURCES: dict[str, Source] = {
             DigitsParams,
             _load_digits,
         ),
+        Source(
+            "cifar10",
+            "CIFAR-10 python-pickle batches from --root DIR (50000 / 10000, 3x32x32, 10 classes)",
+            CifarParams,
+            _load_cifar10,
+            location="root",
+        ),
+        Source(
+            "cifar100",
+            "CIFAR-100 python-pickle files from --root DIR (50000 / 10000, 3x32x32, 100 classes)",
+            Cifar100Params,
+            _load_cifar100,
+            location="root",
+        ),
+        Source(
+            "imagefolder",
+            "a class-per-folder tree of images from --root DIR, resized to 32x32 RGB",
+            ImageFolderParams,
+            _load_image_folder,
+            location="root",
+        ),
+        Source(
+            "npz",
+            "arrays x, y (and x_test, y_test) from npz:PATH",
+            NpzParams,
+            _load_npz,
+            location="path",
+        ),
     )
 }
 
 
 def get_source(name: str) -> Source:
+    """The source a dataset name refers to; ``npz:PATH`` names the ``npz`` source."""
+    base, _, location = name.partition(":")
     try:
-        return SOURCES[name]
+        source = SOURCES[base]
     except KeyError:
-        raise UnknownNameError("dataset", name, SOURCES) from None
+        raise UnknownNameError("dataset", base, SOURCES) from None
+    if location and source.location is None:
+        raise ConfigError(f"dataset {base!r} reads no files; drop {':' + location!r}")
+    return source
+
+
+def dataset_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The source's parameters, with the location from ``name:LOCATION`` filled in."""
+    source = get_source(name)
+    merged = dict(params or {})
+    _, _, location = name.partition(":")
+    if location:
+        merged[str(source.location)] = location
+    return merged
 
 
 def load_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:
-    """Load a registered dataset; ``params`` are checked against the source's options."""
+    """Load a registered dataset; ``params`` are checked against the source's options.
+
+    ``name`` may carry the location of a file source: ``npz:data.npz``.
+    """
     source = get_source(name)
+    params = dataset_params(name, params)
+    if source.location is not None and source.location not in params:
+        flag = "--root DIR" if source.location == "root" else f"{source.name}:PATH"
+        raise ConfigError(f"dataset {source.name!r} needs a location: give {flag}")
     try:
-        validated = source.params_model(**dict(params or {}))
+        validated = source.params_model(**params)
     except ValidationError as exc:
         raise ConfigError(f"dataset {name!r}: {describe_validation_error(exc)}") from None
     dataset = source.load(validated)

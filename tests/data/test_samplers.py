@@ -1,13 +1,16 @@
 import math
 import re
+from itertools import chain
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datapruning.data.samplers import SubsetSampler, as_index_array
-from datapruning.errors import DataPruningError
+from datapruning.data.samplers import RS2Sampler, SubsetSampler, as_index_array
+from datapruning.errors import DataPruningError, FingerprintMismatchError
+from datapruning.scores import Scores
 
 
 class IndexDataset(Dataset):
@@ -135,3 +138,122 @@ def test_bad_indices_raise(bad, num_samples, match):
 def test_sampler_refuses_bad_indices(bad):
     with pytest.raises(DataPruningError):
         SubsetSampler(bad)
+
+
+# --- RS2 ---------------------------------------------------------------------
+
+
+def test_rs2_draws_a_fresh_subset_each_epoch_through_a_dataloader():
+    sampler = RS2Sampler(1000, 0.1, seed=4)
+    loader = DataLoader(IndexDataset(1000), sampler=sampler, batch_size=32)
+    assert len(sampler) == 100
+    assert len(loader) == math.ceil(100 / 32)
+    epochs = []
+    for epoch in range(10):
+        sampler.set_epoch(epoch)
+        order = epoch_order(loader)
+        assert len(order) == len(set(order)) == 100
+        epochs.append(set(order))
+    # Without replacement, ten epochs of 10% are one pass: disjoint and covering.
+    assert set().union(*epochs) == set(range(1000))
+    assert sum(len(e) for e in epochs) == 1000
+
+
+def test_rs2_reshuffles_after_each_pass():
+    sampler = RS2Sampler(100, 0.25, seed=1)
+    first_pass, second_pass = [], []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        first_pass.append(sampler.epoch_indices().tolist())
+        sampler.set_epoch(epoch + 4)
+        second_pass.append(sampler.epoch_indices().tolist())
+    assert first_pass != second_pass
+    assert sorted(list(chain.from_iterable(second_pass))) == list(range(100))
+
+
+def test_rs2_with_replacement_draws_each_epoch_independently():
+    sampler = RS2Sampler(100, 0.5, replacement=True, seed=0)
+    draws = []
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        draws.append(set(sampler.epoch_indices().tolist()))
+    assert all(len(d) == 50 for d in draws)
+    # Independent draws of half the data overlap; a walk without replacement would not.
+    assert len(draws[0] & draws[1]) > 0
+
+
+def test_rs2_full_fraction_is_a_permutation_every_epoch():
+    sampler = RS2Sampler(30, 1.0, seed=2)
+    sampler.set_epoch(3)
+    assert sorted(sampler) == list(range(30))
+
+
+def test_rs2_state_dict_restores_the_epoch():
+    sampler = RS2Sampler(200, 0.2, seed=9)
+    sampler.set_epoch(7)
+    restored = RS2Sampler(200, 0.2, seed=9)
+    restored.load_state_dict(sampler.state_dict())
+    assert list(restored) == list(sampler)
+    with pytest.raises(DataPruningError, match="same seed"):
+        RS2Sampler(200, 0.2, seed=1).load_state_dict(sampler.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_samples": 10, "fraction": 0.0}, "fraction 0.0 must lie in (0, 1]"),
+        ({"num_samples": 10, "fraction": 1.5}, "fraction 1.5 must lie in (0, 1]"),
+        ({"num_samples": 10, "fraction": -0.1}, "(0, 1]"),
+        ({"num_samples": 0, "fraction": 0.5}, "num_samples must be at least 1"),
+        ({"num_samples": 10, "fraction": 0.5, "stratify": [0, 1]}, "one label per example"),
+        ({"num_samples": 10, "fraction": 0.5, "num_replicas": 2, "rank": 2}, "rank 2"),
+        ({"num_samples": 10, "fraction": 0.5, "num_replicas": 0, "rank": 0}, "num_replicas"),
+    ],
+)
+def test_rs2_bad_input_raises(kwargs, match):
+    with pytest.raises(DataPruningError, match=re.escape(match)):
+        RS2Sampler(**kwargs)
+
+
+def test_drop_last_with_fewer_indices_than_ranks_is_refused():
+    with pytest.raises(DataPruningError, match="ranks"):
+        len(SubsetSampler([1, 2], num_replicas=4, rank=0, drop_last=True))
+
+
+def test_subset_sampler_checks_indices_against_the_dataset_size():
+    with pytest.raises(DataPruningError, match=re.escape("0..9")):
+        SubsetSampler([3, 10], num_samples=10)
+
+
+# --- DDP without a process group: explicit num_replicas / rank ----------------
+
+
+def test_ranks_get_disjoint_equal_shares_padded_like_distributed_sampler():
+    indices = np.arange(10) * 3
+    shares = [list(SubsetSampler(indices, seed=5, num_replicas=4, rank=rank)) for rank in range(4)]
+    assert [len(s) for s in shares] == [3, 3, 3, 3]
+    gathered = list(chain.from_iterable(shares))
+    assert set(gathered) == set(indices.tolist())
+    assert len(gathered) == 12  # two indices repeated as padding, as DistributedSampler does
+    dropped = [
+        list(SubsetSampler(indices, seed=5, num_replicas=4, rank=rank, drop_last=True))
+        for rank in range(4)
+    ]
+    assert [len(s) for s in dropped] == [2, 2, 2, 2]
+    assert len(set(list(chain.from_iterable(dropped)))) == 8
+
+
+# --- from_scores ----------------------------------------------------------------
+
+
+def test_from_scores_selects_the_subset_of_a_scores_file(tmp_path):
+    table = pd.DataFrame({"index": np.arange(50), "score": np.arange(50.0), "label": 0})
+    path = Scores(table, {"dataset": {"fingerprint": "abc"}}).save(tmp_path / "s.parquet")
+    sampler = SubsetSampler.from_scores(path, keep=0.2, strategy="hard", fingerprint="abc")
+    assert sorted(sampler) == list(range(40, 50))
+    easy = SubsetSampler.from_scores(path, keep=0.1, strategy="easy", num_replicas=5, rank=0)
+    assert len(easy) == 1
+    with pytest.raises(FingerprintMismatchError, match="score this dataset first"):
+        SubsetSampler.from_scores(path, keep=0.2, fingerprint="other")
+    with pytest.raises(DataPruningError, match="not found"):
+        SubsetSampler.from_scores(tmp_path / "missing.parquet", keep=0.2)
