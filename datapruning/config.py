@@ -18,6 +18,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -134,6 +136,84 @@ def parse_target(target: float | str) -> tuple[float, bool]:
     return value, relative
 
 
+# A point in training: an int is a step count, a float a fraction of all steps
+# (strict, so a YAML true is not taken for step 1).
+StepOrFraction = StrictInt | StrictFloat
+
+
+class SparsityConfig(_Section):
+    """Gradual magnitude pruning (Zhu & Gupta 2017) of conv/linear weights.
+
+    Off by default (target 0, scope global). Sparsity follows the cubic
+    s_t = target + (initial - target) * (1 - (t - start) / (end - start))**3,
+    with masks recomputed every ``every`` steps from ``start`` to ``end``.
+    Scope ``nm`` ignores the schedule's sparsities: it fixes an N:M mask
+    (``n`` non-zeros in every ``m`` consecutive input weights) at ``start``.
+    """
+
+    target: float = 0.0
+    initial: float = 0.0
+    scope: Literal["global", "layer", "nm"] = "global"
+    start: StepOrFraction = 0.1
+    end: StepOrFraction = 0.7
+    every: StepOrFraction = 0.02
+    # scope global: every pruned layer keeps at least this fraction of its weights.
+    min_density: float = Field(0.02, ge=0, le=1)
+    n: int = Field(2, ge=1)
+    m: int = Field(4, ge=2)
+    # Regexes searched in parameter names (e.g. "features.3.weight"); empty include: all.
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    # The first layer (stem) and the last linear (classifier) stay dense unless this is set.
+    prune_first_last: bool = False
+
+    @field_validator("target", "initial")
+    @classmethod
+    def _sparsity(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError(f"sparsity {value} must lie in [0, 1)")
+        return value
+
+    @field_validator("start", "end", "every")
+    @classmethod
+    def _step_or_fraction(cls, value: StepOrFraction) -> StepOrFraction:
+        if isinstance(value, float) and not 0 <= value <= 1:
+            raise ValueError(
+                f"{value} must be a step count (int) or a fraction of training in [0, 1]"
+            )
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"step {value} must be >= 0")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SparsityConfig:
+        if self.initial > self.target:
+            raise ValueError(f"initial sparsity {self.initial} exceeds target {self.target}")
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
+        if self.every == 0:
+            raise ValueError("every must be at least 1 step (or a fraction > 0)")
+        if self.scope == "nm" and self.target not in (0, 1 - self.n / self.m):
+            raise ValueError(
+                f"scope nm prunes to 1 - n/m = {1 - self.n / self.m:g}; drop target {self.target}"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.target > 0 or self.scope == "nm"
+
+
 class TrainConfig(_Section):
     """One training run: SGD with momentum and a cosine LR over the steps taken."""
 
@@ -165,6 +245,7 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(0, ge=0)
     # torch.use_deterministic_algorithms(True) during the run.
     deterministic: bool = False
+    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
 
     @field_validator("targets")
     @classmethod

@@ -40,6 +40,7 @@ from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.kd import kd_loss, resolve_alpha, teacher_logits
+from datapruning.train.sparsity import MagnitudePruner, build_pruner, export_sparse
 from datapruning.train.tta import (
     Stopwatch,
     reference_accuracy,
@@ -167,10 +168,6 @@ def train(
     )
     run_path = Path(run_dir) if run_dir is not None else None
     resume = _load_resume(run_path, config_hash) if run_path is not None else None
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        # summary.json marks a finished run; a rerun is unfinished until it ends.
-        (run_path / SUMMARY_NAME).unlink(missing_ok=True)
 
     logits = teacher_info.logits.to(device) if teacher_info is not None else None
     previous_threads = torch.get_num_threads()
@@ -187,6 +184,12 @@ def train(
             model = build_model(
                 model_name, dataset.input_shape, dataset.num_classes, **model_cfg.params
             ).to(device)
+            # Bad sparsity settings (N:M width, schedule) fail here, before the run dir is touched.
+            pruner = build_pruner(model, train_cfg.sparsity, plan.total_steps)
+            if run_path is not None:
+                run_path.mkdir(parents=True, exist_ok=True)
+                # summary.json marks a finished run; a rerun is unfinished until it ends.
+                (run_path / SUMMARY_NAME).unlink(missing_ok=True)
             summary = _fit(
                 model,
                 dataset,
@@ -202,6 +205,7 @@ def train(
                 progress,
                 config_hash,
                 resume,
+                pruner,
             )
     finally:
         torch.set_num_threads(previous_threads)
@@ -258,7 +262,7 @@ def train(
                 "input_shape": list(dataset.input_shape),
                 "num_classes": dataset.num_classes,
                 "dataset_fingerprint": dataset.fingerprint,
-                "state_dict": model.state_dict(),
+                "state_dict": export_sparse(model, pruner),
                 "epochs": summary["epochs"],
                 "steps": summary["steps"],
             },
@@ -429,6 +433,7 @@ def _fit(
     progress: bool | None,
     config_hash: str,
     resume: dict[str, Any] | None,
+    pruner: MagnitudePruner | None = None,
 ) -> dict[str, Any]:
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -448,6 +453,8 @@ def _fit(
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         sampler.load_state_dict(resume["sampler"])
+        if pruner is not None:  # masks and schedule position
+            pruner.load_state_dict(resume["pruner"])
         state = _Progress(**json.loads(resume["progress"]))
         state.curve = [tuple(point) for point in state.curve]  # type: ignore[misc]
         _set_rng_state(resume["rng"])
@@ -468,6 +475,7 @@ def _fit(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "sampler": sampler.state_dict(),
+                "pruner": pruner.state_dict() if pruner is not None else None,
                 "progress": json.dumps(state.__dict__),
                 "rng": _rng_state(),
             },
@@ -510,6 +518,8 @@ def _fit(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if pruner is not None:  # pruned weights back to exactly zero
+                        pruner.step(state.step + 1, optimizer)
                     scheduler.step()
                     loss_sum += loss.detach().double() * len(y)
                 state.seen += len(y)
@@ -565,6 +575,7 @@ def _fit(
         "targets": targets,
         "time_to_accuracy": time_to_accuracy(state.curve, targets),
         "resumed_from_step": resume_step,
+        "sparsity": pruner.report() if pruner is not None else None,
     }
 
 
