@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from datapruning._io import write_npy
-from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
+from datapruning.config import (
+    DataConfig,
+    KDConfig,
+    ModelConfig,
+    SparsityConfig,
+    TrainConfig,
+    load_config,
+)
 from datapruning.data.samplers import RS2Sampler
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
@@ -260,6 +267,10 @@ class Crash(Exception):
     pass
 
 
+GLOBAL_80 = SparsityConfig(target=0.8, scope="global", start=0.1, end=0.7, every=5)
+TWO_FOUR = SparsityConfig(scope="nm", n=2, m=4, start=0.2)
+
+
 def crash_on_evaluation(monkeypatch, after):
     """Make the loop's evaluate raise on its ``after``-th call, like a kill mid-run."""
     import datapruning.train.loop as loop
@@ -282,7 +293,11 @@ def crash_on_evaluation(monkeypatch, after):
         ({"checkpoint_every": 7}, 2),  # mid-epoch checkpoints
         ({"checkpoint_every": 22}, 2),  # at an epoch's end, after its evaluation
         ({"checkpoint_every": 9, "data": DataConfig(mode="rs2", fraction=0.3), "steps": 40}, 3),
+        # Masks and schedule position resume too: the crash falls between mask updates.
+        ({"checkpoint_every": 7, "sparsity": GLOBAL_80}, 3),
+        ({"checkpoint_every": 7, "sparsity": TWO_FOUR}, 2),
     ],
+    ids=["mid-epoch", "epoch-end", "rs2-budget", "gmp", "2:4"],
 )
 def test_resume_after_a_crash_ends_with_the_same_weights(
     digits, teacher_run, tmp_path, monkeypatch, overrides, crash_at
@@ -308,6 +323,13 @@ def test_resume_after_a_crash_ends_with_the_same_weights(
         [line[k] for k in keys] for line in read_metrics(tmp_path / "a")
     ]
     assert not (tmp_path / "b" / RESUME_NAME).exists()
+    if train_cfg.sparsity.enabled:
+        assert resumed.summary["sparsity"] == whole.summary["sparsity"]
+        assert resumed.summary["sparsity"]["sparsity"] > 0.3
+        assert_same_weights(whole.model, resumed.model)
+        assert load_checkpoint(tmp_path / "a")["state_dict"].keys() == (
+            load_checkpoint(tmp_path / "b")["state_dict"].keys()
+        )
 
 
 def test_resume_checkpoint_from_another_config_is_refused_and_kept(digits, tmp_path, monkeypatch):
@@ -333,12 +355,17 @@ model:
   params:
     hidden: 64
 train:
-  epochs: 15
+  epochs: 10
   batch_size: 32
   lr: 0.1
   checkpoint_every: 50
   deterministic: true
   targets: [0.9]
+  sparsity:
+    target: 0.8
+    scope: global
+    start: 10   # masks already prune weights at the first resume checkpoint (step 50)
+    every: 20
 """
 
 
@@ -372,8 +399,10 @@ def test_sigkill_mid_training_then_the_same_command_ends_bit_exact(tmp_path):
     assert (killed / RESUME_NAME).exists()
 
     subprocess.run(command(killed), check=True, capture_output=True)
+    # The uninterrupted run: what the same command computes, in this process.
     whole = tmp_path / "whole"
-    subprocess.run(command(whole), check=True, capture_output=True)
+    loaded = load_config(config)
+    train(load_dataset("digits"), loaded.model, loaded.train, run_dir=whole, progress=False)
     resumed_state = load_checkpoint(killed)["state_dict"]
     whole_state = load_checkpoint(whole)["state_dict"]
     assert resumed_state.keys() == whole_state.keys()
@@ -381,4 +410,7 @@ def test_sigkill_mid_training_then_the_same_command_ends_bit_exact(tmp_path):
         assert torch.equal(resumed_state[key], whole_state[key]), key
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["resumed_from_step"] > 0
-    assert summary["steps"] == json.loads((whole / "summary.json").read_text())["steps"]
+    whole_summary = json.loads((whole / "summary.json").read_text())
+    assert summary["steps"] == whole_summary["steps"]
+    assert summary["sparsity"] == whole_summary["sparsity"]
+    assert summary["sparsity"]["sparsity"] == pytest.approx(0.8, abs=0.005)
