@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from datapruning import __version__
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.config import ModelConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.train.loop import predict, train
@@ -49,8 +49,15 @@ def score_el2n(
     for seed in tqdm(
         seeds, desc="el2n", unit="model", disable=None if progress is None else not progress
     ):
+        # Scoring models are dense: train.sparsity is for the student.
         cfg = train_cfg.model_copy(
-            update={"epochs": scoring.epochs, "seed": seed, "eval_every": 0, "targets": []}
+            update={
+                "epochs": scoring.epochs,
+                "seed": seed,
+                "eval_every": 0,
+                "targets": [],
+                "sparsity": SparsityConfig(),
+            }
         )
         model = train(dataset, model_cfg, cfg, progress=False).model
         with torch.no_grad():
