@@ -135,6 +135,7 @@ class MagnitudePruner:
         self.schedule = Schedule.resolve(cfg, total_steps)
         self.weights = select_weights(model, cfg)
         self.masks: dict[str, Tensor] = {}
+        self._pruned: dict[str, Tensor] = {}  # ~masks, kept to spare an inversion per step
         self.sparsity = 0.0  # the scheduled sparsity the masks were last set to
         self.last_update: int | None = None
         if cfg.scope == "nm":
@@ -148,8 +149,8 @@ class MagnitudePruner:
                     )
         elif cfg.scope == "global":
             size = sum(w.numel() for w in self.weights.values())
-            keepable = sum(_floor_count(w.numel(), cfg.min_density) for w in self.weights.values())
-            if round(cfg.target * size) > size - keepable:
+            floor = sum(_floor_count(w.numel(), cfg.min_density) for w in self.weights.values())
+            if round(cfg.target * size) > size - floor:
                 raise DataPruningError(
                     f"sparsity.target {cfg.target} cannot be met while every layer keeps "
                     f"min_density {cfg.min_density}; lower one of them"
@@ -183,10 +184,11 @@ class MagnitudePruner:
     @torch.no_grad()
     def apply(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Zero the pruned weights (and their optimizer state) under the current masks."""
-        for name, mask in self.masks.items():
+        if self._pruned.keys() != self.masks.keys():  # masks replaced: invert them once
+            self._pruned = {name: ~mask for name, mask in self.masks.items()}
+        for name, pruned in self._pruned.items():
             weight = self.weights[name]
             # masked_fill, not a product: +0 exactly, even where a weight is inf or nan.
-            pruned = ~mask
             weight.masked_fill_(pruned, 0)
             if optimizer is not None:
                 for value in optimizer.state.get(weight, {}).values():
@@ -206,6 +208,7 @@ class MagnitudePruner:
             }
         else:
             self.masks = self._global_masks(sparsity)
+        self._pruned = {}
         self.sparsity = sparsity
         self.last_update = step
 
@@ -227,17 +230,17 @@ class MagnitudePruner:
             )
             order[name] = index
             offers.append(values[:cap])
-            owners.append(torch.full((cap,), i, dtype=torch.long))
+            owners.append(torch.full((cap,), i, dtype=torch.long, device=values.device))
         size = sum(w.numel() for w in self.weights.values())
         count = round(sparsity * size)
         pooled = torch.cat(offers)
         chosen = torch.sort(pooled, stable=True).indices[:count]
-        per_layer = torch.bincount(torch.cat(owners)[chosen], minlength=len(names))
+        per_layer = torch.bincount(torch.cat(owners)[chosen], minlength=len(names)).tolist()
         masks = {}
         for i, name in enumerate(names):
             weight = self.weights[name]
             keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
-            keep[order[name][: int(per_layer[i])]] = False
+            keep[order[name][: per_layer[i]]] = False
             masks[name] = keep.view_as(weight)
         return masks
 
@@ -265,6 +268,7 @@ class MagnitudePruner:
             n: m.to(device=self.weights[n].device, dtype=torch.bool)
             for n, m in state["masks"].items()
         }
+        self._pruned = {}
         self.sparsity = state["sparsity"]
         self.last_update = state["last_update"]
         self.apply()
