@@ -149,6 +149,8 @@ class SparsityConfig(_Section):
     with masks recomputed every ``every`` steps from ``start`` to ``end``.
     Scope ``nm`` ignores the schedule's sparsities: it fixes an N:M mask
     (``n`` non-zeros in every ``m`` consecutive input weights) at ``start``.
+    ``rewind`` optionally resets the weights to an earlier step once the final
+    masks are set.
     """
 
     target: float = 0.0
@@ -166,6 +168,10 @@ class SparsityConfig(_Section):
     exclude: list[str] = Field(default_factory=list)
     # The first layer (stem) and the last linear (classifier) stay dense unless this is set.
     prune_first_last: bool = False
+    # Weight rewinding (Frankle et al. 2020): when the final masks are set, reset the
+    # model to its weights after this many steps (int) or this fraction of training
+    # (float), then train on with the masks fixed. None: no rewinding.
+    rewind: StepOrFraction | None = None
 
     @field_validator("target", "initial")
     @classmethod
@@ -174,9 +180,9 @@ class SparsityConfig(_Section):
             raise ValueError(f"sparsity {value} must lie in [0, 1)")
         return value
 
-    @field_validator("start", "end", "every")
+    @field_validator("start", "end", "every", "rewind")
     @classmethod
-    def _step_or_fraction(cls, value: StepOrFraction) -> StepOrFraction:
+    def _step_or_fraction(cls, value: StepOrFraction | None) -> StepOrFraction | None:
         if isinstance(value, float) and not 0 <= value <= 1:
             raise ValueError(
                 f"{value} must be a step count (int) or a fraction of training in [0, 1]"

@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from datapruning._io import write_npy
-from datapruning.config import PipelineConfig
+from datapruning.config import PipelineConfig, SparsityConfig
 from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.recipes import Recipe, full_run_name, student_recipes
@@ -51,7 +51,8 @@ def train_full(cfg: PipelineConfig, seed: int) -> dict[str, Any]:
     result = train(
         dataset_of(cfg),
         cfg.model,
-        cfg.train.model_copy(update={"seed": seed}),
+        # The full-data reference and teacher is dense: train.sparsity is for the students.
+        cfg.train.model_copy(update={"seed": seed, "sparsity": SparsityConfig()}),
         run_dir=run_dir,
         extra_summary={"recipe": FULL_RECIPE, "seed": seed},
         progress=False,

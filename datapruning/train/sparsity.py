@@ -21,6 +21,12 @@ Three scopes:
   model once, then fine-tune, as NVIDIA's ASP recipe does), so every targeted
   layer ends at exactly 1 - n/m with no group above ``n`` non-zeros.
 
+Optional weight rewinding (Frankle et al. 2020, "Linear mode connectivity and
+the lottery ticket hypothesis"): the whole model's state after ``rewind`` steps
+is kept, and restored when the final masks are set (at ``end``; for N:M at
+``start``); training then goes on under the fixed masks with a fresh optimizer
+state and the LR schedule where it was.
+
 Masks only grow (a pruned weight is never revived): at each update the pruned
 weights rank below every surviving one. ``MagnitudePruner.step`` runs right
 after ``optimizer.step()``: it updates the masks when scheduled, then multiplies
@@ -87,8 +93,9 @@ class Schedule:
     """When masks change, in optimizer steps (1 = after the first step)."""
 
     start: int
-    end: int
+    end: int  # the final masks are set here
     every: int
+    rewind: int | None = None  # the step whose weights are restored at ``end``
 
     @classmethod
     def resolve(cls, cfg: SparsityConfig, total_steps: int) -> Schedule:
@@ -101,13 +108,20 @@ class Schedule:
                 )
             return resolved
 
-        start, end = steps(cfg.start, "start"), steps(cfg.end, "end")
-        every = max(1, steps(cfg.every, "every"))
+        start, every = steps(cfg.start, "start"), max(1, steps(cfg.every, "every"))
+        # N:M sets its one mask at start: the end of its schedule is its start.
+        end = start if cfg.scope == "nm" else steps(cfg.end, "end")
         if end < start:
             raise DataPruningError(
                 f"sparsity.end ({end} steps) comes before sparsity.start ({start} steps)"
             )
-        return cls(start, end, every)
+        rewind = None if cfg.rewind is None else steps(cfg.rewind, "rewind")
+        if rewind is not None and rewind > end:
+            raise DataPruningError(
+                f"sparsity.rewind ({rewind} steps) comes after the final masks at step {end}; "
+                "rewind to an earlier step"
+            )
+        return cls(start, end, every, rewind)
 
     def updates_at(self, step: int) -> bool:
         if step < self.start or step > self.end:
@@ -135,8 +149,12 @@ class MagnitudePruner:
         self.schedule = Schedule.resolve(cfg, total_steps)
         self.weights = select_weights(model, cfg)
         self.masks: dict[str, Tensor] = {}
+        self._pruned: dict[str, Tensor] = {}  # ~masks, kept to spare an inversion per step
+        self.model = model
         self.sparsity = 0.0  # the scheduled sparsity the masks were last set to
         self.last_update: int | None = None
+        # The model's state after `rewind` steps, held until the final masks are set.
+        self.rewind_state: dict[str, Tensor] | None = None
         if cfg.scope == "nm":
             for name, weight in self.weights.items():
                 width = weight[0].numel()
@@ -148,15 +166,14 @@ class MagnitudePruner:
                     )
         elif cfg.scope == "global":
             size = sum(w.numel() for w in self.weights.values())
-            keepable = sum(_floor_count(w.numel(), cfg.min_density) for w in self.weights.values())
-            if round(cfg.target * size) > size - keepable:
+            floor = sum(_floor_count(w.numel(), cfg.min_density) for w in self.weights.values())
+            if round(cfg.target * size) > size - floor:
                 raise DataPruningError(
                     f"sparsity.target {cfg.target} cannot be met while every layer keeps "
                     f"min_density {cfg.min_density}; lower one of them"
                 )
-        if self.schedule.updates_at(0):  # start = 0: prune at initialisation
-            self._update(0)
-            self.apply()
+        if self.schedule.updates_at(0) or self.schedule.rewind == 0:
+            self.step(0)  # prune, or keep the weights to rewind to, at initialisation
 
     @property
     def final_sparsity(self) -> float:
@@ -176,17 +193,30 @@ class MagnitudePruner:
         Updates the masks when the schedule says so, then zeroes the pruned
         weights and, given ``optimizer``, their per-weight optimizer state.
         """
-        if self.schedule.updates_at(step) and not (self.cfg.scope == "nm" and self.masks):
+        if step == self.schedule.rewind:
+            self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.schedule.updates_at(step):
             self._update(step)
+            if step == self.schedule.end and self.rewind_state is not None:
+                self._rewind(optimizer)
         self.apply(optimizer)
+
+    def _rewind(self, optimizer: torch.optim.Optimizer | None) -> None:
+        # Frankle et al. (2020) rewind to an early step, not to the initialisation;
+        # the optimizer restarts (no stale momentum), the LR schedule goes on.
+        self.model.load_state_dict(self.rewind_state)
+        self.rewind_state = None
+        if optimizer is not None:
+            optimizer.state.clear()
 
     @torch.no_grad()
     def apply(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Zero the pruned weights (and their optimizer state) under the current masks."""
-        for name, mask in self.masks.items():
+        if self._pruned.keys() != self.masks.keys():  # masks replaced: invert them once
+            self._pruned = {name: ~mask for name, mask in self.masks.items()}
+        for name, pruned in self._pruned.items():
             weight = self.weights[name]
             # masked_fill, not a product: +0 exactly, even where a weight is inf or nan.
-            pruned = ~mask
             weight.masked_fill_(pruned, 0)
             if optimizer is not None:
                 for value in optimizer.state.get(weight, {}).values():
@@ -206,6 +236,7 @@ class MagnitudePruner:
             }
         else:
             self.masks = self._global_masks(sparsity)
+        self._pruned = {}
         self.sparsity = sparsity
         self.last_update = step
 
@@ -227,17 +258,17 @@ class MagnitudePruner:
             )
             order[name] = index
             offers.append(values[:cap])
-            owners.append(torch.full((cap,), i, dtype=torch.long))
+            owners.append(torch.full((cap,), i, dtype=torch.long, device=values.device))
         size = sum(w.numel() for w in self.weights.values())
         count = round(sparsity * size)
         pooled = torch.cat(offers)
         chosen = torch.sort(pooled, stable=True).indices[:count]
-        per_layer = torch.bincount(torch.cat(owners)[chosen], minlength=len(names))
+        per_layer = torch.bincount(torch.cat(owners)[chosen], minlength=len(names)).tolist()
         masks = {}
         for i, name in enumerate(names):
             weight = self.weights[name]
             keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
-            keep[order[name][: int(per_layer[i])]] = False
+            keep[order[name][: per_layer[i]]] = False
             masks[name] = keep.view_as(weight)
         return masks
 
@@ -245,6 +276,7 @@ class MagnitudePruner:
         """Masks and schedule position, for an exact resume."""
         return {
             "masks": {n: m.clone() for n, m in self.masks.items()},
+            "rewind_state": self.rewind_state,
             "sparsity": self.sparsity,
             "last_update": self.last_update,
             "total_steps": self.total_steps,
@@ -265,6 +297,8 @@ class MagnitudePruner:
             n: m.to(device=self.weights[n].device, dtype=torch.bool)
             for n, m in state["masks"].items()
         }
+        self._pruned = {}
+        self.rewind_state = state["rewind_state"]
         self.sparsity = state["sparsity"]
         self.last_update = state["last_update"]
         self.apply()

@@ -269,6 +269,7 @@ class Crash(Exception):
 
 GLOBAL_80 = SparsityConfig(target=0.8, scope="global", start=0.1, end=0.7, every=5)
 TWO_FOUR = SparsityConfig(scope="nm", n=2, m=4, start=0.2)
+REWIND = SparsityConfig(target=0.8, start=0.1, end=0.7, every=5, rewind=10)
 
 
 def crash_on_evaluation(monkeypatch, after):
@@ -296,8 +297,10 @@ def crash_on_evaluation(monkeypatch, after):
         # Masks and schedule position resume too: the crash falls between mask updates.
         ({"checkpoint_every": 7, "sparsity": GLOBAL_80}, 3),
         ({"checkpoint_every": 7, "sparsity": TWO_FOUR}, 2),
+        # The crash falls after the rewind point and before the final masks restore it.
+        ({"checkpoint_every": 7, "sparsity": REWIND}, 2),
     ],
-    ids=["mid-epoch", "epoch-end", "rs2-budget", "gmp", "2:4"],
+    ids=["mid-epoch", "epoch-end", "rs2-budget", "gmp", "2:4", "gmp-rewind"],
 )
 def test_resume_after_a_crash_ends_with_the_same_weights(
     digits, teacher_run, tmp_path, monkeypatch, overrides, crash_at

@@ -319,6 +319,42 @@ def test_state_dict_round_trip_resumes_the_same_masks():
         MagnitudePruner(copy, cfg, 40).load_state_dict(state)
 
 
+@pytest.mark.parametrize("scope", ["global", "nm"])
+def test_weight_rewinding_restores_the_early_weights_under_the_final_masks(scope):
+    torch.manual_seed(0)
+    model = stack(8, 32, 32, 32, 3)
+    target = 0.7 if scope == "global" else 0.0
+    cfg = SparsityConfig(target=target, scope=scope, start=6, end=12, every=3, rewind=4)
+    pruner = MagnitudePruner(model, cfg, 20)
+    final = pruner.schedule.end
+    assert final == (12 if scope == "global" else 6)
+    for step, optimizer in sgd_steps(model, pruner, 20):
+        if step == 4:
+            early = {k: v.clone() for k, v in model.state_dict().items()}
+        if step == final:
+            assert pruner.rewind_state is None
+            assert not optimizer.state  # momentum restarts
+            state = model.state_dict()
+            for name, value in state.items():
+                mask = pruner.masks.get(name)
+                expected = early[name] if mask is None else early[name].masked_fill(~mask, 0)
+                assert torch.equal(value, expected), name
+            masks = {k: v.clone() for k, v in pruner.masks.items()}
+        elif step == final - 1:
+            assert pruner.rewind_state is not None
+            assert pruner.state_dict()["rewind_state"].keys() == model.state_dict().keys()
+    # Training went on from the rewound weights, under the same masks.
+    assert not torch.equal(model.state_dict()["0.weight"], early["0.weight"])
+    assert all(torch.equal(masks[k], pruner.masks[k]) for k in masks)
+
+
+def test_rewind_must_come_before_the_final_masks():
+    with pytest.raises(DataPruningError, match=r"rewind \(15 steps\) comes after the final masks"):
+        MagnitudePruner(stack(8, 32, 32, 3), SparsityConfig(target=0.5, end=10, rewind=15), 20)
+    with pytest.raises(DataPruningError, match="final masks at step 5"):
+        MagnitudePruner(stack(8, 32, 32, 3), SparsityConfig(scope="nm", start=5, rewind=0.5), 20)
+
+
 def test_export_folds_the_masks_in():
     torch.manual_seed(0)
     model = stack(8, 32, 32, 3)
