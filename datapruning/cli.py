@@ -217,6 +217,9 @@ def run(
 ) -> None:
     """Run the whole pipeline (teacher, scores, students, report) as a Prefect flow."""
     cfg = _config(config, set_)
+    from datapruning.recipes import check_pipeline_config
+
+    check_pipeline_config(cfg)
     # The temporary server's telemetry only fails (loudly) on offline machines.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline

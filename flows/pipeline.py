@@ -26,8 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from datapruning._io import write_npy
 from datapruning.config import PipelineConfig, SparsityConfig
 from datapruning.data.sources import Dataset, load_dataset
-from datapruning.errors import DataPruningError
-from datapruning.recipes import Recipe, full_run_name, student_recipes
+from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
 from datapruning.report import FULL_RECIPE, write_report
 from datapruning.scores import Scores
 from datapruning.scoring import get_metric
@@ -131,11 +130,7 @@ def report(cfg: PipelineConfig) -> Path:
 @flow(name="datapruning-pipeline")
 def pipeline(cfg: PipelineConfig) -> Path:
     """Teacher, scores, students and the time-to-accuracy report for ``cfg``."""
-    if cfg.train.data.mode != "full":
-        raise DataPruningError(
-            f"train.data.mode is {cfg.train.data.mode}; `run` takes each student's data from "
-            "the students grid, so set train.data.mode: full (train.data is for `train`)"
-        )
+    check_pipeline_config(cfg)
     cfg.run_root.mkdir(parents=True, exist_ok=True)
     recipes = student_recipes(cfg)
     teachers = {seed: train_full(cfg, seed) for seed in cfg.students.seeds}

@@ -183,3 +183,19 @@ def test_resume_checkpoint_from_another_config_exits_2_and_overwrites_nothing(
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.data={mode: rs2, fraction: 0.1}", "train.data.mode"),
+        ("kd.teacher=runs/teacher", "kd.teacher"),
+    ],
+)
+def test_run_refuses_train_only_settings(capsys, tmp_path, override, fragment):
+    code, _, err = run_cli(
+        capsys, "run", CONFIGS / "quickstart.yaml", "--set", override,
+        "--set", f"output_dir={tmp_path}",
+    )  # fmt: skip
+    assert_one_line_error(code, err, fragment)
+    assert not any(tmp_path.iterdir())
