@@ -28,7 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9])
+    parser.add_argument(
+        "--alphas",
+        type=_alpha,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 0.75, 0.9],
+        help="weights in [0, 1], or auto (the rule of kd.alpha: auto)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--temperature", type=float, default=4.0)
@@ -52,8 +58,8 @@ def main() -> None:
                 model,
                 base.model_copy(update={"seed": seed}),
                 indices=indices,
-                teacher=teacher.model if alpha > 0 else None,
-                kd=KDConfig(alpha=alpha, temperature=args.temperature) if alpha > 0 else None,
+                teacher=teacher.model if alpha != 0 else None,
+                kd=KDConfig(alpha=alpha, temperature=args.temperature) if alpha != 0 else None,
                 progress=False,
             )
             acc = result.summary["final_test_acc"]
@@ -65,7 +71,7 @@ def main() -> None:
             raise SystemExit(f"{previous} comes from another teacher or schedule")
         runs += earlier["runs"]
     fractions = sorted({r["fraction"] for r in runs})
-    alphas = sorted({r["alpha"] for r in runs})
+    alphas = sorted({r["alpha"] for r in runs}, key=lambda a: (isinstance(a, str), str(a)))
     means = [
         {
             "fraction": fraction,
@@ -100,6 +106,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, out)
     print(json.dumps(out["best_alpha"]))
+
+
+def _alpha(text: str) -> float | str:
+    return text if text == "auto" else float(text)
 
 
 if __name__ == "__main__":
