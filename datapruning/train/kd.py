@@ -94,7 +94,8 @@ def teacher_logits(
     x_train = torch.as_tensor(dataset.x_train)
     if isinstance(teacher, nn.Module):
         start = time.perf_counter()
-        logits = predict(teacher, x_train, batch_size)
+        device = next(teacher.parameters()).device
+        logits = predict(teacher, x_train.to(device), batch_size).cpu()
         result = TeacherLogits(logits, "module", time.perf_counter() - start, False)
     else:
         path = Path(teacher)
