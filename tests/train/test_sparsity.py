@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from datapruning.cli import main
-from datapruning.config import ModelConfig, SparsityConfig, TrainConfig, parse_config
+from datapruning.config import (
+    ModelConfig,
+    SparsityConfig,
+    TrainConfig,
+    load_config,
+    parse_config,
+)
 from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError, DataPruningError
 from datapruning.train.checkpoint import load_checkpoint
@@ -540,3 +547,32 @@ def test_cli_run_refuses_bad_sparsity_before_any_work(capsys, config_file):
     err = capsys.readouterr().err
     assert err == "error: " + err.removeprefix("error: ").splitlines()[0] + "\n"
     assert "train.sparsity.target: sparsity 1.5 must lie in [0, 1)" in err
+
+
+@pytest.mark.slow
+def test_acceptance_on_mnist1d(tmp_path):
+    """configs/sparse.yaml: GMP to 90% global within 2 points of dense; 2:4 exact (seed 0)."""
+    config = Path(__file__).parents[2] / "configs" / "sparse.yaml"
+    runs = {
+        "dense": ["train.sparsity.target=0"],
+        "gmp": [],
+        "nm": ["train.sparsity.target=0", "train.sparsity.scope=nm"],
+    }
+    results = {}
+    for name, overrides in runs.items():
+        cfg = load_config(config, [*overrides, "train.eval_every=0"])
+        data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+        results[name] = train(data, cfg.model, cfg.train, run_dir=tmp_path / name, progress=False)
+    assert results["dense"].summary["sparsity"] is None
+    for name, nonzero_share in (("gmp", 0.1), ("nm", 0.5)):
+        saved = load_checkpoint(tmp_path / name / "checkpoint.pt")["state_dict"]
+        layers = list(results[name].summary["sparsity"]["layers"])
+        assert layers == ["features.2.weight", "features.4.weight"]
+        report = sparsity_report(saved, layers)
+        assert report["sparsity"] == pytest.approx(1 - nonzero_share, abs=0.005)
+    for layer in report["layers"].values():
+        assert layer["sparsity"] == 0.5
+    assert all(nm_violations(saved[n], 2, 4) == 0 for n in layers)
+    dense, gmp = (results[k].summary["final_test_acc"] for k in ("dense", "gmp"))
+    assert dense > 0.88
+    assert gmp > dense - 0.02
