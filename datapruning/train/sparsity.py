@@ -29,10 +29,10 @@ state and the LR schedule where it was.
 
 Masks only grow (a pruned weight is never revived): at each update the pruned
 weights rank below every surviving one. ``MagnitudePruner.step`` runs right
-after ``optimizer.step()``: it updates the masks when scheduled, then multiplies
-the weights, and the optimizer's per-weight state (momentum, Adam moments), by
-the masks (a masked fill, so +0 even over a nan), so pruned weights are exactly zero after every step whatever the
-momentum or weight decay.
+after ``optimizer.step()``: it updates the masks when scheduled, then fills the
+pruned weights, and their optimizer state (momentum, Adam moments), with +0, so
+pruned weights are exactly zero after every step whatever the momentum or
+weight decay.
 """
 
 from __future__ import annotations
@@ -284,6 +284,13 @@ class MagnitudePruner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore masks, schedule position and rewind weights from ``state_dict()``.
+
+        For a resume: construct the pruner on the model (with start 0 the
+        constructor prunes at initialisation), load the model's and optimizer's
+        checkpointed states, then this; the checkpoint's masks replace the
+        constructor's and are applied to the weights.
+        """
         if state.get("config") != self.cfg.model_dump(mode="json") or (
             state.get("total_steps") != self.total_steps
         ):

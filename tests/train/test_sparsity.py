@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from datapruning.cli import main
-from datapruning.config import ModelConfig, SparsityConfig, TrainConfig, parse_config
+from datapruning.config import (
+    ModelConfig,
+    SparsityConfig,
+    TrainConfig,
+    load_config,
+    parse_config,
+)
 from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError, DataPruningError
 from datapruning.train.checkpoint import load_checkpoint
@@ -24,6 +31,7 @@ from datapruning.train.sparsity import (
     nm_violations,
     prunable_weights,
     select_weights,
+    sparsity_report,
 )
 from models import build_model
 
@@ -503,3 +511,68 @@ def test_cli_trains_sparse(capsys, tmp_path, config_file):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sparsity"]["sparsity"] == pytest.approx(0.6)
     assert summary["config"]["train"]["sparsity"]["target"] == 0.6
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "params"),
+    [
+        ("resnet18", (3, 8, 8), {"width": 4}),
+        ("vit", (3, 8, 8), {"dim": 16, "depth": 1, "heads": 2, "patch_size": 4}),
+    ],
+)
+@pytest.mark.parametrize("scope", ["global", "nm"])
+def test_new_models_prune_through_training(name, shape, params, scope):
+    torch.manual_seed(0)
+    model = build_model(name, shape, 3, **params)
+    target = 0.8 if scope == "global" else 0.0
+    pruner = MagnitudePruner(model, SparsityConfig(target=target, scope=scope, start=1, end=3), 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for step in range(1, 5):
+        loss = F.cross_entropy(model(torch.randn(8, *shape)), torch.randint(0, 3, (8,)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step(step, optimizer)
+    state = export_sparse(model, pruner)
+    report = sparsity_report(state, list(pruner.masks))
+    assert report["sparsity"] == pytest.approx(pruner.final_sparsity, abs=1e-3)
+    if scope == "nm":
+        assert all(nm_violations(state[n], 2, 4) == 0 for n in pruner.masks)
+    assert torch.isfinite(model(torch.randn(2, *shape))).all()
+
+
+def test_cli_run_refuses_bad_sparsity_before_any_work(capsys, config_file):
+    argv = ["run", str(config_file), "--set", "train.sparsity.target=1.5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "error: " + err.removeprefix("error: ").splitlines()[0] + "\n"
+    assert "train.sparsity.target: sparsity 1.5 must lie in [0, 1)" in err
+
+
+@pytest.mark.slow
+def test_acceptance_on_mnist1d(tmp_path):
+    """configs/sparse.yaml: GMP to 90% global within 2 points of dense; 2:4 exact (seed 0)."""
+    config = Path(__file__).parents[2] / "configs" / "sparse.yaml"
+    runs = {
+        "dense": ["train.sparsity.target=0"],
+        "gmp": [],
+        "nm": ["train.sparsity.target=0", "train.sparsity.scope=nm"],
+    }
+    results = {}
+    for name, overrides in runs.items():
+        cfg = load_config(config, [*overrides, "train.eval_every=0"])
+        data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+        results[name] = train(data, cfg.model, cfg.train, run_dir=tmp_path / name, progress=False)
+    assert results["dense"].summary["sparsity"] is None
+    for name, nonzero_share in (("gmp", 0.1), ("nm", 0.5)):
+        saved = load_checkpoint(tmp_path / name / "checkpoint.pt")["state_dict"]
+        layers = list(results[name].summary["sparsity"]["layers"])
+        assert layers == ["features.2.weight", "features.4.weight"]
+        report = sparsity_report(saved, layers)
+        assert report["sparsity"] == pytest.approx(1 - nonzero_share, abs=0.005)
+    for layer in report["layers"].values():
+        assert layer["sparsity"] == 0.5
+    assert all(nm_violations(saved[n], 2, 4) == 0 for n in layers)
+    dense, gmp = (results[k].summary["final_test_acc"] for k in ("dense", "gmp"))
+    assert dense > 0.88
+    assert gmp > dense - 0.02
