@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from datapruning import __version__
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.config import (
+    DataConfig,
+    ModelConfig,
+    ScoringConfig,
+    SparsityConfig,
+    TrainConfig,
+)
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.train.loop import predict, train
@@ -49,8 +55,19 @@ def score_el2n(
     for seed in tqdm(
         seeds, desc="el2n", unit="model", disable=None if progress is None else not progress
     ):
+        # Scoring models are dense and see every example for scoring.epochs epochs,
+        # whatever the config's data mode, step budget or sparsity say about students.
         cfg = train_cfg.model_copy(
-            update={"epochs": scoring.epochs, "seed": seed, "eval_every": 0, "targets": []}
+            update={
+                "epochs": scoring.epochs,
+                "steps": None,
+                "data": DataConfig(),
+                "seed": seed,
+                "eval_every": 0,
+                "targets": [],
+                "reference": None,
+                "sparsity": SparsityConfig(),
+            }
         )
         model = train(dataset, model_cfg, cfg, progress=False).model
         with torch.no_grad():
