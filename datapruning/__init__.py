@@ -19,19 +19,23 @@ _EXPORTS = {
     "SOURCES": "datapruning.data.sources",
     "Scores": "datapruning.scores",
     "IndexSampler": "datapruning.data.samplers",
+    "MagnitudePruner": "datapruning.train.sparsity",
     "RS2Sampler": "datapruning.data.samplers",
+    "SparsityConfig": "datapruning.config",
     "SubsetSampler": "datapruning.data.samplers",
+    "export_sparse": "datapruning.train.sparsity",
     "load_config": "datapruning.config",
     "load_dataset": "datapruning.data.sources",
     "select": "datapruning.scores",
 }
 
 if TYPE_CHECKING:
-    from datapruning.config import PipelineConfig, load_config
+    from datapruning.config import PipelineConfig, SparsityConfig, load_config
     from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler
     from datapruning.data.sources import SOURCES, Dataset, load_dataset
     from datapruning.errors import DataPruningError
     from datapruning.scores import Scores, select
+    from datapruning.train.sparsity import MagnitudePruner, export_sparse
 
 
 def __getattr__(name: str) -> Any:
@@ -49,11 +53,14 @@ __all__ = [
     "DataPruningError",
     "Dataset",
     "IndexSampler",
+    "MagnitudePruner",
     "PipelineConfig",
     "RS2Sampler",
     "Scores",
+    "SparsityConfig",
     "SubsetSampler",
     "__version__",
+    "export_sparse",
     "load_config",
     "load_dataset",
     "select",

@@ -78,6 +78,36 @@ _METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join
 
 
 @app.command()
+def convert(
+    out: Annotated[Path, typer.Option(help="The .beton file to write (plus OUT.json metadata).")],
+    dataset: DatasetOption = None,
+    root: RootOption = None,
+    image_mode: Annotated[
+        str, typer.Option(help="Images: raw (exact), jpg (smaller) or ndarray (float32).")
+    ] = "raw",
+    config: Annotated[
+        Path | None, typer.Option(help="Take the dataset section from this config.")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Write a dataset's training split to an FFCV .beton for `train.loader: ffcv`."""
+    from datapruning._io import check_output_path
+    from datapruning.data.ffcv import to_beton
+    from datapruning.data.sources import load_dataset
+
+    overrides = list(set_ or []) + _dataset_overrides(dataset, root)
+    if image_mode not in ("raw", "jpg", "ndarray"):
+        raise DataPruningError(f"--image-mode {image_mode!r} must be one of: raw, jpg, ndarray")
+    cfg = _config(config, overrides)
+    check_output_path(out)
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    to_beton(data, out, image_mode=image_mode)  # type: ignore[arg-type]
+    typer.echo(
+        f"wrote {data.num_train} {data.name} training examples ({data.fingerprint}) -> {out}"
+    )
+
+
+@app.command()
 def score(
     metric: Annotated[str | None, typer.Option(help=_METRIC_HELP)] = None,
     dataset: DatasetOption = None,
@@ -218,7 +248,13 @@ def train_(
     ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Train one model with the config's dataset, model, train and kd sections."""
+    """Train one model with the config's dataset, model, train and kd sections.
+
+    The data is the config's train.data (full, subset or rs2) unless --indices
+    is given; KD runs when --teacher or kd.teacher / kd.teacher_logits is set.
+    With train.checkpoint_every, rerunning the same command after a crash
+    continues the run from its last resume checkpoint.
+    """
     cfg = _config(config, set_)
     kept = _load_indices(indices) if indices is not None else None
     if out.exists() and not out.is_dir():
@@ -227,21 +263,35 @@ def train_(
     from datapruning.data.sources import load_dataset
     from datapruning.train.loop import train
 
+    teacher_path = teacher or cfg.kd.teacher or cfg.kd.teacher_logits
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
     result = train(
         data,
         cfg.model,
         cfg.train,
         indices=kept,
-        teacher=teacher,
-        kd=cfg.kd if teacher else None,
+        teacher=teacher_path,
+        kd=cfg.kd if teacher_path else None,
         run_dir=out,
+        teacher_seconds=_teacher_seconds(teacher_path) if teacher_path else None,
     )
     s = result.summary
+    resumed = f" (resumed at step {s['resumed_from_step']})" if s["resumed_from_step"] else ""
     typer.echo(
-        f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps, "
+        f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps{resumed}, "
         f"{s['train_seconds']:.1f} s training + {s['eval_seconds']:.1f} s evaluation -> {out}"
     )
+
+
+def _teacher_seconds(teacher: Path) -> float | None:
+    """The teacher's training seconds from its run's summary.json, when there is one."""
+    import json
+
+    run = teacher if teacher.is_dir() else teacher.parent
+    try:
+        return float(json.loads((run / "summary.json").read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @app.command()
@@ -253,6 +303,9 @@ def run(
 ) -> None:
     """Run the whole pipeline (teacher, scores, students, report) as a Prefect flow."""
     cfg = _config(config, set_)
+    from datapruning.recipes import check_pipeline_config
+
+    check_pipeline_config(cfg)
     # The temporary server's telemetry only fails (loudly) on offline machines.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline

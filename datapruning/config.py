@@ -8,12 +8,23 @@ before any work starts.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from datapruning.errors import ConfigError, describe_validation_error
 
@@ -53,10 +64,171 @@ class ModelConfig(_Section):
         return None if name is None else _check_name("model", name, MODELS)
 
 
+class DataConfig(_Section):
+    """What the loop trains on: all examples, a fixed subset, or RS2 (a fresh subset per epoch).
+
+    ``subset`` takes ``indices`` (a .npy of training-set indices) or ``scores`` (a
+    parquet from ``datapruning score``) with ``keep`` and ``strategy``. ``rs2``
+    draws ``fraction`` of the training set every epoch (Okanovic et al. 2023),
+    without replacement across epochs unless ``replacement``; ``stratify`` draws
+    each class in proportion.
+    """
+
+    mode: Literal["full", "subset", "rs2"] = "full"
+    indices: Path | None = None
+    scores: Path | None = None
+    keep: float | None = None
+    strategy: str = "hard"
+    fraction: float | None = None
+    replacement: bool = False
+    stratify: bool = False
+
+    @field_validator("keep", "fraction")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        return None if value is None else check_fraction(value)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, strategy: str) -> str:
+        from datapruning.scores import STRATEGIES
+
+        return _check_name("selection strategy", strategy, STRATEGIES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        subset_keys = {"indices": self.indices, "scores": self.scores, "keep": self.keep}
+        if self.mode == "subset":
+            if (self.indices is None) == (self.scores is None):
+                raise ValueError("mode subset needs exactly one of indices (.npy) or scores")
+            if self.scores is not None and self.keep is None:
+                raise ValueError("mode subset with scores needs keep (the fraction to keep)")
+            if self.indices is not None and self.keep is not None:
+                raise ValueError("keep applies to scores; indices already fix the subset")
+        elif any(value is not None for value in subset_keys.values()):
+            key = next(k for k, v in subset_keys.items() if v is not None)
+            raise ValueError(f"{key} applies to mode subset, not {self.mode}")
+        if self.mode == "rs2" and self.fraction is None:
+            raise ValueError("mode rs2 needs fraction (the share of examples drawn per epoch)")
+        if self.mode != "rs2" and (self.fraction is not None or self.replacement or self.stratify):
+            raise ValueError(
+                f"fraction, replacement and stratify apply to mode rs2, not {self.mode}"
+            )
+        return self
+
+
+_RELATIVE_TARGET = re.compile(r"^\s*(\d*\.?\d+)\s*r\s*$")
+
+
+def parse_target(target: float | str) -> tuple[float, bool]:
+    """``0.9`` -> (0.9, absolute); ``"0.99r"`` -> (0.99, relative to the reference run)."""
+    if isinstance(target, str):
+        match = _RELATIVE_TARGET.match(target)
+        if match is None:
+            raise ValueError(
+                f"target {target!r} must be an accuracy like 0.9 or a share of the "
+                "reference run's accuracy like 0.99r"
+            )
+        value, relative = float(match.group(1)), True
+    else:
+        value, relative = float(target), False
+    if not 0 < value <= 1:
+        raise ValueError(f"target accuracy {target} must lie in (0, 1]")
+    return value, relative
+
+
+# A point in training: an int is a step count, a float a fraction of all steps
+# (strict, so a YAML true is not taken for step 1).
+StepOrFraction = StrictInt | StrictFloat
+
+
+class SparsityConfig(_Section):
+    """Gradual magnitude pruning (Zhu & Gupta 2017) of conv/linear weights.
+
+    Off by default (target 0, scope global). Sparsity follows the cubic
+    s_t = target + (initial - target) * (1 - (t - start) / (end - start))**3,
+    with masks recomputed every ``every`` steps from ``start`` to ``end``.
+    Scope ``nm`` ignores the schedule's sparsities: it fixes an N:M mask
+    (``n`` non-zeros in every ``m`` consecutive input weights) at ``start``.
+    ``rewind`` optionally resets the weights to an earlier step once the final
+    masks are set.
+    """
+
+    target: float = 0.0
+    initial: float = 0.0
+    scope: Literal["global", "layer", "nm"] = "global"
+    start: StepOrFraction = 0.1
+    end: StepOrFraction = 0.7
+    every: StepOrFraction = 0.02
+    # scope global: every pruned layer keeps at least this fraction of its weights.
+    min_density: float = Field(0.02, ge=0, le=1)
+    n: int = Field(2, ge=1)
+    m: int = Field(4, ge=2)
+    # Regexes searched in parameter names (e.g. "features.3.weight"); empty include: all.
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    # The first layer (stem) and the last linear (classifier) stay dense unless this is set.
+    prune_first_last: bool = False
+    # Weight rewinding (Frankle et al. 2020): when the final masks are set, reset the
+    # model to its weights after this many steps (int) or this fraction of training
+    # (float), then train on with the masks fixed. None: no rewinding.
+    rewind: StepOrFraction | None = None
+
+    @field_validator("target", "initial")
+    @classmethod
+    def _sparsity(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError(f"sparsity {value} must lie in [0, 1)")
+        return value
+
+    @field_validator("start", "end", "every", "rewind")
+    @classmethod
+    def _step_or_fraction(cls, value: StepOrFraction | None) -> StepOrFraction | None:
+        if isinstance(value, float) and not 0 <= value <= 1:
+            raise ValueError(
+                f"{value} must be a step count (int) or a fraction of training in [0, 1]"
+            )
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"step {value} must be >= 0")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SparsityConfig:
+        if self.initial > self.target:
+            raise ValueError(f"initial sparsity {self.initial} exceeds target {self.target}")
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
+        if self.every == 0:
+            raise ValueError("every must be at least 1 step (or a fraction > 0)")
+        if self.scope == "nm" and self.target not in (0, 1 - self.n / self.m):
+            raise ValueError(
+                f"scope nm prunes to 1 - n/m = {1 - self.n / self.m:g}; drop target {self.target}"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.target > 0 or self.scope == "nm"
+
+
 class TrainConfig(_Section):
     """One training run: SGD with momentum and a cosine LR over the steps taken."""
 
     epochs: int = Field(60, ge=1)
+    # A fixed number of optimizer steps instead of epochs (compare recipes at equal compute).
+    steps: int | None = Field(None, ge=1)
+    # Linear LR warm-up over this many epochs' worth of steps, then cosine to zero.
+    warmup_epochs: float = Field(0.0, ge=0)
     batch_size: int = Field(100, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -64,29 +236,80 @@ class TrainConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     # Evaluate on the test set every this many epochs (0: only after the last).
     eval_every: int = Field(1, ge=0)
-    # Test accuracies whose first-reached training time the run records.
-    targets: list[float] = Field(default_factory=lambda: [0.8, 0.9])
-    # memory: batches sliced from in-memory tensors; torch: a torch DataLoader.
-    loader: Literal["memory", "torch"] = "memory"
+    # Test accuracies whose first-reached training time the run records: absolute
+    # (0.9) or a share of the reference run's final accuracy (0.99r).
+    targets: list[float | str] = Field(default_factory=lambda: [0.8, 0.9])
+    # The run (directory or its summary.json) whose final accuracy scales relative targets.
+    reference: Path | None = None
+    # memory: batches sliced from in-memory tensors; torch: a torch DataLoader;
+    # ffcv: an FFCV loader over a .beton (needs the ffcv extra).
+    loader: Literal["memory", "torch", "ffcv"] = "memory"
+    # The .beton for loader ffcv (`datapruning convert`); None: one written once
+    # per dataset into the cache ($DATAPRUNING_CACHE_DIR, else ~/.cache/datapruning).
+    beton: Path | None = None
     # torch intra-op threads for the run (small models train fastest on one).
     threads: int | None = Field(1, ge=1)
     device: str = "cpu"
     seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
+    checkpoint_every: int = Field(0, ge=0)
+    # torch.use_deterministic_algorithms(True) during the run.
+    deterministic: bool = False
+    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
 
     @field_validator("targets")
     @classmethod
-    def _accuracies(cls, targets: list[float]) -> list[float]:
-        for target in targets:
-            if not 0 < target <= 1:
-                raise ValueError(f"target accuracy {target} must lie in (0, 1]")
-        return sorted(set(targets))
+    def _accuracies(cls, targets: list[float | str]) -> list[float | str]:
+        parsed = {target: parse_target(target) for target in targets}
+        # Absolute targets first, each group sorted; duplicates dropped.
+        unique = {(relative, value): target for target, (value, relative) in parsed.items()}
+        return [unique[key] for key in sorted(unique)]
+
+    @model_validator(mode="after")
+    def _reference_for_relative_targets(self) -> TrainConfig:
+        if self.reference is None and any(parse_target(t)[1] for t in self.targets):
+            raise ValueError("relative targets (like 0.99r) need train.reference, a finished run")
+        return self
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_installed(cls, loader: str) -> str:
+        # find_spec, not import: ffcv (numba) takes seconds to import.
+        if loader == "ffcv" and importlib.util.find_spec("ffcv") is None:
+            raise ValueError(
+                "loader ffcv needs FFCV: pip install 'datapruning[ffcv]', or use loader torch"
+            )
+        return loader
 
 
 class KDConfig(_Section):
     """Knowledge distillation: (1-alpha)*CE + alpha*T^2*KL(teacher_T || student_T)."""
 
-    alpha: float = Field(0.5, ge=0, le=1)
+    # A weight in [0, 1], or auto: set from the kept fraction (datapruning.train.kd.auto_alpha).
+    alpha: float | Literal["auto"] = 0.5
     temperature: float = Field(4.0, gt=0)
+    # The teacher: a checkpoint (run directory or .pt) of any registered model trained on
+    # this dataset, or precomputed logits (.npy, one row per training example).
+    teacher: Path | None = None
+    teacher_logits: Path | None = None
+    # Keep a checkpoint teacher's logits in a .npy beside it, reused by later runs.
+    cache_logits: bool = True
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha(cls, alpha: Any) -> Any:
+        if alpha == "auto":
+            return alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+            raise ValueError(f"alpha {alpha!r} must lie in [0, 1] or be auto")
+        return float(alpha)
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> KDConfig:
+        if self.teacher is not None and self.teacher_logits is not None:
+            raise ValueError("give teacher (a checkpoint) or teacher_logits (.npy), not both")
+        return self
 
 
 class ProtoConfig(_Section):

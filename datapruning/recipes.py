@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datapruning.config import PipelineConfig
+from datapruning.errors import DataPruningError
 from datapruning.report import FULL_RECIPE
 from datapruning.scores import Scores, select
 
@@ -59,3 +60,17 @@ def student_recipes(cfg: PipelineConfig) -> list[Recipe]:
         for kd in students.kd
         for seed in students.seeds
     ]
+
+
+def check_pipeline_config(cfg: PipelineConfig) -> None:
+    """Refuse the ``train``-only settings that ``run`` would otherwise ignore."""
+    if cfg.train.data.mode != "full":
+        raise DataPruningError(
+            f"train.data.mode is {cfg.train.data.mode}; `run` takes each student's data from "
+            "the students grid, so set train.data.mode: full (train.data is for `train`)"
+        )
+    if cfg.kd.teacher is not None or cfg.kd.teacher_logits is not None:
+        raise DataPruningError(
+            "`run` distils from the full-data runs it trains; drop kd.teacher and "
+            "kd.teacher_logits (they are for `train`)"
+        )

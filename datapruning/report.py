@@ -54,9 +54,11 @@ class RunRecord:
 
     @property
     def overhead_seconds(self) -> float:
-        """Work done before this run could start: scoring, and the teacher for KD."""
-        return float(self.summary.get("scoring_seconds") or 0) + float(
-            self.summary.get("teacher_seconds") or 0
+        """Work done before this run could start: scoring, and for KD the teacher's
+        training and its logits on the training set."""
+        return sum(
+            float(self.summary.get(key) or 0)
+            for key in ("scoring_seconds", "teacher_seconds", "teacher_logits_seconds")
         )
 
 

@@ -24,9 +24,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from datapruning._io import write_npy
-from datapruning.config import PipelineConfig
+from datapruning.config import PipelineConfig, SparsityConfig
 from datapruning.data.sources import Dataset, load_dataset
-from datapruning.recipes import Recipe, full_run_name, student_recipes
+from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
 from datapruning.report import FULL_RECIPE, write_report
 from datapruning.scores import Scores
 from datapruning.scoring import get_metric
@@ -50,7 +50,8 @@ def train_full(cfg: PipelineConfig, seed: int) -> dict[str, Any]:
     result = train(
         dataset_of(cfg),
         cfg.model,
-        cfg.train.model_copy(update={"seed": seed}),
+        # The full-data reference and teacher is dense: train.sparsity is for the students.
+        cfg.train.model_copy(update={"seed": seed, "sparsity": SparsityConfig()}),
         run_dir=run_dir,
         extra_summary={"recipe": FULL_RECIPE, "seed": seed},
         progress=False,
@@ -92,13 +93,7 @@ def train_student(
     run_dir = cfg.run_root / recipe.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     write_npy(run_dir / "indices.npy", indices)
-    extra = {
-        "recipe": recipe.label,
-        "strategy": recipe.strategy,
-        "seed": recipe.seed,
-        "scoring_seconds": scores.metadata["seconds"] if scores is not None else 0.0,
-        "teacher_seconds": teacher["train_seconds"] if recipe.kd else 0.0,
-    }
+    extra = {"recipe": recipe.label, "strategy": recipe.strategy, "seed": recipe.seed}
     result = train(
         dataset,
         cfg.model,
@@ -109,6 +104,8 @@ def train_student(
         run_dir=run_dir,
         extra_summary=extra,
         progress=False,
+        teacher_seconds=teacher["train_seconds"] if recipe.kd else 0.0,
+        scoring_seconds=scores.metadata["seconds"] if scores is not None else 0.0,
     )
     get_run_logger().info(
         "%s: %.1f%% test accuracy in %.1f s",
@@ -133,6 +130,7 @@ def report(cfg: PipelineConfig) -> Path:
 @flow(name="datapruning-pipeline")
 def pipeline(cfg: PipelineConfig) -> Path:
     """Teacher, scores, students and the time-to-accuracy report for ``cfg``."""
+    check_pipeline_config(cfg)
     cfg.run_root.mkdir(parents=True, exist_ok=True)
     recipes = student_recipes(cfg)
     teachers = {seed: train_full(cfg, seed) for seed in cfg.students.seeds}

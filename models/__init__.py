@@ -15,12 +15,16 @@ from torch import nn
 from datapruning.errors import ConfigError, UnknownNameError
 from models.convnet1d import ConvNet1D
 from models.mlp import MLP
+from models.resnet import ResNet18
+from models.vit import ViT
 
 ModelFactory = Callable[..., nn.Module]
 
 MODELS: dict[str, ModelFactory] = {
     "convnet1d": ConvNet1D,
     "mlp": MLP,
+    "resnet18": ResNet18,
+    "vit": ViT,
 }
 
 
@@ -45,4 +49,4 @@ def build_model(
         raise ConfigError(f"model {name!r}: {exc}") from None
 
 
-__all__ = ["MLP", "MODELS", "ConvNet1D", "build_model"]
+__all__ = ["MLP", "MODELS", "ConvNet1D", "ResNet18", "ViT", "build_model"]

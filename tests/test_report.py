@@ -349,3 +349,13 @@ def test_write_report_finds_nested_runs(tmp_path):
     assert "| el2n-hard |" in text
     assert "el2n-hard 50%" in text  # 0.5 s vs 2.0 s: 4x
     assert f"{4.0:.2f}" in text
+
+
+def test_overhead_counts_scoring_teacher_training_and_teacher_logits(tmp_path):
+    from pathlib import Path
+
+    from datapruning.report import RunRecord
+
+    summary = {"scoring_seconds": 1.5, "teacher_seconds": 4.0, "teacher_logits_seconds": 0.25}
+    assert RunRecord(Path(tmp_path), summary, []).overhead_seconds == 5.75
+    assert RunRecord(Path(tmp_path), {"teacher_seconds": None}, []).overhead_seconds == 0.0

@@ -3,17 +3,25 @@
 Both loaders yield ``(x, y, index)`` batches in the order a sampler gives, so the
 loop can look up per-example data (cached teacher logits) by ``index``.
 ``memory`` slices whole batches from tensors (no per-example Python calls, which
-dominate for small inputs); ``torch`` is a plain ``DataLoader`` with the sampler.
+dominate for small inputs); ``torch`` is a plain ``DataLoader`` with the sampler;
+``ffcv`` reads a ``.beton`` (see :mod:`datapruning.data.ffcv`) in the sampler's
+order, so all three yield the same examples in the same order.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+if TYPE_CHECKING:
+    from datapruning.data.ffcv import FFCVBatches
+    from datapruning.data.sources import Dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -36,9 +44,36 @@ class TensorBatches:
 
 
 def make_batches(
-    kind: str, x: torch.Tensor, y: torch.Tensor, sampler: Sampler[int], batch_size: int
-) -> TensorBatches | DataLoader[Batch]:
+    kind: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sampler: Sampler[int],
+    batch_size: int,
+    *,
+    dataset: Dataset | None = None,
+    beton: str | os.PathLike[str] | None = None,
+) -> TensorBatches | DataLoader[Batch] | FFCVBatches:
+    """Batches of ``(x, y, index)`` in ``sampler``'s order.
+
+    ``ffcv`` needs ``dataset`` (whose fingerprint the beton must carry) and reads
+    ``beton``, or without it a beton written once into the cache directory
+    (:func:`datapruning.data.ffcv.cached_beton`).
+    """
     if kind == "memory":
         return TensorBatches(x, y, sampler, batch_size)
-    dataset = TensorDataset(x, y, torch.arange(len(y)))
-    return DataLoader(dataset, sampler=sampler, batch_size=batch_size)
+    if kind == "ffcv":
+        from datapruning.data.ffcv import cached_beton, make_loader
+        from datapruning.data.samplers import IndexSampler
+
+        if dataset is None or not isinstance(sampler, IndexSampler):
+            raise TypeError("the ffcv loader needs the dataset and an IndexSampler")
+        path = beton if beton is not None else cached_beton(dataset)
+        return make_loader(
+            path,
+            batch_size=batch_size,
+            sampler=sampler,
+            device=x.device,
+            fingerprint=dataset.fingerprint,
+        )
+    tensors = TensorDataset(x, y, torch.arange(len(y)))
+    return DataLoader(tensors, sampler=sampler, batch_size=batch_size)

@@ -78,7 +78,7 @@ class Dataset:
 
 
 # The model image datasets get when the config names none.
-IMAGE_MODEL = "mlp"
+IMAGE_MODEL = "resnet18"
 
 
 def fingerprint_arrays(x: np.ndarray, y: np.ndarray) -> str:

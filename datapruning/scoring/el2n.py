@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.config import (
+    DataConfig,
+    ModelConfig,
+    ScoringConfig,
+    SparsityConfig,
+    TrainConfig,
+)
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
@@ -60,6 +66,26 @@ def score_el2n(
     )
 
 
+def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
+    """The recipe of a scoring model: ``train_cfg``'s optimiser, dense, on every example.
+
+    Scoring models see every example for ``epochs`` epochs, whatever the
+    config's data mode, step budget or sparsity say about students.
+    """
+    return train_cfg.model_copy(
+        update={
+            "epochs": epochs,
+            "steps": None,
+            "data": DataConfig(),
+            "eval_every": 0,
+            "targets": [],
+            "reference": None,
+            "sparsity": SparsityConfig(),
+            "checkpoint_every": 0,
+        }
+    )
+
+
 def score_with_models(
     metric: str,
     scorer: EnsembleScorer,
@@ -75,6 +101,7 @@ def score_with_models(
     scoring = scoring or ScoringConfig()
     model_cfg = model_cfg or ModelConfig()
     train_cfg = train_cfg or TrainConfig()
+    train_cfg = scoring_train_config(train_cfg, scoring.epochs)
     check_features(dataset.x_train)
     check_labels(dataset)
     model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
@@ -152,9 +179,7 @@ def _train(
 
     models = []
     for seed in seeds:
-        cfg = train_cfg.model_copy(
-            update={"epochs": epochs, "seed": seed, "eval_every": 0, "targets": []}
-        )
+        cfg = train_cfg.model_copy(update={"seed": seed})
         models.append(train(dataset, model_cfg, cfg, progress=progress).model)
     params, buffers = stack_module_state(models)
     for value in params.values():

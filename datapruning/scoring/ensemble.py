@@ -7,8 +7,8 @@ stacked (``torch.func.stack_module_state``) and one ``vmap`` of
 its own batch. The recipe is the training loop's (:mod:`datapruning.train.loop`):
 model ``k`` is initialised under ``torch.manual_seed(seed_k)``, sees the batches
 of ``SubsetSampler(indices, shuffle=True, seed=seed_k)`` in the same order, and
-is optimised by SGD with (Nesterov) momentum, weight decay and a per-step cosine
-LR. SGD's update is elementwise, so one optimizer over the stacked tensors
+is optimised by SGD with (Nesterov) momentum, weight decay and a per-step LR
+(optional linear warm-up, then cosine to zero). SGD's update is elementwise, so one optimizer over the stacked tensors
 updates each model exactly as its own optimizer would; the summed loss gives
 each model its own gradient. Results match sequential training up to the
 rounding of the batched kernels, which training amplifies (EL2N differs by
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from datapruning.config import ModelConfig, TrainConfig
 from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
+from datapruning.errors import DataPruningError
 
 # Called once per step before the update: logits (K, B, C), labels (K, B), indices (K, B).
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -80,6 +81,14 @@ class Ensemble:
     @property
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The loop's schedule: linear warm-up over ``warmup_steps``, then cosine to zero."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay = total_steps - warmup_steps
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay) / decay))
 
 
 def can_batch(model: nn.Module) -> bool:
@@ -144,9 +153,14 @@ def train_ensemble(
         batch_size = train_cfg.batch_size
         steps_per_epoch = math.ceil(num_train / batch_size)
         total_steps = epochs * steps_per_epoch
+        warmup = round(train_cfg.warmup_epochs * steps_per_epoch)
+        if total_steps <= warmup:
+            raise DataPruningError(
+                f"{epochs} scoring epochs ({total_steps} steps) leave no steps after the "
+                f"{warmup}-step warm-up; raise scoring.epochs or lower train.warmup_epochs"
+            )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)),
+            optimizer, lambda step: lr_factor(step, total_steps, warmup)
         )
         samplers = [SubsetSampler(np.arange(num_train), shuffle=True, seed=s) for s in seeds]
         bar = tqdm(

@@ -24,6 +24,7 @@ from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
+from datapruning.scoring.el2n import scoring_train_config
 from datapruning.scoring.ensemble import build_models, can_batch, train_ensemble
 
 
@@ -59,7 +60,7 @@ def score_forgetting(
     """Forgetting events over ``scoring.epochs`` epochs, mean over ``scoring.seeds`` runs."""
     scoring = scoring or ScoringConfig()
     model_cfg = model_cfg or ModelConfig()
-    train_cfg = train_cfg or TrainConfig()
+    train_cfg = scoring_train_config(train_cfg or TrainConfig(), scoring.epochs)
     check_features(dataset.x_train)
     check_labels(dataset)
     model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}

@@ -8,8 +8,21 @@ ones when T changes.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from datapruning._io import write_npy
+from datapruning.data.sources import Dataset
+from datapruning.errors import DataPruningError
 
 
 def kd_loss(
@@ -29,3 +42,111 @@ def kd_loss(
         reduction="batchmean",
     )
     return (1 - alpha) * ce + alpha * temperature**2 * kl
+
+
+def auto_alpha(kept_fraction: float) -> float:
+    """The KD weight for a student trained on ``kept_fraction`` of the data (``alpha: auto``).
+
+    alpha = 0.5 - 0.25 * kept_fraction: 0.475 at 10% of the data, 0.425 at 30%,
+    0.25 on all of it. Ben-Baruch et al. (2024) find the best alpha grows as
+    less data is kept; on MNIST-1D (docs/kd_alpha.md) the best alphas lay in
+    [0.25, 0.5] at every kept fraction, with 0.5 best on small subsets and
+    alpha >= 0.75 worse, so the rule slopes gently inside that band.
+    """
+    if not 0 < kept_fraction <= 1:
+        raise DataPruningError(f"kept fraction {kept_fraction} must lie in (0, 1]")
+    return 0.5 - 0.25 * kept_fraction
+
+
+def resolve_alpha(alpha: float | str, kept_fraction: float) -> float:
+    return auto_alpha(kept_fraction) if alpha == "auto" else float(alpha)
+
+
+@dataclass
+class TeacherLogits:
+    """A teacher's logits on every training example, and where they came from."""
+
+    logits: torch.Tensor
+    source: str
+    # Seconds spent running the teacher now (0 when read from a cache or a file).
+    seconds: float
+    cached: bool
+
+
+def teacher_logits(
+    teacher: str | os.PathLike[str] | nn.Module,
+    dataset: Dataset,
+    *,
+    cache: bool = True,
+    batch_size: int = 1024,
+) -> TeacherLogits:
+    """The teacher's logits on ``dataset``'s training inputs.
+
+    ``teacher`` is a module, a checkpoint (run directory or .pt) of any
+    registered model trained on this dataset, or a ``.npy`` of precomputed
+    logits. Inputs are not augmented, so the logits are computed once per run;
+    with ``cache`` a checkpoint's logits are also saved beside it, keyed by the
+    dataset fingerprint and the checkpoint's hash, and reused by later runs.
+    """
+    from datapruning.train.checkpoint import CHECKPOINT_NAME, load_model
+    from datapruning.train.loop import predict
+
+    x_train = torch.as_tensor(dataset.x_train)
+    if isinstance(teacher, nn.Module):
+        start = time.perf_counter()
+        device = next(teacher.parameters()).device
+        logits = predict(teacher, x_train.to(device), batch_size).cpu()
+        result = TeacherLogits(logits, "module", time.perf_counter() - start, False)
+    else:
+        path = Path(teacher)
+        if path.suffix == ".npy":
+            result = TeacherLogits(_load_logits(path), str(path), 0.0, False)
+        else:
+            checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
+            model = load_model(
+                checkpoint, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes
+            )
+            cache_path = checkpoint.parent / (
+                f"teacher_logits-{dataset.fingerprint[:16]}-{_file_hash(checkpoint)}.npy"
+            )
+            if cache and cache_path.is_file():
+                result = TeacherLogits(_load_logits(cache_path), str(cache_path), 0.0, True)
+            else:
+                start = time.perf_counter()
+                logits = predict(model, x_train, batch_size)
+                result = TeacherLogits(logits, str(checkpoint), time.perf_counter() - start, False)
+                if cache:
+                    # A read-only teacher directory: the run goes on uncached.
+                    with contextlib.suppress(OSError, DataPruningError):
+                        write_npy(cache_path, logits.numpy())
+    shape = tuple(result.logits.shape)
+    if shape != (dataset.num_train, dataset.num_classes):
+        raise DataPruningError(
+            f"teacher logits from {result.source!r} have shape {shape}; this dataset needs "
+            f"({dataset.num_train}, {dataset.num_classes}): one row per training example and "
+            "one column per class"
+        )
+    return result
+
+
+def _load_logits(path: Path) -> torch.Tensor:
+    if not path.is_file():
+        raise DataPruningError(f"teacher logits {str(path)!r} not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise DataPruningError(f"{str(path)!r} is not a .npy array of teacher logits") from None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise DataPruningError(
+            f"teacher logits {str(path)!r} must be a 2-D float array, got {array.dtype} "
+            f"of shape {array.shape}"
+        )
+    return torch.as_tensor(array, dtype=torch.float32)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

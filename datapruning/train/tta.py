@@ -8,9 +8,14 @@ evaluation that reached it.
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+
+from datapruning.errors import DataPruningError
 
 
 class Stopwatch:
@@ -29,21 +34,60 @@ class Stopwatch:
 
 
 def time_to_accuracy(
-    curve: Iterable[tuple[float, float]], targets: Sequence[float]
+    curve: Iterable[tuple[float, float]], targets: Sequence[float] | Mapping[str, float]
 ) -> dict[str, float | None]:
     """Map each target to the first ``seconds`` whose accuracy reached it, else None.
 
-    ``curve`` holds ``(train_seconds, accuracy)`` pairs in training order.
+    ``curve`` holds ``(train_seconds, accuracy)`` pairs in training order;
+    ``targets`` are accuracies, or a mapping from key to accuracy
+    (:func:`resolve_targets`).
     """
     points = list(curve)
-    reached: dict[str, float | None] = {}
-    for target in targets:
-        reached[format_target(target)] = next(
-            (seconds for seconds, accuracy in points if accuracy >= target), None
-        )
-    return reached
+    if not isinstance(targets, Mapping):
+        targets = {format_target(target): target for target in targets}
+    return {
+        key: next((seconds for seconds, accuracy in points if accuracy >= target), None)
+        for key, target in targets.items()
+    }
 
 
 def format_target(target: float) -> str:
     """A stable key for a target accuracy: 0.9 -> '0.9', 0.925 -> '0.925'."""
     return f"{target:.4f}".rstrip("0").rstrip(".")
+
+
+def resolve_targets(
+    targets: Sequence[float | str], reference_accuracy: float | None = None
+) -> dict[str, float]:
+    """Map each configured target to the accuracy it stands for.
+
+    ``0.9`` is an absolute test accuracy (key ``'0.9'``); ``'0.99r'`` is 99% of
+    the reference run's final accuracy (key ``'0.99r'``).
+    """
+    from datapruning.config import parse_target
+
+    resolved: dict[str, float] = {}
+    for target in targets:
+        value, relative = parse_target(target)
+        if not relative:
+            resolved[format_target(value)] = value
+            continue
+        if reference_accuracy is None:
+            raise DataPruningError(
+                f"target {target!r} is relative; set train.reference to a finished run"
+            )
+        resolved[format_target(value) + "r"] = value * reference_accuracy
+    return resolved
+
+
+def reference_accuracy(path: str | os.PathLike[str]) -> float:
+    """The final test accuracy of a finished run (its directory or summary.json)."""
+    path = Path(path)
+    summary_path = path / "summary.json" if path.is_dir() else path
+    try:
+        summary = json.loads(summary_path.read_text())
+        return float(summary["final_test_acc"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataPruningError(
+            f"reference {str(path)!r} is not a finished run (summary.json with final_test_acc)"
+        ) from None

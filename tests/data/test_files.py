@@ -231,3 +231,11 @@ def test_fingerprint_tells_file_datasets_apart(tmp_path):
     b = load_dataset(f"npz:{tmp_path / 'b.npz'}")
     assert a.fingerprint != b.fingerprint
     assert load_dataset(f"npz:{tmp_path / 'a.npz'}").fingerprint == a.fingerprint
+
+
+def test_image_datasets_default_to_the_cifar_resnet(tmp_path):
+    write_png(tmp_path / "a" / "0.png", (1, 2, 3))
+    write_png(tmp_path / "a" / "1.png", (1, 2, 3))
+    write_png(tmp_path / "b" / "0.png", (4, 5, 6))
+    write_png(tmp_path / "b" / "1.png", (4, 5, 6))
+    assert load_dataset("imagefolder", {"root": str(tmp_path)}).default_model == "resnet18"

@@ -3,14 +3,25 @@ import torch
 from torch import nn
 
 from datapruning.errors import ConfigError, DataPruningError, UnknownNameError
-from models import MLP, MODELS, ConvNet1D, build_model
+from models import MLP, MODELS, ConvNet1D, ResNet18, ViT, build_model
+
+# An input shape each registered model accepts, with small options for speed.
+EXAMPLES = {
+    "convnet1d": ((40,), {}),
+    "mlp": ((40,), {}),
+    "resnet18": ((3, 8, 8), {"width": 4}),
+    "vit": ((40,), {"dim": 16, "depth": 1, "heads": 2}),
+}
 
 
 def test_registry():
     assert MODELS["convnet1d"] is ConvNet1D
     assert MODELS["mlp"] is MLP
-    for name in MODELS:
-        model = build_model(name, (40,), 10)
+    assert MODELS["resnet18"] is ResNet18
+    assert MODELS["vit"] is ViT
+    assert set(EXAMPLES) == set(MODELS)
+    for name, (shape, params) in EXAMPLES.items():
+        model = build_model(name, shape, 10, **params)
         assert isinstance(model, nn.Module)
 
 
@@ -61,9 +72,9 @@ def test_mlp():
 
 def test_models_are_trainable():
     torch.manual_seed(0)
-    for name in MODELS:
-        model = build_model(name, (40,), 10)
-        loss = model(torch.randn(3, 40)).sum()
+    for name, (shape, params) in EXAMPLES.items():
+        model = build_model(name, shape, 10, **params)
+        loss = model(torch.randn(3, *shape)).sum()
         loss.backward()
         assert all(p.grad is not None for p in model.parameters())
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+from datapruning.config import ModelConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.scores import Scores
 from datapruning.scoring import METRICS, get_metric
@@ -124,6 +124,20 @@ def test_el2n_ranks_flipped_labels_high(digits):
     # Keeping the hardest 10% catches most of the flipped labels.
     hardest = scores.select(0.1, "hard")
     assert is_flipped[hardest].mean() > 0.6
+
+
+def test_scoring_models_stay_dense_under_train_sparsity(digits, digits_scores):
+    sparse_train = TRAIN.model_copy(update={"sparsity": SparsityConfig(target=0.9, start=0)})
+    scores = score_el2n(digits, ScoringConfig(seeds=2, epochs=2), MLP, sparse_train, progress=False)
+    np.testing.assert_array_equal(scores.table["score"], digits_scores.table["score"])
+    # Also for the sequential path through the training loop, and other student settings.
+    student = TRAIN.model_copy(
+        update={"sparsity": SparsityConfig(target=0.9, start=0), "steps": 7, "eval_every": 3}
+    )
+    sequential = score_el2n(
+        digits, ScoringConfig(seeds=2, epochs=2, batched=False), MLP, student, progress=False
+    )
+    np.testing.assert_allclose(sequential.values, digits_scores.values, atol=1e-3)
 
 
 # ------------------------------------------------- MNIST-1D label noise, resume

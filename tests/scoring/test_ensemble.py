@@ -19,15 +19,17 @@ def digits():
     return load_dataset("digits")
 
 
-def test_each_member_matches_its_sequential_run(digits):
+@pytest.mark.parametrize("warmup_epochs", [0.0, 1.0])
+def test_each_member_matches_its_sequential_run(digits, warmup_epochs):
     seeds = [0, 3]
-    ensemble = train_ensemble(digits, MLP, TRAIN, seeds, epochs=2)
+    recipe = TRAIN.model_copy(update={"warmup_epochs": warmup_epochs})
+    ensemble = train_ensemble(digits, MLP, recipe, seeds, epochs=2)
     assert len(ensemble) == 2
     x = torch.as_tensor(digits.x_train)
     batched = ensemble.predict(x)
     assert batched.shape == (2, digits.num_train, digits.num_classes)
     for k, seed in enumerate(seeds):
-        cfg = TRAIN.model_copy(update={"epochs": 2, "seed": seed, "eval_every": 0, "targets": []})
+        cfg = recipe.model_copy(update={"epochs": 2, "seed": seed, "eval_every": 0, "targets": []})
         model = train(digits, MLP, cfg, progress=False).model
         want = predict(model, x)
         # Same init, same batches, same SGD steps: equal up to float rounding.
@@ -65,3 +67,10 @@ def test_hook_sees_every_example_once_per_epoch(digits):
 def test_models_with_batch_norm_are_not_batched():
     assert can_batch(torch.nn.Linear(2, 2))
     assert not can_batch(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)))
+
+
+def test_warm_up_longer_than_the_run_is_refused(digits):
+    from datapruning.errors import DataPruningError
+
+    with pytest.raises(DataPruningError, match="warm-up"):
+        train_ensemble(digits, MLP, TRAIN.model_copy(update={"warmup_epochs": 3}), [0], epochs=2)

@@ -1,0 +1,443 @@
+"""FFCV: write a training set to a ``.beton`` file and load batches from it.
+
+``to_beton(dataset, "train.beton")`` writes one record per training example:
+``x`` (vectors and other arrays as ``NDArrayField``, 3-channel images as
+``RGBImageField``, raw by default so values round-trip exactly), ``y``
+(``IntField``) and ``index`` (``IntField``, the example's position in the
+training set). A JSON sidecar ``train.beton.json`` records the dataset's
+fingerprint, so a loader refuses a beton made from another dataset.
+
+``make_loader(path, ...)`` yields ``(x, y, index)`` torch batches like
+:func:`datapruning.data.loaders.make_batches`:
+
+- ``indices=`` a fixed subset, through FFCV's own ``Loader(indices=...)``
+  (its random order, reseeded every epoch; DDP through ``distributed=True``);
+- ``rs2=`` a fraction (or an :class:`RS2Sampler`): a fresh subset every epoch,
+  the very indices ``RS2Sampler`` draws for the same seed;
+- ``sampler=`` any :class:`IndexSampler`: the loader yields exactly
+  ``sampler.rank_indices()`` each epoch, so the FFCV and torch paths of a run
+  see the same examples in the same order.
+
+FFCV is optional: importing this module does not import ``ffcv``; the
+functions raise :class:`DataPruningError` when it is not installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from datapruning._io import atomic_path, check_output_path, write_json
+from datapruning.data.samplers import IndexSampler, RS2Sampler, as_index_array
+from datapruning.data.sources import Dataset, fingerprint_arrays
+from datapruning.errors import DataPruningError, FingerprintMismatchError
+
+if TYPE_CHECKING:
+    from ffcv.loader import Loader
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+ImageMode = Literal["raw", "jpg", "ndarray"]
+
+META_SUFFIX = ".json"
+META_FORMAT = "datapruning-beton/1"
+INSTALL_HINT = (
+    "FFCV is not installed; install it with pip install 'datapruning[ffcv]' "
+    "(needs Debian's pkg-config libopencv-dev libturbojpeg0-dev) or use loader torch"
+)
+
+
+def ffcv_installed() -> bool:
+    return importlib.util.find_spec("ffcv") is not None
+
+
+def _require_ffcv() -> None:
+    if not ffcv_installed():
+        raise DataPruningError(INSTALL_HINT)
+
+
+def meta_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar beside a beton: ``X.beton`` -> ``X.beton.json``."""
+    path = Path(path)
+    return path.with_name(path.name + META_SUFFIX)
+
+
+def _is_image(x: np.ndarray) -> bool:
+    return x.ndim == 4 and x.shape[1] == 3
+
+
+def _to_uint8_hwc(x: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) uint8 pixels, or floats in [0, 1] that are multiples of 1/255,
+    -> (N, H, W, 3) uint8."""
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    pixels = np.rint(np.asarray(x, dtype=np.float32) * 255)
+    # Our image sources store uint8 / 255; anything else would not round-trip.
+    if pixels.min() < 0 or pixels.max() > 255 or np.abs(pixels / 255 - x).max() > 1e-6:
+        raise DataPruningError(
+            "images are not 8-bit (values k/255 in [0, 1]); "
+            "write them with image_mode='ndarray' to keep float32 values"
+        )
+    return np.ascontiguousarray(pixels.astype(np.uint8).transpose(0, 2, 3, 1))
+
+
+def _page_size(record_bytes: int) -> int:
+    # FFCV's default 8 MiB pages leave each writer's last page mostly empty
+    # (25 MB for MNIST-1D's 640 kB); the smallest page it allows still holds a
+    # record with room to spare.
+    return max(1 << 21, 1 << (4 * record_bytes - 1).bit_length())
+
+
+class _Records:
+    """Indexable ``(x, y, index)`` records for FFCV's ``DatasetWriter``."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, int]:
+        return self.x[i], int(self.y[i]), int(i)
+
+
+def to_beton(
+    source: Dataset | tuple[np.ndarray, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    image_mode: ImageMode = "raw",
+    jpeg_quality: int = 90,
+    num_workers: int | None = None,
+) -> Path:
+    """Write a training set to ``path`` (atomically) with a fingerprint sidecar.
+
+    Args:
+        source: a :class:`Dataset` (its training split) or arrays ``(x, y)``;
+            images are (N, 3, H, W) floats in [0, 1] (multiples of 1/255) or uint8.
+        path: the ``.beton`` file to write; ``path + ".json"`` gets the metadata.
+        image_mode: for (N, 3, H, W) images: ``raw`` (exact uint8 pixels),
+            ``jpg`` (smaller, lossy) or ``ndarray`` (float32 arrays, any values).
+        jpeg_quality: JPEG quality with ``image_mode="jpg"``.
+        num_workers: writer processes (default: all cores).
+    """
+    _require_ffcv()
+    with _keep_torch_threads():
+        from ffcv.fields import IntField, NDArrayField, RGBImageField
+        from ffcv.writer import DatasetWriter
+
+    if image_mode not in ("raw", "jpg", "ndarray"):
+        raise DataPruningError(f"image_mode {image_mode!r} must be one of: raw, jpg, ndarray")
+    path = check_output_path(path)
+    if isinstance(source, Dataset):
+        x, y = source.x_train, source.y_train
+        info: dict[str, Any] = {
+            "dataset": source.name,
+            "params": dict(source.params),
+            "fingerprint": source.fingerprint,
+            "num_classes": source.num_classes,
+        }
+    else:
+        x, y = (np.asarray(a) for a in source)
+        if len(x) != len(y):
+            raise DataPruningError(
+                f"x has {len(x)} rows but y has {len(y)}; give one label per row"
+            )
+        info = {"dataset": None, "params": {}, "fingerprint": fingerprint_arrays(x, y)}
+    if len(y) == 0:
+        raise DataPruningError("the training set is empty; nothing to write")
+    y = np.asarray(y, dtype=np.int64)
+
+    if _is_image(x) and image_mode != "ndarray":
+        records_x = _to_uint8_hwc(x)
+        x_field: Any = RGBImageField(write_mode=image_mode, jpeg_quality=jpeg_quality)
+        x_kind = "rgb_image"
+    else:
+        if x.dtype == np.uint8 and _is_image(x):  # pixels -> [0, 1], as images load
+            x = x.astype(np.float32) / 255
+        records_x = np.ascontiguousarray(x, dtype=np.float32)
+        x_field = NDArrayField(np.dtype(np.float32), tuple(records_x.shape[1:]))
+        x_kind = "ndarray"
+    fields = {"x": x_field, "y": IntField(), "index": IntField()}
+
+    # The sidecar goes first so that a beton never outlives it with a stale one.
+    meta = meta_path(path)
+    meta.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        writer = DatasetWriter(
+            str(tmp),
+            fields,
+            page_size=_page_size(records_x[0].nbytes),
+            num_workers=num_workers or os.cpu_count() or 1,
+        )
+        writer.from_indexed_dataset(_Records(records_x, y))
+        size = tmp.stat().st_size
+    write_json(
+        meta,
+        {
+            "format": META_FORMAT,
+            **info,
+            "num_samples": len(y),
+            "input_shape": list(x.shape[1:]),
+            "x_field": x_kind,
+            "image_mode": image_mode if x_kind == "rgb_image" else None,
+            "beton_bytes": size,
+        },
+    )
+    return path
+
+
+def read_meta(path: str | os.PathLike[str], fingerprint: str | None = None) -> dict[str, Any]:
+    """The sidecar of the beton at ``path``; checks it belongs to ``fingerprint``'s dataset."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataPruningError(
+            f"beton file {str(path)!r} not found; write it with `datapruning convert`"
+        )
+    meta_file = meta_path(path)
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        raise DataPruningError(
+            f"{str(meta_file)!r} is missing or unreadable; rewrite the beton with "
+            "`datapruning convert` (it records the dataset fingerprint)"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise DataPruningError(f"{str(meta_file)!r} is not a datapruning beton sidecar")
+    if meta.get("beton_bytes") != path.stat().st_size:
+        raise DataPruningError(
+            f"beton {str(path)!r} does not match its sidecar (size changed); rewrite it"
+        )
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise FingerprintMismatchError(
+            f"beton {str(path)!r} holds dataset {meta.get('dataset')!r} with fingerprint "
+            f"{meta.get('fingerprint')}, not this training set ({fingerprint}); "
+            "convert this dataset or point train.beton at its beton"
+        )
+    return meta
+
+
+def cache_dir() -> Path:
+    """Where betons written for ``loader: ffcv`` without ``train.beton`` are kept."""
+    root = os.environ.get("DATAPRUNING_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "datapruning"
+
+
+def cached_beton(dataset: Dataset) -> Path:
+    """A beton of ``dataset`` in :func:`cache_dir`, keyed by its fingerprint; written once."""
+    import fcntl
+
+    path = cache_dir() / "beton" / f"{dataset.name}-{dataset.fingerprint}.beton"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel runs (the pipeline's students) share one beton: the first writes
+    # it under the lock, the others wait and then find it.
+    with path.with_name(path.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            read_meta(path, dataset.fingerprint)
+        except DataPruningError:
+            to_beton(dataset, path)
+    return path
+
+
+@contextmanager
+def _keep_torch_threads() -> Iterator[None]:
+    # ffcv sets torch's intra-op threads to its worker count (on import, on
+    # building a Loader and on every epoch); the caller's setting must win.
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@functools.cache
+def _sampler_order_class() -> type:
+    # Defined on first use: the base class lives in ffcv, which stays optional.
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class SamplerOrder(TraversalOrder):
+        """FFCV traversal order that yields an :class:`IndexSampler`'s indices."""
+
+        def __init__(self, loader: Loader, sampler: IndexSampler) -> None:
+            super().__init__(loader)
+            self.sampler = sampler
+
+        def sample_order(self, epoch: int) -> Sequence[int]:
+            self.sampler.set_epoch(epoch)
+            return self.sampler.rank_indices()
+
+    return SamplerOrder
+
+
+class FFCVBatches:
+    """``(x, y, index)`` torch batches from an FFCV ``Loader``.
+
+    ``x`` is float32: images as (B, 3, H, W) in [0, 1], arrays in their stored
+    shape; ``y`` and ``index`` are int64 vectors. Every tensor is the batch's
+    own (FFCV reuses its buffers a few batches later).
+
+    Call :meth:`set_epoch` before each epoch. With a sampler, the sampler's
+    epoch decides the order (``sampler.set_epoch`` works too, exactly as in a
+    torch DataLoader); without one, FFCV's own counter also advances one epoch
+    per pass.
+    """
+
+    def __init__(
+        self,
+        loader: Loader,
+        sampler: IndexSampler | None,
+        x_field: str,
+        device: torch.device,
+    ) -> None:
+        self.loader, self.sampler, self.x_field, self.device = loader, sampler, x_field, device
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.loader.next_epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.sampler is not None:
+            self.loader.next_epoch = self.sampler.epoch
+        with _keep_torch_threads():
+            epoch = iter(self.loader)
+        for x, y, index in epoch:
+            yield (
+                _own_float(x.numpy(), self.x_field == "rgb_image").to(self.device),
+                y.reshape(-1).to(self.device, copy=True),
+                index.reshape(-1).to(self.device, copy=True),
+            )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _own_float(x: np.ndarray, image: bool) -> torch.Tensor:
+    """A copy of FFCV's buffer as float32; images (B, H, W, 3) uint8 -> (B, 3, H, W) / 255."""
+    # numpy, not torch: torch's multi-threaded elementwise kernels ran 20-100x
+    # slower here while FFCV's threads held the cores; the values are the same
+    # (one correctly rounded float32 division).
+    if not image:
+        return torch.from_numpy(x.copy())
+    out = np.empty((x.shape[0], x.shape[3], x.shape[1], x.shape[2]), dtype=np.float32)
+    np.divide(x.transpose(0, 3, 1, 2), np.float32(255), out=out)
+    return torch.from_numpy(out)
+
+
+def make_loader(
+    path: str | os.PathLike[str],
+    *,
+    batch_size: int,
+    indices: Sequence[int] | np.ndarray | None = None,
+    rs2: float | RS2Sampler | None = None,
+    sampler: IndexSampler | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    distributed: bool = False,
+    drop_last: bool = False,
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
+    fingerprint: str | None = None,
+    os_cache: bool = True,
+    batches_ahead: int = 3,
+) -> FFCVBatches:
+    """An FFCV loader over the beton at ``path`` yielding ``(x, y, index)`` batches.
+
+    Args:
+        path: a beton written by :func:`to_beton`.
+        batch_size: examples per batch.
+        indices: train on this fixed subset (``Loader(indices=...)``).
+        rs2: a fresh random subset every epoch: a fraction in (0, 1] (an
+            ``RS2Sampler`` with ``seed``, without replacement) or a sampler.
+        sampler: yield exactly this sampler's ``rank_indices()`` every epoch.
+        shuffle: reshuffle a fixed subset (or the whole set) every epoch.
+        seed: seed of the order (and of the RS2 draws).
+        distributed: share each epoch across the ranks of the initialised
+            torch.distributed process group (like ``DistributedSampler``).
+        drop_last: drop the last, partial batch of each epoch.
+        num_workers: FFCV decoding threads (default: all cores).
+        device: where the batches go.
+        fingerprint: refuse a beton made from another training set.
+        os_cache, batches_ahead: passed to ``ffcv.loader.Loader``.
+
+    Give at most one of ``indices``, ``rs2`` and ``sampler``; none means the
+    whole training set.
+    """
+    _require_ffcv()
+    with _keep_torch_threads():
+        from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import ToTensor
+
+    if batch_size < 1:
+        raise DataPruningError(f"batch_size must be at least 1, got {batch_size}")
+    given = [
+        name
+        for name, value in (("indices", indices), ("rs2", rs2), ("sampler", sampler))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise DataPruningError(f"give at most one of indices, rs2, sampler; got {', '.join(given)}")
+    meta = read_meta(path, fingerprint)
+    num_samples = int(meta["num_samples"])
+    if distributed and not (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    ):
+        raise DataPruningError(
+            "distributed=True needs an initialised torch.distributed process group; "
+            "call init_process_group first or pass a sampler with num_replicas and rank"
+        )
+    ranks: dict[str, Any] = {} if distributed else {"num_replicas": 1, "rank": 0}
+    if rs2 is not None:
+        sampler = (
+            rs2 if isinstance(rs2, RS2Sampler) else RS2Sampler(num_samples, rs2, seed=seed, **ranks)
+        )
+    if isinstance(sampler, RS2Sampler) and sampler.num_samples != num_samples:
+        raise DataPruningError(
+            f"RS2Sampler draws from {sampler.num_samples} examples; the beton holds {num_samples}"
+        )
+    subset = None if indices is None else as_index_array(indices, num_samples)
+
+    x_field = meta["x_field"]
+    pipelines: dict[str, Any] = {
+        "x": [SimpleRGBImageDecoder() if x_field == "rgb_image" else NDArrayDecoder(), ToTensor()],
+        "y": [IntDecoder(), ToTensor()],
+        "index": [IntDecoder(), ToTensor()],
+    }
+    with _keep_torch_threads():
+        loader = Loader(
+            str(path),
+            batch_size=batch_size,
+            num_workers=num_workers or os.cpu_count() or 1,
+            os_cache=os_cache,
+            order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL,
+            distributed=distributed and sampler is None,
+            seed=seed,
+            indices=subset,
+            pipelines=pipelines,
+            drop_last=drop_last,
+            batches_ahead=batches_ahead,
+        )
+    if sampler is not None:
+        first = sampler.rank_indices()
+        if first.min() < 0 or first.max() >= num_samples:
+            raise DataPruningError(
+                f"the sampler yields indices up to {int(first.max())}; "
+                f"the beton holds {num_samples} examples"
+            )
+        # ffcv 1.0.2 refuses a custom order in the constructor; swap it in, and
+        # recompute the first epoch, from which the Loader takes its length.
+        loader.traversal_order = _sampler_order_class()(loader, sampler)
+        loader.first_traversal_order = loader.traversal_order.sample_order(sampler.epoch)
+        loader.next_epoch = sampler.epoch
+    return FFCVBatches(loader, sampler, x_field, torch.device(device))

@@ -1,0 +1,377 @@
+"""Gradual magnitude pruning: masks beside the parameters, exact zeros in the weights.
+
+The schedule is Zhu & Gupta's (2017, "To prune, or not to prune") cubic ramp
+
+    s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3,   t0 <= t <= t0 + n * dt,
+
+with masks recomputed every ``dt`` optimizer steps from ``t0`` until the end
+``t0 + n * dt``, where the target ``s_f`` is reached exactly (if ``end - start``
+is not a multiple of ``every``, the last update falls on ``end`` itself).
+
+Three scopes:
+
+- ``global``: one magnitude threshold across all pruned layers, but each layer
+  keeps at least ``min_density`` of its weights so no layer collapses; the
+  number pruned is exact (ties broken by position), so the pruned layers
+  together sit at exactly round(s_t * size).
+- ``layer``: every pruned layer at round(s_t * its size).
+- ``nm``: N:M (default 2:4) along the input dimension: each weight is viewed
+  as (out, in * kernel...) and every run of ``m`` consecutive weights keeps its
+  ``n`` largest. The mask is fixed once, at ``start`` (prune a trained dense
+  model once, then fine-tune, as NVIDIA's ASP recipe does), so every targeted
+  layer ends at exactly 1 - n/m with no group above ``n`` non-zeros.
+
+Optional weight rewinding (Frankle et al. 2020, "Linear mode connectivity and
+the lottery ticket hypothesis"): the whole model's state after ``rewind`` steps
+is kept, and restored when the final masks are set (at ``end``; for N:M at
+``start``); training then goes on under the fixed masks with a fresh optimizer
+state and the LR schedule where it was.
+
+Masks only grow (a pruned weight is never revived): at each update the pruned
+weights rank below every surviving one. ``MagnitudePruner.step`` runs right
+after ``optimizer.step()``: it updates the masks when scheduled, then fills the
+pruned weights, and their optimizer state (momentum, Adam moments), with +0, so
+pruned weights are exactly zero after every step whatever the momentum or
+weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from datapruning.config import SparsityConfig
+from datapruning.errors import DataPruningError
+
+_PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """(name, weight) of every conv/linear layer (and attention input projection), in module order."""
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if isinstance(module, _PRUNABLE):
+            yield f"{prefix}weight", module.weight
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            yield f"{prefix}in_proj_weight", module.in_proj_weight
+
+
+def select_weights(model: nn.Module, cfg: SparsityConfig) -> dict[str, nn.Parameter]:
+    """The weights ``cfg`` prunes: first/last layer dropped by default, then include/exclude."""
+    candidates = list(prunable_weights(model))
+    chosen = candidates if cfg.prune_first_last else candidates[1:-1]
+    if cfg.include:
+        chosen = [(n, p) for n, p in chosen if any(re.search(r, n) for r in cfg.include)]
+    chosen = [(n, p) for n, p in chosen if not any(re.search(r, n) for r in cfg.exclude)]
+    if not chosen:
+        names = ", ".join(n for n, _ in candidates) or "(none)"
+        raise DataPruningError(
+            f"sparsity selects no layer; fix sparsity.include/exclude (prunable weights: {names}"
+            f"{'' if cfg.prune_first_last else '; the first and last stay dense unless prune_first_last'})"
+        )
+    return dict(chosen)
+
+
+def cubic_sparsity(step: int, initial: float, target: float, start: int, end: int) -> float:
+    """Zhu & Gupta's sparsity at ``step``: ``initial`` until ``start``, ``target`` from ``end``."""
+    if step < start:
+        return initial
+    if step >= end:
+        return target
+    progress = (step - start) / (end - start)
+    return target + (initial - target) * (1 - progress) ** 3
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When masks change, in optimizer steps (1 = after the first step)."""
+
+    start: int
+    end: int  # the final masks are set here
+    every: int
+    rewind: int | None = None  # the step whose weights are restored at ``end``
+
+    @classmethod
+    def resolve(cls, cfg: SparsityConfig, total_steps: int) -> Schedule:
+        def steps(value: int | float, what: str) -> int:
+            resolved = round(value * total_steps) if isinstance(value, float) else value
+            if resolved > total_steps:
+                raise DataPruningError(
+                    f"sparsity.{what} = {value} is past the run's last step {total_steps}; "
+                    f"give a step <= {total_steps} or a fraction in [0, 1]"
+                )
+            return resolved
+
+        start, every = steps(cfg.start, "start"), max(1, steps(cfg.every, "every"))
+        # N:M sets its one mask at start: the end of its schedule is its start.
+        end = start if cfg.scope == "nm" else steps(cfg.end, "end")
+        if end < start:
+            raise DataPruningError(
+                f"sparsity.end ({end} steps) comes before sparsity.start ({start} steps)"
+            )
+        rewind = None if cfg.rewind is None else steps(cfg.rewind, "rewind")
+        if rewind is not None and rewind > end:
+            raise DataPruningError(
+                f"sparsity.rewind ({rewind} steps) comes after the final masks at step {end}; "
+                "rewind to an earlier step"
+            )
+        return cls(start, end, every, rewind)
+
+    def updates_at(self, step: int) -> bool:
+        if step < self.start or step > self.end:
+            return False
+        return (step - self.start) % self.every == 0 or step == self.end
+
+
+class MagnitudePruner:
+    """Masks for the selected weights of ``model`` and the schedule that grows them.
+
+    Args:
+        model: the model whose weights are pruned in place.
+        cfg: the sparsity section of the training config.
+        total_steps: optimizer steps in the whole run (resolves fractional start/end/every).
+
+    Raises:
+        DataPruningError: the selection is empty, an N:M group size does not
+            divide a layer's input width, the target cannot be met with the
+            per-layer floor, or the schedule does not fit in ``total_steps``.
+    """
+
+    def __init__(self, model: nn.Module, cfg: SparsityConfig, total_steps: int) -> None:
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.schedule = Schedule.resolve(cfg, total_steps)
+        self.weights = select_weights(model, cfg)
+        self.masks: dict[str, Tensor] = {}
+        self._pruned: dict[str, Tensor] = {}  # ~masks, kept to spare an inversion per step
+        self.model = model
+        self.sparsity = 0.0  # the scheduled sparsity the masks were last set to
+        self.last_update: int | None = None
+        # The model's state after `rewind` steps, held until the final masks are set.
+        self.rewind_state: dict[str, Tensor] | None = None
+        if cfg.scope == "nm":
+            for name, weight in self.weights.items():
+                width = weight[0].numel()
+                if width % cfg.m:
+                    raise DataPruningError(
+                        f"N:M sparsity {cfg.n}:{cfg.m}: m = {cfg.m} does not divide the input "
+                        f"width {width} of {name} {tuple(weight.shape)}; pick another m or "
+                        "exclude the layer with sparsity.exclude"
+                    )
+        elif cfg.scope == "global":
+            size = sum(w.numel() for w in self.weights.values())
+            floor = sum(_floor_count(w.numel(), cfg.min_density) for w in self.weights.values())
+            if round(cfg.target * size) > size - floor:
+                raise DataPruningError(
+                    f"sparsity.target {cfg.target} cannot be met while every layer keeps "
+                    f"min_density {cfg.min_density}; lower one of them"
+                )
+        if self.schedule.updates_at(0) or self.schedule.rewind == 0:
+            self.step(0)  # prune, or keep the weights to rewind to, at initialisation
+
+    @property
+    def final_sparsity(self) -> float:
+        return 1 - self.cfg.n / self.cfg.m if self.cfg.scope == "nm" else self.cfg.target
+
+    def sparsity_at(self, step: int) -> float:
+        """The scheduled sparsity after ``step`` optimizer steps."""
+        if self.cfg.scope == "nm":
+            return self.final_sparsity if step >= self.schedule.start else 0.0
+        s = self.schedule
+        return cubic_sparsity(step, self.cfg.initial, self.cfg.target, s.start, s.end)
+
+    @torch.no_grad()
+    def step(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Call after ``optimizer.step()`` with the number of optimizer steps taken so far.
+
+        Updates the masks when the schedule says so, then zeroes the pruned
+        weights and, given ``optimizer``, their per-weight optimizer state.
+        """
+        if step == self.schedule.rewind:
+            self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.schedule.updates_at(step):
+            self._update(step)
+            if step == self.schedule.end and self.rewind_state is not None:
+                self._rewind(optimizer)
+        self.apply(optimizer)
+
+    def _rewind(self, optimizer: torch.optim.Optimizer | None) -> None:
+        # Frankle et al. (2020) rewind to an early step, not to the initialisation;
+        # the optimizer restarts (no stale momentum), the LR schedule goes on.
+        self.model.load_state_dict(self.rewind_state)
+        self.rewind_state = None
+        if optimizer is not None:
+            optimizer.state.clear()
+
+    @torch.no_grad()
+    def apply(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero the pruned weights (and their optimizer state) under the current masks."""
+        if self._pruned.keys() != self.masks.keys():  # masks replaced: invert them once
+            self._pruned = {name: ~mask for name, mask in self.masks.items()}
+        for name, pruned in self._pruned.items():
+            weight = self.weights[name]
+            # masked_fill, not a product: +0 exactly, even where a weight is inf or nan.
+            weight.masked_fill_(pruned, 0)
+            if optimizer is not None:
+                for value in optimizer.state.get(weight, {}).values():
+                    if isinstance(value, Tensor) and value.shape == weight.shape:
+                        value.masked_fill_(pruned, 0)
+
+    def _update(self, step: int) -> None:
+        sparsity = self.sparsity_at(step)
+        if self.cfg.scope == "nm":
+            self.masks = {n: _nm_mask(w, self.cfg.n, self.cfg.m) for n, w in self.weights.items()}
+        elif self.cfg.scope == "layer":
+            self.masks = {
+                n: _smallest_mask(
+                    self._scores(n), min(round(sparsity * w.numel()), w.numel() - 1)
+                ).view_as(w)
+                for n, w in self.weights.items()
+            }
+        else:
+            self.masks = self._global_masks(sparsity)
+        self._pruned = {}
+        self.sparsity = sparsity
+        self.last_update = step
+
+    def _scores(self, name: str) -> Tensor:
+        # Weights already pruned rank below all others, so masks never shrink.
+        score = self.weights[name].detach().abs().flatten().float()
+        mask = self.masks.get(name)
+        return score if mask is None else torch.where(mask.flatten(), score, -1.0)
+
+    def _global_masks(self, sparsity: float) -> dict[str, Tensor]:
+        # Exact greedy: each layer offers its `cap` smallest weights (cap leaves
+        # min_density standing); the k smallest offers overall are pruned.
+        names = list(self.weights)
+        order, offers, owners = {}, [], []
+        for i, name in enumerate(names):
+            values, index = torch.sort(self._scores(name), stable=True)
+            cap = self.weights[name].numel() - _floor_count(
+                self.weights[name].numel(), self.cfg.min_density
+            )
+            order[name] = index
+            offers.append(values[:cap])
+            owners.append(torch.full((cap,), i, dtype=torch.long, device=values.device))
+        size = sum(w.numel() for w in self.weights.values())
+        count = round(sparsity * size)
+        pooled = torch.cat(offers)
+        chosen = torch.sort(pooled, stable=True).indices[:count]
+        per_layer = torch.bincount(torch.cat(owners)[chosen], minlength=len(names)).tolist()
+        masks = {}
+        for i, name in enumerate(names):
+            weight = self.weights[name]
+            keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
+            keep[order[name][: per_layer[i]]] = False
+            masks[name] = keep.view_as(weight)
+        return masks
+
+    def state_dict(self) -> dict[str, Any]:
+        """Masks and schedule position, for an exact resume."""
+        return {
+            "masks": {n: m.clone() for n, m in self.masks.items()},
+            "rewind_state": self.rewind_state,
+            "sparsity": self.sparsity,
+            "last_update": self.last_update,
+            "total_steps": self.total_steps,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore masks, schedule position and rewind weights from ``state_dict()``.
+
+        For a resume: construct the pruner on the model (with start 0 the
+        constructor prunes at initialisation), load the model's and optimizer's
+        checkpointed states, then this; the checkpoint's masks replace the
+        constructor's and are applied to the weights.
+        """
+        if state.get("config") != self.cfg.model_dump(mode="json") or (
+            state.get("total_steps") != self.total_steps
+        ):
+            raise DataPruningError(
+                "the checkpoint's sparsity settings differ from this run's; resume with the "
+                "same train.sparsity and step count, or start a fresh run directory"
+            )
+        if set(state["masks"]) - set(self.weights):
+            raise DataPruningError("the checkpoint's sparsity masks name layers this model lacks")
+        self.masks = {
+            n: m.to(device=self.weights[n].device, dtype=torch.bool)
+            for n, m in state["masks"].items()
+        }
+        self._pruned = {}
+        self.rewind_state = state["rewind_state"]
+        self.sparsity = state["sparsity"]
+        self.last_update = state["last_update"]
+        self.apply()
+
+    def report(self) -> dict[str, Any]:
+        """Achieved sparsity (fraction of exact zeros) per pruned layer and overall."""
+        names = list(self.weights)
+        return sparsity_report(
+            {n: self.weights[n].detach() for n in names},
+            names,
+            scope=self.cfg.scope,
+            target=self.final_sparsity,
+        )
+
+
+def sparsity_report(
+    state_dict: dict[str, Tensor], names: list[str], **extra: Any
+) -> dict[str, Any]:
+    """Fraction of exact zeros in each named tensor and over all of them together."""
+    layers = {}
+    zeros = size = 0
+    for name in names:
+        tensor = state_dict[name]
+        layer_zeros = int((tensor == 0).sum())
+        layers[name] = {"size": tensor.numel(), "sparsity": layer_zeros / tensor.numel()}
+        zeros += layer_zeros
+        size += tensor.numel()
+    return {**extra, "sparsity": zeros / size if size else 0.0, "layers": layers}
+
+
+def export_sparse(model: nn.Module, pruner: MagnitudePruner | None) -> dict[str, Tensor]:
+    """``model.state_dict()`` with the masks folded in: pruned weights are real zeros."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if pruner is not None:
+        for name, mask in pruner.masks.items():
+            state[name] = state[name].masked_fill(~mask, 0)
+    return state
+
+
+def nm_violations(weight: Tensor, n: int, m: int) -> int:
+    """How many groups of ``m`` consecutive input weights hold more than ``n`` non-zeros."""
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    if rows.shape[1] % m:
+        raise DataPruningError(f"m = {m} does not divide the input width {rows.shape[1]}")
+    nonzeros = (rows.reshape(rows.shape[0], -1, m) != 0).sum(dim=2)
+    return int((nonzeros > n).sum())
+
+
+def _floor_count(size: int, min_density: float) -> int:
+    """Weights a layer keeps at least: min_density of it, and never fewer than one."""
+    return max(1, math.ceil(min_density * size))
+
+
+def _smallest_mask(scores: Tensor, count: int) -> Tensor:
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    keep[torch.sort(scores, stable=True).indices[:count]] = False
+    return keep
+
+
+def _nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
+    groups = weight.detach().abs().reshape(weight.shape[0], -1, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(2, groups.topk(n, dim=2).indices, True)
+    return keep.view_as(weight)
+
+
+def build_pruner(model: nn.Module, cfg: SparsityConfig, total_steps: int) -> MagnitudePruner | None:
+    """The pruner ``cfg`` asks for, or None when sparsity is off."""
+    return MagnitudePruner(model, cfg, total_steps) if cfg.enabled else None
