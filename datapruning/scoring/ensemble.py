@@ -129,6 +129,8 @@ def train_ensemble(
     """Train one model per seed, all at once, with the training loop's recipe.
 
     ``threads`` sets torch's intra-op threads for the run (None: leave them as they are).
+    A model with buffers (BatchNorm) cannot be vmapped in training mode; it
+    trains alone (one seed per call) as a plain module, through the same steps.
     """
     device = torch.device(train_cfg.device)
     seeds = list(seeds)
@@ -140,11 +142,26 @@ def train_ensemble(
         torch.set_num_threads(threads)
     try:
         models = build_models(dataset, model_cfg, seeds, device)
+        plain = not can_batch(models[0])
+        if plain and len(seeds) != 1:
+            raise DataPruningError(
+                f"a model with BatchNorm trains one seed at a time, not {len(seeds)}; "
+                "set scoring.ensemble_size=1 or scoring.batched=false"
+            )
         params, buffers = stack_module_state(models)
         base = copy.deepcopy(models[0]).to("meta")
         ensemble = Ensemble(base, params, buffers, seeds)
+        if plain:
+            models[0].train()
+            trained = list(models[0].parameters())
+
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                return models[0](x[0]).unsqueeze(0)
+        else:
+            trained = list(params.values())
+            forward = ensemble.forward
         optimizer = torch.optim.SGD(
-            list(params.values()),
+            trained,
             lr=train_cfg.lr,
             momentum=train_cfg.momentum,
             nesterov=train_cfg.nesterov and train_cfg.momentum > 0,
@@ -179,7 +196,7 @@ def train_ensemble(
             for start in range(0, num_train, batch_size):
                 index = order[:, start : start + batch_size]
                 x, y = x_train[index], y_train[index]
-                logits = ensemble.forward(x)
+                logits = forward(x)
                 if on_batch is not None:
                     on_batch(logits.detach(), y, index)
                 per_model = F.cross_entropy(
@@ -192,6 +209,9 @@ def train_ensemble(
                 scheduler.step()
     finally:
         torch.set_num_threads(previous_threads)
-    for value in params.values():
+    if plain:
+        params, buffers = stack_module_state(models)
+        ensemble = Ensemble(base, params, buffers, seeds)
+    for value in ensemble.params.values():
         value.requires_grad_(False)
     return ensemble

@@ -7,7 +7,8 @@ presentations. The score is the number of forgetting events; examples never
 predicted right during the run rank hardest, with a score of ``epochs + 1``,
 more than any count the run can produce (at most one event per two epochs).
 Counts are averaged over ``scoring.seeds`` runs, trained at once as a vmap
-ensemble (``scoring.batched=false`` trains them one per group instead).
+ensemble (``scoring.batched=false``, or a model with BatchNorm, trains them one
+at a time through the same steps).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from tqdm.auto import tqdm
 
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import Dataset
-from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
 from datapruning.scoring.el2n import scoring_train_config
@@ -64,16 +64,14 @@ def score_forgetting(
     check_features(dataset.x_train)
     check_labels(dataset)
     model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
-    # Predictions are counted inside the ensemble trainer's steps, which cannot
-    # update BatchNorm statistics; such models are refused rather than mis-scored.
-    if not can_batch(build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]):
-        raise DataPruningError(
-            f"forgetting needs a model without buffers (BatchNorm); {model['name']!r} has some"
-        )
-    batched = scoring.batched
+    # Models with BatchNorm cannot train inside a vmap: one seed per group.
+    batched = scoring.batched and can_batch(
+        build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
+    )
     params = {
         "epochs": scoring.epochs,
         "seeds": scoring.seeds,
+        "batched": batched,
         "ensemble_size": scoring.ensemble_size if batched else 1,
         "never_learned_score": scoring.epochs + 1,
         "train": train_cfg.model_dump(mode="json"),
