@@ -47,60 +47,65 @@ def inertia(x: np.ndarray, centroids: np.ndarray) -> float:
 
 
 def bench_kmeans(args: argparse.Namespace) -> dict[str, Any]:
+    """faiss (random init, and k-means++-seeded as the proto metric runs it) vs scikit-learn.
+
+    k-means results hang on the seeding, so each is run on ``--repeats`` datasets
+    (seeds seed, seed+1, ...): the report gives the median time and the mean
+    inertia ratio, and every run.
+    """
     import faiss
     from sklearn.cluster import KMeans
 
-    from datapruning.scoring.prototypes import KMEANSPP_TRIALS, kmeanspp_init
+    from datapruning.scoring.prototypes import kmeanspp_init
 
-    x = embeddings(args.n, args.dim, args.k, args.seed)
-    start = time.perf_counter()
-    km = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=args.seed, verbose=False)
-    km.train(x)
-    faiss_seconds = time.perf_counter() - start
-    faiss_inertia = inertia(x, km.centroids)
-    sample_size = min(args.n, args.k * km.cp.max_points_per_centroid)
+    runs = []
+    for seed in range(args.seed, args.seed + args.repeats):
+        x = embeddings(args.n, args.dim, args.k, seed)
+        run: dict[str, Any] = {"seed": seed}
 
-    # faiss seeds with k random points; datapruning's proto metric seeds it with
-    # k-means++ on the same sample faiss trains on (prototypes.kmeanspp_init).
-    start = time.perf_counter()
-    init = kmeanspp_init(x, args.k, sample_size, args.seed)
-    seeded = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=args.seed, verbose=False)
-    seeded.train(x, init_centroids=init)
-    seeded_seconds = time.perf_counter() - start
-    seeded_inertia = inertia(x, seeded.centroids)
+        start = time.perf_counter()
+        km = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=seed, verbose=False)
+        km.train(x)
+        run["faiss"] = [time.perf_counter() - start, inertia(x, km.centroids)]
 
-    start = time.perf_counter()
-    sk = KMeans(n_clusters=args.k, n_init=1, random_state=args.seed).fit(x)
-    sklearn_seconds = time.perf_counter() - start
-    sklearn_inertia = inertia(x, sk.cluster_centers_)
-    return {
-        "data": f"{args.n} x {args.dim} float32, {args.k} Gaussian blobs (seed {args.seed})",
+        # What prototypes.prototype_scores does: k-means++ on a sample, then faiss.
+        start = time.perf_counter()
+        init, sample_size = kmeanspp_init(x, args.k, seed)
+        seeded = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=seed, verbose=False)
+        seeded.train(x, init_centroids=init)
+        run["faiss_kmeanspp"] = [time.perf_counter() - start, inertia(x, seeded.centroids)]
+
+        start = time.perf_counter()
+        sk = KMeans(n_clusters=args.k, n_init=1, random_state=seed).fit(x)
+        run["sklearn"] = [time.perf_counter() - start, inertia(x, sk.cluster_centers_)]
+        run["sklearn_iterations"] = int(sk.n_iter_)
+        runs.append(run)
+        print(f"kmeans seed {seed}: {run}", file=sys.stderr)
+
+    def summary(name: str) -> dict[str, Any]:
+        seconds = float(np.median([r[name][0] for r in runs]))
+        ratio = float(np.mean([r[name][1] / r["sklearn"][1] for r in runs]))
+        return {"median_seconds": seconds, "mean_inertia_vs_sklearn_percent": 100 * (ratio - 1)}
+
+    sklearn_seconds = float(np.median([r["sklearn"][0] for r in runs]))
+    result: dict[str, Any] = {
+        "data": f"{args.n} x {args.dim} float32, {args.k} Gaussian blobs, "
+        f"{args.repeats} datasets (seeds {args.seed}..{args.seed + args.repeats - 1})",
         "k": args.k,
-        "faiss": {
-            "seconds": faiss_seconds,
-            "inertia": faiss_inertia,
-            "settings": f"faiss.Kmeans(niter={args.niter}), random init, default "
-            f"max_points_per_centroid={km.cp.max_points_per_centroid} (trains on a sample "
-            f"of {sample_size} points)",
+        "settings": {
+            "faiss": f"faiss.Kmeans(niter={args.niter}), random init, trains on a sample of "
+            f"{args.k * km.cp.max_points_per_centroid} points",
+            "faiss_kmeanspp": f"as faiss, seeded by k-means++ on {sample_size} sampled points "
+            "(prototypes.kmeanspp_init, as the proto metric runs it; time includes seeding)",
+            "sklearn": "KMeans(n_init=1): k-means++ init on all points, Lloyd, max_iter=300",
         },
-        "faiss_kmeanspp_init": {
-            "seconds": seeded_seconds,
-            "inertia": seeded_inertia,
-            "settings": f"as faiss, seeded by k-means++ ({KMEANSPP_TRIALS} trials, "
-            f"sklearn.cluster.kmeans_plusplus) on the same {sample_size} points, as the "
-            "proto metric does (time includes the seeding)",
-        },
-        "sklearn": {
-            "seconds": sklearn_seconds,
-            "inertia": sklearn_inertia,
-            "iterations": int(sk.n_iter_),
-            "settings": "KMeans(n_init=1), k-means++ init, Lloyd, max_iter=300, tol=1e-4",
-        },
-        "speedup_faiss_over_sklearn": sklearn_seconds / faiss_seconds,
-        "inertia_faiss_vs_sklearn_percent": 100 * (faiss_inertia / sklearn_inertia - 1),
-        "speedup_faiss_kmeanspp_over_sklearn": sklearn_seconds / seeded_seconds,
-        "inertia_faiss_kmeanspp_vs_sklearn_percent": 100 * (seeded_inertia / sklearn_inertia - 1),
+        "sklearn": {"median_seconds": sklearn_seconds},
+        "runs": runs,
     }
+    for name in ("faiss", "faiss_kmeanspp"):
+        result[name] = summary(name)
+        result[name]["speedup_over_sklearn"] = sklearn_seconds / result[name]["median_seconds"]
+    return result
 
 
 def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
@@ -186,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=128, help="k-means: embedding width")
     parser.add_argument("--k", type=int, default=100, help="k-means: clusters")
     parser.add_argument("--niter", type=int, default=20, help="k-means: faiss iterations")
+    parser.add_argument("--repeats", type=int, default=3, help="k-means: datasets to average")
     parser.add_argument("--seeds", type=int, default=8, help="EL2N: scoring models")
     parser.add_argument("--epochs", type=int, default=10, help="EL2N: epochs per model")
     parser.add_argument("--model", default="convnet1d", help="EL2N: scoring model")
