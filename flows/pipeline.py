@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,14 @@ def train_full(cfg: PipelineConfig, seed: int) -> dict[str, Any]:
 def score(cfg: PipelineConfig) -> Path:
     path = cfg.run_root / "scores" / f"{cfg.scoring.metric}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Finished seeds wait in PATH.parts/, so a rerun of an interrupted flow scores
+    # only the missing ones.
+    parts = path.with_name(path.name + ".parts")
     scores = get_metric(cfg.scoring.metric)(
-        dataset_of(cfg), cfg.scoring, cfg.model, cfg.train, progress=False
+        dataset_of(cfg), cfg.scoring, cfg.model, cfg.train, progress=False, work_dir=parts
     )
     scores.save(path)
+    shutil.rmtree(parts, ignore_errors=True)
     get_run_logger().info(
         "%s scores for %d examples in %.1f s -> %s",
         cfg.scoring.metric,
