@@ -1,20 +1,25 @@
 """Sparsity acceptance on MNIST-1D: dense vs GMP to 90% global vs 2:4, measured on checkpoint.pt.
 
     python bench/sparsity.py [--config configs/sparse.yaml] [--seeds 0 1 2] [--out runs/bench-sparsity]
+                             [--results bench/results/sparsity.json]
 
 Trains each recipe with ``datapruning.train.loop.train`` (the config's dataset,
 model and train sections), then reloads the exported ``checkpoint.pt`` of each
 run and measures there: the fraction of exact zeros over the pruned layers (and
 per layer), and for 2:4 the number of groups of 4 holding more than 2
-non-zeros. Prints a markdown table with the mean over seeds.
+non-zeros. Prints a markdown table with the mean over seeds and writes every
+figure to ``--results`` (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
+from typing import Any
 
+from datapruning._io import write_json
 from datapruning.config import load_config
 from datapruning.data.sources import load_dataset
 from datapruning.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -33,9 +38,13 @@ def main() -> None:
     parser.add_argument("--config", default="configs/sparse.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sparsity"))
+    parser.add_argument(
+        "--results", type=Path, default=Path(__file__).resolve().parent / "results/sparsity.json"
+    )
     args = parser.parse_args()
 
     rows = []
+    figures: dict[str, Any] = {}
     for recipe, overrides in RECIPES.items():
         accs, sparsities, layer_min, layer_max, violations = [], [], [], [], 0
         for seed in args.seeds:
@@ -57,6 +66,13 @@ def main() -> None:
             if cfg.train.sparsity.scope == "nm":
                 n, m = cfg.train.sparsity.n, cfg.train.sparsity.m
                 violations += sum(nm_violations(state[name], n, m) for name in names)
+        figures[recipe] = {
+            "test_acc": accs,
+            "mean_test_acc": statistics.mean(accs),
+            "sparsity_of_pruned_layers": sparsities or None,
+            "layer_sparsity_range": [min(layer_min), max(layer_max)] if sparsities else None,
+            "nm_groups_over_limit": violations if recipe == "2:4" else None,
+        }
         rows.append(
             (
                 recipe,
@@ -74,6 +90,16 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for recipe, mean_acc, per_seed, sparsity, per_layer, bad in rows:
         print(f"| {recipe} | {mean_acc:.1%} | {per_seed} | {sparsity} | {per_layer} | {bad} |")
+    write_json(
+        args.results,
+        {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "config": args.config,
+            "seeds": args.seeds,
+            "recipes": figures,
+        },
+    )
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
