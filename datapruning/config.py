@@ -356,7 +356,11 @@ class ScoringConfig(_Section):
 
 
 class StudentsConfig(_Section):
-    """The grid of student runs: every fraction x strategy x kd x seed."""
+    """The grid of student runs: every fraction x strategy x kd x seed.
+
+    A strategy selects a fixed subset from the scores (``hard``, ``random``, ...),
+    or is ``rs2``: a fresh random subset of the fraction every epoch.
+    """
 
     fractions: list[float] = Field(default_factory=lambda: [0.3, 0.5])
     strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
@@ -375,7 +379,12 @@ class StudentsConfig(_Section):
     def _strategies(cls, strategies: list[str]) -> list[str]:
         from datapruning.scores import STRATEGIES
 
-        return [_check_name("selection strategy", s, STRATEGIES) for s in strategies]
+        choices = (*STRATEGIES, RS2_STRATEGY)
+        return [_check_name("student strategy", s, choices) for s in strategies]
+
+
+# The students grid's strategy that trains on RS2 instead of a fixed subset.
+RS2_STRATEGY = "rs2"
 
 
 class ReportConfig(_Section):

@@ -1,7 +1,8 @@
 """The student grid of a pipeline config, and the subset each recipe trains on.
 
-A recipe is one student run: a kept fraction, a selection strategy, whether it
-distils from the full-data teacher, and a seed. Prefect flows iterate these;
+A recipe is one student run: a kept fraction, a selection strategy (or ``rs2``:
+a fresh random subset of that fraction every epoch), whether it distils from the
+full-data teacher, and a seed. Prefect flows iterate these;
 the library can run them without Prefect.
 """
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datapruning.config import PipelineConfig
+from datapruning.config import RS2_STRATEGY, DataConfig, PipelineConfig
 from datapruning.errors import DataPruningError
 from datapruning.report import FULL_RECIPE
 from datapruning.scores import Scores, select
@@ -27,8 +28,10 @@ class Recipe:
 
     @property
     def label(self) -> str:
-        """What the subset is: ``random``, or metric and strategy such as ``el2n-hard``."""
-        return "random" if self.strategy == "random" else f"{self.metric}-{self.strategy}"
+        """What the subset is: ``random``, ``rs2``, or metric and strategy such as ``el2n-hard``."""
+        if self.strategy in ("random", RS2_STRATEGY):
+            return self.strategy
+        return f"{self.metric}-{self.strategy}"
 
     @property
     def run_name(self) -> str:
@@ -36,10 +39,20 @@ class Recipe:
 
     @property
     def needs_scores(self) -> bool:
-        return self.strategy != "random"
+        return self.strategy not in ("random", RS2_STRATEGY)
 
-    def indices(self, num_train: int, scores: Scores | None) -> np.ndarray:
-        """The training-set indices this recipe keeps."""
+    @property
+    def is_rs2(self) -> bool:
+        return self.strategy == RS2_STRATEGY
+
+    def data(self) -> DataConfig:
+        """The loop's data mode for an RS2 recipe (fixed subsets pass indices instead)."""
+        return DataConfig(mode="rs2", fraction=self.fraction) if self.is_rs2 else DataConfig()
+
+    def indices(self, num_train: int, scores: Scores | None) -> np.ndarray | None:
+        """The training-set indices this recipe keeps (None for RS2: all, drawn per epoch)."""
+        if self.is_rs2:
+            return None
         if not self.needs_scores:
             return select(np.zeros(num_train), self.fraction, "random", self.seed)
         if scores is None:

@@ -97,12 +97,13 @@ def train_student(
     indices = recipe.indices(dataset.num_train, scores)
     run_dir = cfg.run_root / recipe.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_npy(run_dir / "indices.npy", indices)
+    if indices is not None:
+        write_npy(run_dir / "indices.npy", indices)
     extra = {"recipe": recipe.label, "strategy": recipe.strategy, "seed": recipe.seed}
     result = train(
         dataset,
         cfg.model,
-        cfg.train.model_copy(update={"seed": recipe.seed}),
+        cfg.train.model_copy(update={"seed": recipe.seed, "data": recipe.data()}),
         indices=indices,
         teacher=Path(teacher["run_dir"]) / CHECKPOINT_NAME if recipe.kd else None,
         kd=cfg.kd if recipe.kd else None,

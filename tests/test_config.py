@@ -153,7 +153,12 @@ def test_target_outside_unit_interval(tmp_path):
         ("dataset:\n  name: imagenet\n", "dataset.name", "imagenet", SOURCES),
         ("model:\n  name: resnet9000\n", "model.name", "resnet9000", MODELS),
         ("scoring:\n  metric: vibes\n", "scoring.metric", "vibes", METRICS),
-        ("students:\n  strategies: [hard, middle]\n", "students.strategies", "middle", STRATEGIES),
+        (
+            "students:\n  strategies: [hard, middle]\n",
+            "students.strategies",
+            "middle",
+            (*STRATEGIES, "rs2"),
+        ),
     ],
 )
 def test_unknown_names_list_the_choices(tmp_path, text, key, bad, registry):

@@ -21,7 +21,7 @@ TINY = {
     "scoring": {"metric": "el2n", "seeds": 2, "epochs": 2},
     "students": {
         "fractions": [0.5],
-        "strategies": ["random", "hard"],
+        "strategies": ["random", "hard", "rs2"],
         "kd": [False, True],
         "seeds": [0],
     },
@@ -42,6 +42,8 @@ def test_run_writes_runs_scores_report_and_artifact(tmp_path, prefect_server, ca
         "random-f0.5-kd-s0",
         "el2n-hard-f0.5-s0",
         "el2n-hard-f0.5-kd-s0",
+        "rs2-f0.5-s0",
+        "rs2-f0.5-kd-s0",
     }
     assert {p.parent.name for p in root.rglob(SUMMARY_NAME)} == expected_runs
     for name in expected_runs:
@@ -61,9 +63,17 @@ def test_run_writes_runs_scores_report_and_artifact(tmp_path, prefect_server, ca
         json.loads((root / "el2n-hard-f0.5-s0" / SUMMARY_NAME).read_text())["kept_fraction"] == 0.5
     )
 
+    # RS2 trains on a fresh half every epoch: half the steps, no fixed subset.
+    rs2 = json.loads((root / "rs2-f0.5-s0" / SUMMARY_NAME).read_text())
+    full = json.loads((root / "full-s0" / SUMMARY_NAME).read_text())
+    assert rs2["data_mode"] == "rs2" and rs2["kept_fraction"] == 0.5
+    assert rs2["steps"] * 2 == full["steps"]
+    assert not (root / "rs2-f0.5-s0" / "indices.npy").exists()
+
     report = (root / "report.md").read_text()
     assert "| full | 100% | no |" in report
-    assert report.count("| el2n-hard | 50% |") == 2 and report.count("| random | 50% |") == 2
+    for recipe in ("el2n-hard", "random", "rs2"):
+        assert report.count(f"| {recipe} | 50% |") == 2
     assert (root / "tta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report in capsys.readouterr().out
 

@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from datapruning.config import PipelineConfig
+from datapruning.recipes import Recipe, student_recipes
+from datapruning.scores import Scores
+
+
+def test_grid_is_every_fraction_strategy_kd_and_seed():
+    cfg = PipelineConfig.model_validate(
+        {
+            "students": {
+                "fractions": [0.3, 0.5],
+                "strategies": ["hard", "rs2"],
+                "kd": [False, True],
+                "seeds": [0, 1, 2],
+            }
+        }
+    )
+    recipes = student_recipes(cfg)
+    assert len(recipes) == 2 * 2 * 2 * 3
+    assert len({r.run_name for r in recipes}) == len(recipes)
+
+
+def test_fixed_subset_recipes_select_their_indices():
+    scores = Scores(pd.DataFrame({"index": np.arange(10), "score": np.arange(10.0), "label": 0}))
+    hard = Recipe(0.3, "hard", kd=True, seed=0, metric="el2n")
+    assert (hard.label, hard.run_name, hard.needs_scores) == (
+        "el2n-hard",
+        "el2n-hard-f0.3-kd-s0",
+        True,
+    )
+    assert hard.indices(10, scores).tolist() == [7, 8, 9]
+    assert hard.data().mode == "full"
+    with pytest.raises(ValueError, match="needs scores"):
+        hard.indices(10, None)
+    random = Recipe(0.5, "random", kd=False, seed=1, metric="el2n")
+    assert not random.needs_scores
+    assert len(random.indices(10, None)) == 5
+
+
+def test_rs2_recipe_trains_on_all_indices_with_a_fresh_draw_per_epoch():
+    rs2 = Recipe(0.1, "rs2", kd=False, seed=0, metric="el2n")
+    assert (rs2.label, rs2.run_name, rs2.needs_scores) == ("rs2", "rs2-f0.1-s0", False)
+    assert rs2.indices(100, None) is None
+    data = rs2.data()
+    assert (data.mode, data.fraction, data.replacement) == ("rs2", 0.1, False)
