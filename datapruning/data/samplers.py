@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return num_replicas, rank
 
 
-class IndexSampler(Sampler[int]):
+class IndexSampler(Sampler[int], ABC):
     """Base class: an epoch's dataset indices, shared out across DDP ranks.
 
     Subclasses implement :meth:`epoch_indices` (a pure function of the seed and
@@ -90,13 +91,13 @@ class IndexSampler(Sampler[int]):
         self.epoch = 0
 
     @property
+    @abstractmethod
     def epoch_size(self) -> int:
         """Indices per epoch over all ranks, before padding or dropping."""
-        raise NotImplementedError
 
+    @abstractmethod
     def epoch_indices(self) -> np.ndarray:
         """This epoch's indices, all ranks together, in order."""
-        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
