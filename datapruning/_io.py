@@ -77,3 +77,16 @@ def write_npy(path: str | os.PathLike[str], array: Any) -> Path:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_indices(path: str | os.PathLike[str]) -> Any:
+    """The array in a .npy file of indices (as written by `datapruning select`)."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataPruningError(f"indices file {str(path)!r} not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None

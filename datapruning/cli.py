@@ -20,8 +20,6 @@ from datapruning.errors import DataPruningError
 from datapruning.scoring import METRIC_HELP
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from datapruning.config import PipelineConfig
 
 app = typer.Typer(
@@ -50,17 +48,26 @@ RootOption = Annotated[
 ]
 
 
+def _option_overrides(values: dict[str, object]) -> list[str]:
+    """``key=value`` config overrides for the options given (not None).
+
+    Values are written as JSON, which the YAML override parser reads back
+    exactly, so paths and names with colons or spaces stay strings.
+    """
+    return [
+        f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}"
+        for key, value in values.items()
+        if value is not None
+    ]
+
+
 def _dataset_overrides(dataset: str | None, root: Path | None) -> list[str]:
     """Config overrides for --dataset and --root; unknown names fail before any work."""
     from datapruning.data.sources import get_source
 
-    overrides = []
     if dataset is not None:
         get_source(dataset)
-        overrides.append(f"dataset.name={dataset}")
-    if root is not None:
-        overrides.append(f"dataset.params.root={root}")
-    return overrides
+    return _option_overrides({"dataset.name": dataset, "dataset.params.root": root})
 
 
 @app.command()
@@ -152,25 +159,24 @@ def score(
 
     # Options given on the command line override the config; unknown names fail
     # here, before any work.
-    overrides = list(set_ or [])
     if metric is not None:
         get_metric(metric)
-        overrides.append(f"scoring.metric={metric}")
-    overrides += _dataset_overrides(dataset, root)
-    if model is not None:
-        overrides.append(f"model.name={model}")
-    if seeds is not None:
-        overrides.append(f"scoring.seeds={seeds}")
-    if epochs is not None:
-        overrides.append(f"scoring.epochs={epochs}")
-    if embeddings is not None:
-        overrides.append(f"scoring.proto.embeddings={json.dumps(str(embeddings))}")
-    if k is not None:
-        overrides.append(f"scoring.proto.k={k}")
-    if grand_layer is not None:
-        overrides.append(f"scoring.grand_layer={grand_layer}")
-    if batched is not None:
-        overrides.append(f"scoring.batched={str(batched).lower()}")
+    overrides = [
+        *(set_ or []),
+        *_dataset_overrides(dataset, root),
+        *_option_overrides(
+            {
+                "scoring.metric": metric,
+                "model.name": model,
+                "scoring.seeds": seeds,
+                "scoring.epochs": epochs,
+                "scoring.proto.embeddings": embeddings,
+                "scoring.proto.k": k,
+                "scoring.grand_layer": grand_layer,
+                "scoring.batched": batched,
+            }
+        ),
+    ]
     cfg = _config(config, overrides)
     check_output_path(out)  # before minutes of work, not after
 
@@ -255,8 +261,10 @@ def train_(
     With train.checkpoint_every, rerunning the same command after a crash
     continues the run from its last resume checkpoint.
     """
+    from datapruning._io import read_indices
+
     cfg = _config(config, set_)
-    kept = _load_indices(indices) if indices is not None else None
+    kept = read_indices(indices) if indices is not None else None
     if out.exists() and not out.is_dir():
         raise DataPruningError(f"--out {str(out)!r} is a file; give a run directory")
 
@@ -341,17 +349,6 @@ def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
     for override in overrides or []:
         apply_override(raw, override)
     return parse_config(raw, source="options") if raw else PipelineConfig()
-
-
-def _load_indices(path: Path) -> np.ndarray:
-    import numpy as np
-
-    if not path.is_file():
-        raise DataPruningError(f"indices file {str(path)!r} not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +26,12 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny models train fastest on one thread; more only contend on a busy machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helper import assert_one_line_error, run_cli
 from runs_helper import write_run
 
 from datapruning.cli import main
@@ -40,22 +41,6 @@ kd:
   alpha: {KD_ALPHA}
   temperature: 2.0
 """
-
-
-def run_cli(capsys, *args):
-    """Run ``datapruning ARGS`` in-process: (exit code, stdout, stderr lines)."""
-    capsys.readouterr()  # drop what fixtures printed while setting up
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err.strip().splitlines()
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    for fragment in fragments:
-        assert fragment in err[0]
 
 
 def _no_work(*args, **kwargs):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cli import CONFIG, assert_one_line_error, run_cli
+from cli_helper import assert_one_line_error, run_cli
+from test_cli import CONFIG
 
 pytest.importorskip("ffcv")
 

@@ -9,27 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helper import assert_one_line_error, run_cli
 
-from datapruning.cli import main
 from datapruning.scoring import METRIC_HELP, METRICS
 
 DIGITS_TRAIN = 1347
 QUICK = ["--dataset", "digits", "--model", "mlp", "--seeds", "2", "--epochs", "1"]
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err.strip().splitlines()
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    for fragment in fragments:
-        assert fragment in err[0]
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helper import assert_one_line_error, run_cli
 
 from datapruning.cli import main
 from datapruning.config import load_config
@@ -33,20 +34,6 @@ kd:
   temperature: 2.0
 """
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err.strip().splitlines()
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    assert len(err) == 1, err
-    for fragment in fragments:
-        assert fragment in err[0], err[0]
 
 
 def snapshot(path: Path) -> dict[str, bytes]:

@@ -191,56 +191,47 @@ def _load_digits(params: DigitsParams) -> Dataset:
 
 
 def _load_cifar10(params: CifarParams) -> Dataset:
-    x, y, x_test, y_test = files.read_cifar(params.root, 10)
-    return _image_dataset("cifar10", params, x, y, x_test, y_test, 10)
+    arrays = files.read_cifar(params.root, 10)
+    return _file_dataset("cifar10", params, arrays, 10)
 
 
 def _load_cifar100(params: Cifar100Params) -> Dataset:
-    x, y, x_test, y_test = files.read_cifar(params.root, 100, coarse=params.coarse)
-    return _image_dataset("cifar100", params, x, y, x_test, y_test, 20 if params.coarse else 100)
+    arrays = files.read_cifar(params.root, 100, coarse=params.coarse)
+    return _file_dataset("cifar100", params, arrays, 20 if params.coarse else 100)
 
 
 def _load_image_folder(params: ImageFolderParams) -> Dataset:
-    (x, y, x_test, y_test), classes = files.read_image_folder(
+    arrays, classes = files.read_image_folder(
         params.root, params.size, params.test_fraction, params.seed
     )
-    return _image_dataset("imagefolder", params, x, y, x_test, y_test, len(classes))
-
-
-def _image_dataset(
-    name: str,
-    params: _Params,
-    x: np.ndarray,
-    y: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    num_classes: int,
-) -> Dataset:
-    return Dataset(
-        name=name,
-        x_train=x,
-        y_train=y,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=num_classes,
-        params=params.model_dump(),
-        default_model=IMAGE_MODEL,
-    )
+    return _file_dataset("imagefolder", params, arrays, len(classes))
 
 
 def _load_npz(params: NpzParams) -> Dataset:
-    x, y, x_test, y_test = files.read_npz(params.path, params.test_fraction, params.seed)
+    arrays = files.read_npz(params.path, params.test_fraction, params.seed)
+    x, y, _, y_test = arrays
     num_classes = params.num_classes or files.infer_num_classes(y, y_test)
     is_image = x.ndim == 4 and x.shape[1] in (1, 3)
+    return _file_dataset("npz", params, arrays, num_classes, IMAGE_MODEL if is_image else "mlp")
+
+
+def _file_dataset(
+    name: str,
+    params: _Params,
+    arrays: files.Arrays,
+    num_classes: int,
+    default_model: str = IMAGE_MODEL,
+) -> Dataset:
+    x_train, y_train, x_test, y_test = arrays
     return Dataset(
-        name="npz",
-        x_train=x,
-        y_train=y,
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
         x_test=x_test,
         y_test=y_test,
         num_classes=num_classes,
         params=params.model_dump(),
-        default_model=IMAGE_MODEL if is_image else "mlp",
+        default_model=default_model,
     )
 
 

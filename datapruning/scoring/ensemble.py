@@ -33,6 +33,7 @@ from datapruning.config import ModelConfig, TrainConfig
 from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
+from datapruning.train.loop import plan_steps
 
 # Called once per step before the update: logits (K, B, C), labels (K, B), indices (K, B).
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -81,14 +82,6 @@ class Ensemble:
     @property
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """The loop's schedule: linear warm-up over ``warmup_steps``, then cosine to zero."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay = total_steps - warmup_steps
-    return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay) / decay))
 
 
 def can_batch(model: nn.Module) -> bool:
@@ -168,17 +161,12 @@ def train_ensemble(
             weight_decay=train_cfg.weight_decay,
         )
         batch_size = train_cfg.batch_size
-        steps_per_epoch = math.ceil(num_train / batch_size)
-        total_steps = epochs * steps_per_epoch
-        warmup = round(train_cfg.warmup_epochs * steps_per_epoch)
-        if total_steps <= warmup:
-            raise DataPruningError(
-                f"{epochs} scoring epochs ({total_steps} steps) leave no steps after the "
-                f"{warmup}-step warm-up; raise scoring.epochs or lower train.warmup_epochs"
-            )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total_steps, warmup)
+        plan = plan_steps(
+            train_cfg.model_copy(update={"epochs": epochs, "steps": None}),
+            math.ceil(num_train / batch_size),
+            raise_hint="scoring.epochs",
         )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
         samplers = [SubsetSampler(np.arange(num_train), shuffle=True, seed=s) for s in seeds]
         bar = tqdm(
             range(epochs),

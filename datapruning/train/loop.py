@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datapruning import __version__
-from datapruning._io import write_json
+from datapruning._io import read_indices, write_json
 from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
 from datapruning.data.loaders import make_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
@@ -75,8 +75,8 @@ class _Data:
 
 
 @dataclass
-class _Plan:
-    """How many steps the run takes and how its learning rate moves."""
+class StepPlan:
+    """How many steps a run takes and how its learning rate moves (shared with scoring)."""
 
     steps_per_epoch: int
     total_steps: int
@@ -170,7 +170,7 @@ def train(
         dataset=dataset,
         beton=train_cfg.beton,
     )
-    plan = _plan(train_cfg, len(batches))
+    plan = plan_steps(train_cfg, len(batches))
     config_hash = _config_hash(
         dataset, model_name, model_cfg, train_cfg, data, teacher_info, kd, alpha
     )
@@ -308,7 +308,7 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> _Da
         )
     if spec.mode == "subset":
         if spec.indices is not None:
-            indices = _read_indices(spec.indices)
+            indices = read_indices(spec.indices)
         else:
             from datapruning.scores import Scores
 
@@ -327,16 +327,10 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> _Da
     return _Data(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
 
 
-def _read_indices(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataPruningError(f"indices file {str(path)!r} not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None
-
-
-def _plan(cfg: TrainConfig, steps_per_epoch: int) -> _Plan:
+def plan_steps(
+    cfg: TrainConfig, steps_per_epoch: int, raise_hint: str = "train.steps or train.epochs"
+) -> StepPlan:
+    """The run's step count and LR schedule; ``raise_hint`` names what to raise if too short."""
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     if total <= warmup:
@@ -344,9 +338,9 @@ def _plan(cfg: TrainConfig, steps_per_epoch: int) -> _Plan:
         raise DataPruningError(
             f"{budget} leaves no steps after the {warmup}-step warm-up "
             f"(train.warmup_epochs={cfg.warmup_epochs:g} x {steps_per_epoch} steps per epoch); "
-            "raise train.steps or train.epochs, or lower train.warmup_epochs"
+            f"raise {raise_hint}, or lower train.warmup_epochs"
         )
-    return _Plan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup)
+    return StepPlan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup)
 
 
 def _config_hash(
@@ -430,7 +424,7 @@ def _fit(
     model: nn.Module,
     dataset: Dataset,
     cfg: TrainConfig,
-    plan: _Plan,
+    plan: StepPlan,
     batches: Any,
     sampler: IndexSampler,
     teacher_logits: torch.Tensor | None,

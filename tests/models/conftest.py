@@ -1,11 +1,6 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models train fastest on one thread; more only contend on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _models_train_on_one_thread(one_thread):
+    """Every model test runs on one torch thread (tests/conftest.py)."""

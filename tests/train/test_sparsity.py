@@ -35,13 +35,7 @@ from datapruning.train.sparsity import (
 )
 from models import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stack(*widths: int) -> nn.Sequential:
