@@ -12,6 +12,8 @@ from datapruning.scoring.ensemble import can_batch, train_ensemble
 from datapruning.train.loop import predict, train
 
 MLP = ModelConfig(name="mlp", params={"hidden": 32})
+# Its Conv1d layers train through the ensemble's batched-GEMM conv (stacked_conv.py).
+CONVNET = ModelConfig(name="convnet1d", params={"channels": 8})
 TRAIN = TrainConfig(batch_size=64, lr=0.1)
 
 
@@ -20,19 +22,21 @@ def digits():
     return load_dataset("digits")
 
 
-@pytest.mark.parametrize("warmup_epochs", [0.0, 1.0])
-def test_each_member_matches_its_sequential_run(digits, warmup_epochs):
+@pytest.mark.parametrize(
+    "model,warmup_epochs", [(MLP, 0.0), (MLP, 1.0), (CONVNET, 0.0)], ids=["mlp", "warmup", "conv"]
+)
+def test_each_member_matches_its_sequential_run(digits, model, warmup_epochs):
     seeds = [0, 3]
     recipe = TRAIN.model_copy(update={"warmup_epochs": warmup_epochs})
-    ensemble = train_ensemble(digits, MLP, recipe, seeds, epochs=2)
+    ensemble = train_ensemble(digits, model, recipe, seeds, epochs=2)
     assert len(ensemble) == 2
     x = torch.as_tensor(digits.x_train)
     batched = ensemble.predict(x)
     assert batched.shape == (2, digits.num_train, digits.num_classes)
     for k, seed in enumerate(seeds):
         cfg = recipe.model_copy(update={"epochs": 2, "seed": seed, "eval_every": 0, "targets": []})
-        model = train(digits, MLP, cfg, progress=False).model
-        want = predict(model, x)
+        single = train(digits, model, cfg, progress=False).model
+        want = predict(single, x)
         # Same init, same batches, same SGD steps: equal up to float rounding.
         torch.testing.assert_close(batched[k], want, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(predict(ensemble.model(k), x), want, rtol=1e-3, atol=1e-3)
