@@ -5,9 +5,10 @@
     squared distances to the nearest centroid, computed the same way for both
     on all N points); also faiss seeded with k-means++ as the proto metric does.
 (b) EL2N with K scoring models (default 8) on MNIST-1D: trained at once as a
-    vmap ensemble (one thread, and all cores) against one after another through
-    the training loop (one thread, the loop's default and its fastest setting
-    for these small models), plus how far the two sets of scores differ.
+    vmap ensemble (its Conv1d layers as batched GEMMs, scoring/stacked_conv.py)
+    against one after another through the training loop, each path at one
+    thread and at all cores, in --el2n-repeats interleaved rounds (medians
+    reported); plus how far the two sets of scores differ.
 (c) proto vs EL2N: Spearman rank correlation of self-supervised prototype
     scores with (b)'s EL2N scores on the same MNIST-1D training set.
 
@@ -132,13 +133,20 @@ def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
             train,
         ),
     }
-    results: dict[str, Any] = {}
+    # Rounds over all four runs, so a noisy moment on the machine hits every path
+    # alike; each run's figure is its median over the rounds.
+    timings: dict[str, list[float]] = {name: [] for name in runs}
     scores = {}
-    for name, (cfg, train_cfg) in runs.items():
-        start = time.perf_counter()
-        scores[name] = score_el2n(data, cfg, model, train_cfg, progress=False)
-        results[name] = {"seconds": time.perf_counter() - start}
-        print(f"el2n {name}: {results[name]['seconds']:.1f} s", file=sys.stderr)
+    for round_ in range(args.el2n_repeats):
+        for name, (cfg, train_cfg) in runs.items():
+            start = time.perf_counter()
+            scores[name] = score_el2n(data, cfg, model, train_cfg, progress=False)
+            timings[name].append(time.perf_counter() - start)
+            print(f"el2n {name} (round {round_}): {timings[name][-1]:.1f} s", file=sys.stderr)
+    results = {
+        name: {"seconds": float(np.median(seconds)), "rounds": seconds}
+        for name, seconds in timings.items()
+    }
     sequential = scores["sequential_1_thread"].values
     batched = scores["batched_1_thread"].values
 
@@ -209,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="EL2N: scoring models")
     parser.add_argument("--epochs", type=int, default=10, help="EL2N: epochs per model")
     parser.add_argument("--model", default="convnet1d", help="EL2N: scoring model")
+    parser.add_argument("--el2n-repeats", type=int, default=3, help="EL2N: rounds of all runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--only", choices=["kmeans", "el2n"], help="run one part (el2n includes proto)"
