@@ -14,9 +14,9 @@ each model its own gradient. Results match sequential training up to the
 rounding of the batched kernels, which training amplifies (EL2N differs by
 under 0.01 after 10 epochs on MNIST-1D).
 
-Plain Conv1d layers run through :mod:`datapruning.scoring.stacked_conv` (three
-batched GEMMs per layer) instead of the grouped convolution vmap would make of
-them, which is what makes the ensemble pay on a CPU.
+On a CPU, plain Conv1d layers run through :mod:`datapruning.scoring.stacked_conv`
+(three batched GEMMs per layer) instead of the grouped convolution vmap would
+make of them, which is what makes the ensemble pay there.
 """
 
 from __future__ import annotations
@@ -54,10 +54,13 @@ class Ensemble:
     seeds: list[int]
     # ``base`` with its Conv1d layers run as batched GEMMs under vmap (stacked_conv.py);
     # only forward and predict use it: GraNd's per-example grad needs the plain base.
+    # CPU only: that is where oneDNN's grouped convolution was measured to lose;
+    # on CUDA vmap's grouped convolution (cuDNN) stays.
     stacked: nn.Module = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.stacked = with_stacked_convs(self.base)
+        on_cpu = self.device.type == "cpu"
+        self.stacked = with_stacked_convs(self.base) if on_cpu else self.base
 
     def __len__(self) -> int:
         return len(self.seeds)

@@ -118,3 +118,14 @@ def test_forgetting_with_a_batch_norm_model():
     )
     assert scores.metadata["params"]["batched"] is False
     assert len(scores) == 48 and np.all(scores.values >= 0)
+
+
+def test_on_cpu_the_ensemble_runs_its_convs_as_stacked_gemms(digits):
+    from datapruning.scoring.stacked_conv import StackedConv1d
+
+    ensemble = train_ensemble(digits, CONVNET, TRAIN, [0, 1], epochs=1)
+    kinds = {type(m) for m in ensemble.stacked.modules()} - {torch.nn.Sequential}
+    assert StackedConv1d in kinds and torch.nn.Conv1d not in kinds
+    # The models handed out (and GraNd's base) stay ordinary modules.
+    assert {type(m) for m in ensemble.model(1).modules()} >= {torch.nn.Conv1d}
+    assert not any(isinstance(m, StackedConv1d) for m in ensemble.base.modules())
