@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from datapruning import __version__
 from datapruning._io import atomic_write
@@ -134,3 +136,35 @@ class SeedStore:
                 np.savez(handle, values=np.asarray(values, dtype=np.float64), seconds=seconds)
 
         atomic_write(self.dir / f"seed{seed}.npz", write)
+
+    def run(
+        self,
+        seeds: Sequence[int],
+        num_rows: int,
+        group: int,
+        compute: Callable[[list[int]], np.ndarray],
+        desc: str,
+        progress: bool | None,
+    ) -> dict[int, tuple[np.ndarray, float]]:
+        """Every seed's column and cost: finished ones loaded, the rest computed and saved.
+
+        ``compute(chunk)`` returns one row per seed of ``chunk`` (up to ``group``
+        seeds at a time); each chunk is saved as soon as it finishes.
+        """
+        done = self.load(seeds, num_rows)
+        missing = [seed for seed in seeds if seed not in done]
+        chunks = [missing[i : i + group] for i in range(0, len(missing), group)]
+        bar = tqdm(
+            chunks,
+            desc=desc,
+            unit="group" if group > 1 else "model",
+            disable=None if progress is None else not progress,
+        )
+        for chunk in bar:
+            start = time.perf_counter()
+            values = compute(chunk)
+            seconds = (time.perf_counter() - start) / len(chunk)
+            for row, seed in zip(values, chunk, strict=True):
+                self.save(seed, row, seconds)
+                done[seed] = (row, seconds)
+        return done

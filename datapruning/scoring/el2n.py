@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from datapruning.config import (
     DataConfig,
@@ -118,27 +117,17 @@ def score_with_models(
     identity = {"metric": metric, "dataset": dataset.fingerprint, "model": model}
     # Batched and sequential runs agree only up to rounding, so they are not mixed.
     store = SeedStore(work_dir, identity | {"params": params})
-    seeds = list(range(scoring.seeds))
-    done = store.load(seeds, dataset.num_train)
-    missing = [seed for seed in seeds if seed not in done]
-    group = scoring.ensemble_size if batched else 1
-    groups = [missing[i : i + group] for i in range(0, len(missing), group)]
     x = torch.as_tensor(dataset.x_train, device=train_cfg.device)
     y = torch.as_tensor(dataset.y_train, device=train_cfg.device)
-    for chunk in tqdm(
-        groups,
-        desc=metric,
-        unit="group" if batched else "model",
-        disable=None if progress is None else not progress,
-    ):
-        start = time.perf_counter()
+
+    def compute(chunk: list[int]) -> np.ndarray:
         ensemble = _train(dataset, model_cfg, train_cfg, scoring, chunk, batched, metric, progress)
         with torch.no_grad():
-            values = scorer(ensemble, x, y).cpu().numpy()
-        seconds = (time.perf_counter() - start) / len(chunk)
-        for row, seed in zip(values, chunk, strict=True):
-            store.save(seed, row, seconds)
-            done[seed] = (row, seconds)
+            return scorer(ensemble, x, y).cpu().numpy()
+
+    seeds = list(range(scoring.seeds))
+    group = scoring.ensemble_size if batched else 1
+    done = store.run(seeds, dataset.num_train, group, compute, metric, progress)
     return build_scores(
         dataset,
         metric,

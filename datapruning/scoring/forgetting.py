@@ -14,11 +14,9 @@ at a time through the same steps).
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import Dataset
@@ -79,15 +77,8 @@ def score_forgetting(
     store = SeedStore(
         work_dir, {"metric": "forgetting", "dataset": dataset.fingerprint, "model": model} | params
     )
-    seeds = list(range(scoring.seeds))
-    done = store.load(seeds, dataset.num_train)
-    missing = [seed for seed in seeds if seed not in done]
-    group = scoring.ensemble_size if batched else 1
-    groups = [missing[i : i + group] for i in range(0, len(missing), group)]
-    for chunk in tqdm(
-        groups, desc="forgetting", unit="group", disable=None if progress is None else not progress
-    ):
-        start = time.perf_counter()
+
+    def compute(chunk: list[int]) -> np.ndarray:
         counter = ForgettingCounter(len(chunk), dataset.num_train, torch.device(train_cfg.device))
         train_ensemble(
             dataset,
@@ -102,11 +93,11 @@ def score_forgetting(
             if batched
             else train_cfg.threads,
         )
-        values = counter.scores(scoring.epochs)
-        seconds = (time.perf_counter() - start) / len(chunk)
-        for row, seed in zip(values, chunk, strict=True):
-            store.save(seed, row, seconds)
-            done[seed] = (row, seconds)
+        return counter.scores(scoring.epochs)
+
+    seeds = list(range(scoring.seeds))
+    group = scoring.ensemble_size if batched else 1
+    done = store.run(seeds, dataset.num_train, group, compute, "forgetting", progress)
     # Per seed, in the order of the metadata's seeds.
     params["never_learned"] = [
         int(np.count_nonzero(done[seed][0] == scoring.epochs + 1)) for seed in seeds
