@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="EL2N: scoring models")
     parser.add_argument("--epochs", type=int, default=10, help="EL2N: epochs per model")
     parser.add_argument("--model", default="convnet1d", help="EL2N: scoring model")
-    parser.add_argument("--el2n-repeats", type=int, default=3, help="EL2N: rounds of all runs")
+    parser.add_argument("--el2n-repeats", type=int, default=5, help="EL2N: rounds of all runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--only", choices=["kmeans", "el2n"], help="run one part (el2n includes proto)"
