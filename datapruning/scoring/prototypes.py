@@ -62,11 +62,18 @@ def kmeanspp_init(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, int]:
     Returns the centres and the number of rows they were chosen from.
     """
     from sklearn.cluster import kmeans_plusplus
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     size = min(len(x), k * KMEANSPP_POINTS_PER_CENTROID)
-    sample = x[rng.choice(len(x), size=size, replace=False)]
-    centres, _ = kmeans_plusplus(sample, k, random_state=seed)
+    # float64: scikit-learn computes float32 distances through a chunked float64
+    # upcast: 0.23 s against 0.04 s in float64 for 4800 x 128 rows, k=100.
+    sample = x[rng.choice(len(x), size=size, replace=False)].astype(np.float64)
+    # One BLAS thread: the products here are small (a few candidates x the
+    # sample), and a multi-threaded BLAS leaves its threads spinning after them,
+    # which doubled the time of the faiss k-means that follows on two cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        centres, _ = kmeans_plusplus(sample, k, random_state=seed)
     return np.ascontiguousarray(centres, dtype=np.float32), size
 
 
