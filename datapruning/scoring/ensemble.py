@@ -1,29 +1,28 @@
-"""Train K scoring models at once: one vmap over stacked parameters.
+"""Train K scoring models at once, as one batched ensemble.
 
 Scoring models are small, so training them one after another is dominated by
 per-step Python and dispatch overhead. Here the K models' parameters are
-stacked (``torch.func.stack_module_state``) and one ``vmap`` of
-``functional_call`` runs all K forward/backward passes per step, each model on
-its own batch. The recipe is the training loop's (:mod:`datapruning.train.loop`):
-model ``k`` is initialised under ``torch.manual_seed(seed_k)``, sees the batches
-of ``SubsetSampler(indices, shuffle=True, seed=seed_k)`` in the same order, and
-is optimised by SGD with (Nesterov) momentum, weight decay and a per-step LR
-(optional linear warm-up, then cosine to zero). SGD's update is elementwise, so one optimizer over the stacked tensors
-updates each model exactly as its own optimizer would; the summed loss gives
-each model its own gradient. Results match sequential training up to the
-rounding of the batched kernels, which training amplifies (EL2N differs by
-under 0.01 after 10 epochs on MNIST-1D).
-
-On a CPU, plain Conv1d layers run through :mod:`datapruning.scoring.stacked_conv`
-(three batched GEMMs per layer) instead of the grouped convolution vmap would
-make of them, which is what makes the ensemble pay there.
+stacked (``torch.func.stack_module_state``) and every step runs all K forward
+and backward passes at once, each model on its own batch: on a CPU through the
+folded model of :mod:`datapruning.scoring.folded` (batched GEMMs over the K
+models' weights), otherwise as one ``vmap`` of ``functional_call``. The recipe
+is the training loop's (:mod:`datapruning.train.loop`): model ``k`` is
+initialised under ``torch.manual_seed(seed_k)``, sees the batches of
+``SubsetSampler(indices, shuffle=True, seed=seed_k)`` in the same order, and is
+optimised by SGD with (Nesterov) momentum, weight decay and a per-step LR
+(optional linear warm-up, then cosine to zero). SGD's update is elementwise, so
+one optimizer over the stacked tensors updates each model exactly as its own
+optimizer would; the summed loss gives each model its own gradient. Results
+match sequential training up to the rounding of the batched kernels, which
+training amplifies (EL2N differs by under 0.01 after 10 epochs on MNIST-1D).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +36,7 @@ from datapruning.config import ModelConfig, TrainConfig
 from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
-from datapruning.scoring.stacked_conv import with_stacked_convs
+from datapruning.scoring.folded import fold_model
 from datapruning.train.loop import plan_steps
 
 # Called once per step before the update: logits (K, B, C), labels (K, B), indices (K, B).
@@ -52,38 +51,76 @@ class Ensemble:
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     seeds: list[int]
-    # ``base`` with its Conv1d layers run as batched GEMMs under vmap (stacked_conv.py);
-    # only forward and predict use it: GraNd's per-example grad needs the plain base.
-    # CPU only: that is where oneDNN's grouped convolution was measured to lose;
-    # on CUDA vmap's grouped convolution (cuDNN) stays.
-    stacked: nn.Module = field(init=False, repr=False)
+    # ``base`` for batches of the K models folded into one, (K·B, ...) (folded.py);
+    # None: vmap. CPU only, where it was measured against vmap; GraNd's
+    # per-example gradients use the plain ``base``.
+    folded: nn.Module | None = field(init=False, repr=False)
+    _folded_checked: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
-        on_cpu = self.device.type == "cpu"
-        self.stacked = with_stacked_convs(self.base) if on_cpu else self.base
+        self.folded = fold_model(self.base) if self.device.type == "cpu" else None
 
     def __len__(self) -> int:
         return len(self.seeds)
 
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.stacked, (params, buffers), (x,))
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def _call_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, ...) -> (K, B, C) through the folded model."""
+        assert self.folded is not None
+        out = functional_call(self.folded, (self.params, self.buffers), (x.flatten(0, 1),))
+        return out.unflatten(0, (len(self), -1))
+
+    def _use_folded(self, x: torch.Tensor) -> bool:
+        """Whether the folded model runs; on first use, checked against vmap on ``x`` (K, B, ...).
+
+        Folding is right only if the model treats every example on its own (no
+        statistics over the batch in its ``forward``); where the two disagree,
+        vmap is used from then on.
+        """
+        if self.folded is not None and not self._folded_checked:
+            self._folded_checked = True
+            probe = x[:, :16]
+            with torch.no_grad(), self._eval():
+                want = torch.vmap(self._call)(self.params, self.buffers, probe)
+                got = self._call_folded(probe)
+            if not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max())):
+                self.folded = None
+        return self.folded is not None
+
+    @contextmanager
+    def _eval(self) -> Iterator[None]:
+        """As the loop's predict: dropout off (batch norm on running stats)."""
+        modules = [self.base] + ([self.folded] if self.folded is not None else [])
+        was_training = [module.training for module in modules]
+        for module in modules:
+            module.eval()
+        try:
+            yield
+        finally:
+            for module, mode in zip(modules, was_training, strict=True):
+                module.train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (K, B, C) for per-model inputs ``x`` of shape (K, B, ...)."""
+        if self._use_folded(x):
+            return self._call_folded(x)
         return torch.vmap(self._call)(self.params, self.buffers, x)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Logits (K, N, C) of every model on the same inputs ``x`` (N, ...)."""
         shared = torch.vmap(self._call, in_dims=(0, 0, None))
-        was_training = self.stacked.training
-        self.stacked.eval()  # as the loop's predict: dropout off, batch norm on running stats
-        try:
-            return torch.cat(
-                [shared(self.params, self.buffers, chunk) for chunk in x.split(batch_size)], dim=1
-            )
-        finally:
-            self.stacked.train(was_training)
+
+        def chunk_logits(chunk: torch.Tensor) -> torch.Tensor:
+            per_model = chunk.expand(len(self), *chunk.shape)
+            if self._use_folded(per_model):
+                return self._call_folded(per_model)
+            return shared(self.params, self.buffers, chunk)
+
+        with self._eval():
+            return torch.cat([chunk_logits(chunk) for chunk in x.split(batch_size)], dim=1)
 
     def model(self, k: int) -> nn.Module:
         """Model ``k`` as an ordinary module (a copy of its parameters)."""

@@ -1,12 +1,10 @@
-"""Conv1d for K stacked models as batched GEMMs: the scoring ensemble's convolution.
+"""Conv1d of K stacked models as batched GEMMs: the scoring ensemble's convolution.
 
-Under ``vmap`` over K models, ``F.conv1d`` becomes one grouped convolution
-(groups = K). On a CPU, oneDNN runs those small grouped convolutions (and
-their backward) at a fraction of the speed of a GEMM of the same size, which
-made the batched ensemble barely faster than training the models one by one.
-
-Here the K convolutions are written as three batched matrix products on a
-channels-last layout, (K, B, L, C) in memory:
+Run as K separate convolutions (or the grouped convolution ``vmap`` makes of
+them), the small Conv1d layers of scoring models go through oneDNN at a
+fraction of the speed of a GEMM of the same size on a CPU. Here the K
+convolutions are three batched matrix products on a channels-last layout,
+(K, B, L, C) in memory:
 
 - forward: unfold the zero-padded input into windows (K, B·L_out, k·C) and
   multiply by the weights laid out as (K, k·C, C_out);
@@ -14,20 +12,19 @@ channels-last layout, (K, B, L, C) in memory:
 - input gradient: grad_out @ weightsᵀ, folded back onto the input positions.
 
 Outputs are returned as (K, B, C_out, L_out) views of the channels-last
-result, so the next convolution reads its input without a copy.
+result, so the next convolution reads its input without a copy. A ReLU that
+follows the convolution can run inside it (``relu=True``): clamped in place on
+the GEMM's output, and masked in the backward on the same layout, instead of
+an elementwise pass over a transposed view each way.
 
-:class:`StackedConv1d` is an ``nn.Conv1d`` whose ``vmap`` rule is this path; outside
-``vmap`` it is an ordinary ``nn.Conv1d``. :func:`with_stacked_convs` swaps it into a
-copy of a model for the ensemble's training step.
+:class:`StackedConv1dFunction` is used by :class:`datapruning.scoring.folded.FoldedConv1d`.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,8 +54,8 @@ def _unfold(
     return windows
 
 
-class _StackedConv1dFunction(torch.autograd.Function):
-    """Conv1d of K models on stacked tensors: x (K, B, C, L), weight (K, O, C, k), bias (K, O)."""
+class StackedConv1dFunction(torch.autograd.Function):
+    """Conv1d (then ReLU if ``relu``) of K models: x (K, B, C, L), weight (K, O, C, k), bias (K, O)."""
 
     @staticmethod
     def forward(
@@ -68,6 +65,7 @@ class _StackedConv1dFunction(torch.autograd.Function):
         bias: torch.Tensor | None,
         stride: int,
         padding: int,
+        relu: bool = False,
     ) -> torch.Tensor:
         k_models, batch, channels, length = x.shape
         out_channels, kernel = weight.shape[1], weight.shape[3]
@@ -82,16 +80,20 @@ class _StackedConv1dFunction(torch.autograd.Function):
             out = torch.bmm(windows, weight_matrix)
         else:
             out = torch.baddbmm(bias.unsqueeze(1), windows, weight_matrix)
-        ctx.save_for_backward(windows, weight_matrix)
-        ctx.geometry = (stride, padding, length, channels, kernel, bias is not None)
+        if relu:
+            out.clamp_min_(0)
+        ctx.save_for_backward(windows, weight_matrix, out if relu else None)
+        ctx.geometry = (stride, padding, length, channels, kernel, bias is not None, relu)
         return out.view(k_models, batch, out_length, out_channels).transpose(2, 3)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        windows, weight_matrix = ctx.saved_tensors
-        stride, padding, length, channels, kernel, has_bias = ctx.geometry
+        windows, weight_matrix, out = ctx.saved_tensors
+        stride, padding, length, channels, kernel, has_bias, relu = ctx.geometry
         k_models, batch, out_channels, out_length = grad_out.shape
         grad = grad_out.transpose(2, 3).reshape(k_models, batch * out_length, out_channels)
+        if relu:
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[1]:
             grad_weight = torch.bmm(windows.transpose(1, 2), grad)
@@ -111,85 +113,7 @@ class _StackedConv1dFunction(torch.autograd.Function):
                         grad_windows[:, :, lo:hi, tap]
                     )
             grad_x = grad_x.transpose(2, 3)
-        return grad_x, grad_weight, grad_bias, None, None
-
-
-def _stacked(value: torch.Tensor | None, dim: int | None, size: int) -> torch.Tensor | None:
-    if value is None:
-        return None
-    return value.movedim(dim, 0) if dim is not None else value.expand(size, *value.shape)
-
-
-class _Conv1dFunction(torch.autograd.Function):
-    """``F.conv1d`` whose vmap rule is :class:`_StackedConv1dFunction`."""
-
-    @staticmethod
-    def forward(
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        stride: int,
-        padding: int,
-    ) -> torch.Tensor:
-        return F.conv1d(x, weight, bias, stride, padding)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        x, weight, bias, stride, padding = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.conv = (stride, padding, bias is not None)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        stride, padding, has_bias = ctx.conv
-        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out,
-            x,
-            weight,
-            [weight.shape[0]] if has_bias else None,
-            [stride],
-            [padding],
-            [1],
-            False,
-            [0],
-            1,
-            [
-                ctx.needs_input_grad[0],
-                ctx.needs_input_grad[1],
-                has_bias and ctx.needs_input_grad[2],
-            ],
-        )
-        return grad_x, grad_weight, grad_bias, None, None
-
-    @staticmethod
-    def vmap(
-        info: Any,
-        in_dims: tuple,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        stride: int,
-        padding: int,
-    ) -> tuple[torch.Tensor, int]:
-        size = info.batch_size
-        x, weight = _stacked(x, in_dims[0], size), _stacked(weight, in_dims[1], size)
-        unbatched_input = x.dim() == 3  # (K, C, L): one example per model
-        if unbatched_input:
-            x = x.unsqueeze(1)
-        out = _StackedConv1dFunction.apply(
-            x, weight, _stacked(bias, in_dims[2], size), stride, padding
-        )
-        return (out.squeeze(1) if unbatched_input else out), 0
-
-
-class StackedConv1d(nn.Conv1d):
-    """An ``nn.Conv1d`` that ``vmap`` over stacked models runs as batched GEMMs."""
-
-    def _conv_forward(
-        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        return _Conv1dFunction.apply(input, weight, bias, self.stride[0], self.padding[0])
+        return grad_x, grad_weight, grad_bias, None, None, None
 
 
 def supports_stacking(conv: nn.Module) -> bool:
@@ -201,12 +125,3 @@ def supports_stacking(conv: nn.Module) -> bool:
         and conv.padding_mode == "zeros"
         and isinstance(conv.padding, tuple)
     )
-
-
-def with_stacked_convs(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose plain Conv1d layers are :class:`StackedConv1d` (same parameters)."""
-    stacked = copy.deepcopy(model)
-    for module in stacked.modules():
-        if supports_stacking(module):
-            module.__class__ = StackedConv1d
-    return stacked

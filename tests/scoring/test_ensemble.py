@@ -1,4 +1,6 @@
-"""The vmap ensemble trainer against the training loop it mirrors."""
+"""The batched ensemble trainer against the training loop it mirrors."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from datapruning.scoring.ensemble import can_batch, train_ensemble
 from datapruning.train.loop import predict, train
 
 MLP = ModelConfig(name="mlp", params={"hidden": 32})
-# Its Conv1d layers train through the ensemble's batched-GEMM conv (stacked_conv.py).
+# Trains through the folded model's batched-GEMM convolutions (folded.py, stacked_conv.py).
 CONVNET = ModelConfig(name="convnet1d", params={"channels": 8})
 TRAIN = TrainConfig(batch_size=64, lr=0.1)
 
@@ -120,12 +122,49 @@ def test_forgetting_with_a_batch_norm_model():
     assert len(scores) == 48 and np.all(scores.values >= 0)
 
 
-def test_on_cpu_the_ensemble_runs_its_convs_as_stacked_gemms(digits):
-    from datapruning.scoring.stacked_conv import StackedConv1d
+def test_on_cpu_the_ensemble_trains_the_folded_model(digits):
+    from datapruning.scoring.folded import FoldedConv1d, FoldedLinear
 
     ensemble = train_ensemble(digits, CONVNET, TRAIN, [0, 1], epochs=1)
-    kinds = {type(m) for m in ensemble.stacked.modules()} - {torch.nn.Sequential}
-    assert StackedConv1d in kinds and torch.nn.Conv1d not in kinds
+    assert ensemble.folded is not None
+    kinds = {type(m) for m in ensemble.folded.modules()}
+    assert {FoldedConv1d, FoldedLinear} <= kinds
+    assert not kinds & {torch.nn.Conv1d, torch.nn.Linear, torch.nn.ReLU}  # ReLUs fused
     # The models handed out (and GraNd's base) stay ordinary modules.
-    assert {type(m) for m in ensemble.model(1).modules()} >= {torch.nn.Conv1d}
-    assert not any(isinstance(m, StackedConv1d) for m in ensemble.base.modules())
+    assert {type(m) for m in ensemble.model(1).modules()} >= {torch.nn.Conv1d, torch.nn.ReLU}
+    assert not any(isinstance(m, FoldedConv1d) for m in ensemble.base.modules())
+
+
+class CentredMLP(torch.nn.Module):
+    """Subtracts the batch mean: a forward that mixes examples, which folding would get wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x - x.mean(0))
+
+
+@pytest.mark.parametrize("model_cls", [CentredMLP, lambda: torch.nn.Linear(4, 3)])
+def test_the_folded_model_is_used_only_where_it_matches_vmap(model_cls):
+    from torch.func import stack_module_state
+
+    from datapruning.scoring.ensemble import Ensemble
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(model_cls())
+    params, buffers = stack_module_state(models)
+    ensemble = Ensemble(copy.deepcopy(models[0]).to("meta"), params, buffers, [0, 1, 2])
+    assert ensemble.folded is not None
+    x = torch.randn(3, 10, 4)
+    got = ensemble.forward(x)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(got[k], model(x[k]))
+    assert (ensemble.folded is None) is (model_cls is CentredMLP)
+    shared = torch.randn(6, 4)
+    predicted = ensemble.predict(shared)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(predicted[k], model(shared), rtol=1e-5, atol=1e-6)
