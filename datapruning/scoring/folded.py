@@ -34,12 +34,19 @@ class FoldedLinear(nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         k_models = self.weight.shape[0]
         rows = input.reshape(k_models, -1, input.shape[-1])  # (K, B·…, in)
-        weight = self.weight.transpose(1, 2)
-        if self.bias is None:
-            out = torch.bmm(rows, weight)
+        if self.out_features < self.in_features:
+            # A narrow output (a classifier): MKL's batched GEMM is 2-4x faster
+            # computing it, and its weight gradient, transposed: (K, out, B·…).
+            bias = None if self.bias is None else self.bias.unsqueeze(2)
+            out = _baddbmm(bias, self.weight, rows.transpose(1, 2)).transpose(1, 2)
         else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), rows, weight)
-        return out.view(*input.shape[:-1], -1)
+            bias = None if self.bias is None else self.bias.unsqueeze(1)
+            out = _baddbmm(bias, rows, self.weight.transpose(1, 2))
+        return out.reshape(*input.shape[:-1], -1)
+
+
+def _baddbmm(bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
 
 
 class FoldedConv1d(nn.Conv1d):
