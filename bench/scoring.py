@@ -4,11 +4,12 @@
     embeddings (default 100k x 128, k=100): wall time and inertia (sum of
     squared distances to the nearest centroid, computed the same way for both
     on all N points); also faiss seeded with k-means++ as the proto metric does.
-(b) EL2N with K scoring models (default 8) on MNIST-1D: trained at once as a
-    vmap ensemble (its Conv1d layers as batched GEMMs, scoring/stacked_conv.py)
+(b) EL2N with K scoring models (default 8) on MNIST-1D: trained at once as one
+    batched ensemble (scoring/ensemble.py: the folded model of scoring/folded.py)
     against one after another through the training loop, each path at one
     thread and at all cores, in --el2n-repeats interleaved rounds (medians
-    reported); plus how far the two sets of scores differ.
+    reported); the ratios at equal threads, best against best, and with each
+    path's default threads; plus how far the two sets of scores differ.
 (c) proto vs EL2N: Spearman rank correlation of self-supervised prototype
     scores with (b)'s EL2N scores on the same MNIST-1D training set.
 
@@ -113,26 +114,36 @@ def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
     from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
     from datapruning.data.sources import load_dataset
     from datapruning.scoring.el2n import score_el2n
+    from datapruning.scoring.ensemble import ensemble_threads
 
     data = load_dataset("mnist1d")
     model = ModelConfig(name=args.model)
     train = TrainConfig()
     base = {"seeds": args.seeds, "epochs": args.epochs, "ensemble_size": args.seeds}
     cores = os.cpu_count() or 1
+
+    def run_name(path: str, threads: int) -> str:
+        return f"{path}_{threads}_thread" + ("s" if threads > 1 else "")
+
     # Each path at 1 thread and at every core: the user's alternative (one model
     # after another through the training loop) gets the same cores as the ensemble.
-    runs = {
-        "sequential_1_thread": (ScoringConfig(**base, batched=False), TrainConfig(threads=1)),
-        f"sequential_{cores}_threads": (
+    runs = {}
+    for threads in sorted({1, cores}):
+        runs[run_name("sequential", threads)] = (
             ScoringConfig(**base, batched=False),
-            TrainConfig(threads=cores),
-        ),
-        "batched_1_thread": (ScoringConfig(**base, batched=True, ensemble_threads=1), train),
-        f"batched_{cores}_threads": (
-            ScoringConfig(**base, batched=True, ensemble_threads=cores),
+            TrainConfig(threads=threads),
+        )
+    for threads in sorted({1, cores}):
+        runs[run_name("batched", threads)] = (
+            ScoringConfig(**base, batched=True, ensemble_threads=threads),
             train,
-        ),
-    }
+        )
+    # What `datapruning score` runs unless told otherwise: train.threads for one
+    # model after another, every core (at most one per model) for the ensemble.
+    defaults = (
+        run_name("sequential", train.threads or cores),
+        run_name("batched", ensemble_threads(None, args.seeds)),
+    )
     # Rounds over all four runs, so a noisy moment on the machine hits every path
     # alike; each run's figure is its median over the rounds.
     timings: dict[str, list[float]] = {name: [] for name in runs}
@@ -159,11 +170,19 @@ def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
         "seeds": args.seeds,
         "epochs": args.epochs,
         "runs": results,
-        "speedup_batched_1_thread": results["sequential_1_thread"]["seconds"]
-        / results["batched_1_thread"]["seconds"],
-        f"speedup_batched_{cores}_threads": results[f"sequential_{cores}_threads"]["seconds"]
-        / results[f"batched_{cores}_threads"]["seconds"],
+        **{
+            f"speedup_{run_name('batched', threads)}": results[run_name("sequential", threads)][
+                "seconds"
+            ]
+            / results[run_name("batched", threads)]["seconds"]
+            for threads in sorted({1, cores})
+        },
         "speedup_best_batched_over_best_sequential": best("sequential") / best("batched"),
+        "default_threads": {"sequential": defaults[0], "batched": defaults[1]},
+        "speedup_with_default_threads": results[defaults[0]]["seconds"]
+        / results[defaults[1]]["seconds"]
+        if all(name in results for name in defaults)
+        else None,
         "max_abs_score_difference_batched_vs_sequential": float(np.abs(batched - sequential).max()),
     }, batched
 

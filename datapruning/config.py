@@ -336,12 +336,12 @@ class ScoringConfig(_Section):
     seeds: int = Field(4, ge=1)
     # Epochs each scoring model trains before it scores (EL2N: early in training).
     epochs: int = Field(10, ge=1)
-    # Train the seeds' models at once as one vmap ensemble (el2n, grand, forgetting).
+    # Train the seeds' models at once as one batched ensemble (el2n, grand, forgetting).
     batched: bool = True
     # Seeds trained together per ensemble; each group's scores are saved as it finishes.
     ensemble_size: int = Field(8, ge=1)
-    # torch threads while a batched ensemble trains (None: train.threads). One
-    # wide ensemble can use more cores than one small model can.
+    # torch threads while a batched ensemble trains (None: every core, at most one
+    # per model). One wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
     # GraNd: gradient norm over all parameters, or over the last linear layer only.
     grand_layer: Literal["all", "last"] = "all"

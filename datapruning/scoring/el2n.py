@@ -34,7 +34,13 @@ from datapruning.config import (
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
-from datapruning.scoring.ensemble import Ensemble, build_models, can_batch, train_ensemble
+from datapruning.scoring.ensemble import (
+    Ensemble,
+    build_models,
+    can_batch,
+    ensemble_threads,
+    train_ensemble,
+)
 
 # Scores of one trained ensemble: (K, N) for the ensemble's seeds.
 EnsembleScorer = Callable[[Ensemble, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -157,7 +163,7 @@ def _train(
             seeds,
             epochs,
             desc=desc,
-            threads=scoring.ensemble_threads or train_cfg.threads,
+            threads=ensemble_threads(scoring.ensemble_threads, len(seeds)),
             progress=progress,
         )
     # One after another through the training loop; stacked afterwards so that

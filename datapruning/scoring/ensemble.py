@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,6 +134,20 @@ class Ensemble:
     @property
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
+
+
+def ensemble_threads(configured: int | None, models: int) -> int:
+    """Torch threads for an ensemble of ``models``: ``configured``, or by default every
+    core this process may use, at most one per model.
+
+    One small model gains little from a second thread, but the ensemble's batched
+    GEMMs split over its models (8 convnet1d models on MNIST-1D: 1.5x faster on
+    two threads than on one, bench/scoring.py).
+    """
+    if configured:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, models))
 
 
 def can_batch(model: nn.Module) -> bool:

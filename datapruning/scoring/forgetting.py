@@ -23,7 +23,7 @@ from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
 from datapruning.scoring.el2n import scoring_train_config
-from datapruning.scoring.ensemble import build_models, can_batch, train_ensemble
+from datapruning.scoring.ensemble import build_models, can_batch, ensemble_threads, train_ensemble
 
 
 class ForgettingCounter:
@@ -89,7 +89,7 @@ def score_forgetting(
             on_batch=counter,
             desc="forgetting",
             progress=progress,
-            threads=(scoring.ensemble_threads or train_cfg.threads)
+            threads=ensemble_threads(scoring.ensemble_threads, len(chunk))
             if batched
             else train_cfg.threads,
         )

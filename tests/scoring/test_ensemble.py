@@ -168,3 +168,14 @@ def test_the_folded_model_is_used_only_where_it_matches_vmap(model_cls):
     predicted = ensemble.predict(shared)
     for k, model in enumerate(models):
         torch.testing.assert_close(predicted[k], model(shared), rtol=1e-5, atol=1e-6)
+
+
+def test_ensembles_use_every_core_by_default_at_most_one_per_model(monkeypatch):
+    import os
+
+    from datapruning.scoring.ensemble import ensemble_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert ensemble_threads(None, 8) == 4
+    assert ensemble_threads(None, 2) == 2
+    assert ensemble_threads(3, 8) == 3  # as configured
