@@ -6,7 +6,7 @@ several independently initialised models (the paper uses 10; the default here is
 smaller for CPU and configurable). Examples with a large error early in training
 are the hard (or mislabeled) ones.
 
-The K scoring models train at once as a vmap ensemble
+The K scoring models train at once as a batched ensemble
 (:mod:`datapruning.scoring.ensemble`, ``scoring.batched=true``, the default) or
 one after another through the training loop (``batched=false``); both follow the
 same recipe and seeds. Each group of ``scoring.ensemble_size`` seeds is saved to

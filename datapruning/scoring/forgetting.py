@@ -6,7 +6,7 @@ forgetting event is a right -> wrong transition between consecutive
 presentations. The score is the number of forgetting events; examples never
 predicted right during the run rank hardest, with a score of ``epochs + 1``,
 more than any count the run can produce (at most one event per two epochs).
-Counts are averaged over ``scoring.seeds`` runs, trained at once as a vmap
+Counts are averaged over ``scoring.seeds`` runs, trained at once as a batched
 ensemble (``scoring.batched=false``, or a model with BatchNorm, trains them one
 at a time through the same steps).
 """
@@ -62,7 +62,7 @@ def score_forgetting(
     check_features(dataset.x_train)
     check_labels(dataset)
     model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
-    # Models with BatchNorm cannot train inside a vmap: one seed per group.
+    # Models with BatchNorm cannot train in a batched ensemble: one seed per group.
     batched = scoring.batched and can_batch(
         build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
     )
