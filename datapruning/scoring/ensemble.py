@@ -73,16 +73,21 @@ class Ensemble:
         out = functional_call(self.folded, (self.params, self.buffers), (x.flatten(0, 1),))
         return out.unflatten(0, (len(self), -1))
 
-    def _use_folded(self, x: torch.Tensor) -> bool:
-        """Whether the folded model runs; on first use, checked against vmap on ``x`` (K, B, ...).
+    def _use_folded(self, example: torch.Tensor) -> bool:
+        """Whether the folded model runs; on first use, checked against vmap.
 
         Folding is right only if the model treats every example on its own (no
-        statistics over the batch in its ``forward``); where the two disagree,
-        vmap is used from then on.
+        statistics over the batch in its ``forward``). The check feeds both
+        different random batches shaped like ``example`` (one input), since
+        models given the same batch agree even if their forward mixes them;
+        where the two disagree, vmap is used from then on.
         """
         if self.folded is not None and not self._folded_checked:
             self._folded_checked = True
-            probe = x[:, :16]
+            generator = torch.Generator(self.device).manual_seed(0)  # leaves torch's RNG alone
+            probe = torch.randn(
+                len(self), 16, *example.shape, generator=generator, device=self.device
+            ).to(example.dtype)
             with torch.no_grad(), self._eval():
                 want = torch.vmap(self._call)(self.params, self.buffers, probe)
                 got = self._call_folded(probe)
@@ -105,7 +110,7 @@ class Ensemble:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (K, B, C) for per-model inputs ``x`` of shape (K, B, ...)."""
-        if self._use_folded(x):
+        if self._use_folded(x[0, 0]):
             return self._call_folded(x)
         return torch.vmap(self._call)(self.params, self.buffers, x)
 
@@ -115,9 +120,8 @@ class Ensemble:
         shared = torch.vmap(self._call, in_dims=(0, 0, None))
 
         def chunk_logits(chunk: torch.Tensor) -> torch.Tensor:
-            per_model = chunk.expand(len(self), *chunk.shape)
-            if self._use_folded(per_model):
-                return self._call_folded(per_model)
+            if self._use_folded(chunk[0]):
+                return self._call_folded(chunk.expand(len(self), *chunk.shape))
             return shared(self.params, self.buffers, chunk)
 
         with self._eval():

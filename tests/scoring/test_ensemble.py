@@ -146,8 +146,9 @@ class CentredMLP(torch.nn.Module):
         return self.linear(x - x.mean(0))
 
 
+@pytest.mark.parametrize("predict_first", [False, True])
 @pytest.mark.parametrize("model_cls", [CentredMLP, lambda: torch.nn.Linear(4, 3)])
-def test_the_folded_model_is_used_only_where_it_matches_vmap(model_cls):
+def test_the_folded_model_is_used_only_where_it_matches_vmap(model_cls, predict_first):
     from torch.func import stack_module_state
 
     from datapruning.scoring.ensemble import Ensemble
@@ -159,12 +160,15 @@ def test_the_folded_model_is_used_only_where_it_matches_vmap(model_cls):
     params, buffers = stack_module_state(models)
     ensemble = Ensemble(copy.deepcopy(models[0]).to("meta"), params, buffers, [0, 1, 2])
     assert ensemble.folded is not None
-    x = torch.randn(3, 10, 4)
+    x, shared = torch.randn(3, 10, 4), torch.randn(6, 4)
+    # The check runs on first use, whichever it is (the same inputs for every
+    # model would not show that CentredMLP mixes examples).
+    if predict_first:
+        ensemble.predict(shared)
     got = ensemble.forward(x)
     for k, model in enumerate(models):
         torch.testing.assert_close(got[k], model(x[k]))
     assert (ensemble.folded is None) is (model_cls is CentredMLP)
-    shared = torch.randn(6, 4)
     predicted = ensemble.predict(shared)
     for k, model in enumerate(models):
         torch.testing.assert_close(predicted[k], model(shared), rtol=1e-5, atol=1e-6)
