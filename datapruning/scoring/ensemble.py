@@ -117,15 +117,19 @@ class Ensemble:
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Logits (K, N, C) of every model on the same inputs ``x`` (N, ...)."""
-        shared = torch.vmap(self._call, in_dims=(0, 0, None))
-
-        def chunk_logits(chunk: torch.Tensor) -> torch.Tensor:
-            if self._use_folded(chunk[0]):
-                return self._call_folded(chunk.expand(len(self), *chunk.shape))
-            return shared(self.params, self.buffers, chunk)
-
         with self._eval():
-            return torch.cat([chunk_logits(chunk) for chunk in x.split(batch_size)], dim=1)
+            if self._use_folded(x[0]):
+                # The folded model takes K copies of each chunk: chunks of
+                # batch_size / K rows keep its batch at batch_size examples.
+                chunks = x.split(max(1, batch_size // len(self)))
+                return torch.cat(
+                    [self._call_folded(chunk.expand(len(self), *chunk.shape)) for chunk in chunks],
+                    dim=1,
+                )
+            shared = torch.vmap(self._call, in_dims=(0, 0, None))
+            return torch.cat(
+                [shared(self.params, self.buffers, chunk) for chunk in x.split(batch_size)], dim=1
+            )
 
     def model(self, k: int) -> nn.Module:
         """Model ``k`` as an ordinary module (a copy of its parameters)."""
