@@ -91,25 +91,32 @@ def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
     )
 
 
-def score_with_models(
+# Scores of one group of seeds, (len(group), N), given the group, the scoring
+# models' recipe (scoring_train_config) and whether the group trains batched.
+GroupScorer = Callable[[list[int], TrainConfig, bool], np.ndarray]
+
+
+def score_seed_groups(
     metric: str,
-    scorer: EnsembleScorer,
+    compute: GroupScorer,
     dataset: Dataset,
-    scoring: ScoringConfig | None,
-    model_cfg: ModelConfig | None,
+    scoring: ScoringConfig,
+    model_cfg: ModelConfig,
     train_cfg: TrainConfig | None,
     progress: bool | None,
     work_dir: str | os.PathLike[str] | None,
     extra_params: dict[str, Any] | None = None,
 ) -> Scores:
-    """Train scoring models per seed (batched or not), score each, keep per-seed columns."""
-    scoring = scoring or ScoringConfig()
-    model_cfg = model_cfg or ModelConfig()
-    train_cfg = train_cfg or TrainConfig()
-    train_cfg = scoring_train_config(train_cfg, scoring.epochs)
+    """A metric computed by scoring models, per group of seeds (batched or one by one).
+
+    Checks the inputs, records the recipe, and resumes from the groups a
+    previous run saved in ``work_dir``; keeps per-seed columns.
+    """
+    train_cfg = scoring_train_config(train_cfg or TrainConfig(), scoring.epochs)
     check_features(dataset.x_train)
     check_labels(dataset)
     model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
+    # Models with BatchNorm cannot train in a batched ensemble: one seed per group.
     probe = build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
     batched = scoring.batched and can_batch(probe)
     params = {
@@ -123,17 +130,16 @@ def score_with_models(
     identity = {"metric": metric, "dataset": dataset.fingerprint, "model": model}
     # Batched and sequential runs agree only up to rounding, so they are not mixed.
     store = SeedStore(work_dir, identity | {"params": params})
-    x = torch.as_tensor(dataset.x_train, device=train_cfg.device)
-    y = torch.as_tensor(dataset.y_train, device=train_cfg.device)
-
-    def compute(chunk: list[int]) -> np.ndarray:
-        ensemble = _train(dataset, model_cfg, train_cfg, scoring, chunk, batched, metric, progress)
-        with torch.no_grad():
-            return scorer(ensemble, x, y).cpu().numpy()
-
     seeds = list(range(scoring.seeds))
     group = scoring.ensemble_size if batched else 1
-    done = store.run(seeds, dataset.num_train, group, compute, metric, progress)
+    done = store.run(
+        seeds,
+        dataset.num_train,
+        group,
+        lambda chunk: compute(chunk, train_cfg, batched),
+        metric,
+        progress,
+    )
     return build_scores(
         dataset,
         metric,
@@ -141,6 +147,33 @@ def score_with_models(
         params=params,
         model=model,
         seconds=sum(done[seed][1] for seed in seeds),
+    )
+
+
+def score_with_models(
+    metric: str,
+    scorer: EnsembleScorer,
+    dataset: Dataset,
+    scoring: ScoringConfig | None,
+    model_cfg: ModelConfig | None,
+    train_cfg: TrainConfig | None,
+    progress: bool | None,
+    work_dir: str | os.PathLike[str] | None,
+    extra_params: dict[str, Any] | None = None,
+) -> Scores:
+    """Train scoring models per seed (batched or not), then score each with ``scorer``."""
+    scoring = scoring or ScoringConfig()
+    model_cfg = model_cfg or ModelConfig()
+
+    def compute(chunk: list[int], recipe: TrainConfig, batched: bool) -> np.ndarray:
+        ensemble = _train(dataset, model_cfg, recipe, scoring, chunk, batched, metric, progress)
+        x = torch.as_tensor(dataset.x_train, device=recipe.device)
+        y = torch.as_tensor(dataset.y_train, device=recipe.device)
+        with torch.no_grad():
+            return scorer(ensemble, x, y).cpu().numpy()
+
+    return score_seed_groups(
+        metric, compute, dataset, scoring, model_cfg, train_cfg, progress, work_dir, extra_params
     )
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scoring.folded import fold_model
-from datapruning.train.loop import plan_steps
+from datapruning.train.loop import eval_mode, plan_steps
 
 # Called once per step before the update: logits (K, B, C), labels (K, B), indices (K, B).
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -95,18 +95,9 @@ class Ensemble:
                 self.folded = None
         return self.folded is not None
 
-    @contextmanager
-    def _eval(self) -> Iterator[None]:
-        """As the loop's predict: dropout off (batch norm on running stats)."""
-        modules = [self.base] + ([self.folded] if self.folded is not None else [])
-        was_training = [module.training for module in modules]
-        for module in modules:
-            module.eval()
-        try:
-            yield
-        finally:
-            for module, mode in zip(modules, was_training, strict=True):
-                module.train(mode)
+    def _eval(self) -> AbstractContextManager[None]:
+        """As the loop's predict: dropout off."""
+        return eval_mode(self.base, *([self.folded] if self.folded is not None else []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (K, B, C) for per-model inputs ``x`` of shape (K, B, ...)."""

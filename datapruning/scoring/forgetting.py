@@ -21,9 +21,8 @@ import torch
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
-from datapruning.scoring._common import SeedStore, build_scores, check_features, check_labels
-from datapruning.scoring.el2n import scoring_train_config
-from datapruning.scoring.ensemble import build_models, can_batch, ensemble_threads, train_ensemble
+from datapruning.scoring.el2n import score_seed_groups
+from datapruning.scoring.ensemble import ensemble_threads, train_ensemble
 
 
 class ForgettingCounter:
@@ -58,32 +57,14 @@ def score_forgetting(
     """Forgetting events over ``scoring.epochs`` epochs, mean over ``scoring.seeds`` runs."""
     scoring = scoring or ScoringConfig()
     model_cfg = model_cfg or ModelConfig()
-    train_cfg = scoring_train_config(train_cfg or TrainConfig(), scoring.epochs)
-    check_features(dataset.x_train)
-    check_labels(dataset)
-    model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
-    # Models with BatchNorm cannot train in a batched ensemble: one seed per group.
-    batched = scoring.batched and can_batch(
-        build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
-    )
-    params = {
-        "epochs": scoring.epochs,
-        "seeds": scoring.seeds,
-        "batched": batched,
-        "ensemble_size": scoring.ensemble_size if batched else 1,
-        "never_learned_score": scoring.epochs + 1,
-        "train": train_cfg.model_dump(mode="json"),
-    }
-    store = SeedStore(
-        work_dir, {"metric": "forgetting", "dataset": dataset.fingerprint, "model": model} | params
-    )
+    never_learned = scoring.epochs + 1
 
-    def compute(chunk: list[int]) -> np.ndarray:
-        counter = ForgettingCounter(len(chunk), dataset.num_train, torch.device(train_cfg.device))
+    def compute(chunk: list[int], recipe: TrainConfig, batched: bool) -> np.ndarray:
+        counter = ForgettingCounter(len(chunk), dataset.num_train, torch.device(recipe.device))
         train_ensemble(
             dataset,
             model_cfg,
-            train_cfg,
+            recipe,
             chunk,
             scoring.epochs,
             on_batch=counter,
@@ -91,22 +72,24 @@ def score_forgetting(
             progress=progress,
             threads=ensemble_threads(scoring.ensemble_threads, len(chunk))
             if batched
-            else train_cfg.threads,
+            else recipe.threads,
         )
         return counter.scores(scoring.epochs)
 
-    seeds = list(range(scoring.seeds))
-    group = scoring.ensemble_size if batched else 1
-    done = store.run(seeds, dataset.num_train, group, compute, "forgetting", progress)
-    # Per seed, in the order of the metadata's seeds.
-    params["never_learned"] = [
-        int(np.count_nonzero(done[seed][0] == scoring.epochs + 1)) for seed in seeds
-    ]
-    return build_scores(
-        dataset,
+    scores = score_seed_groups(
         "forgetting",
-        {seed: done[seed][0] for seed in seeds},
-        params=params,
-        model=model,
-        seconds=sum(done[seed][1] for seed in seeds),
+        compute,
+        dataset,
+        scoring,
+        model_cfg,
+        train_cfg,
+        progress,
+        work_dir,
+        extra_params={"never_learned_score": never_learned},
     )
+    # Per seed, in the order of the metadata's seeds.
+    scores.metadata["params"]["never_learned"] = [
+        int(np.count_nonzero(scores.table[f"score_seed{seed}"] == never_learned))
+        for seed in scores.metadata["seeds"]
+    ]
+    return scores

@@ -22,6 +22,7 @@ from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.scoring.el2n import score_with_models
 from datapruning.scoring.ensemble import Ensemble, build_models
+from datapruning.train.loop import eval_mode
 
 
 def last_layer_names(model: nn.Module) -> list[str]:
@@ -81,9 +82,7 @@ def score_grand(
         names = [name for name, _ in probe.named_parameters()]
 
     def scorer(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        was_training = ensemble.base.training
-        ensemble.base.eval()
-        try:
+        with eval_mode(ensemble.base):
             return torch.stack(
                 [
                     grad_norms(
@@ -97,8 +96,6 @@ def score_grand(
                     for k in range(len(ensemble))
                 ]
             )
-        finally:
-            ensemble.base.train(was_training)
 
     return score_with_models(
         "grand",

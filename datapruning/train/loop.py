@@ -586,15 +586,24 @@ def _hide(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
+@contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """``modules`` in eval mode (dropout off, batch norm on running stats), then as they were."""
+    was_training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, was_training, strict=True):
+            module.train(mode)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for ``x`` in eval mode, in batches."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(chunk) for chunk in x.split(batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def evaluate(
