@@ -8,8 +8,10 @@ line and exits with status 2.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+if TYPE_CHECKING:  # pydantic stays out of imports that only raise (datapruning.kernels)
+    from pydantic import ValidationError
 
 
 class DataPruningError(Exception):

@@ -19,6 +19,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 import torch
 
+# Without a GPU, Triton kernels run in Triton's CPU interpreter; it is read when a
+# kernel module is imported, so it is set before any test imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(scope="session")
 def prefect_server():
@@ -35,3 +40,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
