@@ -222,7 +222,7 @@ class SparsityConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """One training run: SGD with momentum and a cosine LR over the steps taken."""
+    """One training run: SGD (or AdamW) and a cosine LR over the steps taken."""
 
     epochs: int = Field(60, ge=1)
     # A fixed number of optimizer steps instead of epochs (compare recipes at equal compute).
@@ -230,10 +230,17 @@ class TrainConfig(_Section):
     # Linear LR warm-up over this many epochs' worth of steps, then cosine to zero.
     warmup_epochs: float = Field(0.0, ge=0)
     batch_size: int = Field(100, ge=1)
+    # sgd: SGD with (Nesterov) momentum; adamw: AdamW, weight decay decoupled
+    # (datapruning.train.schedule.make_optimizer).
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    # Peak LR and weight decay; unless given, adamw takes lr 1e-3 and weight_decay 0.05.
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
+    # AdamW's moment decay rates and denominator term (sgd ignores them).
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
     # Evaluate on the test set every this many epochs (0: only after the last).
     eval_every: int = Field(1, ge=0)
     # Test accuracies whose first-reached training time the run records: absolute
@@ -249,7 +256,16 @@ class TrainConfig(_Section):
     beton: Path | None = None
     # torch intra-op threads for the run (small models train fastest on one).
     threads: int | None = Field(1, ge=1)
+    # cpu, cuda, cuda:N or mps; checked against the machine when a run starts.
     device: str = "cpu"
+    # Forward pass in fp32, or under autocast in bf16 or fp16 (fp16 adds a gradient
+    # scaler and needs CUDA); weights, optimizer state and the loss stay float32.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Model and input batches in channels-last memory format (models with 2-D convs).
+    channels_last: bool = False
+    # torch.compile the model; its compile time counts as training time and is also
+    # reported apart (summary.json compile_seconds).
+    compile: bool = False
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
@@ -257,6 +273,28 @@ class TrainConfig(_Section):
     # torch.use_deterministic_algorithms(True) during the run.
     deterministic: bool = False
     sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_defaults(cls, data: Any) -> Any:
+        # AdamW's own defaults where the config leaves lr / weight_decay out.
+        if isinstance(data, dict) and data.get("optimizer") == "adamw":
+            data = {**ADAMW_DEFAULTS, **data}
+        return data
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not _DEVICE.match(device):
+            raise ValueError(f"device {device!r} is not one of cpu, cuda, cuda:N, mps")
+        return device
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"betas {list(betas)} must each lie in [0, 1)")
+        return betas
 
     @field_validator("targets")
     @classmethod
@@ -281,6 +319,11 @@ class TrainConfig(_Section):
                 "loader ffcv needs FFCV: pip install 'datapruning[ffcv]', or use loader torch"
             )
         return loader
+
+
+# What optimizer adamw means when the config does not set these (see schedule.py).
+ADAMW_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.05}
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
 class KDConfig(_Section):

@@ -313,13 +313,20 @@ class FFCVBatches:
             epoch = iter(self.loader)
         for x, y, index in epoch:
             yield (
-                _own_float(x.numpy(), self.x_field == "rgb_image").to(self.device),
-                y.reshape(-1).to(self.device, copy=True),
-                index.reshape(-1).to(self.device, copy=True),
+                _to_device(_own_float(x.numpy(), self.x_field == "rgb_image"), self.device),
+                _to_device(y.reshape(-1), self.device, copy=True),
+                _to_device(index.reshape(-1), self.device, copy=True),
             )
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device, copy: bool = False) -> torch.Tensor:
+    """``tensor`` on ``device``; to a GPU through pinned memory, without blocking the host."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)  # pin_memory copies
+    return tensor.to(device, copy=copy)
 
 
 def _own_float(x: np.ndarray, image: bool) -> torch.Tensor:

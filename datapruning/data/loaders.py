@@ -52,10 +52,15 @@ def make_batches(
     *,
     dataset: Dataset | None = None,
     beton: str | os.PathLike[str] | None = None,
+    device: torch.device | None = None,
+    pin_memory: bool = False,
 ) -> TensorBatches | DataLoader[Batch] | FFCVBatches:
     """Batches of ``(x, y, index)`` in ``sampler``'s order.
 
-    ``ffcv`` needs ``dataset`` (whose fingerprint the beton must carry) and reads
+    ``memory`` and ``torch`` batches are on ``x``'s device; ``pin_memory``
+    pins the ``torch`` loader's batches so that the copy to a GPU need not
+    block the host. ``ffcv`` batches go to ``device`` (default: ``x``'s); it
+    needs ``dataset`` (whose fingerprint the beton must carry) and reads
     ``beton``, or without it a beton written once into the cache directory
     (:func:`datapruning.data.ffcv.cached_beton`).
     """
@@ -72,8 +77,8 @@ def make_batches(
             path,
             batch_size=batch_size,
             sampler=sampler,
-            device=x.device,
+            device=device if device is not None else x.device,
             fingerprint=dataset.fingerprint,
         )
     tensors = TensorDataset(x, y, torch.arange(len(y)))
-    return DataLoader(tensors, sampler=sampler, batch_size=batch_size)
+    return DataLoader(tensors, sampler=sampler, batch_size=batch_size, pin_memory=pin_memory)

@@ -22,7 +22,7 @@ from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.scoring.el2n import score_with_models
 from datapruning.scoring.ensemble import Ensemble, build_models
-from datapruning.train.loop import eval_mode
+from datapruning.train.evaluation import eval_mode
 
 
 def last_layer_names(model: nn.Module) -> list[str]:

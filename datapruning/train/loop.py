@@ -1,46 +1,68 @@
 """The training loop shared by teacher, scoring and student runs.
 
-SGD with (Nesterov) momentum, an optional linear warm-up, and a cosine learning
-rate over the steps actually taken, so a run on a subset (or RS2, or a fixed
-step budget) anneals fully in its own steps. The data is the full training
-set, a fixed subset, or RS2 (a fresh random subset every epoch); the loss is
-cross-entropy or knowledge distillation from a teacher. The time-to-accuracy
-clock counts training only; evaluation runs every ``eval_every`` epochs and is
-timed apart. A run directory receives ``metrics.jsonl`` (one line per
-evaluation), ``summary.json`` and ``checkpoint.pt``; with ``checkpoint_every``
-it also holds ``resume.pt`` while the run is unfinished, and the same call
-continues from it after a crash, ending with the same weights bit for bit.
+``train`` resolves everything a run needs into one :class:`Run` (data and
+sampler, batches, step plan, model, pruner, teacher logits, KD settings,
+targets, device, precision, resume state) before anything is written, then
+:func:`fit` runs it and ``train`` writes the summary and checkpoint.
+
+The step is chosen once, before the first batch (:class:`TrainStep`): forward
+under the run's autocast → per-example losses ``loss_fn(logits, y, index)``
+(cross-entropy, or KD from the teacher's cached logits) → their mean, or a
+weighted mean → backward (through the fp16 gradient scaler where there is
+one) → ``optimizer.step()`` → the after-step hooks (the pruner) → the LR
+schedule. The recipe (optimizer, cosine LR over the steps actually taken, so
+a run on a subset, RS2 or a step budget anneals fully in its own steps) is
+:mod:`datapruning.train.schedule`'s; evaluation is :mod:`datapruning.train.evaluation`'s.
+
+The time-to-accuracy clock counts training only: it runs over stretches of
+steps and synchronises an asynchronous device (CUDA) when it starts and stops;
+evaluation runs every ``eval_every`` epochs on its own clock. A run directory
+receives ``metrics.jsonl`` (one line per evaluation), ``summary.json`` and
+``checkpoint.pt``; with ``checkpoint_every`` it also holds ``resume.pt``
+(:class:`datapruning.train.state.TrainState`) while the run is unfinished, and
+the same call continues from it after a crash, ending with the same weights
+bit for bit (on CPU).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import random
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from datapruning import __version__
 from datapruning._io import read_indices, write_json
 from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
-from datapruning.data.loaders import make_batches
+from datapruning.data.loaders import Batch, make_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from datapruning.train.kd import kd_loss, resolve_alpha, teacher_logits
+from datapruning.train.device import (
+    Precision,
+    check_channels_last,
+    check_compile,
+    resolve_device,
+    resolve_precision,
+    synchronizer,
+)
+from datapruning.train.evaluation import evaluate
+from datapruning.train.kd import TeacherLogits, per_example_kd_loss, resolve_alpha, teacher_logits
+from datapruning.train.schedule import StepPlan, make_optimizer, make_scheduler, plan_steps
 from datapruning.train.sparsity import MagnitudePruner, build_pruner, export_sparse
+from datapruning.train.state import TrainState, forked_rngs, rng_state, set_rng_state
 from datapruning.train.tta import (
     Stopwatch,
     reference_accuracy,
@@ -54,6 +76,22 @@ RESUME_NAME = "resume.pt"
 # Settings that do not change what a run computes: a resume may differ in them.
 _NOT_HASHED = {"checkpoint_every"}
 
+# (logits (B, C), labels (B,), training-set indices (B,)) -> per-example float32 losses (B,).
+LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step leaves for the after-step hooks."""
+
+    step: int  # optimizer steps taken, this one included
+    index: Tensor  # the batch's training-set indices
+    losses: Tensor  # the batch's per-example losses (detached, float32)
+
+
+# Called after every optimizer step (the pruner; a sampler that records losses).
+AfterStep = Callable[[StepResult], None]
+
 
 @dataclass
 class TrainResult:
@@ -63,7 +101,7 @@ class TrainResult:
 
 
 @dataclass
-class _Data:
+class RunData:
     """The sampler of one run and what the summary says about it."""
 
     sampler: IndexSampler
@@ -74,36 +112,42 @@ class _Data:
     identity: str = ""
 
 
-@dataclass
-class StepPlan:
-    """How many steps a run takes and how its learning rate moves (shared with scoring)."""
+@dataclass(frozen=True)
+class KDSettings:
+    """Distillation as the run applies it: alpha resolved, the teacher's logits in hand."""
 
-    steps_per_epoch: int
-    total_steps: int
-    epochs: int
-    warmup_steps: int
-
-    def lr_factor(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        decay = self.total_steps - self.warmup_steps
-        progress = min(step - self.warmup_steps, decay) / decay
-        return 0.5 * (1 + math.cos(math.pi * progress))
+    alpha: float
+    temperature: float
+    alpha_rule: str | None  # "auto" when alpha came from the kept fraction
+    teacher: TeacherLogits
 
 
 @dataclass
-class _Progress:
-    """Everything a resume checkpoint restores besides model and optimizer."""
+class Run:
+    """Everything one training run needs, resolved (and checked) before it starts."""
 
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0  # batches of ``epoch`` already taken
-    loss_sum: float = 0.0
-    seen: int = 0
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    curve: list[tuple[float, float]] = field(default_factory=list)
-    lines: list[dict[str, Any]] = field(default_factory=list)
+    dataset: Dataset
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    model_name: str
+    data: RunData
+    batches: Iterable[Batch]
+    plan: StepPlan
+    model: nn.Module
+    pruner: MagnitudePruner | None
+    kd: KDSettings | None
+    teacher_logits: Tensor | None  # the teacher's logits on the run's device
+    targets: dict[str, float]
+    reference: float | None
+    run_dir: Path | None
+    device: torch.device
+    precision: Precision
+    config_hash: str
+    resume: dict[str, Any] | None  # a TrainState to continue from
+    rng: dict[str, Any]  # the random states right after the model was initialised
+    x_test: Tensor
+    y_test: Tensor
+    progress: bool | None = None
 
 
 def train(
@@ -140,27 +184,82 @@ def train(
         scoring_seconds: the scoring time behind the subset (default: read from the
             scores file of ``train_cfg.data``, else 0).
     """
-    from models import build_model
-
-    device = torch.device(train_cfg.device)
     # Everything that can be wrong with the input fails here, before the run
     # directory is touched.
+    run = resolve_run(
+        dataset, model_cfg, train_cfg, indices=indices, teacher=teacher, kd=kd,
+        run_dir=run_dir, progress=progress,
+    )  # fmt: skip
+    if run.run_dir is not None:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        # summary.json marks a finished run; a rerun is unfinished until it ends.
+        (run.run_dir / SUMMARY_NAME).unlink(missing_ok=True)
+    summary = fit(run)
+    summary.update(_describe(run, teacher_seconds, scoring_seconds, extra_summary))
+    # Student-only time is train_seconds; end to end adds whatever had to run first.
+    summary["end_to_end_seconds"] = summary["train_seconds"] + sum(
+        float(summary.get(key) or 0.0)
+        for key in ("teacher_seconds", "teacher_logits_seconds", "scoring_seconds")
+    )
+    if run.run_dir is not None:
+        save_checkpoint(
+            run.run_dir / CHECKPOINT_NAME,
+            {
+                "model": run.model_name,
+                "model_params": dict(model_cfg.params),
+                "input_shape": list(dataset.input_shape),
+                "num_classes": dataset.num_classes,
+                "dataset_fingerprint": dataset.fingerprint,
+                "state_dict": export_sparse(run.model, run.pruner),
+                "epochs": summary["epochs"],
+                "steps": summary["steps"],
+            },
+        )
+        write_json(run.run_dir / SUMMARY_NAME, summary)
+        (run.run_dir / RESUME_NAME).unlink(missing_ok=True)
+    return TrainResult(model=run.model, summary=summary, run_dir=run.run_dir)
+
+
+def resolve_run(
+    dataset: Dataset,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    indices: np.ndarray | None = None,
+    teacher: str | os.PathLike[str] | nn.Module | None = None,
+    kd: KDConfig | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> Run:
+    """Everything :func:`fit` needs; raises DataPruningError on bad input, writes nothing."""
+    from models import build_model
+
+    device = resolve_device(train_cfg.device)
+    precision = resolve_precision(train_cfg.precision, device)
+    if train_cfg.compile:
+        check_compile(device)
     data = _data(dataset, train_cfg, indices)
     if teacher is None and kd is not None:
         teacher = kd.teacher if kd.teacher is not None else kd.teacher_logits
     if teacher is not None and kd is None:
         kd = KDConfig()
-    teacher_info = (
-        teacher_logits(teacher, dataset, cache=kd.cache_logits if kd else True)
-        if teacher is not None
-        else None
-    )
-    alpha = resolve_alpha(kd.alpha, data.kept_fraction) if teacher_info and kd else None
+    kd_settings = None
+    if teacher is not None and kd is not None:
+        teacher_info = teacher_logits(teacher, dataset, cache=kd.cache_logits)
+        kd_settings = KDSettings(
+            resolve_alpha(kd.alpha, data.kept_fraction),
+            kd.temperature,
+            "auto" if kd.alpha == "auto" else None,
+            teacher_info,
+        )
     reference = reference_accuracy(train_cfg.reference) if train_cfg.reference is not None else None
     targets = resolve_targets(train_cfg.targets, reference)
     model_name = model_cfg.name or dataset.default_model
-    x_train = torch.as_tensor(dataset.x_train, device=device)
-    y_train = torch.as_tensor(dataset.y_train, device=device)
+    # In-memory batches are sliced on the device; streaming loaders copy each
+    # batch there (from pinned memory, without blocking the host).
+    streaming = train_cfg.loader != "memory"
+    x_train = torch.as_tensor(dataset.x_train, device="cpu" if streaming else device)
+    y_train = torch.as_tensor(dataset.y_train, device="cpu" if streaming else device)
     batches = make_batches(
         train_cfg.loader,
         x_train,
@@ -169,118 +268,382 @@ def train(
         train_cfg.batch_size,
         dataset=dataset,
         beton=train_cfg.beton,
+        device=device,
+        pin_memory=device.type == "cuda",
     )
     plan = plan_steps(train_cfg, len(batches))
-    config_hash = _config_hash(
-        dataset, model_name, model_cfg, train_cfg, data, teacher_info, kd, alpha
-    )
+    config_hash = _config_hash(dataset, model_name, model_cfg, train_cfg, data, kd_settings)
     run_path = Path(run_dir) if run_dir is not None else None
-    resume = _load_resume(run_path, config_hash) if run_path is not None else None
+    resume = TrainState.read(run_path / RESUME_NAME, config_hash) if run_path else None
 
-    logits = teacher_info.logits.to(device) if teacher_info is not None else None
-    previous_threads = torch.get_num_threads()
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
-    if train_cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    # Seed inside forked RNGs so a run is reproducible and leaves the caller's
-    # random states untouched.
+    with _torch_settings(train_cfg), forked_rngs(device):
+        torch.manual_seed(train_cfg.seed)
+        model = build_model(
+            model_name, dataset.input_shape, dataset.num_classes, **model_cfg.params
+        ).to(device)
+        rng = rng_state(device)  # fit continues from here: as if it ran right after
+    if train_cfg.channels_last:
+        check_channels_last(model, model_name)
+        model = model.to(memory_format=torch.channels_last)
+    # Bad sparsity settings (N:M width, schedule) fail here, before the run dir is touched.
+    pruner = build_pruner(model, train_cfg.sparsity, plan.total_steps)
+    if train_cfg.compile:
+        # In place: the state_dict keys (checkpoints, pruner names) stay the model's.
+        model.compile()
+    return Run(
+        dataset=dataset,
+        cfg=train_cfg,
+        model_cfg=model_cfg,
+        model_name=model_name,
+        data=data,
+        batches=batches,
+        plan=plan,
+        model=model,
+        pruner=pruner,
+        kd=kd_settings,
+        teacher_logits=kd_settings.teacher.logits.to(device) if kd_settings else None,
+        targets=targets,
+        reference=reference,
+        run_dir=run_path,
+        device=device,
+        precision=precision,
+        config_hash=config_hash,
+        resume=resume,
+        rng=rng,
+        x_test=torch.as_tensor(dataset.x_test, device=device),
+        y_test=torch.as_tensor(dataset.y_test, device=device),
+        progress=progress,
+    )
+
+
+def make_loss_fn(teacher_logits: Tensor | None, kd: KDSettings | None) -> LossFn:
+    """The run's per-example loss, chosen once: cross-entropy, or KD from cached logits."""
+    if teacher_logits is None or kd is None:
+
+        def cross_entropy(logits: Tensor, y: Tensor, index: Tensor) -> Tensor:
+            return F.cross_entropy(logits.float(), y, reduction="none")
+
+        return cross_entropy
+    alpha, temperature = kd.alpha, kd.temperature
+
+    def distillation(logits: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        return per_example_kd_loss(
+            logits, y, teacher_logits, index, alpha=alpha, temperature=temperature
+        )
+
+    return distillation
+
+
+def reduce_losses(losses: Tensor, weights: Tensor | None = None) -> Tensor:
+    """The batch loss: the mean of the per-example losses, each times its weight if given.
+
+    Weights rescale examples (a sampler that keeps an example less often can
+    weigh it up, as InfoBatch does) and the mean stays over the batch, so
+    weights of 1 give the plain mean.
+    """
+    return losses.mean() if weights is None else (losses * weights).mean()
+
+
+class TrainStep:
+    """One optimizer step; every choice (loss, precision, hooks) made once, at construction.
+
+    Calling it takes a batch already on the device and the number of steps
+    taken once this one is done, and returns the batch's mean loss (detached).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        precision: Precision,
+        scaler: torch.amp.GradScaler | None = None,
+        after_step: Sequence[AfterStep] = (),
+    ) -> None:
+        self.model, self.loss_fn, self.optimizer, self.scheduler = (
+            model,
+            loss_fn,
+            optimizer,
+            scheduler,
+        )
+        self.autocast = precision.autocast
+        self.after_step = list(after_step)
+        self.scaler = scaler
+        self._update = self._scaled_update if scaler is not None else self._update_plain
+
+    def __call__(
+        self, x: Tensor, y: Tensor, index: Tensor, step: int, weights: Tensor | None = None
+    ) -> Tensor:
+        with self.autocast():
+            logits = self.model(x)
+        losses = self.loss_fn(logits, y, index)  # float32, outside autocast
+        loss = reduce_losses(losses, weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._update(loss)
+        if self.after_step:
+            result = StepResult(step, index, losses.detach())
+            for hook in self.after_step:
+                hook(result)
+        self.scheduler.step()
+        return loss.detach()
+
+    def _update_plain(self, loss: Tensor) -> None:
+        loss.backward()
+        self.optimizer.step()
+
+    def _scaled_update(self, loss: Tensor) -> None:
+        assert self.scaler is not None
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # skipped when a gradient overflowed
+        self.scaler.update()
+
+
+class CompileTimer:
+    """Wraps the first two steps of a compiled model to time its compilation.
+
+    torch.compile compiles on the first call (forward and backward graphs), so
+    ``seconds`` is the first step's wall time beyond the second's, each timed
+    with the device synchronised; later recompiles (the epoch's smaller last
+    batch, eval mode) are not in it. The time is in the training clock either way.
+    """
+
+    def __init__(self, step: TrainStep, sync: Callable[[], None] | None) -> None:
+        self.step, self.sync = step, sync or (lambda: None)
+        self.times: list[float] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        if len(self.times) >= 2:
+            return self.step(*args, **kwargs)
+        self.sync()
+        start = time.perf_counter()
+        loss = self.step(*args, **kwargs)
+        self.sync()
+        self.times.append(time.perf_counter() - start)
+        return loss
+
+    @property
+    def seconds(self) -> float:
+        if len(self.times) < 2:
+            return sum(self.times)
+        return max(0.0, self.times[0] - self.times[1])
+
+
+def fit(run: Run) -> dict[str, Any]:
+    """Run the steps ``run`` plans, evaluating between epochs; the run's part of the summary."""
+    with _torch_settings(run.cfg), forked_rngs(run.device):
+        set_rng_state(run.rng, run.device)
+        return _fit(run)
+
+
+def _fit(run: Run) -> dict[str, Any]:
+    cfg, plan, model, device = run.cfg, run.plan, run.model, run.device
+    sampler, batches = run.data.sampler, run.batches
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = make_scheduler(optimizer, plan)
+    scaler = run.precision.scaler()
+    state = TrainState(model, optimizer, scheduler, sampler, run.pruner, scaler, device)
+    resume_step = None
+    if run.resume is not None:
+        state.load_state_dict(run.resume)
+        resume_step = state.progress.step
+    progress = state.progress
+
+    after_step: list[AfterStep] = []
+    if run.pruner is not None:
+        pruner = run.pruner
+
+        def prune(result: StepResult) -> None:  # pruned weights (and their state) back to zero
+            pruner.step(result.step, optimizer)
+
+        after_step.append(prune)
+    step: TrainStep | CompileTimer = TrainStep(
+        model,
+        make_loss_fn(run.teacher_logits, run.kd),
+        optimizer,
+        scheduler,
+        run.precision,
+        scaler,
+        after_step,
+    )
+    sync = synchronizer(device)
+    compile_timer = None
+    if cfg.compile:
+        step = compile_timer = CompileTimer(step, sync)
+    compiled_before = progress.compile_seconds
+    to_device = _batch_mover(run)
+
+    train_clock, eval_clock = Stopwatch(sync), Stopwatch()
+    train_clock.seconds, eval_clock.seconds = progress.train_seconds, progress.eval_seconds
+
+    def save_resume(epoch: int, batch: int) -> None:
+        if run.run_dir is None:
+            return
+        progress.epoch, progress.batch = epoch, batch
+        progress.train_seconds, progress.eval_seconds = train_clock.seconds, eval_clock.seconds
+        if compile_timer is not None:
+            progress.compile_seconds = compiled_before + compile_timer.seconds
+        state.save(run.run_dir / RESUME_NAME, run.config_hash)
+
+    log = (run.run_dir / METRICS_NAME).open("w") if run.run_dir is not None else None
+    if log is not None:  # the lines logged before the resume point, none after it
+        log.writelines(json.dumps(line) + "\n" for line in progress.lines)
+        log.flush()
     try:
-        with torch.random.fork_rng(devices=[]), _fork_host_rngs():
-            torch.manual_seed(train_cfg.seed)
-            model = build_model(
-                model_name, dataset.input_shape, dataset.num_classes, **model_cfg.params
-            ).to(device)
-            # Bad sparsity settings (N:M width, schedule) fail here, before the run dir is touched.
-            pruner = build_pruner(model, train_cfg.sparsity, plan.total_steps)
-            if run_path is not None:
-                run_path.mkdir(parents=True, exist_ok=True)
-                # summary.json marks a finished run; a rerun is unfinished until it ends.
-                (run_path / SUMMARY_NAME).unlink(missing_ok=True)
-            summary = _fit(
-                model,
-                dataset,
-                train_cfg,
-                plan,
-                batches,
-                data.sampler,
-                logits,
-                (alpha, kd.temperature) if alpha is not None and kd is not None else None,
-                targets,
-                run_path,
-                device,
-                progress,
-                config_hash,
-                resume,
-                pruner,
-            )
+        bar = tqdm(
+            total=plan.total_steps,
+            initial=progress.step,
+            desc="train",
+            unit="step",
+            disable=_hide(run.progress),
+            leave=False,
+        )
+        for epoch in range(progress.epoch, plan.epochs):
+            sampler.set_epoch(epoch)
+            model.train()
+            epoch_steps = plan.steps_in_epoch(epoch)
+            skip, progress.batch = (progress.batch, 0) if epoch == progress.epoch else (0, 0)
+            if not skip:
+                progress.loss_sum, progress.seen = 0.0, 0
+            # On the device: adding the loss to a host number would wait for every step.
+            loss_sum = torch.tensor(progress.loss_sum, dtype=torch.float64, device=device)
+            batch_iter = iter(batches)
+            for _ in range(skip):  # a resumed epoch: the batches already taken
+                next(batch_iter)
+            checkpoint_due = False
+            train_clock.start()
+            for batch in range(skip, epoch_steps):
+                if progress.step >= plan.total_steps:
+                    break
+                x, y, index = to_device(next(batch_iter))
+                loss = step(x, y, index, progress.step + 1)
+                loss_sum += loss.double() * len(y)
+                progress.seen += len(y)
+                progress.step += 1
+                bar.update()
+                if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
+                    if batch + 1 < epoch_steps and progress.step < plan.total_steps:
+                        train_clock.stop()
+                        progress.loss_sum = float(loss_sum)
+                        save_resume(epoch, batch + 1)
+                        train_clock.start()
+                    else:  # an epoch's last step: save after its evaluation
+                        checkpoint_due = True
+            train_clock.stop()
+            progress.loss_sum = float(loss_sum)
+            finished = progress.step >= plan.total_steps
+            if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                with eval_clock.running():
+                    test_loss, test_acc = evaluate(model, run.x_test, run.y_test, cfg.batch_size)
+                progress.curve.append((train_clock.seconds, test_acc))
+                line = {
+                    "epoch": epoch + 1,
+                    "step": progress.step,
+                    "train_seconds": round(train_clock.seconds, 4),
+                    "eval_seconds": round(eval_clock.seconds, 4),
+                    "train_loss": progress.loss_sum / max(progress.seen, 1),
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "lr": scheduler.get_last_lr()[0],
+                }
+                progress.lines.append(line)
+                if log is not None:
+                    log.write(json.dumps(line) + "\n")
+                    log.flush()
+                bar.set_postfix(acc=f"{test_acc:.3f}")
+            if checkpoint_due and not finished:
+                save_resume(epoch + 1, 0)
+            if finished:
+                break
+        bar.close()
     finally:
-        torch.set_num_threads(previous_threads)
-        torch.use_deterministic_algorithms(previous_deterministic)
+        if log is not None:
+            log.close()
+    accuracies = [acc for _, acc in progress.curve]
+    last = progress.lines[-1]
+    return {
+        "final_test_acc": accuracies[-1],
+        "best_test_acc": max(accuracies),
+        "final_test_loss": last["test_loss"],
+        "train_seconds": train_clock.seconds,
+        "eval_seconds": eval_clock.seconds,
+        "compile_seconds": (
+            compiled_before + compile_timer.seconds if compile_timer is not None else None
+        ),
+        "epochs": plan.epochs,
+        "steps": progress.step,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "warmup_steps": plan.warmup_steps,
+        "targets": run.targets,
+        "time_to_accuracy": time_to_accuracy(progress.curve, run.targets),
+        "resumed_from_step": resume_step,
+        "sparsity": run.pruner.report() if run.pruner is not None else None,
+    }
 
+
+def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
+    """How a loader's batch reaches the model, chosen once for the run."""
+    device, channels_last = run.device, run.cfg.channels_last
+    streaming = run.cfg.loader == "torch"  # memory and ffcv batches are on the device already
+
+    def move(batch: Batch) -> Batch:
+        x, y, index = batch
+        if streaming:  # pinned by the DataLoader on CUDA: the copy overlaps compute
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            index = index.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y, index
+
+    if not streaming and not channels_last:
+        return lambda batch: batch
+    return move
+
+
+def _describe(
+    run: Run,
+    teacher_seconds: float | None,
+    scoring_seconds: float | None,
+    extra_summary: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The summary's fields about the run's inputs (data, KD, costs, config)."""
+    kd, data, dataset = run.kd, run.data, run.dataset
     kd_summary = None
-    if alpha is not None and kd is not None and teacher_info is not None:
-        kd_summary = {"alpha": alpha, "temperature": kd.temperature}
-        if kd.alpha == "auto":
-            kd_summary["alpha_rule"] = "auto"
-        kd_summary["teacher"] = teacher_info.source
-        kd_summary["cached_logits"] = teacher_info.cached
-    costs = {
+    if kd is not None:
+        kd_summary = {"alpha": kd.alpha, "temperature": kd.temperature}
+        if kd.alpha_rule is not None:
+            kd_summary["alpha_rule"] = kd.alpha_rule
+        kd_summary["teacher"] = kd.teacher.source
+        kd_summary["cached_logits"] = kd.teacher.cached
+    return {
+        "model": run.model_name,
+        "data_mode": data.mode,
+        "num_train_examples": data.examples_per_epoch,
+        "kept_fraction": data.kept_fraction,
+        "kd": kd_summary,
+        "reference_acc": run.reference,
         "teacher_seconds": float(teacher_seconds or 0.0),
-        "teacher_logits_seconds": teacher_info.seconds if teacher_info else 0.0,
+        "teacher_logits_seconds": kd.teacher.seconds if kd is not None else 0.0,
         "scoring_seconds": float(
             scoring_seconds if scoring_seconds is not None else data.scoring_seconds or 0.0
         ),
+        "dataset": {
+            "name": dataset.name,
+            "params": dict(dataset.params),
+            "fingerprint": dataset.fingerprint,
+        },
+        "config": {
+            "model": {"name": run.model_name, "params": run.model_cfg.params},
+            "train": run.cfg.model_dump(mode="json"),
+        },
+        "config_hash": run.config_hash,
+        "version": __version__,
+        **dict(extra_summary or {}),
     }
-    summary.update(
-        {
-            "model": model_name,
-            "data_mode": data.mode,
-            "num_train_examples": data.examples_per_epoch,
-            "kept_fraction": data.kept_fraction,
-            "kd": kd_summary,
-            "reference_acc": reference,
-            **costs,
-            "dataset": {
-                "name": dataset.name,
-                "params": dict(dataset.params),
-                "fingerprint": dataset.fingerprint,
-            },
-            "config": {
-                "model": {"name": model_name, "params": model_cfg.params},
-                "train": train_cfg.model_dump(mode="json"),
-            },
-            "config_hash": config_hash,
-            "version": __version__,
-            **dict(extra_summary or {}),
-        }
-    )
-    # Student-only time is train_seconds; end to end adds whatever had to run first.
-    summary["end_to_end_seconds"] = summary["train_seconds"] + sum(
-        float(summary.get(key) or 0.0)
-        for key in ("teacher_seconds", "teacher_logits_seconds", "scoring_seconds")
-    )
-    if run_path is not None:
-        save_checkpoint(
-            run_path / CHECKPOINT_NAME,
-            {
-                "model": model_name,
-                "model_params": dict(model_cfg.params),
-                "input_shape": list(dataset.input_shape),
-                "num_classes": dataset.num_classes,
-                "dataset_fingerprint": dataset.fingerprint,
-                "state_dict": export_sparse(model, pruner),
-                "epochs": summary["epochs"],
-                "steps": summary["steps"],
-            },
-        )
-        write_json(run_path / SUMMARY_NAME, summary)
-        (run_path / RESUME_NAME).unlink(missing_ok=True)
-    return TrainResult(model=model, summary=summary, run_dir=run_path)
 
 
-def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> _Data:
+def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> RunData:
     """The run's sampler: all examples, a fixed subset, or RS2."""
     n = dataset.num_train
     spec: DataConfig = cfg.data
@@ -299,7 +662,7 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> _Da
             seed=cfg.seed,
         )
         kind = "with" if spec.replacement else "without"
-        return _Data(
+        return RunData(
             sampler,
             "rs2",
             spec.fraction,
@@ -324,23 +687,7 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> _Da
         mode = "subset"
     sampler = SubsetSampler(kept, shuffle=True, seed=cfg.seed)
     identity = hashlib.sha256(kept.tobytes()).hexdigest()[:16]
-    return _Data(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
-
-
-def plan_steps(
-    cfg: TrainConfig, steps_per_epoch: int, raise_hint: str = "train.steps or train.epochs"
-) -> StepPlan:
-    """The run's step count and LR schedule; ``raise_hint`` names what to raise if too short."""
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if total <= warmup:
-        budget = f"train.steps={cfg.steps}" if cfg.steps is not None else f"{total} steps"
-        raise DataPruningError(
-            f"{budget} leaves no steps after the {warmup}-step warm-up "
-            f"(train.warmup_epochs={cfg.warmup_epochs:g} x {steps_per_epoch} steps per epoch); "
-            f"raise {raise_hint}, or lower train.warmup_epochs"
-        )
-    return StepPlan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup)
+    return RunData(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
 
 
 def _config_hash(
@@ -348,10 +695,8 @@ def _config_hash(
     model_name: str,
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
-    data: _Data,
-    teacher_info: Any,
-    kd: KDConfig | None,
-    alpha: float | None,
+    data: RunData,
+    kd: KDSettings | None,
 ) -> str:
     """What the run computes from, so a resume checkpoint of another run is refused."""
     train_settings = train_cfg.model_dump(mode="json", exclude=_NOT_HASHED)
@@ -361,256 +706,33 @@ def _config_hash(
         "train": train_settings,
         "data": data.identity,
         "kd": None
-        if teacher_info is None or kd is None
+        if kd is None
         else {
-            "alpha": alpha,
+            "alpha": kd.alpha,
             "temperature": kd.temperature,
-            "teacher": hashlib.sha256(teacher_info.logits.numpy().tobytes()).hexdigest()[:16],
+            "teacher": hashlib.sha256(kd.teacher.logits.numpy().tobytes()).hexdigest()[:16],
         },
     }
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _load_resume(run_path: Path, config_hash: str) -> dict[str, Any] | None:
-    path = run_path / RESUME_NAME
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise DataPruningError(
-            f"resume checkpoint {str(path)!r} cannot be read ({exc.__class__.__name__}); "
-            "delete it to start the run over"
-        ) from None
-    if not isinstance(state, dict) or state.get("config_hash") != config_hash:
-        found = state.get("config_hash") if isinstance(state, dict) else None
-        raise DataPruningError(
-            f"{str(path)!r} is from a run with a different config ({found} != {config_hash}); "
-            f"rerun with the same settings, or use another run directory"
-        )
-    return state
-
-
 @contextmanager
-def _fork_host_rngs() -> Iterator[None]:
-    """Restore numpy's and Python's global random states on exit, like torch's fork_rng."""
-    numpy_state, python_state = np.random.get_state(), random.getstate()
+def _torch_settings(cfg: TrainConfig) -> Iterator[None]:
+    """The run's torch threads and determinism, then the caller's again."""
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), pos, has_gauss, gauss],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def _fit(
-    model: nn.Module,
-    dataset: Dataset,
-    cfg: TrainConfig,
-    plan: StepPlan,
-    batches: Any,
-    sampler: IndexSampler,
-    teacher_logits: torch.Tensor | None,
-    kd: tuple[float, float] | None,
-    targets: dict[str, float],
-    run_path: Path | None,
-    device: torch.device,
-    progress: bool | None,
-    config_hash: str,
-    resume: dict[str, Any] | None,
-    pruner: MagnitudePruner | None = None,
-) -> dict[str, Any]:
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
-    x_test = torch.as_tensor(dataset.x_test, device=device)
-    y_test = torch.as_tensor(dataset.y_test, device=device)
-
-    state = _Progress()
-    resume_step = None
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        sampler.load_state_dict(resume["sampler"])
-        if pruner is not None:  # masks and schedule position
-            pruner.load_state_dict(resume["pruner"])
-        state = _Progress(**json.loads(resume["progress"]))
-        state.curve = [tuple(point) for point in state.curve]  # type: ignore[misc]
-        _set_rng_state(resume["rng"])
-        resume_step = state.step
-    train_clock, eval_clock = Stopwatch(), Stopwatch()
-    train_clock.seconds, eval_clock.seconds = state.train_seconds, state.eval_seconds
-
-    def save_resume(epoch: int, batch: int) -> None:
-        if run_path is None:
-            return
-        state.epoch, state.batch = epoch, batch
-        state.train_seconds, state.eval_seconds = train_clock.seconds, eval_clock.seconds
-        save_checkpoint(
-            run_path / RESUME_NAME,
-            {
-                "config_hash": config_hash,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(),
-                "pruner": pruner.state_dict() if pruner is not None else None,
-                "progress": json.dumps(state.__dict__),
-                "rng": _rng_state(),
-            },
-        )
-
-    log = (run_path / METRICS_NAME).open("w") if run_path is not None else None
-    if log is not None:  # the lines logged before the resume point, none after it
-        log.writelines(json.dumps(line) + "\n" for line in state.lines)
-        log.flush()
-    try:
-        bar = tqdm(
-            total=plan.total_steps,
-            initial=state.step,
-            desc="train",
-            unit="step",
-            disable=_hide(progress),
-            leave=False,
-        )
-        for epoch in range(state.epoch, plan.epochs):
-            sampler.set_epoch(epoch)
-            model.train()
-            skip, state.batch = (state.batch, 0) if epoch == state.epoch else (0, 0)
-            if not skip:
-                state.loss_sum, state.seen = 0.0, 0
-            loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64)
-            batch_iter = iter(batches)
-            for _ in range(skip):  # a resumed epoch: the batches already taken
-                next(batch_iter)
-            checkpoint_due = False
-            for batch in range(skip, plan.steps_per_epoch):
-                if state.step >= plan.total_steps:
-                    break
-                with train_clock.running():
-                    x, y, index = next(batch_iter)
-                    logits = model(x)
-                    if teacher_logits is not None and kd is not None:
-                        loss = kd_loss(logits, y, teacher_logits[index], kd[0], kd[1])
-                    else:
-                        loss = F.cross_entropy(logits, y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if pruner is not None:  # pruned weights back to exactly zero
-                        pruner.step(state.step + 1, optimizer)
-                    scheduler.step()
-                    loss_sum += loss.detach().double() * len(y)
-                state.seen += len(y)
-                state.step += 1
-                bar.update()
-                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                    if batch + 1 < plan.steps_per_epoch and state.step < plan.total_steps:
-                        state.loss_sum = float(loss_sum)
-                        save_resume(epoch, batch + 1)
-                    else:  # an epoch's last step: save after its evaluation
-                        checkpoint_due = True
-            state.loss_sum = float(loss_sum)
-            finished = state.step >= plan.total_steps
-            if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                with eval_clock.running():
-                    test_loss, test_acc = evaluate(model, x_test, y_test, cfg.batch_size)
-                state.curve.append((train_clock.seconds, test_acc))
-                line = {
-                    "epoch": epoch + 1,
-                    "step": state.step,
-                    "train_seconds": round(train_clock.seconds, 4),
-                    "eval_seconds": round(eval_clock.seconds, 4),
-                    "train_loss": state.loss_sum / max(state.seen, 1),
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                state.lines.append(line)
-                if log is not None:
-                    log.write(json.dumps(line) + "\n")
-                    log.flush()
-                bar.set_postfix(acc=f"{test_acc:.3f}")
-            if checkpoint_due and not finished:
-                save_resume(epoch + 1, 0)
-            if finished:
-                break
-        bar.close()
-    finally:
-        if log is not None:
-            log.close()
-    accuracies = [acc for _, acc in state.curve]
-    last = state.lines[-1]
-    return {
-        "final_test_acc": accuracies[-1],
-        "best_test_acc": max(accuracies),
-        "final_test_loss": last["test_loss"],
-        "train_seconds": train_clock.seconds,
-        "eval_seconds": eval_clock.seconds,
-        "epochs": plan.epochs,
-        "steps": state.step,
-        "steps_per_epoch": plan.steps_per_epoch,
-        "warmup_steps": plan.warmup_steps,
-        "targets": targets,
-        "time_to_accuracy": time_to_accuracy(state.curve, targets),
-        "resumed_from_step": resume_step,
-        "sparsity": pruner.report() if pruner is not None else None,
-    }
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic)
 
 
 def _hide(progress: bool | None) -> bool | None:
     # tqdm treats disable=None as "hide unless stderr is a terminal".
     return None if progress is None else not progress
-
-
-@contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """``modules`` in eval mode (dropout off, batch norm on running stats), then as they were."""
-    was_training = [module.training for module in modules]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for module, mode in zip(modules, was_training, strict=True):
-            module.train(mode)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for ``x`` in eval mode, in batches."""
-    with eval_mode(model):
-        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
-
-
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
-    logits = predict(model, x, max(batch_size, 256))
-    loss = F.cross_entropy(logits, y).item()
-    accuracy = (logits.argmax(dim=1) == y).float().mean().item()
-    return loss, accuracy

@@ -1,7 +1,8 @@
 """The time-to-accuracy clock.
 
 Only training counts: the clock runs while batches are loaded and stepped, and
-stops while the model is evaluated. Evaluation time is kept apart so reports
+stops while the model is evaluated; on an asynchronous device (CUDA) it
+synchronises the device when it starts and stops. Evaluation time is kept apart so reports
 can show it. Time to a target accuracy is the training time at the first
 evaluation that reached it.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,18 +20,40 @@ from datapruning.errors import DataPruningError
 
 
 class Stopwatch:
-    """Accumulates the wall time spent inside ``with watch.running():`` blocks."""
+    """Accumulates the wall time spent inside ``with watch.running():`` blocks
+    (or between :meth:`start` and :meth:`stop`).
 
-    def __init__(self) -> None:
+    ``sync`` waits for an asynchronous device (``torch.cuda.synchronize``) and
+    is called when the watch starts and when it stops, so the time counts the
+    device's work, not only the host's queueing of it
+    (:func:`datapruning.train.device.synchronizer`).
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.seconds = 0.0
+        self.sync = sync
+        self._started: float | None = None
+
+    def start(self) -> None:
+        if self.sync is not None:
+            self.sync()  # work queued before the start is not ours
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._started is None:
+            return
+        if self.sync is not None:
+            self.sync()
+        self.seconds += time.perf_counter() - self._started
+        self._started = None
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        start = time.perf_counter()
+        self.start()
         try:
             yield
         finally:
-            self.seconds += time.perf_counter() - start
+            self.stop()
 
 
 def time_to_accuracy(

@@ -11,7 +11,8 @@ from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.scoring.el2n import score_el2n
 from datapruning.scoring.ensemble import can_batch, train_ensemble
-from datapruning.train.loop import predict, train
+from datapruning.train.evaluation import predict
+from datapruning.train.loop import train
 
 MLP = ModelConfig(name="mlp", params={"hidden": 32})
 # Trains through the folded model's batched-GEMM convolutions (folded.py, stacked_conv.py).

@@ -11,7 +11,8 @@ from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError, FingerprintMismatchError
 from datapruning.train.checkpoint import load_checkpoint, load_model, save_checkpoint
-from datapruning.train.loop import evaluate, predict, train
+from datapruning.train.evaluation import evaluate, predict
+from datapruning.train.loop import train
 
 MLP = ModelConfig(name="mlp", params={"hidden": 64})
 

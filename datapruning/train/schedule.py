@@ -1,0 +1,112 @@
+"""The optimisation recipe shared by the training loop and the scoring ensemble.
+
+``plan_steps`` fixes how many optimizer steps a run takes and how its learning
+rate moves: an optional linear warm-up, then a cosine to zero over the steps the
+run actually takes, so a run on a subset (or RS2, or a fixed step budget)
+anneals fully in its own steps (Okanovic et al. 2023 build RS2's schedule on
+the reduced number of iterations the same way). ``make_optimizer`` is the one
+place that turns ``train.optimizer`` into a ``torch.optim.Optimizer``:
+
+- ``sgd``: SGD with (Nesterov) momentum and L2 weight decay added to the gradient;
+- ``adamw``: AdamW (Loshchilov & Hutter 2019) with ``betas``/``eps`` and weight
+  decay decoupled from the gradient (the weight shrinks by lr * weight_decay per
+  step). Unless given, its lr is 1e-3 and weight_decay 0.05, the settings ViTs
+  are usually trained with (DeiT: AdamW, lr 5e-4 x batch/512, weight decay
+  0.05); SGD's defaults (0.05, 5e-4) would barely move or over-shrink a ViT.
+
+Both updates are elementwise, so one optimizer over K stacked models (the
+scoring ensemble) updates each model exactly as its own optimizer would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from datapruning.config import TrainConfig
+from datapruning.errors import DataPruningError
+
+
+@dataclass
+class StepPlan:
+    """How many steps a run takes, how they fall into epochs, and how the LR moves.
+
+    The loop asks the plan, epoch by epoch, how many steps that epoch holds
+    (:meth:`steps_in_epoch`) instead of reading ``len(batches)`` once, so a plan
+    whose epochs vary in length (a dynamic sampler that shrinks or grows its
+    epochs) only has to answer differently; ``total_steps`` bounds the run and
+    the LR schedule in any case.
+    """
+
+    steps_per_epoch: int  # the nominal epoch (reported in summary.json)
+    total_steps: int
+    epochs: int
+    warmup_steps: int
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps that epoch ``epoch`` (0-based) holds at most."""
+        return self.steps_per_epoch
+
+    def lr_factor(self, step: int) -> float:
+        """The LR multiplier for the ``step``-th optimizer step (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        decay = self.total_steps - self.warmup_steps
+        progress = min(step - self.warmup_steps, decay) / decay
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def plan_steps(
+    cfg: TrainConfig, steps_per_epoch: int, raise_hint: str = "train.steps or train.epochs"
+) -> StepPlan:
+    """The run's step count and LR schedule; ``raise_hint`` names what to raise if too short."""
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if total <= warmup:
+        budget = f"train.steps={cfg.steps}" if cfg.steps is not None else f"{total} steps"
+        raise DataPruningError(
+            f"{budget} leaves no steps after the {warmup}-step warm-up "
+            f"(train.warmup_epochs={cfg.warmup_epochs:g} x {steps_per_epoch} steps per epoch); "
+            f"raise {raise_hint}, or lower train.warmup_epochs"
+        )
+    return StepPlan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup)
+
+
+def make_optimizer(
+    params: Iterable[Tensor],
+    cfg: TrainConfig,
+    masks: Mapping[Tensor, Tensor] | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, with ``cfg``'s settings, over ``params``.
+
+    ``masks`` ({parameter: bool tensor of its shape, True = kept}) is for the
+    masked optimizers of sparse training, whose pruned weights and optimizer
+    state stay exactly zero inside the step. None of them is built here yet:
+    with masks given, the plain optimizer is returned and the caller keeps
+    zeroing pruned weights and their state after each step
+    (:meth:`datapruning.train.sparsity.MagnitudePruner.step` with the optimizer).
+    """
+    del masks  # read by the masked optimizers once they exist (see the docstring)
+    params = list(params)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, plan: StepPlan
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The plan's LR schedule on ``optimizer`` (step it once per optimizer step)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
