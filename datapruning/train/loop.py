@@ -5,8 +5,8 @@ sampler, batches, step plan, model, pruner, teacher logits, KD settings,
 targets, device, precision, resume state) before anything is written, then
 :func:`fit` runs it and ``train`` writes the summary and checkpoint.
 
-The step is chosen once, before the first batch (:class:`TrainStep`): forward
-under the run's autocast → per-example losses ``loss_fn(logits, y, index)``
+The step is chosen once, before the first batch
+(:class:`datapruning.train.step.TrainStep`): forward under the run's autocast → per-example losses ``loss_fn(logits, y, index)``
 (cross-entropy, or KD from the teacher's cached logits) → their mean, or a
 weighted mean → backward (through the fp16 gradient scaler where there is
 one) → ``optimizer.step()`` → the after-step hooks (the pruner) → the LR
@@ -29,8 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -59,10 +57,11 @@ from datapruning.train.device import (
     synchronizer,
 )
 from datapruning.train.evaluation import evaluate
-from datapruning.train.kd import TeacherLogits, per_example_kd_loss, resolve_alpha, teacher_logits
+from datapruning.train.kd import TeacherLogits, resolve_alpha, teacher_logits
 from datapruning.train.schedule import StepPlan, make_optimizer, make_scheduler, plan_steps
 from datapruning.train.sparsity import MagnitudePruner, build_pruner, export_sparse
 from datapruning.train.state import TrainState, forked_rngs, rng_state, set_rng_state
+from datapruning.train.step import AfterStep, CompileTimer, StepResult, TrainStep, make_loss_fn
 from datapruning.train.tta import (
     Stopwatch,
     reference_accuracy,
@@ -75,22 +74,6 @@ SUMMARY_NAME = "summary.json"
 RESUME_NAME = "resume.pt"
 # Settings that do not change what a run computes: a resume may differ in them.
 _NOT_HASHED = {"checkpoint_every"}
-
-# (logits (B, C), labels (B,), training-set indices (B,)) -> per-example float32 losses (B,).
-LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-@dataclass
-class StepResult:
-    """What one optimizer step leaves for the after-step hooks."""
-
-    step: int  # optimizer steps taken, this one included
-    index: Tensor  # the batch's training-set indices
-    losses: Tensor  # the batch's per-example losses (detached, float32)
-
-
-# Called after every optimizer step (the pruner; a sampler that records losses).
-AfterStep = Callable[[StepResult], None]
 
 
 @dataclass
@@ -316,119 +299,6 @@ def resolve_run(
     )
 
 
-def make_loss_fn(teacher_logits: Tensor | None, kd: KDSettings | None) -> LossFn:
-    """The run's per-example loss, chosen once: cross-entropy, or KD from cached logits."""
-    if teacher_logits is None or kd is None:
-
-        def cross_entropy(logits: Tensor, y: Tensor, index: Tensor) -> Tensor:
-            return F.cross_entropy(logits.float(), y, reduction="none")
-
-        return cross_entropy
-    alpha, temperature = kd.alpha, kd.temperature
-
-    def distillation(logits: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        return per_example_kd_loss(
-            logits, y, teacher_logits, index, alpha=alpha, temperature=temperature
-        )
-
-    return distillation
-
-
-def reduce_losses(losses: Tensor, weights: Tensor | None = None) -> Tensor:
-    """The batch loss: the mean of the per-example losses, each times its weight if given.
-
-    Weights rescale examples (a sampler that keeps an example less often can
-    weigh it up, as InfoBatch does) and the mean stays over the batch, so
-    weights of 1 give the plain mean.
-    """
-    return losses.mean() if weights is None else (losses * weights).mean()
-
-
-class TrainStep:
-    """One optimizer step; every choice (loss, precision, hooks) made once, at construction.
-
-    Calling it takes a batch already on the device and the number of steps
-    taken once this one is done, and returns the batch's mean loss (detached).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        precision: Precision,
-        scaler: torch.amp.GradScaler | None = None,
-        after_step: Sequence[AfterStep] = (),
-    ) -> None:
-        self.model, self.loss_fn, self.optimizer, self.scheduler = (
-            model,
-            loss_fn,
-            optimizer,
-            scheduler,
-        )
-        self.autocast = precision.autocast
-        self.after_step = list(after_step)
-        self.scaler = scaler
-        self._update = self._scaled_update if scaler is not None else self._update_plain
-
-    def __call__(
-        self, x: Tensor, y: Tensor, index: Tensor, step: int, weights: Tensor | None = None
-    ) -> Tensor:
-        with self.autocast():
-            logits = self.model(x)
-        losses = self.loss_fn(logits, y, index)  # float32, outside autocast
-        loss = reduce_losses(losses, weights)
-        self.optimizer.zero_grad(set_to_none=True)
-        self._update(loss)
-        if self.after_step:
-            result = StepResult(step, index, losses.detach())
-            for hook in self.after_step:
-                hook(result)
-        self.scheduler.step()
-        return loss.detach()
-
-    def _update_plain(self, loss: Tensor) -> None:
-        loss.backward()
-        self.optimizer.step()
-
-    def _scaled_update(self, loss: Tensor) -> None:
-        assert self.scaler is not None
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)  # skipped when a gradient overflowed
-        self.scaler.update()
-
-
-class CompileTimer:
-    """Wraps the first two steps of a compiled model to time its compilation.
-
-    torch.compile compiles on the first call (forward and backward graphs), so
-    ``seconds`` is the first step's wall time beyond the second's, each timed
-    with the device synchronised; later recompiles (the epoch's smaller last
-    batch, eval mode) are not in it. The time is in the training clock either way.
-    """
-
-    def __init__(self, step: TrainStep, sync: Callable[[], None] | None) -> None:
-        self.step, self.sync = step, sync or (lambda: None)
-        self.times: list[float] = []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
-        if len(self.times) >= 2:
-            return self.step(*args, **kwargs)
-        self.sync()
-        start = time.perf_counter()
-        loss = self.step(*args, **kwargs)
-        self.sync()
-        self.times.append(time.perf_counter() - start)
-        return loss
-
-    @property
-    def seconds(self) -> float:
-        if len(self.times) < 2:
-            return sum(self.times)
-        return max(0.0, self.times[0] - self.times[1])
-
-
 def fit(run: Run) -> dict[str, Any]:
     """Run the steps ``run`` plans, evaluating between epochs; the run's part of the summary."""
     with _torch_settings(run.cfg), forked_rngs(run.device):
@@ -457,9 +327,14 @@ def _fit(run: Run) -> dict[str, Any]:
             pruner.step(result.step, optimizer)
 
         after_step.append(prune)
+    loss_fn = (
+        make_loss_fn(run.teacher_logits, alpha=run.kd.alpha, temperature=run.kd.temperature)
+        if run.kd is not None
+        else make_loss_fn()
+    )
     step: TrainStep | CompileTimer = TrainStep(
         model,
-        make_loss_fn(run.teacher_logits, run.kd),
+        loss_fn,
         optimizer,
         scheduler,
         run.precision,

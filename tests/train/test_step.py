@@ -15,17 +15,9 @@ from datapruning.errors import ConfigError, DataPruningError
 from datapruning.train import loop
 from datapruning.train.device import Precision, check_compile, resolve_device, synchronizer
 from datapruning.train.kd import kd_loss, per_example_kd_loss
-from datapruning.train.loop import (
-    RESUME_NAME,
-    StepResult,
-    TrainStep,
-    fit,
-    make_loss_fn,
-    reduce_losses,
-    resolve_run,
-    train,
-)
+from datapruning.train.loop import RESUME_NAME, fit, resolve_run, train
 from datapruning.train.schedule import StepPlan, make_optimizer, make_scheduler
+from datapruning.train.step import StepResult, TrainStep, make_loss_fn, reduce_losses
 from datapruning.train.tta import Stopwatch
 
 MLP = ModelConfig(name="mlp", params={"hidden": 32})
@@ -118,11 +110,10 @@ def test_per_example_kd_loss_averages_to_the_batch_loss(logits):
 
 def test_loss_fn_is_cross_entropy_or_kd(logits):
     student, targets, cached, index = logits
-    ce = make_loss_fn(None, None)(student, targets, index)
+    ce = make_loss_fn()(student, targets, index)
     torch.testing.assert_close(ce, F.cross_entropy(student, targets, reduction="none"))
     assert reduce_losses(ce).item() == pytest.approx(F.cross_entropy(student, targets).item())
-    settings = loop.KDSettings(0.5, 4.0, None, teacher=None)  # type: ignore[arg-type]
-    kd = make_loss_fn(cached, settings)(student, targets, index)
+    kd = make_loss_fn(cached, alpha=0.5, temperature=4.0)(student, targets, index)
     want = per_example_kd_loss(student, targets, cached[index], alpha=0.5, temperature=4.0)
     torch.testing.assert_close(kd, want)
 
@@ -140,7 +131,7 @@ def test_weights_rescale_examples_and_keep_the_batch_mean(logits):
     torch.testing.assert_close(weighted, losses * weights)
     # A zero weight takes the example out of the gradient.
     x = student.clone().requires_grad_(True)
-    reduce_losses(make_loss_fn(None, None)(x, targets, index), weights).backward()
+    reduce_losses(make_loss_fn()(x, targets, index), weights).backward()
     assert torch.all(x.grad[1] == 0) and x.grad[0].abs().sum() > 0
 
 
@@ -173,7 +164,7 @@ def test_train_step_hands_each_step_to_the_after_step_hooks():
     scheduler = make_scheduler(optimizer, StepPlan(5, 5, 1, 0))
     seen: list[StepResult] = []
     step = TrainStep(
-        model, make_loss_fn(None, None), optimizer, scheduler, Precision("fp32", torch.device("cpu")),
+        model, make_loss_fn(), optimizer, scheduler, Precision("fp32", torch.device("cpu")),
         after_step=[seen.append],
     )  # fmt: skip
     x, y, index = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(10, 16)
