@@ -281,6 +281,7 @@ def _decide(layer: SemiStructuredLinear, x: Tensor) -> dict[str, Any]:
         ),
         "sparse_ms": sparse_ms,
         "dense_ms": dense_ms,
+        "dtype": str(key[3]).removeprefix("torch."),
     }
 
 
