@@ -53,7 +53,7 @@ def device_reason(device: torch.device | str) -> str | None:
     """Why 2:4 kernels cannot run on ``device`` at all, or None when they can."""
     device = torch.device(device)
     if device.type != "cuda":
-        return f"2:4 sparse kernels are CUDA-only; the layer is on {device.type}"
+        return f"2:4 sparse kernels are CUDA-only; this runs on {device.type}"
     if not torch.cuda.is_available():
         return "CUDA is not available"
     major, minor = torch.cuda.get_device_capability(device)

@@ -443,15 +443,18 @@ class DynamicNMPruner:
         self.cfg = cfg
         self.total_steps = total_steps
         self.model = model
-        # The generic resolution of start/end ("nm" would collapse end onto start).
-        self.schedule = Schedule.resolve(cfg.model_copy(update={"scope": "layer"}), total_steps)
-        if cfg.progressive and self.schedule.end < self.schedule.start:
-            raise DataPruningError("sparsity.end comes before sparsity.start; swap them")
+        # The generic resolution of start/end ("nm" collapses end onto start); end only
+        # matters to the progressive decay.
+        end = cfg.end if cfg.progressive else cfg.start
+        self.schedule = Schedule.resolve(
+            cfg.model_copy(update={"scope": "layer", "end": end}), total_steps
+        )
         self.weights = select_weights(model, cfg)
         _check_nm_widths(self.weights, cfg)
         self._owners = {name: _owner(model, name) for name in self.weights}
         self.steps_done = 0
-        self._masks: dict[str, tuple[int, Tensor]] = {}  # name -> (weight version, mask)
+        # name -> ((storage, version) of the weight the mask was computed from, mask)
+        self._masks: dict[str, tuple[tuple[int, int], Tensor]] = {}
         self._swapped: dict[str, nn.Parameter] = {}
         self.kernel_decisions: dict[str, dict[str, Any]] = {}
         self._kernel_layers: set[str] = set()
@@ -484,7 +487,7 @@ class DynamicNMPruner:
         """The keep-mask of weight ``name`` under its current values (n of every m)."""
         weight = self.weights[name]
         cached = self._masks.get(name)
-        if cached is not None and cached[0] == weight._version:
+        if cached is not None and cached[0] == _state_of(weight):
             return cached[1]
         decision = self.kernel_decisions.get(name, {})
         if decision.get("kernel") == "semi_structured":
@@ -494,7 +497,7 @@ class DynamicNMPruner:
             mask = tile_mask(weight.detach().to(dtype))
         else:
             mask = current_nm_mask(weight, self.cfg.n, self.cfg.m)
-        self._masks[name] = (weight._version, mask)
+        self._masks[name] = (_state_of(weight), mask)
         return mask
 
     @property
@@ -564,7 +567,7 @@ class DynamicNMPruner:
             self._kernel_layers.add(name)
 
     def _record_mask(self, name: str, mask: Tensor) -> None:
-        self._masks[name] = (self.weights[name]._version, mask)
+        self._masks[name] = (_state_of(self.weights[name]), mask)
 
     def close(self) -> None:
         """Detach from the model: hooks removed, swapped layers plain ``nn.Linear`` again."""
@@ -638,6 +641,12 @@ def _check_nm_widths(weights: dict[str, nn.Parameter], cfg: SparsityConfig) -> N
                 f"width {width} of {name} {tuple(weight.shape)}; pick another m or "
                 "exclude the layer with sparsity.exclude"
             )
+
+
+def _state_of(weight: Tensor) -> tuple[int, int]:
+    """Changes whenever ``weight`` may have: an in-place update (optimizer step, load) moves
+    its version counter, a ``.data`` swap (``model.to``) its storage."""
+    return weight.data_ptr(), weight._version
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:

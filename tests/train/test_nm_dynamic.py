@@ -178,6 +178,8 @@ def test_before_start_the_model_is_dense():
     assert pruner.sparsity == 0
     pruner.step(5)
     assert pruner.sparsity == 0.5
+    # end (0.7 by default) only bounds the progressive decay: a late start is no error.
+    assert build_pruner(stack(8, 8, 8, 3), dynamic().model_copy(update={"start": 0.9}), 10)
     assert not torch.equal(model(x), F.linear(F.relu(model[0](x)), model[2].weight, model[2].bias))
 
 
