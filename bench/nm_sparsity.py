@@ -1,7 +1,7 @@
 """N:M one-shot vs from scratch (SR-STE) at 2:4 and 1:4 on MNIST-1D: ConvNet1D and a small ViT.
 
     python bench/nm_sparsity.py [--seeds 0 1 2] [--vit-seeds 0 1] [--cnn-epochs 20]
-                                [--vit-epochs 8] [--threads 2] [--results bench/results/nm_sparsity.json]
+                                [--vit-epochs 8] [--threads 1] [--results bench/results/nm_sparsity.json]
 
 Recipes, at the same number of epochs and the same SGD settings:
 
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--vit-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--cnn-epochs", type=int, default=20)
     parser.add_argument("--vit-epochs", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--results",
         type=Path,
