@@ -141,7 +141,7 @@ class SemiStructuredLinearFunction(torch.autograd.Function):
             on_mask(mask)
         ctx.save_for_backward(x2d, weight, packed_t, mask)
         ctx.decay = decay
-        ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return out.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
@@ -156,8 +156,8 @@ class SemiStructuredLinearFunction(torch.autograd.Function):
             grad_w = (grad2d.t() @ x2d).to(weight.dtype)
             if ctx.decay:
                 grad_w = grad_w + ctx.decay * weight.masked_fill(mask, 0)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad2d.sum(0)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = grad2d.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None
 
 
