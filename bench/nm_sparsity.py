@@ -18,8 +18,10 @@ Each run trains with ``datapruning.train.loop.train``; accuracy is the final
 test accuracy and sparsity is measured on the exported ``checkpoint.pt`` (the
 fraction of exact zeros over the pruned layers and the groups of m holding
 more than n non-zeros). Runs go to ``--jobs`` worker processes of one thread
-each. The epoch counts are chosen so the whole bench takes about 5 minutes on
-two idle cores (about 15 on this shared machine under load), well short of
+each. The epoch counts keep the bench short: 946 s here with a load average of
+~12 on the 2 shared cores (bench/results/nm_sparsity.json), an estimated 3-4
+minutes on two idle ones (ConvNet1D 0.6 s and the ViT 3.5 s per epoch on one
+idle thread, 28 runs). Both budgets stop well short of
 convergence (the 60-epoch ConvNet1D reaches 92% dense in
 bench/results/sparsity.json): the figures compare recipes at a small budget,
 not final accuracies.
