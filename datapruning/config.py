@@ -149,7 +149,9 @@ class SparsityConfig(_Section):
     s_t = target + (initial - target) * (1 - (t - start) / (end - start))**3,
     with masks recomputed every ``every`` steps from ``start`` to ``end``.
     Scope ``nm`` ignores the schedule's sparsities: it fixes an N:M mask
-    (``n`` non-zeros in every ``m`` consecutive input weights) at ``start``.
+    (``n`` non-zeros in every ``m`` consecutive input weights) at ``start``, or,
+    with ``mode: dynamic``, recomputes it from the dense weights every step from
+    ``start`` on (SR-STE; ``progressive`` fades the pruned weights out until ``end``).
     ``rewind`` optionally resets the weights to an earlier step once the final
     masks are set.
     """
@@ -173,6 +175,20 @@ class SparsityConfig(_Section):
     # model to its weights after this many steps (int) or this fraction of training
     # (float), then train on with the masks fixed. None: no rewinding.
     rewind: StepOrFraction | None = None
+    # scope nm: oneshot fixes the mask once at start (prune, then fine-tune); dynamic keeps
+    # dense weights and recomputes the N:M mask from them every step from start on, training
+    # through the masked weights (SR-STE, Zhou et al. 2021; datapruning.train.sparsity).
+    mode: Literal["oneshot", "dynamic"] = "oneshot"
+    # mode dynamic: SR-STE's sparse-refined decay lambda, added as lambda * (1 - mask) * W to
+    # the gradient of every weight (2e-4 in the paper; 0 is plain straight-through).
+    sr_ste_decay: float = Field(2e-4, ge=0)
+    # mode dynamic: the pruned weights fade out linearly from full strength at start to zero
+    # at end instead of being cut at start (MDGF-linear, Bambhaniya et al. 2024).
+    progressive: bool = False
+    # mode dynamic 2:4: semi_structured runs each eligible nn.Linear's forward and input
+    # gradient through torch's 2:4 sparse kernels on CUDA sm80+ in bf16/fp16 (where they are
+    # faster; datapruning.kernels.semi_structured), dense masked matmuls elsewhere.
+    kernel: Literal["dense", "semi_structured"] = "dense"
 
     @field_validator("target", "initial")
     @classmethod
@@ -213,6 +229,24 @@ class SparsityConfig(_Section):
         if self.scope == "nm" and self.target not in (0, 1 - self.n / self.m):
             raise ValueError(
                 f"scope nm prunes to 1 - n/m = {1 - self.n / self.m:g}; drop target {self.target}"
+            )
+        if self.mode == "dynamic":
+            if self.scope != "nm":
+                raise ValueError(
+                    f"mode dynamic trains N:M masks from scratch and needs scope nm, not "
+                    f"{self.scope}; set scope: nm or mode: oneshot"
+                )
+            if self.rewind is not None:
+                raise ValueError("rewind applies to mode oneshot and GMP; drop it for dynamic")
+        elif self.progressive:
+            raise ValueError("progressive applies to mode dynamic; set mode: dynamic or drop it")
+        if self.kernel == "semi_structured" and (
+            self.scope != "nm" or self.mode != "dynamic" or (self.n, self.m) != (2, 4)
+        ):
+            raise ValueError(
+                "kernel semi_structured trains 2:4 masks recomputed every step; it needs "
+                f"scope nm, mode dynamic, n 2, m 4 (got scope {self.scope}, mode {self.mode}, "
+                f"{self.n}:{self.m})"
             )
         return self
 

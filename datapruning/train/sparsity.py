@@ -20,6 +20,10 @@ Three scopes:
   ``n`` largest. The mask is fixed once, at ``start`` (prune a trained dense
   model once, then fine-tune, as NVIDIA's ASP recipe does), so every targeted
   layer ends at exactly 1 - n/m with no group above ``n`` non-zeros.
+  With ``mode: dynamic`` (:class:`DynamicNMPruner`) the weights stay dense and
+  the mask is recomputed from them every step, trained through with SR-STE
+  (Zhou et al. 2021); the rules below on growing masks and exact zeros after
+  every step are the one-shot and GMP modes'.
 
 Optional weight rewinding (Frankle et al. 2020, "Linear mode connectivity and
 the lottery ticket hypothesis"): the whole model's state after ``rewind`` steps
@@ -137,11 +141,15 @@ class MagnitudePruner:
         cfg: the sparsity section of the training config.
         total_steps: optimizer steps in the whole run (resolves fractional start/end/every).
 
+    Scope ``nm`` with ``mode: dynamic`` is :class:`DynamicNMPruner` instead.
+
     Raises:
         DataPruningError: the selection is empty, an N:M group size does not
             divide a layer's input width, the target cannot be met with the
             per-layer floor, or the schedule does not fit in ``total_steps``.
     """
+
+    zeroes_pruned = True  # pruned weights (and their optimizer state) are +0 after every step
 
     def __init__(self, model: nn.Module, cfg: SparsityConfig, total_steps: int) -> None:
         self.cfg = cfg
@@ -336,7 +344,7 @@ def sparsity_report(
     return {**extra, "sparsity": zeros / size if size else 0.0, "layers": layers}
 
 
-def export_sparse(model: nn.Module, pruner: MagnitudePruner | None) -> dict[str, Tensor]:
+def export_sparse(model: nn.Module, pruner: Pruner | None) -> dict[str, Tensor]:
     """``model.state_dict()`` with the masks folded in: pruned weights are real zeros."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if pruner is not None:
@@ -372,6 +380,285 @@ def _nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
     return keep.view_as(weight)
 
 
-def build_pruner(model: nn.Module, cfg: SparsityConfig, total_steps: int) -> MagnitudePruner | None:
+def current_nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
+    """The N:M keep-mask of ``weight`` as it is now: the one call dynamic N:M makes per step."""
+    return _nm_mask(weight, n, m)
+
+
+class _SparseRefinedSTE(torch.autograd.Function):
+    """Forward W⊙mask (pruned weights scaled by ``pruned_scale``, 0 once the mask is hard);
+    backward straight-through to every weight plus SR-STE's ``decay`` * (1 - mask) * W."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, weight: Tensor, mask: Tensor, pruned_scale: float, decay: float
+    ) -> Tensor:
+        ctx.save_for_backward(weight, mask)
+        ctx.decay = decay
+        if pruned_scale == 0:
+            return weight.masked_fill(~mask, 0)  # +0 exactly, as the one-shot masks give
+        return torch.where(mask, weight, weight * pruned_scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        weight, mask = ctx.saved_tensors
+        if ctx.decay:
+            grad = grad + ctx.decay * weight.masked_fill(mask, 0)
+        return grad, None, None, None
+
+
+class DynamicNMPruner:
+    """N:M sparsity trained from scratch (``scope: nm``, ``mode: dynamic``).
+
+    SR-STE (Zhou et al. 2021, "Learning N:M fine-grained structured sparse
+    neural networks from scratch"): the model keeps dense weights W; every
+    forward from ``start`` on uses W⊙mask with the mask recomputed from the
+    current W (so a pruned weight re-enters once it outgrows a kept one), the
+    gradient reaches every weight unmasked (straight-through) and the
+    sparse-refined term λ(1-mask)⊙W (``sr_ste_decay``, 2e-4 as in the paper)
+    pulls the pruned ones toward zero. With ``progressive`` the pruned weights
+    are scaled by β = 1 - (t - start) / (end - start) instead of cut, β reaching
+    0 at ``end`` (the linear mask decay, MDGF, of Bambhaniya et al. 2024,
+    "Progressive gradient flow for robust N:M sparsity training in transformers").
+
+    The masked weights are swapped in by hooks on ``model`` for the duration of
+    each forward (as ``torch.func.functional_call`` swaps parameters), so the
+    loop, the optimizer and state_dict see the plain dense Parameters under
+    their usual keys, and attention layers that read ``in_proj_weight`` or
+    ``out_proj.weight`` directly see the masked ones too. A mask is recomputed
+    only when its weight changed (its version counter moved), i.e. once per
+    optimizer step. Nothing here zeroes weights after a step: sparsity is a
+    property of the masked weights, which :meth:`report` and ``export_sparse``
+    use (exactly n of every m, real zeros).
+
+    ``kernel: semi_structured`` (2:4 on CUDA) runs the eligible ``nn.Linear``
+    layers through :mod:`datapruning.kernels.semi_structured`, whose mask is
+    the transposable tile mask; the others, and every layer on CPU or in fp32,
+    keep the masked dense path (:attr:`kernel_decisions` says why per layer).
+    """
+
+    zeroes_pruned = False  # weights stay dense; only the one-shot/GMP pruner zeroes them
+
+    def __init__(self, model: nn.Module, cfg: SparsityConfig, total_steps: int) -> None:
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.model = model
+        # The generic resolution of start/end ("nm" collapses end onto start); end only
+        # matters to the progressive decay.
+        end = cfg.end if cfg.progressive else cfg.start
+        self.schedule = Schedule.resolve(
+            cfg.model_copy(update={"scope": "layer", "end": end}), total_steps
+        )
+        self.weights = select_weights(model, cfg)
+        _check_nm_widths(self.weights, cfg)
+        self._owners = {name: _owner(model, name) for name in self.weights}
+        self.steps_done = 0
+        # name -> ((storage, version) of the weight the mask was computed from, mask)
+        self._masks: dict[str, tuple[tuple[int, int], Tensor]] = {}
+        self._swapped: dict[str, nn.Parameter] = {}
+        self.kernel_decisions: dict[str, dict[str, Any]] = {}
+        self._kernel_layers: set[str] = set()
+        self._hooks = [
+            model.register_forward_pre_hook(self._mask_in),
+            model.register_forward_hook(self._mask_out, always_call=True),
+        ]
+        if cfg.kernel == "semi_structured":
+            self._swap_in_kernels(model)
+
+    @property
+    def final_sparsity(self) -> float:
+        return 1 - self.cfg.n / self.cfg.m
+
+    @property
+    def sparsity(self) -> float:
+        return self.final_sparsity if self.steps_done >= self.schedule.start else 0.0
+
+    def pruned_scale(self, step: int | None = None) -> float:
+        """The factor on pruned weights after ``step`` steps: 1 before start, 0 once hard."""
+        step = self.steps_done if step is None else step
+        start, end = self.schedule.start, self.schedule.end
+        if step < start:
+            return 1.0
+        if not self.cfg.progressive or step >= end:
+            return 0.0
+        return 1 - (step - start) / (end - start)
+
+    def mask(self, name: str) -> Tensor:
+        """The keep-mask of weight ``name`` under its current values (n of every m)."""
+        weight = self.weights[name]
+        cached = self._masks.get(name)
+        if cached is not None and cached[0] == _state_of(weight):
+            return cached[1]
+        decision = self.kernel_decisions.get(name, {})
+        if decision.get("kernel") == "semi_structured":
+            from datapruning.kernels.semi_structured import tile_mask
+
+            dtype = getattr(torch, decision["dtype"])
+            mask = tile_mask(weight.detach().to(dtype))
+        else:
+            mask = current_nm_mask(weight, self.cfg.n, self.cfg.m)
+        self._masks[name] = (_state_of(weight), mask)
+        return mask
+
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """The masks of the current weights: what the forward uses and the export folds in."""
+        return {name: self.mask(name) for name in self.weights}
+
+    def _on_kernel(self, name: str) -> bool:
+        return (
+            name in self._kernel_layers
+            and self.kernel_decisions.get(name, {}).get("kernel") == "semi_structured"
+            and self._kernel_active()
+        )
+
+    def _kernel_active(self) -> bool:
+        return self.steps_done >= self.schedule.start and self.pruned_scale() == 0
+
+    def _decay(self) -> float:
+        return self.cfg.sr_ste_decay if self.steps_done >= self.schedule.start else 0.0
+
+    def _mask_in(self, module: nn.Module, args: Any) -> None:
+        if self.steps_done < self.schedule.start or self._swapped:
+            return
+        scale, decay = self.pruned_scale(), self._decay()
+        for name, (owner, attr) in self._owners.items():
+            if self._on_kernel(name):
+                continue  # the 2:4 kernel masks the dense weight itself
+            weight = owner._parameters[attr]
+            # Into _parameters directly: setattr refuses a non-Parameter there.
+            owner._parameters[attr] = _SparseRefinedSTE.apply(weight, self.mask(name), scale, decay)
+            self._swapped[name] = weight
+
+    def _mask_out(self, module: nn.Module, args: Any, output: Any) -> None:
+        for name, weight in self._swapped.items():
+            owner, attr = self._owners[name]
+            owner._parameters[attr] = weight
+        self._swapped = {}
+
+    def _swap_in_kernels(self, model: nn.Module) -> None:
+        from datapruning.kernels import semi_structured as semi
+
+        parents = {id(c): p for p in model.modules() for c in p.children()}
+        device = semi.device_reason(next(iter(self.weights.values())).device)
+        timed: dict[Any, tuple[float, float]] = {}
+        for name in self.weights:
+            owner, _ = self._owners[name]
+            reason = semi.layer_reason(owner, parents.get(id(owner)))
+            if reason is not None and self.cfg.include:
+                raise DataPruningError(
+                    f"sparsity.kernel semi_structured cannot take {name}: {reason}; drop it "
+                    "from sparsity.include or use kernel dense"
+                )
+            if reason or device:
+                self.kernel_decisions[name] = {"kernel": "dense", "reason": reason or device}
+                continue
+            semi.swap_in(
+                owner,  # type: ignore[arg-type]
+                semi.SemiStructuredState(
+                    name=name,
+                    decay=self._decay,
+                    active=self._kernel_active,
+                    on_mask=lambda mask, name=name: self._record_mask(name, mask),
+                    decisions=self.kernel_decisions,
+                    timed=timed,
+                ),
+            )
+            self._kernel_layers.add(name)
+
+    def _record_mask(self, name: str, mask: Tensor) -> None:
+        self._masks[name] = (_state_of(self.weights[name]), mask)
+
+    def close(self) -> None:
+        """Detach from the model: hooks removed, swapped layers plain ``nn.Linear`` again."""
+        from datapruning.kernels.semi_structured import swap_out
+
+        for hook in self._hooks:
+            hook.remove()
+        for name in self._kernel_layers:
+            swap_out(self._owners[name][0])
+        self._kernel_layers = set()
+
+    def step(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Call after ``optimizer.step()``: the next forward masks by the weights of ``step``."""
+        self.steps_done = step
+
+    def apply(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Nothing to zero: the weights stay dense and the forward masks them."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count (masks follow from the weights) and the per-layer kernel choices."""
+        return {
+            "mode": "dynamic",
+            "steps_done": self.steps_done,
+            "kernel_decisions": {k: dict(v) for k, v in self.kernel_decisions.items()},
+            "total_steps": self.total_steps,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()``, after the model's weights were loaded."""
+        if (
+            state.get("mode") != "dynamic"
+            or state.get("config") != self.cfg.model_dump(mode="json")
+            or state.get("total_steps") != self.total_steps
+        ):
+            raise DataPruningError(
+                "the checkpoint's sparsity settings differ from this run's; resume with the "
+                "same train.sparsity and step count, or start a fresh run directory"
+            )
+        self.steps_done = state["steps_done"]
+        # The same kernel per layer as before the interruption (no re-timing).
+        self.kernel_decisions.clear()
+        self.kernel_decisions.update(state["kernel_decisions"])
+        self._masks = {}
+
+    def report(self) -> dict[str, Any]:
+        """Sparsity of the masked weights (what the export holds) per layer and overall."""
+        names = list(self.weights)
+        masks = self.masks
+        report = sparsity_report(
+            {n: self.weights[n].detach().masked_fill(~masks[n], 0) for n in names},
+            names,
+            scope="nm",
+            mode="dynamic",
+            target=self.final_sparsity,
+        )
+        if self.cfg.kernel != "dense":
+            report["kernels"] = {k: dict(v) for k, v in self.kernel_decisions.items()}
+        return report
+
+
+Pruner = MagnitudePruner | DynamicNMPruner
+
+
+def _check_nm_widths(weights: dict[str, nn.Parameter], cfg: SparsityConfig) -> None:
+    for name, weight in weights.items():
+        width = weight[0].numel()
+        if width % cfg.m:
+            raise DataPruningError(
+                f"N:M sparsity {cfg.n}:{cfg.m}: m = {cfg.m} does not divide the input "
+                f"width {width} of {name} {tuple(weight.shape)}; pick another m or "
+                "exclude the layer with sparsity.exclude"
+            )
+
+
+def _state_of(weight: Tensor) -> tuple[int, int]:
+    """Changes whenever ``weight`` may have: an in-place update (optimizer step, load) moves
+    its version counter, a ``.data`` swap (``model.to``) its storage."""
+    return weight.data_ptr(), weight._version
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """(module, attribute) that holds the parameter ``name`` of ``model``."""
+    path, _, attr = name.rpartition(".")
+    return (model.get_submodule(path) if path else model), attr
+
+
+def build_pruner(model: nn.Module, cfg: SparsityConfig, total_steps: int) -> Pruner | None:
     """The pruner ``cfg`` asks for, or None when sparsity is off."""
-    return MagnitudePruner(model, cfg, total_steps) if cfg.enabled else None
+    if not cfg.enabled:
+        return None
+    if cfg.mode == "dynamic":
+        return DynamicNMPruner(model, cfg, total_steps)
+    return MagnitudePruner(model, cfg, total_steps)
