@@ -15,8 +15,10 @@ addresses and a table of (tensor, block start) per program, as torch's
 is a handful of launches, not one per tensor. Arithmetic is in fp32 whatever
 the parameter dtype (one rounding to bf16 per stored value). The torch
 reference (CPU, or ``DATAPRUNING_KERNELS=torch``) is torch's own foreach
-formulas, then ``masked_fill_``; unmasked parameters follow torch.optim.SGD /
-AdamW exactly (same ops in the same order).
+formulas, then ``masked_fill_`` of the weight and state: every op is elementwise,
+so what a pruned position's gradient holds cannot reach a kept one, and the
+fill restores +0; masking the gradient first would cost one more pass. Unmasked
+parameters follow torch.optim.SGD / AdamW exactly (same ops in the same order).
 
 State and state_dict use torch's names and layout (``momentum_buffer``;
 ``step``, a float32 CPU tensor, ``exp_avg``, ``exp_avg_sq``), so checkpoints
@@ -320,12 +322,6 @@ class _MaskedOptimizer(torch.optim.Optimizer):
     def _reference_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         raise NotImplementedError
 
-    def _masked_grads(self, params: list[Tensor]) -> list[Tensor]:
-        # where, not a product: an inf or nan gradient at a pruned weight becomes 0
-        return [
-            torch.where(self.masks[p], p.grad, 0) if p in self.masks else p.grad for p in params
-        ]
-
 
 class MaskedSGD(_MaskedOptimizer):
     """torch.optim.SGD (momentum, dampening, Nesterov, weight decay) with masks.
@@ -404,7 +400,7 @@ class MaskedSGD(_MaskedOptimizer):
 
     def _reference_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        grads = self._masked_grads(params)
+        grads = [p.grad for p in params]
         if wd:
             grads = torch._foreach_add(grads, params, alpha=wd)
         if momentum:
@@ -516,7 +512,7 @@ class MaskedAdamW(_MaskedOptimizer):
         steps = self._init_state(params)
         exp_avgs = [self.state[p]["exp_avg"] for p in params]
         exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
-        grads = self._masked_grads(params)
+        grads = [p.grad for p in params]
         # torch's _multi_tensor_adamw (not capturable), op for op
         torch._foreach_add_(steps, 1)
         if group["weight_decay"]:
