@@ -1,6 +1,9 @@
 """Masked SGD / AdamW: Triton (interpreted) and torch paths against torch.optim + masked_fill."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -242,3 +245,21 @@ def test_bad_masks_are_one_line_and_name_the_tensor(bad, fragment):
     )
     with pytest.raises(DataPruningError, match="amsgrad"):
         MaskedAdamW(params, amsgrad=True)
+
+
+def test_imports_and_steps_without_triton():
+    # datapruning.kernels must work on a machine with torch only (the reference path)
+    script = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "from datapruning.kernels.masked_optim import MaskedAdamW\n"
+        "from datapruning.kernels.masks import nm_mask\n"
+        "p = torch.nn.Parameter(torch.randn(8, 8))\n"
+        "keep = nm_mask(p, 2, 4)\n"
+        "opt = MaskedAdamW([p], masks={p: keep})\n"
+        "p.grad = torch.ones_like(p)\n"
+        "opt.step()\n"
+        "assert (p[~keep] == 0).all() and (p[keep] != 0).all()\n"
+    )
+    env = {**os.environ, "DATAPRUNING_KERNELS": "auto"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
