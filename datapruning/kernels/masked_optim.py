@@ -223,6 +223,8 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         for g, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
                 if p is param:
+                    if "param_names" in group:  # built from model.named_parameters()
+                        return f"{group['param_names'][i]} {tuple(p.shape)}"
                     return f"param_groups[{g}]['params'][{i}] {tuple(p.shape)}"
         return f"a tensor {tuple(param.shape)} that is not a parameter of this optimizer"
 

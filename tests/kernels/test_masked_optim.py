@@ -243,6 +243,10 @@ def test_bad_masks_are_one_line_and_name_the_tensor(bad, fragment):
     assert (
         "(5,)" in message if "not a parameter" in fragment else "['params'][2] (1000,)" in message
     )
+    named = MaskedSGD(nn.Linear(3, 2).named_parameters(), lr=0.1)
+    weight = named.param_groups[0]["params"][0]
+    with pytest.raises(DataPruningError, match=r"the mask of weight \(2, 3\) has shape \(3, 2\)"):
+        named.set_masks({weight: torch.ones(3, 2, dtype=torch.bool)})
     with pytest.raises(DataPruningError, match="amsgrad"):
         MaskedAdamW(params, amsgrad=True)
 
