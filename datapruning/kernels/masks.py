@@ -172,31 +172,51 @@ def global_masks(scores: Sequence[Tensor], caps: Sequence[int], count: int) -> l
     the ``count`` smallest offers are pruned, ties taken by layer order, then
     position. Equal to stable-sorting each layer, cutting at its cap, and
     stable-sorting the concatenated offers. ``count`` must not exceed ``sum(caps)``.
+
+    A cap only matters for a layer that would lose more than it: the select
+    runs over all scores, and only layers found over their cap are cut to it
+    (their own select) before the next round. Taking away offers that rank
+    after the ``count``-th changes nothing, so each round is exact; a round can
+    only push more layers over, so there are at most ``len(scores)`` + 1 rounds,
+    and usually one.
     """
     flat = [s.flatten().float() + 0.0 for s in scores]
     if count <= 0:
         return [torch.ones_like(s, dtype=torch.bool) for s in flat]
     if count > sum(caps):
         raise DataPruningError(f"cannot prune {count} weights when the layers offer {sum(caps)}")
-    offered = []
-    for s, cap in zip(flat, caps, strict=True):
-        if cap <= 0:
-            offered.append(torch.zeros_like(s, dtype=torch.bool))
-        elif cap >= s.numel():
-            offered.append(torch.ones_like(s, dtype=torch.bool))
-        else:
-            top = kth_smallest(s, cap)
-            below = s < top
-            offered.append(below | _first_ties(s == top, cap - below.sum()))
-    pool = torch.cat([torch.where(o, s, torch.inf) for s, o in zip(flat, offered, strict=True)])
-    threshold = kth_smallest(pool, count)
-    below = [o & (s < threshold) for s, o in zip(flat, offered, strict=True)]
-    ties = [o & (s == threshold) for s, o in zip(flat, offered, strict=True)]
-    # Ties at the threshold go to the earliest layers first.
-    wanted = count - torch.stack([b.sum() for b in below]).sum()
-    tie_counts = torch.stack([t.sum() for t in ties])
-    before = tie_counts.cumsum(0) - tie_counts
-    quotas = (wanted - before).clamp(min=0)
+    offered: list[Tensor | None] = [None] * len(flat)  # None: the whole layer is on offer
+    while True:
+        on_offer = zip(flat, offered, strict=True)
+        pool = torch.cat([s if o is None else torch.where(o, s, torch.inf) for s, o in on_offer])
+        threshold = kth_smallest(pool, count)
+        below, ties = [], []
+        for s, o in zip(flat, offered, strict=True):
+            b, t = s < threshold, s == threshold
+            below.append(b if o is None else o & b)
+            ties.append(t if o is None else o & t)
+        # Ties at the threshold go to the earliest layers first.
+        below_counts = torch.stack([b.sum() for b in below])
+        tie_counts = torch.stack([t.sum() for t in ties])
+        wanted = count - below_counts.sum()
+        quotas = (wanted - (tie_counts.cumsum(0) - tie_counts)).clamp(min=0)
+        losses = (below_counts + torch.minimum(quotas, tie_counts)).tolist()
+        over = [i for i, o in enumerate(offered) if o is None and losses[i] > caps[i]]
+        if not over:
+            break
+        for i in over:
+            offered[i] = _offers(flat[i], caps[i])
     return [
         ~(b | _first_ties(t, quotas[i])) for i, (b, t) in enumerate(zip(below, ties, strict=True))
     ]
+
+
+def _offers(scores: Tensor, cap: int) -> Tensor:
+    """The ``cap`` smallest of ``scores`` (ties: lower position), as a mask."""
+    if cap <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if cap >= scores.numel():
+        return torch.ones_like(scores, dtype=torch.bool)
+    top = kth_smallest(scores, cap)
+    below = scores < top
+    return below | _first_ties(scores == top, cap - below.sum())
