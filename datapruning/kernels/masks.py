@@ -7,15 +7,20 @@ selection finds the threshold (``torch.kthvalue`` on CPU, a two-pass 16-bit
 radix select built from ``bincount`` on CUDA, where ``kthvalue`` runs one
 thread block per slice) and ties at the threshold are taken in position order
 by a cumulative count. The masks are exactly those of the stable sort: a score
-``s`` at position ``j`` ranks by ``(s, j)``; across layers, by ``(s, layer, j)``
-(bench/results/kernel_optim_cpu.json times both on ResNet-18).
+``s`` at position ``j`` ranks by ``(s, j)``; across layers, by ``(s, layer, j)``. On ResNet-18's 19 pruned
+layers (11.2 M scores, half already pruned) the select takes 282 ms of CPU time
+against 2270 ms for the two sorts, with identical masks
+(bench/results/kernel_optim_cpu.json, one thread; GPU figures not yet measured).
 
 N:M masks run every step in dynamic N:M training, so they avoid ``topk`` (whose
 order among ties is unspecified): an element of a group of ``m`` is kept when
 fewer than ``n`` elements beat it, where ``a`` beats ``b`` if ``|a| > |b|``, or
 ``|a| == |b|`` and ``a`` comes first (lower index wins ties). The Triton kernel
 counts beats over each group's ``m`` loads; the torch reference takes a stable
-descending sort, which orders the same way. Without ties both equal ``topk``.
+descending sort, which orders the same way. Without ties both equal ``topk``
+(on ResNet-18's weights at 2:4, one group of 2.8 M differs from topk, a tie).
+The reference's stable sort costs 279 ms of CPU time against topk's 222 ms
+there: the price of a defined tie order off the GPU.
 """
 
 from __future__ import annotations
