@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from datapruning.config import SparsityConfig
 from datapruning.errors import DataPruningError
+from datapruning.kernels.masks import global_masks, nm_mask, smallest_mask
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -256,29 +257,15 @@ class MagnitudePruner:
 
     def _global_masks(self, sparsity: float) -> dict[str, Tensor]:
         # Exact greedy: each layer offers its `cap` smallest weights (cap leaves
-        # min_density standing); the k smallest offers overall are pruned.
+        # min_density standing); the k smallest offers overall are pruned (ties by
+        # layer, then position), found by selection instead of sorting every layer.
         names = list(self.weights)
-        order, offers, owners = {}, [], []
-        for i, name in enumerate(names):
-            values, index = torch.sort(self._scores(name), stable=True)
-            cap = self.weights[name].numel() - _floor_count(
-                self.weights[name].numel(), self.cfg.min_density
-            )
-            order[name] = index
-            offers.append(values[:cap])
-            owners.append(torch.full((cap,), i, dtype=torch.long, device=values.device))
+        caps = [
+            w.numel() - _floor_count(w.numel(), self.cfg.min_density) for w in self.weights.values()
+        ]
         size = sum(w.numel() for w in self.weights.values())
-        count = round(sparsity * size)
-        pooled = torch.cat(offers)
-        chosen = torch.sort(pooled, stable=True).indices[:count]
-        per_layer = torch.bincount(torch.cat(owners)[chosen], minlength=len(names)).tolist()
-        masks = {}
-        for i, name in enumerate(names):
-            weight = self.weights[name]
-            keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
-            keep[order[name][: per_layer[i]]] = False
-            masks[name] = keep.view_as(weight)
-        return masks
+        keeps = global_masks([self._scores(n) for n in names], caps, round(sparsity * size))
+        return {n: keep.view_as(self.weights[n]) for n, keep in zip(names, keeps, strict=True)}
 
     def state_dict(self) -> dict[str, Any]:
         """Masks and schedule position, for an exact resume."""
@@ -368,16 +355,11 @@ def _floor_count(size: int, min_density: float) -> int:
 
 
 def _smallest_mask(scores: Tensor, count: int) -> Tensor:
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    keep[torch.sort(scores, stable=True).indices[:count]] = False
-    return keep
+    return smallest_mask(scores, count)
 
 
 def _nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
-    groups = weight.detach().abs().reshape(weight.shape[0], -1, m)
-    keep = torch.zeros_like(groups, dtype=torch.bool)
-    keep.scatter_(2, groups.topk(n, dim=2).indices, True)
-    return keep.view_as(weight)
+    return nm_mask(weight, n, m)
 
 
 def current_nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
