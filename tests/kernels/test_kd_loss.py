@@ -115,6 +115,34 @@ def test_rows_wider_than_a_block(monkeypatch, classes, max_block, dtype):
     _compare(7, classes, dtype, 0.5, 4.0, indexed=True, weighted=True)
 
 
+def test_a_float32_teacher_table_with_a_bfloat16_student():
+    # The loop's case under bf16 autocast: cached float32 teacher logits, bf16 student.
+    student, targets, teacher, index, weights, grad_output = _inputs(
+        7, 33, torch.bfloat16, indexed=True, weighted=True
+    )
+    teacher = teacher.float()
+    kd = {"alpha": 0.5, "temperature": 4.0}
+    with forced_backend("triton"):
+        loss, grad = _loss_and_grad(
+            kd_loss, student, targets, teacher, index, weights, grad_output, **kd
+        )
+    want_loss, want_grad = _loss_and_grad(
+        kd_loss_reference, student, targets, teacher, index, weights, grad_output, **kd
+    )
+    torch.testing.assert_close(loss, want_loss, rtol=1e-5, atol=1e-5)
+    assert grad.dtype == torch.bfloat16
+    torch.testing.assert_close(grad, want_grad, rtol=1.6e-2, atol=1e-5)
+
+
+def test_an_empty_batch():
+    student, targets, teacher, _, _, _ = _inputs(
+        3, 10, torch.float32, indexed=False, weighted=False
+    )
+    with forced_backend("triton"):
+        loss = kd_loss(student[:0], targets[:0], teacher[:0], alpha=0.5, temperature=2.0)
+    assert loss.shape == (0,)
+
+
 def test_large_logits_stay_finite():
     student, targets, teacher, index, _, _ = _inputs(
         7, 33, torch.float32, indexed=True, weighted=False, scale=300.0
@@ -266,6 +294,10 @@ BAD_INPUTS = {
     ),
     "temperature zero": (_bad(temperature=0.0), "temperature 0.0 must be > 0"),
     "temperature negative": (_bad(temperature=-1), "temperature -1 must be > 0"),
+    "teacher on another device": (
+        _bad(teacher_logits=torch.zeros(9, 10, device="meta")),
+        "teacher_logits on meta but student_logits on cpu",
+    ),
     "temperature nan": (_bad(temperature=float("nan")), "temperature nan must be a finite"),
     "alpha above one": (_bad(alpha=1.5), r"alpha 1.5 must lie in \[0, 1\]"),
     "alpha negative": (_bad(alpha=-0.1), r"alpha -0.1 must lie in \[0, 1\]"),
