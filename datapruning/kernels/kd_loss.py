@@ -346,6 +346,10 @@ def _launch(
             HAS_WEIGHTS=weights is not None,
             WITH_GRAD=with_grad,
             ONE_BLOCK=classes <= block,
+            # A compile-time loop count: one compile per class count above MAX_BLOCK
+            # (a model has one), and Triton 3.6's interpreter cannot range over a
+            # run-time bound with NumPy 2 (int() of a 1-element array).
+            N_BLOCKS=triton.cdiv(classes, block) if classes > block else 1,
             ROWS=rows,
             BLOCK=block,
             num_warps=8 if rows * block >= 4096 else 4,
@@ -424,6 +428,7 @@ if HAVE_TRITON:
         HAS_WEIGHTS: tl.constexpr,
         WITH_GRAD: tl.constexpr,
         ONE_BLOCK: tl.constexpr,
+        N_BLOCKS: tl.constexpr,
         ROWS: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
@@ -491,7 +496,7 @@ if HAVE_TRITON:
                 )
         else:
             # First sweep: running maxima and sums over the row's blocks.
-            for start in range(0, n_cols, BLOCK):
+            for start in range(0, N_BLOCKS * BLOCK, BLOCK):
                 offsets = start + cols
                 valid = offsets[None, :] < n_cols
                 s = tl.load(s_base[:, None] + offsets[None, :], mask=valid, other=0.0)
@@ -511,7 +516,7 @@ if HAVE_TRITON:
                 lse_p = m_p + tl.log(d_p)
             # Second sweep: the gradient, and KL from the final normalisers.
             kl = tl.zeros([ROWS], tl.float32)
-            for start in range(0, n_cols, BLOCK):
+            for start in range(0, N_BLOCKS * BLOCK, BLOCK):
                 offsets = start + cols
                 valid = offsets[None, :] < n_cols
                 s = tl.load(s_base[:, None] + offsets[None, :], mask=valid, other=0.0)
