@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check, run once on a lent GPU machine (the device tool), under 5 minutes:
+# the cuda-marked tests, then every kernel benchmark on CUDA.
+#
+#   here:  python3 -m pip download ... -d .whl pydantic==... (see docs below), then
+#   there: bash bench/gpu_check.sh            (with .whl carried; results land in $OUT)
+#
+# That machine has its own Python (3.12, torch + CUDA, Triton, pytest, numpy) and no
+# network. What the checks need beyond it travels as wheels in .whl/ (ignored by git
+# through .git/info/exclude; carry it): pydantic, pydantic_core, annotated_types,
+# typing_inspection (the loop's config) and mnist1d (its default dataset), for Python
+# 3.12 on manylinux x86_64. The kernels themselves need only torch and triton.
+# Copy the JSON it writes into bench/results/ (its name carries the GPU's).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-bench/results}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+# The tree itself, uninstalled: the library, models/ and flows/ import from here.
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+
+status=0
+# CUDA tests: the kernel tests and the loop's CUDA tests (other test modules import
+# Prefect, faiss or FFCV, which that machine lacks).
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda -o addopts="" \
+  tests/kernels tests/train 2>&1 | tee "$out/gpu_tests.log" || status=1
+timeout 200 python3 bench/kernels.py --device cuda --out "$out/kernels_gpu.json" || status=1
+exit $status
