@@ -56,3 +56,17 @@ def test_script_of_reads_both_command_forms():
     assert script_of("python -m bench.kernels --out x") == REPO / "bench/kernels.py"
     with pytest.raises(AssertionError, match="names no"):
         script_of("datapruning run configs/quickstart.yaml")
+
+
+def test_provenance_records_the_arguments_main_parsed(monkeypatch):
+    from provenance import provenance
+
+    monkeypatch.setattr("sys.argv", ["pytest", "-k", "something"])
+    record = provenance(REPO / "bench" / "label_flip.py", ["--flip", "0.2", "--out", "a b.json"])
+    assert record["command"] == ".venv/bin/python bench/label_flip.py --flip 0.2 --out 'a b.json'"
+    # Run as a script (argv None), it is the script's own arguments.
+    assert provenance(REPO / "bench" / "label_flip.py", None)["command"].endswith(
+        "label_flip.py -k something"
+    )
+    assert record["machine"]["cpus"] >= 1
+    assert record["versions"]["python"] and record["versions"]["torch"]
