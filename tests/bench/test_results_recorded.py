@@ -41,9 +41,10 @@ def test_result_records_command_machine_and_versions(path):
     for command in commands:
         script = script_of(command)
         assert script.is_file(), f"{path.name}: {command!r} runs {script}, which does not exist"
-    # Machine and versions: `machine` + `versions`, or one `environment` holding both.
+    # Machine and versions: `machine` + `versions`, or one `environment` (or `machine`)
+    # holding both.
     machine = {**record.get("environment", {}), **record.get("machine", {})}
-    versions = {**record.get("environment", {}), **record.get("versions", {})}
+    versions = {**machine, **record.get("versions", {})}
     assert any(machine.get(key) for key in ("cpus", "cpu_count", "cores")), (
         f"{path.name}: no machine record (its number of cores)"
     )
