@@ -316,7 +316,7 @@ def run(
     check_pipeline_config(cfg)
     # The temporary server's telemetry only fails (loudly) on offline machines.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import pipeline
+    from datapruning.flows.pipeline import pipeline
 
     path = pipeline(cfg)
     typer.echo(Path(path).read_text())

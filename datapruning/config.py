@@ -59,7 +59,7 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str | None) -> str | None:
-        from models import MODELS
+        from datapruning.models import MODELS
 
         return None if name is None else _check_name("model", name, MODELS)
 
@@ -278,7 +278,7 @@ class TrainConfig(_Section):
         # find_spec, not import: ffcv (numba) takes seconds to import.
         if loader == "ffcv" and importlib.util.find_spec("ffcv") is None:
             raise ValueError(
-                "loader ffcv needs FFCV: pip install 'datapruning[ffcv]', or use loader torch"
+                "loader ffcv needs FFCV: pip install 'datapruning-tta[ffcv]', or use loader torch"
             )
         return loader
 

@@ -140,7 +140,7 @@ def train(
         scoring_seconds: the scoring time behind the subset (default: read from the
             scores file of ``train_cfg.data``, else 0).
     """
-    from models import build_model
+    from datapruning.models import build_model
 
     device = torch.device(train_cfg.device)
     # Everything that can be wrong with the input fails here, before the run
