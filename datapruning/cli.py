@@ -354,17 +354,19 @@ def run(
     # when the cores are busy.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from datapruning.flows.pipeline import pipeline, sweep
+    from datapruning.flows.runners import api_for_workers
 
     flow = sweep if orchestration.is_sweep(cfg) else pipeline
-    result = flow(
-        str(config),
-        list(set_ or []),
-        runner=runner,
-        dask_address=dask_address,
-        workers=workers,
-        refresh=refresh,
-        retries=retries,
-    )
+    with api_for_workers(runner):
+        result = flow(
+            str(config),
+            list(set_ or []),
+            runner=runner,
+            dask_address=dask_address,
+            workers=workers,
+            refresh=refresh,
+            retries=retries,
+        )
     for path in result["reports"]:
         typer.echo(Path(path).read_text())
         typer.echo(f"report written to {path}")
@@ -372,6 +374,51 @@ def run(
         if record["status"] == "failed":
             typer.echo(f"failed: {record['run']}: {record['error']}", err=True)
     typer.echo(orchestration.describe_tally(result["counts"]))
+
+
+@app.command()
+def deploy(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Deployments to register (default: all in the file)."),
+    ] = None,
+    file: Annotated[
+        Path, typer.Option("--file", help="The deployments file (prefect.yaml).")
+    ] = Path("prefect.yaml"),
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Work pool to deploy onto (default: each deployment's, in the file)."),
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option(help='A schedule for the deployments, e.g. "0 3 * * *".')
+    ] = None,
+) -> None:
+    """Register the flows' deployments (prefect.yaml) with the Prefect server.
+
+    Runs `prefect deploy` on the file, with the checkout's directory as the
+    workers' working directory (it must be on a filesystem every worker sees).
+    The server is PREFECT_API_URL's; the work pool must exist
+    (`prefect work-pool create NAME --type process`).
+    """
+    import subprocess
+
+    from datapruning.deploy import deploy_command, deployment_names, load_deployments
+
+    spec = load_deployments(file)
+    available = deployment_names(spec)
+    chosen = list(names or available)
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise DataPruningError(
+            f"no deployment named {unknown[0]!r} in {str(file)!r}; choose from: {', '.join(available)}"
+        )
+    command, env = deploy_command(file, chosen, pool=pool, cron=cron, spec=spec)
+    done = subprocess.run(command, cwd=file.resolve().parent, env=env, check=False)
+    if done.returncode != 0:
+        raise DataPruningError(
+            f"prefect deploy failed (exit {done.returncode}); see its output above"
+        )
+    typer.echo(f"registered {len(chosen)} deployments: {', '.join(chosen)}")
 
 
 @app.command()

@@ -487,6 +487,69 @@ def _worker_threads(train_cfg: TrainConfig) -> TrainConfig:
     return train_cfg.model_copy(update={"threads": len(os.sched_getaffinity(0))})
 
 
+# ---------------------------------------------------------------- one run
+
+
+def run_single(
+    cfg: PipelineConfig, run_dir: str | os.PathLike[str], *, refresh: bool = False
+) -> dict[str, Any]:
+    """Train (or reuse) the one run of ``cfg``'s train and kd sections, as ``datapruning train``."""
+    from datapruning.train.loop import train
+
+    run_dir = Path(run_dir)
+    dataset = dataset_of(cfg)
+    teacher = cfg.kd.teacher or cfg.kd.teacher_logits
+    data = cfg.train.data
+    inputs = {
+        name: _input_hash(path)
+        for name, path in {
+            "teacher": teacher,
+            "indices": data.indices,
+            "scores": data.scores,
+        }.items()
+        if path is not None
+    }
+    key = _key(
+        {
+            "dataset": dataset.fingerprint,
+            "model": cfg.model.model_dump(mode="json"),
+            "train": _train_identity(cfg.train),
+            "kd": cfg.kd.model_dump(mode="json") if teacher else None,
+            "inputs": inputs,
+        }
+    )
+    summary = None if refresh else reusable_summary(run_dir, key)
+    reused = summary is not None
+    if summary is None:
+        summary = train(
+            dataset,
+            cfg.model,
+            _worker_threads(cfg.train),
+            teacher=teacher,
+            kd=cfg.kd if teacher else None,
+            run_dir=run_dir,
+            extra_summary={"recipe": "train", RUN_KEY: key, **_where()},
+            progress=False,
+        ).summary
+    return {
+        "run": run_dir.name,
+        "run_dir": str(run_dir),
+        "status": "reused" if reused else "trained",
+        "final_test_acc": float(summary["final_test_acc"]),
+        "train_seconds": float(summary["train_seconds"]),
+        "end_to_end_seconds": float(summary.get("end_to_end_seconds") or math.nan),
+        "error": "",
+    }
+
+
+def _input_hash(path: Path) -> str:
+    """A file's hash (a run directory: its checkpoint's); a missing one fails in the loop."""
+    from datapruning.train.checkpoint import CHECKPOINT_NAME
+
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    return file_hash(path) if path.is_file() else f"missing:{path}"
+
+
 # ---------------------------------------------------------------- failures
 
 

@@ -84,6 +84,33 @@ def task_runner(
         cluster.close()
 
 
+@contextmanager
+def api_for_workers(runner: str) -> Iterator[None]:
+    """Give worker processes the flow's Prefect API.
+
+    Without PREFECT_API_URL, Prefect runs a temporary server inside the flow's
+    process that spawned workers cannot see: each would start its own (slowly)
+    and record its task runs there. So for a fan-out one temporary server is
+    started here and its address handed down through the environment.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if runner == "sequential" or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

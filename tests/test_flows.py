@@ -226,3 +226,25 @@ def test_dask_runner_on_a_local_cluster_of_two_workers(tmp_path, prefect_server)
 
     pids = {summary(root, name).get("pid") for name in STUDENTS}
     assert os.getpid() not in pids and None not in pids
+
+
+@pytest.mark.slow
+def test_score_and_train_flows_fan_out_and_reuse(tmp_path, prefect_server):
+    from datapruning.flows.score import score
+    from datapruning.flows.train import train
+
+    config = str(write_config(tmp_path))
+    (record,) = score(config)["scores"]
+    path = Path(record["path"])
+    assert not record["reused"] and path.is_file()
+    assert orch.seed_groups(parse_config(TINY), "el2n") == [[0], [1]]  # two cells, one merge
+    assert not path.with_name(path.name + ".parts").exists()
+    mtime = path.stat().st_mtime_ns
+    (again,) = score(config)["scores"]
+    assert again["reused"] and path.stat().st_mtime_ns == mtime
+
+    out = str(tmp_path / "one")
+    assert train(config, ["train.epochs=1"], out=out)["status"] == "trained"
+    mtime = (Path(out) / CHECKPOINT_NAME).stat().st_mtime_ns
+    assert train(config, ["train.epochs=1"], out=out)["status"] == "reused"
+    assert (Path(out) / CHECKPOINT_NAME).stat().st_mtime_ns == mtime

@@ -1,0 +1,152 @@
+"""Fan-out and reuse of a sweep, written as JSON.
+
+``fanout``: the same >= 12-cell pipeline (one teacher, EL2N scores in two seed
+groups, a students grid) run sequentially and on a local Dask cluster of
+``--workers`` single-threaded workers, each in a fresh directory, ``--reps``
+times each, alternating. Reports the flow's wall time (Dask's cluster start
+included) and, per cell, the median and spread of ``train_seconds`` under each
+runner: fan-out must not slow a run's own clock.
+``reuse``: the sequential pipeline rerun on the directory of its first run,
+where every run and the scores are reused, against the first run's wall time.
+Prefect's temporary server starts once, before any timing, and its start-up is
+reported apart.
+
+    python bench/orchestration.py --out bench/results/orchestration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+SWEEP = {
+    "name": "bench",
+    "dataset": {"name": "mnist1d", "params": {"num_samples": 2500, "seed": 42}},
+    "model": {"name": "convnet1d", "params": {"channels": 16}},
+    "train": {"epochs": 8, "batch_size": 100, "targets": [0.5], "threads": 1},
+    "scoring": {"metric": "el2n", "seeds": 2, "epochs": 3, "ensemble_size": 1},
+    "students": {
+        "fractions": [0.3, 0.5, 0.7],
+        "strategies": ["random", "hard"],
+        "kd": [False, True],
+        "seeds": [0],
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/orchestration.json"))
+    args = parser.parse_args()
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect.server.api.server import SubprocessASGIServer
+
+    start = time.perf_counter()
+    server = SubprocessASGIServer()
+    server.start(timeout=180)
+    server_seconds = time.perf_counter() - start
+    # Spawned Dask workers find the server through the environment.
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+    import torch
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from datapruning._io import write_json
+    from datapruning.flows.pipeline import pipeline
+
+    work = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
+    walls: dict[str, list[float]] = {"sequential": [], "dask": []}
+    cells: dict[str, dict[str, list[float]]] = {"sequential": {}, "dask": {}}
+    first_dir = None
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            for rep in range(args.reps):
+                for runner in ("sequential", "dask"):
+                    out = work / f"{runner}-{rep}"
+                    config = out / "sweep.yaml"
+                    out.mkdir(parents=True)
+                    config.write_text(yaml.safe_dump(SWEEP | {"output_dir": str(out / "runs")}))
+                    start = time.perf_counter()
+                    result = pipeline(
+                        str(config),
+                        runner=runner,
+                        workers=args.workers if runner == "dask" else None,
+                    )
+                    walls[runner].append(time.perf_counter() - start)
+                    assert result["counts"]["failed"] == 0, result["counts"]
+                    for record in result["records"]:
+                        cells[runner].setdefault(record["run"], []).append(record["train_seconds"])
+                    print(runner, rep, f"{walls[runner][-1]:.1f} s", result["counts"], flush=True)
+                    if first_dir is None:
+                        first_dir = config
+            start = time.perf_counter()
+            again = pipeline(str(first_dir))
+            reuse_seconds = time.perf_counter() - start
+            print("reuse", f"{reuse_seconds:.1f} s", again["counts"], flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    per_cell = {}
+    for name in sorted(cells["sequential"]):
+        seq, fan = cells["sequential"][name], cells["dask"][name]
+        per_cell[name] = {
+            "sequential": {"median": statistics.median(seq), "min": min(seq), "max": max(seq)},
+            "dask": {"median": statistics.median(fan), "min": min(fan), "max": max(fan)},
+            "ratio_of_medians": statistics.median(fan) / statistics.median(seq),
+        }
+    ratios = [cell["ratio_of_medians"] for cell in per_cell.values()]
+    seq_wall, dask_wall = statistics.median(walls["sequential"]), statistics.median(walls["dask"])
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "sweep": SWEEP,
+        "cells": len(per_cell),
+        "workers": args.workers,
+        "reps": args.reps,
+        "prefect_server_start_seconds": server_seconds,
+        "wall_seconds": walls,
+        "median_wall_seconds": {"sequential": seq_wall, "dask": dask_wall},
+        "speedup": seq_wall / dask_wall,
+        "train_seconds_per_cell": per_cell,
+        "train_seconds_ratio_dask_over_sequential": {
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        },
+        "reuse": {
+            "first_run_wall_seconds": walls["sequential"][0],
+            "rerun_wall_seconds": reuse_seconds,
+            "ratio": reuse_seconds / walls["sequential"][0],
+            "counts": again["counts"],
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "load_average_after": os.getloadavg(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "note": "shared machine: other engineers' tests and benchmarks ran at the same time",
+        },
+    }
+    write_json(args.out, result)
+    print(f"speed-up {result['speedup']:.2f}x, reuse ratio {result['reuse']['ratio']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
