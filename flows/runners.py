@@ -107,8 +107,8 @@ def api_for_workers(runner: str) -> Iterator[None]:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield
     finally:
+        # The server stops at exit (Prefect registers that), after the last logs reach it.
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
 
 
 def _cores() -> int:
