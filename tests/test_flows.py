@@ -77,6 +77,7 @@ def test_accounting_charges_what_each_student_used_whatever_the_order(tmp_path, 
                 + s["teacher_logits_seconds"],
             )
         assert teacher["logits_seconds"] > 0
+
         # The report lists the shared costs once, besides the per-student charges.
         from datapruning.report import write_report
 
@@ -84,6 +85,17 @@ def test_accounting_charges_what_each_student_used_whatever_the_order(tmp_path, 
         assert "| teacher full-s0: training |" in text
         assert "| teacher full-s0: logits |" in text
         assert "| scoring: el2n |" in text
+
+    # A crash mid-run leaves no summary.json: rerunning the cells retrains that one only.
+    victim = exp.recipes[1].run_name
+    (root / victim / "summary.json").unlink()
+    statuses = {
+        r.run_name: orch.run_student(exp.cfg, r, scores, teacher)["status"] for r in exp.recipes
+    }
+    assert statuses == {
+        r.run_name: "trained" if r.run_name == victim else "reused" for r in exp.recipes
+    }
+    assert orch.run_teacher(exp.cfg, 0)["status"] == "reused"
 
 
 def test_sweep_grid_expands_datasets_models_metrics_and_sparsity(tmp_path):
@@ -248,3 +260,26 @@ def test_score_and_train_flows_fan_out_and_reuse(tmp_path, prefect_server):
     mtime = (Path(out) / CHECKPOINT_NAME).stat().st_mtime_ns
     assert train(config, ["train.epochs=1"], out=out)["status"] == "reused"
     assert (Path(out) / CHECKPOINT_NAME).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_sweep_flow_runs_every_model_and_sparsity_target(tmp_path, prefect_server):
+    from datapruning.flows.pipeline import sweep
+
+    sweep_section = {
+        "models": [{"name": "convnet1d", "params": {"channels": 8}}, {"name": "mlp"}],
+        "metrics": ["random"],
+        "sparsity": [0.0, 0.5],
+    }
+    students = {"fractions": [0.5], "strategies": ["hard"], "kd": [False], "seeds": [0]}
+    config = write_config(tmp_path, sweep=sweep_section, students=students)
+    result = sweep(str(config))
+    assert result["counts"] == {"trained": 6, "reused": 0, "failed": 0}
+    root = tmp_path / "runs" / "tiny"
+    for experiment in ("mnist1d-convnet1d", "mnist1d-mlp"):
+        runs = set(checkpoint_mtimes(root / experiment))
+        assert runs == {"full-s0", "random-hard-f0.5-s0", "random-hard-sp0.5-f0.5-s0"}
+        assert (root / experiment / "report.md").is_file()
+        sparse = summary(root / experiment, "random-hard-sp0.5-f0.5-s0")
+        assert sparse["config"]["train"]["sparsity"]["target"] == 0.5
+    assert len(result["reports"]) == 2
