@@ -3,10 +3,11 @@
 No thread runner for training: the loop sets process-wide torch state (threads,
 determinism, seeds), so two runs in one process would interfere. Timed runs
 stay honest under fan-out: every worker runs one task at a time (Dask workers
-with one thread each), and on a local cluster each worker process is pinned to
-its own cores, so two runs never share a core and a run's torch threads (the
+with one thread each), and on a local Dask cluster each worker process is pinned
+to its own cores, so two runs never share a core and a run's torch threads (the
 scoring ensemble's included, which follow the process's affinity) stay on its
-worker's cores. Runs, scores and betons are files: on a cluster every worker
+worker's cores. The process pool is not pinned: give it at most one worker per
+core. Runs, scores and betons are files: on a cluster every worker
 must see the run directory at the same path (a shared filesystem); that is
 checked before anything runs.
 """
