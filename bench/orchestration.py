@@ -10,6 +10,11 @@ runner: fan-out must not slow a run's own clock.
 where every run and the scores are reused, against the first run's wall time.
 Prefect's temporary server starts once, before any timing, and its start-up is
 reported apart.
+``control``: the machine's own answer, without Prefect or Dask: six random-subset
+cells trained in one plain process alone, then in two plain processes at once.
+On a quiet 2-core machine the two agree; if two processes at once are slower
+per run, the machine cannot give two runs a core each, and fan-out cannot
+speed up by more than it allows.
 
     python bench/orchestration.py --out bench/results/orchestration.json
 """
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -41,6 +47,51 @@ SWEEP = {
         "seeds": [0],
     },
 }
+
+
+CONTROL_CELLS = [0, 4, 8] * 2  # random-subset students without KD: no scores, no teacher
+
+CONTROL = """
+import json, sys
+from datapruning import orchestration as orch
+from datapruning.config import parse_config
+cfg = parse_config(json.loads(sys.argv[1]))
+(exp,) = orch.experiments(cfg)
+seconds = [
+    orch.run_student(exp.cfg, exp.recipes[i], None, None, refresh=True)["train_seconds"]
+    for i in json.loads(sys.argv[2])
+]
+print(json.dumps(seconds))
+"""
+
+
+def control(work: Path) -> dict[str, Any]:
+    """Per-run train_seconds of plain processes: one alone, then two at once."""
+    import json
+    import subprocess
+
+    def start(tag: str) -> subprocess.Popen:
+        cfg = SWEEP | {"output_dir": str(work / f"control-{tag}")}
+        return subprocess.Popen(
+            [sys.executable, "-c", CONTROL, json.dumps(cfg), json.dumps(CONTROL_CELLS)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def seconds(process: subprocess.Popen) -> list[float]:
+        out, _ = process.communicate()
+        return json.loads(out.strip().splitlines()[-1])
+
+    alone = seconds(start("alone"))
+    pair = [start("a"), start("b")]
+    together = [seconds(process) for process in pair]
+    ratios = [statistics.median(run) / statistics.median(alone) for run in together]
+    return {
+        "cells": CONTROL_CELLS,
+        "alone_train_seconds": alone,
+        "two_at_once_train_seconds": together,
+        "median_ratio_two_at_once_over_alone": statistics.median(ratios),
+    }
 
 
 def main() -> None:
@@ -72,6 +123,8 @@ def main() -> None:
     walls: dict[str, list[float]] = {"sequential": [], "dask": []}
     cells: dict[str, dict[str, list[float]]] = {"sequential": {}, "dask": {}}
     first_dir = None
+    calibration = control(work)
+    print("control", calibration["median_ratio_two_at_once_over_alone"], flush=True)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             for rep in range(args.reps):
@@ -127,6 +180,7 @@ def main() -> None:
             "min": min(ratios),
             "max": max(ratios),
         },
+        "control": calibration,
         "reuse": {
             "first_run_wall_seconds": walls["sequential"][0],
             "rerun_wall_seconds": reuse_seconds,
