@@ -199,11 +199,12 @@ def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
         return real(cfg, recipe, scores, teacher, refresh=refresh)
 
     monkeypatch.setattr(orch, "run_student", flaky)
-    result = pipeline(str(write_config(tmp_path)), retries=2, retry_delay=0.1)
+    # Its own name: artifact keys (results-NAME, ...) are shared by every run of a name.
+    result = pipeline(str(write_config(tmp_path, name="flaky")), retries=2, retry_delay=0.1)
     assert calls["random-f0.5-s0"] == 2  # failed once, passed on retry
     assert calls["el2n-hard-f0.5-kd-s0"] == 1  # not transient: no retry
     assert result["counts"] == {"trained": 4, "reused": 0, "failed": 1}
-    root = tmp_path / "runs" / "tiny"
+    root = tmp_path / "runs" / "flaky"
     assert set(checkpoint_mtimes(root)) == (STUDENTS - {"el2n-hard-f0.5-kd-s0"}) | {"full-s0"}
     report = (root / "report.md").read_text()
     assert "| el2n-hard-f0.5-kd-s0 | ValueError: this cell is broken |" in report
@@ -212,16 +213,16 @@ def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        keys = ["results-tiny", "progress-tiny", "tta-report-tiny"]
+        keys = ["results-flaky", "progress-flaky", "tta-report-flaky"]
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
         )
     by_key = {a.key: a for a in found}
     assert set(by_key) == set(keys)
-    table = by_key["results-tiny"].data
+    table = by_key["results-flaky"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert {row["run"]: row["status"] for row in table}["el2n-hard-f0.5-kd-s0"] == "failed"
-    assert float(by_key["progress-tiny"].data) == 100.0
+    assert float(by_key["progress-flaky"].data) == 100.0
 
 
 @pytest.mark.slow
