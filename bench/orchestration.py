@@ -17,6 +17,8 @@ per run, the machine cannot give two runs a core each, and fan-out cannot
 speed up by more than it allows.
 
     python bench/orchestration.py --out bench/results/orchestration.json
+    python bench/orchestration.py --reps 1 --epochs 20 --samples 5000 \
+        --out bench/results/orchestration_long.json
 """
 
 from __future__ import annotations
@@ -99,7 +101,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/orchestration.json"))
+    parser.add_argument("--epochs", type=int, default=SWEEP["train"]["epochs"])
+    parser.add_argument("--samples", type=int, default=SWEEP["dataset"]["params"]["num_samples"])
     args = parser.parse_args()
+    # Longer cells amortise the per-task overhead of a fan-out.
+    SWEEP["train"]["epochs"] = args.epochs
+    SWEEP["dataset"]["params"]["num_samples"] = args.samples
 
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
