@@ -50,7 +50,7 @@ ImageMode = Literal["raw", "jpg", "ndarray"]
 META_SUFFIX = ".json"
 META_FORMAT = "datapruning-beton/1"
 INSTALL_HINT = (
-    "FFCV is not installed; install it with pip install 'datapruning[ffcv]' "
+    "FFCV is not installed; install it with pip install 'datapruning-tta[ffcv]' "
     "(needs Debian's pkg-config libopencv-dev libturbojpeg0-dev) or use loader torch"
 )
 

@@ -240,7 +240,7 @@ def test_cached_beton_is_written_once_per_dataset(tmp_path, monkeypatch, vectors
 
 def test_without_ffcv_the_error_says_how_to_install(monkeypatch, vector_beton):
     monkeypatch.setitem(sys.modules, "ffcv", None)  # what find_spec sees when it is absent
-    with pytest.raises(DataPruningError, match=r"pip install 'datapruning\[ffcv\]'"):
+    with pytest.raises(DataPruningError, match=r"pip install 'datapruning-tta\[ffcv\]'"):
         make_loader(vector_beton, batch_size=4)
     from datapruning.config import parse_config
     from datapruning.errors import ConfigError
