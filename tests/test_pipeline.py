@@ -14,7 +14,8 @@ from datapruning.cli import main
 from datapruning.train.loop import METRICS_NAME, SUMMARY_NAME
 
 TINY = {
-    "name": "tiny",
+    # Its own name: artifact keys are per experiment name, and other flow tests use "tiny".
+    "name": "tiny-pipeline",
     "dataset": {"name": "mnist1d", "params": {"num_samples": 600}},
     "model": {"name": "convnet1d", "params": {"channels": 16}},
     "train": {"epochs": 4, "batch_size": 50, "targets": [0.3]},
@@ -35,7 +36,7 @@ def test_run_writes_runs_scores_report_and_artifact(tmp_path, prefect_server, ca
 
     assert main(["run", str(config)]) == 0
 
-    root = tmp_path / "runs" / "tiny"
+    root = tmp_path / "runs" / "tiny-pipeline"
     expected_runs = {
         "full-s0",
         "random-f0.5-s0",
@@ -82,6 +83,6 @@ def test_run_writes_runs_scores_report_and_artifact(tmp_path, prefect_server, ca
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tta-report-tiny"]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tta-report-tiny-pipeline"]))
         )
     assert artifacts and artifacts[0].data == report
