@@ -126,6 +126,11 @@ def run(device: str = "cpu", quick: bool = False) -> dict[str, Any]:
             name, device, batch, plan, with_bf16=not (cuda or quick)
         )
     if cuda:
+        # fp32_torch's convolutions and matmuls: TF32 or true fp32 (torch's defaults).
+        result["tf32"] = {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+        }
         result["goals_met"] = {
             name: figures["gmp90_overhead"] <= 0.05 for name, figures in result["models"].items()
         }
