@@ -9,7 +9,9 @@ benchmark per kernel): ``kernel_kd.py`` (fused KD loss vs cross_entropy + kl_div
 ``kernel_optim.py`` (fused masked SGD/AdamW vs torch's optimizers then masking;
 the global-magnitude threshold), ``kernel_semi.py`` (2:4 semi-structured Linear vs
 dense, CUDA only) and ``kernel_step.py`` (the whole training step). Each exposes
-``run(device, quick) -> dict`` and runs alone as well. The parts import only
+``run(device, quick) -> dict`` (``kernel_kd`` also ``threads``, given ``--threads``)
+and runs alone as well. Parts run in this order and the JSON is rewritten after
+each, so a part that fails or a run cut short keeps the others' figures. The parts import only
 torch, triton and the library (no Prefect, faiss or FFCV), so the GPU machine
 runs them with its own Python stack (``bench/gpu_check.sh``).
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
 import platform
 import re
 import sys
@@ -44,7 +48,7 @@ def machine(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": _cpu_model(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "triton": triton_version,
         "torch_threads": torch.get_num_threads(),
@@ -75,11 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run these parts only")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads for the parts that take them (kernel_kd); kernel_optim and "
+        "kernel_step time CPU steps on one thread whatever this says",
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/kernels[_<gpu>].json")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
 
+    if not args.device.startswith("cuda"):
+        # Triton reads this when it is first imported (machine() below imports it): on
+        # CPU its kernels run only in the interpreter (kernel_kd measures the fused
+        # kernel's saved bytes there), as kernel_kd.py alone sets it too.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     sys.path.insert(0, str(BENCH))
     from datapruning._io import write_json
 
@@ -101,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             module = importlib.import_module(f"kernel_{part}")
-            figures = module.run(device=args.device, quick=args.quick)
+            options: dict[str, Any] = {"device": args.device, "quick": args.quick}
+            if args.threads is not None and "threads" in inspect.signature(module.run).parameters:
+                options["threads"] = args.threads
+            figures = module.run(**options)
         except Exception as exc:  # one broken part must not lose the others' figures
             traceback.print_exc()
             figures = {"error": f"{exc.__class__.__name__}: {exc}"}
