@@ -69,11 +69,11 @@ from datapruning.config import SparsityConfig
 from datapruning.kernels import use_triton
 from datapruning.kernels.kd_loss import kd_loss
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
+from datapruning.models import build_model
 from datapruning.train.device import Precision
 from datapruning.train.schedule import StepPlan, make_scheduler
 from datapruning.train.sparsity import MagnitudePruner
 from datapruning.train.step import StepResult, TrainStep, make_loss_fn
-from models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPE, CLASSES = (3, 32, 32), 10
