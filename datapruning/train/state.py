@@ -28,7 +28,10 @@ from torch import nn
 from datapruning.data.samplers import IndexSampler
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import save_checkpoint
-from datapruning.train.sparsity import MagnitudePruner
+from datapruning.train.sparsity import Pruner
+
+# The resume state's file in a run directory (while the run is unfinished).
+RESUME_NAME = "resume.pt"
 
 
 @dataclass
@@ -62,7 +65,7 @@ class TrainState:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         sampler: IndexSampler,
-        pruner: MagnitudePruner | None = None,
+        pruner: Pruner | None = None,
         scaler: torch.amp.GradScaler | None = None,
         device: torch.device | None = None,
     ) -> None:
