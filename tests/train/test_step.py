@@ -139,7 +139,10 @@ def test_weights_rescale_examples_and_keep_the_batch_mean(logits):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"teacher": torch.zeros(20, 4)}, "5 columns"),
+        (
+            {"teacher": torch.zeros(20, 4)},
+            "teacher_logits have 4 classes but student_logits have 5",
+        ),
         ({"temperature": 0.0}, "temperature"),
         ({"index": torch.arange(3)}, "index"),
         ({"index": None}, "rows"),
