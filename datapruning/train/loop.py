@@ -44,12 +44,13 @@ from datapruning._io import write_json
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
+from datapruning.kernels import use_triton
 from datapruning.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
 from datapruning.train.evaluation import evaluate
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
-from datapruning.train.schedule import make_optimizer, make_scheduler
-from datapruning.train.sparsity import export_sparse
+from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer_path
+from datapruning.train.sparsity import MagnitudePruner, export_sparse
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rng_state
 from datapruning.train.step import AfterStep, CompileTimer, StepResult, TrainStep, make_loss_fn
 from datapruning.train.tta import Stopwatch, time_to_accuracy
@@ -155,7 +156,11 @@ def fit(run: Run) -> dict[str, Any]:
 def _fit(run: Run) -> dict[str, Any]:
     cfg, plan, model, device = run.cfg, run.plan, run.model, run.device
     sampler, batches = run.data.sampler, run.batches
-    optimizer = make_optimizer(model.parameters(), cfg)
+    # A pruner that zeroes pruned weights gets a masked optimizer (zeros kept inside
+    # its step, fused on CUDA); dynamic N:M keeps dense weights and a plain one.
+    pruner = run.pruner
+    masks = pruner.optimizer_masks() if isinstance(pruner, MagnitudePruner) else None
+    optimizer = make_optimizer(model.parameters(), cfg, masks=masks)
     scheduler = make_scheduler(optimizer, plan)
     scaler = run.precision.scaler()
     state = TrainState(model, optimizer, scheduler, sampler, run.pruner, scaler, device)
@@ -166,8 +171,7 @@ def _fit(run: Run) -> dict[str, Any]:
     progress = state.progress
 
     after_step: list[AfterStep] = []
-    if run.pruner is not None:
-        pruner = run.pruner
+    if pruner is not None:
 
         def prune(result: StepResult) -> None:  # pruned weights (and their state) back to zero
             pruner.step(result.step, optimizer)
@@ -299,7 +303,23 @@ def _fit(run: Run) -> dict[str, Any]:
         "time_to_accuracy": time_to_accuracy(progress.curve, run.targets),
         "resumed_from_step": resume_step,
         "sparsity": run.pruner.report() if run.pruner is not None else None,
+        "kernels": _kernel_paths(run, optimizer),
     }
+
+
+def _kernel_paths(run: Run, optimizer: torch.optim.Optimizer) -> dict[str, str | None]:
+    """Which implementation each fused piece of the step took (Triton or torch), for the summary."""
+    kd = None
+    if run.teacher_logits is not None:
+        kd = "triton" if use_triton(run.teacher_logits) else "torch"
+    masks = None
+    if run.pruner is not None:
+        weight = next(iter(run.pruner.weights.values()))
+        if run.pruner.cfg.scope == "nm":
+            masks = f"nm_mask ({'triton' if use_triton(weight) else 'torch'})"
+        else:  # kernels.masks.kth_smallest: a radix select on CUDA, kthvalue elsewhere
+            masks = "select (radix, cuda)" if weight.is_cuda else "select (kthvalue, torch)"
+    return {"kd_loss": kd, "optimizer": optimizer_path(optimizer), "masks": masks}
 
 
 def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
