@@ -1,7 +1,7 @@
 """The kernels through the whole loop: forced Triton (interpreter) vs the torch path, same runs.
 
-    python bench/kernel_acceptance.py [--seeds 0 1 2] [--num-samples 1000] [--epochs 20]
-                                      [--hidden 64] [--results bench/results/kernel_acceptance.json]
+    python bench/kernel_acceptance.py [--seeds 0 1 2] [--num-samples 1000] [--epochs 16]
+                                      [--hidden 80] [--results bench/results/kernel_acceptance.json]
 
 Issue 11's acceptance run: on MNIST-1D, a student distilled from a teacher with
 90% global magnitude pruning (GMP), and one distilled with dynamic 2:4 N:M
@@ -23,11 +23,21 @@ difference between the two paths' exported weights.
 The interpreter runs each Triton program in NumPy, so the runs are small to
 fit the ~8 minutes this bench is allowed on the shared 2-core machine:
 MNIST-1D shrunk to ``--num-samples`` examples (default 1000: 800 train, 200
-test, against the default 5000), an MLP of two hidden layers of ``--hidden``
-units (64; its middle and second hidden layer are pruned, the first and last
-stay dense by default) and ``--epochs`` epochs (20; 160 steps) at batch 100. Accuracies
-at this size are far from MNIST-1D's best; what matters is that the two paths
-agree.
+test, against the default 5000), an MLP of three hidden layers of ``--hidden``
+units (80; the two 80x80 layers are pruned, 12 800 weights, so 90% is a whole
+11 520; the first and last layers stay dense by default) and ``--epochs``
+epochs (16; 128 steps) at batch 100.
+
+Measured (bench/results/kernel_acceptance.json, Triton 3.9 interpreter, 282 s
+in all, 266 s of it the Triton path, load average ~3-6): every seed of both
+recipes gives the same test accuracy on both paths (0 points apart), exactly
+11 520 zeros (90.000%) under GMP and exactly 6 400 (50%) with no N:M
+violation under dynamic 2:4. Exported weights differ by at most 1.3e-7 (float
+rounding) except dynamic 2:4 seed 2 (0.058): its weights stay dense and the
+mask is recomputed every step, so a near-tie that float rounding breaks
+differently picks another weight in some group and the two runs part there
+(not traced further). Accuracies (26-32%; the teacher 27.5%) are far from
+MNIST-1D's best at this size: the figures compare the paths, not the recipes.
 """
 
 from __future__ import annotations
@@ -137,8 +147,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=80)
     parser.add_argument(
         "--results",
         type=Path,
@@ -209,7 +219,11 @@ def main() -> None:
             "all_exact": all(
                 z == round(want * r["pruned_size"]) for r in mine for z in r["zeros"].values()
             ),
-            "no_nm_violations": all(not v for r in mine for v in r["nm_violations"].values()),
+            "nm_violations": (
+                sum(v for r in mine for v in r["nm_violations"].values())
+                if sparsity.scope == "nm"
+                else None
+            ),
             "max_abs_weight_diff": max(r["max_abs_weight_diff"] for r in mine),
         }
     result = {
