@@ -163,3 +163,32 @@ def test_forced_triton_through_train_matches_the_torch_path(digits, sparsity):
         report = run.summary["sparsity"]
         zeros = round(0.8 * 256) / 256 if sparsity.scope == "global" else 0.5  # one 16x16 layer
         assert report["sparsity"] == zeros
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("sparsity", [GLOBAL, DYNAMIC], ids=["gmp", "dynamic-2:4"])
+def test_the_loop_takes_the_triton_kernels_by_default_on_cuda(digits, sparsity):
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    kd = KDConfig(alpha=0.5, temperature=2.0)
+    cfg = TrainConfig(
+        steps=6, batch_size=128, lr=0.1, momentum=0.9, sparsity=sparsity, seed=0, device="cuda"
+    )
+    fused = train(digits, MLP, cfg, teacher=teacher, kd=kd)
+    with forced_backend("torch"):
+        reference = train(digits, MLP, cfg, teacher=teacher, kd=kd)
+    if sparsity.mode == "dynamic":
+        want = {"kd_loss": "triton", "optimizer": "SGD (torch)", "masks": "nm_mask (triton)"}
+    else:
+        want = {
+            "kd_loss": "triton",
+            "optimizer": "MaskedSGD (triton)",
+            "masks": "select (radix, cuda)",
+        }
+    assert fused.summary["kernels"] == want
+    assert reference.summary["kernels"]["kd_loss"] == "torch"
+    a, b = fused.model.state_dict(), reference.model.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-3, msg=name)
+    zeros = round(0.8 * 256) / 256 if sparsity.scope == "global" else 0.5
+    assert fused.summary["sparsity"]["sparsity"] == zeros
