@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	@# The distribution was called datapruning before it became datapruning-tta: drop the old
+	@# editable install, whose finder would map the top-level names models and flows.
+	$(PY) -m pip uninstall -q -y datapruning 2>/dev/null || true
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

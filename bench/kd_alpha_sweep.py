@@ -17,6 +17,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from provenance import provenance
+
 from datapruning._io import write_json
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
@@ -24,7 +26,7 @@ from datapruning.scores import select
 from datapruning.train.loop import train
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
@@ -41,7 +43,7 @@ def main() -> None:
     parser.add_argument(
         "--previous", type=Path, nargs="*", default=[], help="earlier outputs to pool runs with"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data = load_dataset("mnist1d", {"num_samples": 5000, "seed": 42})
     model = ModelConfig(name="convnet1d", params={"channels": 32})
@@ -94,6 +96,7 @@ def main() -> None:
         for fraction in fractions
     }
     out = {
+        **provenance(__file__, argv),
         "dataset": "mnist1d(num_samples=5000, seed=42)",
         "model": "convnet1d(channels=32)",
         "epochs": args.epochs,

@@ -42,8 +42,8 @@ from datapruning.config import SparsityConfig
 from datapruning.kernels import use_triton
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 from datapruning.kernels.masks import global_masks, nm_mask
+from datapruning.models import build_model
 from datapruning.train.sparsity import _floor_count, select_weights
-from models import build_model
 
 MODELS = {"resnet18": (3, 32, 32), "vit": (3, 32, 32)}
 OPTIMIZERS: dict[str, tuple[type, type, dict[str, Any]]] = {

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         scores = score_el2n(noisy, ScoringConfig(seeds=args.seeds, epochs=args.epochs))
         seconds = time.perf_counter() - start
     hardest = scores.select(args.flip, "hard")
+    from provenance import provenance
+
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **provenance(__file__, argv, packages=("scikit-learn",)),
         "dataset": f"mnist1d train split with {len(flipped)} of {n} labels flipped (seed {args.seed})",
         "el2n": {"seeds": args.seeds, "epochs": args.epochs, "seconds": seconds},
         "auroc": float(roc_auc_score(is_flipped, scores.values)),

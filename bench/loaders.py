@@ -221,7 +221,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ffcv_rate = results["ffcv"]["examples_per_second"]
     report = {
         "command": " ".join(
-            [".venv/bin/python", "bench/loaders.py", *map(shlex.quote, argv or sys.argv[1:])]
+            [
+                ".venv/bin/python",
+                "bench/loaders.py",
+                *map(shlex.quote, sys.argv[1:] if argv is None else argv),
+            ]
         ),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {

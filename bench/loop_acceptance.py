@@ -16,6 +16,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+
 from datapruning._io import write_json
 from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
@@ -92,7 +94,7 @@ def rs2_vs_static(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["kd", "rs2"])
     parser.add_argument("--out", type=Path, required=True)
@@ -102,14 +104,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="rs2: steps of both runs")
     parser.add_argument("--alpha", default="auto", help="kd: a weight in [0, 1] or auto")
     parser.add_argument("--temperature", type=float, default=4.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.which == "kd":
         args.fraction = args.fraction or 0.3
         result = kd_vs_plain(args)
     else:
         args.fraction = args.fraction or 0.1
         result = rs2_vs_static(args)
-    result = {"dataset": f"mnist1d{DATASET}", "model": "convnet1d(channels=32)", **result}
+    result = {
+        **provenance(__file__, argv),
+        "dataset": f"mnist1d{DATASET}",
+        "model": "convnet1d(channels=32)",
+        **result,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
     print({k: v for k, v in result.items() if k.startswith("mean")})

@@ -244,10 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    from provenance import provenance
+
     from datapruning._io import write_json
 
     result: dict[str, Any] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **provenance(__file__, argv, packages=("faiss-cpu", "scikit-learn")),
         "environment": environment(),
     }
     if args.only in (None, "kmeans"):

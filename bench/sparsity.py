@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
+
+from provenance import provenance
 
 from datapruning._io import write_json
 from datapruning.config import load_config
@@ -33,7 +34,7 @@ RECIPES = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/sparse.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=Path(__file__).resolve().parent / "results/sparsity.json"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     rows = []
     figures: dict[str, Any] = {}
@@ -93,7 +94,7 @@ def main() -> None:
     write_json(
         args.results,
         {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            **provenance(__file__, argv),
             "config": args.config,
             "seeds": args.seeds,
             "recipes": figures,

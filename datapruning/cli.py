@@ -307,20 +307,118 @@ def run(
     config: Annotated[
         Path, typer.Argument(help="Experiment config (YAML), e.g. configs/quickstart.yaml.")
     ],
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="Where cells run: sequential (one after another here), processes "
+            "(a local process pool) or dask (a local cluster, or --dask-address)."
+        ),
+    ] = "sequential",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="An existing Dask scheduler, e.g. tcp://HOST:8786 (--runner dask)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes of a local pool or cluster (default: one per core)."),
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Recompute every run and score, reuse nothing.")
+    ] = False,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a cell after a transient error (I/O, lost worker).")
+    ] = 2,
     set_: SetOption = None,
 ) -> None:
-    """Run the whole pipeline (teacher, scores, students, report) as a Prefect flow."""
-    cfg = _config(config, set_)
-    from datapruning.recipes import check_pipeline_config
+    """Run the pipeline (teachers, scores, students, report) as a Prefect flow.
 
-    check_pipeline_config(cfg)
+    A config with a `sweep` section runs the sweep flow: every dataset x model,
+    metric and sparsity target it lists. Finished runs and scores made with the
+    same settings and library source are reused; --refresh recomputes them.
+    """
+    cfg = _config(config, set_)
+    from datapruning import orchestration
+    from datapruning.flows.runners import check_runner
+
+    check_runner(runner, dask_address, workers)
+    if retries < 0:
+        raise DataPruningError(f"--retries {retries} must be at least 0")
+    orchestration.experiments(cfg)  # bad grids fail here, before any work
+    if dask_address is not None:
+        from datapruning.flows.runners import check_scheduler
+
+        check_scheduler(dask_address, cfg.run_root)
     # The temporary server's telemetry only fails (loudly) on offline machines.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import pipeline
+    # It starts in 6-12 s on an idle 2-core machine; Prefect's default 20 s wait is short
+    # when the cores are busy.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from datapruning.flows.pipeline import pipeline, sweep
+    from datapruning.flows.runners import api_for_workers
 
-    path = pipeline(cfg)
-    typer.echo(Path(path).read_text())
-    typer.echo(f"report written to {path}")
+    flow = sweep if orchestration.is_sweep(cfg) else pipeline
+    with api_for_workers(runner):
+        result = flow(
+            str(config),
+            list(set_ or []),
+            runner=runner,
+            dask_address=dask_address,
+            workers=workers,
+            refresh=refresh,
+            retries=retries,
+        )
+    for path in result["reports"]:
+        typer.echo(Path(path).read_text())
+        typer.echo(f"report written to {path}")
+    for record in result["records"]:
+        if record["status"] == "failed":
+            typer.echo(f"failed: {record['run']}: {record['error']}", err=True)
+    typer.echo(orchestration.describe_tally(result["counts"]))
+
+
+@app.command()
+def deploy(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Deployments to register (default: all in the file)."),
+    ] = None,
+    file: Annotated[
+        Path, typer.Option("--file", help="The deployments file (prefect.yaml).")
+    ] = Path("prefect.yaml"),
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Work pool to deploy onto (default: each deployment's, in the file)."),
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option(help='A schedule for the deployments, e.g. "0 3 * * *".')
+    ] = None,
+) -> None:
+    """Register the flows' deployments (prefect.yaml) with the Prefect server.
+
+    Runs `prefect deploy` on the file, with the checkout's directory as the
+    workers' working directory (it must be on a filesystem every worker sees).
+    The server is PREFECT_API_URL's; the work pool must exist
+    (`prefect work-pool create NAME --type process`).
+    """
+    import subprocess
+
+    from datapruning.deploy import deploy_command, deployment_names, load_deployments
+
+    spec = load_deployments(file)
+    available = deployment_names(spec)
+    chosen = list(names or available)
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise DataPruningError(
+            f"no deployment named {unknown[0]!r} in {str(file)!r}; choose from: {', '.join(available)}"
+        )
+    command, env = deploy_command(file, chosen, pool=pool, cron=cron, spec=spec)
+    done = subprocess.run(command, cwd=file.resolve().parent, env=env, check=False)
+    if done.returncode != 0:
+        raise DataPruningError(
+            f"prefect deploy failed (exit {done.returncode}); see its output above"
+        )
+    typer.echo(f"registered {len(chosen)} deployments: {', '.join(chosen)}")
 
 
 @app.command()

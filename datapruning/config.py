@@ -59,7 +59,7 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str | None) -> str | None:
-        from models import MODELS
+        from datapruning.models import MODELS
 
         return None if name is None else _check_name("model", name, MODELS)
 
@@ -350,7 +350,7 @@ class TrainConfig(_Section):
         # find_spec, not import: ffcv (numba) takes seconds to import.
         if loader == "ffcv" and importlib.util.find_spec("ffcv") is None:
             raise ValueError(
-                "loader ffcv needs FFCV: pip install 'datapruning[ffcv]', or use loader torch"
+                "loader ffcv needs FFCV: pip install 'datapruning-tta[ffcv]', or use loader torch"
             )
         return loader
 
@@ -444,6 +444,13 @@ class StudentsConfig(_Section):
     kd: list[bool] = Field(default_factory=lambda: [False, True])
     seeds: list[int] = Field(default_factory=lambda: [0])
 
+    @field_validator("fractions", "strategies", "kd", "seeds")
+    @classmethod
+    def _not_empty(cls, values: list[Any]) -> list[Any]:
+        if not values:
+            raise ValueError("is an empty grid axis: give at least one value")
+        return values
+
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, fractions: list[float]) -> list[float]:
@@ -458,6 +465,44 @@ class StudentsConfig(_Section):
 
         choices = (*STRATEGIES, RS2_STRATEGY)
         return [_check_name("student strategy", s, choices) for s in strategies]
+
+
+class SweepConfig(_Section):
+    """Axes a sweep adds to the students grid; an unset axis is the config's single value.
+
+    Every dataset x model pair is one experiment (its own teachers, scores and
+    report under ``output_dir/name/<dataset>-<model>``); within it the students
+    grid runs for every metric and every sparsity target (of ``train.sparsity``'s
+    schedule; 0 is dense). Random and RS2 students do not read the scores, so
+    they run once per experiment, not once per metric.
+    """
+
+    datasets: list[DatasetConfig] | None = None
+    models: list[ModelConfig] | None = None
+    metrics: list[str] | None = None
+    sparsity: list[float] | None = None
+
+    @field_validator("datasets", "models", "metrics", "sparsity")
+    @classmethod
+    def _not_empty(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is not None and not values:
+            raise ValueError("is an empty grid axis: give at least one value, or drop the key")
+        return values
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: list[str] | None) -> list[str] | None:
+        from datapruning.scoring import METRICS
+
+        return None if metrics is None else [_check_name("metric", m, METRICS) for m in metrics]
+
+    @field_validator("sparsity")
+    @classmethod
+    def _targets(cls, targets: list[float] | None) -> list[float] | None:
+        for target in targets or []:
+            if not 0 <= target < 1:
+                raise ValueError(f"sparsity {target} must lie in [0, 1)")
+        return targets
 
 
 # The students grid's strategy that trains on RS2 instead of a fixed subset.
@@ -481,6 +526,7 @@ class PipelineConfig(_Section):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     students: StudentsConfig = Field(default_factory=StudentsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
 
     @property
     def run_root(self) -> Path:

@@ -25,13 +25,15 @@ class Recipe:
     kd: bool
     seed: int
     metric: str
+    # A sweep's sparsity target for the student (None: the config's train.sparsity as is).
+    sparsity: float | None = None
 
     @property
     def label(self) -> str:
-        """What the subset is: ``random``, ``rs2``, or metric and strategy such as ``el2n-hard``."""
-        if self.strategy in ("random", RS2_STRATEGY):
-            return self.strategy
-        return f"{self.metric}-{self.strategy}"
+        """What the subset is: ``random``, ``rs2``, or metric and strategy such as ``el2n-hard``;
+        a sparse student of a sweep adds its target: ``el2n-hard-sp0.5``."""
+        base = self.strategy if not self.needs_scores else f"{self.metric}-{self.strategy}"
+        return base + (f"-sp{self.sparsity:g}" if self.sparsity else "")
 
     @property
     def run_name(self) -> str:
@@ -64,15 +66,28 @@ def full_run_name(seed: int) -> str:
     return f"{FULL_RECIPE}-s{seed}"
 
 
-def student_recipes(cfg: PipelineConfig) -> list[Recipe]:
+def student_recipes(
+    cfg: PipelineConfig,
+    metrics: list[str] | None = None,
+    sparsities: list[float | None] | None = None,
+) -> list[Recipe]:
+    """The students grid, for each metric (default: scoring.metric) and sparsity target.
+
+    Recipes that do not read the scores (random, RS2) are the same for every
+    metric and appear once.
+    """
     students = cfg.students
-    return [
-        Recipe(fraction, strategy, kd, seed, cfg.scoring.metric)
+    recipes = {
+        recipe.run_name: recipe
+        for metric in metrics or [cfg.scoring.metric]
+        for sparsity in sparsities or [None]
         for fraction in students.fractions
         for strategy in students.strategies
         for kd in students.kd
         for seed in students.seeds
-    ]
+        for recipe in [Recipe(fraction, strategy, kd, seed, metric, sparsity)]
+    }
+    return list(recipes.values())
 
 
 def check_pipeline_config(cfg: PipelineConfig) -> None:

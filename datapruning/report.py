@@ -4,8 +4,11 @@ The target is the full-data run's final test accuracy minus ``target_drop``
 (one point by default). Each run's time to the target is read from its
 ``metrics.jsonl`` (training seconds at the first evaluation that reached it),
 so the target can be chosen after the runs finished. Student-only time counts
-the student's training; end-to-end time adds the scoring cost and, for
-distilled students, the teacher's training.
+the student's training; end-to-end time adds what the student used: the scoring
+cost when it trained on the scores, and for distilled students the teacher's
+training and its logits (the same for every student of a teacher). Those shared
+costs are also listed once per experiment, and cells that failed for good are
+listed with their error.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from datapruning.train.loop import METRICS_NAME, SUMMARY_NAME
 from datapruning.train.tta import time_to_accuracy
 
 REPORT_NAME = "report.md"
+# Written by datapruning.orchestration: a cell that failed for good, and a teacher's logits cost.
+FAILURE_NAME = "failure.json"
+TEACHER_LOGITS_RECORD = "teacher_logits.json"
 PLOT_NAME = "tta.png"
 FULL_RECIPE = "full"
 # What a report reads from a run's summary.json and from each metrics.jsonl line.
@@ -147,6 +153,8 @@ def render_markdown(
     title: str,
     context: str = "",
     plot: str | None = None,
+    shared: list[dict[str, Any]] | None = None,
+    failures: list[dict[str, Any]] | None = None,
 ) -> str:
     def seconds(value: float) -> str:
         return "not reached" if math.isnan(value) else f"{value:.2f}"
@@ -162,9 +170,9 @@ def render_markdown(
         f"Target: **{target:.1%}** test accuracy (the full-data run's {full_acc:.1%} "
         f"minus {target_drop * 100:g} point{'s' if target_drop != 0.01 else ''}).",
         "Times are training wall-clock seconds, evaluation excluded (its cost is the `eval s` "
-        "column). *Student* counts the run alone; *end-to-end* adds the scoring cost and, "
-        "for KD, the teacher's training. Speed-up is the full-data run's time to the target "
-        "divided by the recipe's.",
+        "column). *Student* counts the run alone; *end-to-end* adds what the student used: the "
+        "scoring cost if it trained on the scores, and for KD the teacher's training and its "
+        "logits. Speed-up is the full-data run's time to the target divided by the recipe's.",
         "",
         "| recipe | kept | KD | runs | final acc | best acc | train s | eval s "
         "| student s to target | speed-up | end-to-end s to target | end-to-end speed-up |",
@@ -180,6 +188,25 @@ def render_markdown(
             f"| {tta} | {speedup(row.speedup)} | {seconds(row.e2e_tta_s)} | {speedup(row.e2e_speedup)} |"
         )
     lines += ["", verdict(table, target)]
+    if shared:
+        lines += [
+            "",
+            "Shared costs, paid once for the whole experiment (each student above is "
+            "charged the ones it used):",
+            "",
+            "| cost | seconds |",
+            "|---|---:|",
+            *(f"| {row['cost']} | {row['seconds']:.2f} |" for row in shared),
+        ]
+    if failures:
+        lines += [
+            "",
+            f"Failed runs ({len(failures)}; the table leaves them out):",
+            "",
+            "| run | error |",
+            "|---|---|",
+            *(f"| {row['run']} | {str(row['error']).replace('|', '/')} |" for row in failures),
+        ]
     if plot:
         lines += ["", f"![test accuracy against training time]({plot})"]
     return "\n".join(lines) + "\n"
@@ -261,6 +288,45 @@ def _kept(run: RunRecord) -> float:
     return round(float(run.summary["kept_fraction"]), 6)
 
 
+def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """The experiment's one-off costs: each teacher's training and logits, each scoring."""
+    from datapruning.scores import Scores
+
+    root = Path(root)
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        if run.recipe != FULL_RECIPE:
+            continue
+        name = run.path.name
+        rows.append({"cost": f"teacher {name}: training", "seconds": run.summary["train_seconds"]})
+        try:
+            logits = json.loads((run.path / TEACHER_LOGITS_RECORD).read_text())
+            rows.append({"cost": f"teacher {name}: logits", "seconds": float(logits["seconds"])})
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    for path in sorted((root / "scores").glob("*.parquet")):
+        try:
+            metadata = Scores.load(path).metadata
+        except DataPruningError:
+            continue
+        seconds = float(metadata.get("seconds") or 0.0)
+        rows.append({"cost": f"scoring: {metadata.get('metric', path.stem)}", "seconds": seconds})
+    return rows
+
+
+def find_failures(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Cells of a pipeline or sweep that failed for good (their failure.json)."""
+    failures = []
+    for path in sorted(Path(root).rglob(FAILURE_NAME)):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            failures.append({"run": record.get("run", path.parent.name), **record})
+    return failures
+
+
 def write_report(
     root: str | os.PathLike[str], target_drop: float = 0.01, title: str | None = None
 ) -> tuple[Path, str]:
@@ -276,7 +342,16 @@ def write_report(
         f"{full.get('num_train_examples', '?')} training examples), model `{full.get('model', '?')}`, "
         f"{full.get('epochs', '?')} epochs per run."
     )
-    text = render_markdown(table, target, target_drop, title or root.name, context, PLOT_NAME)
+    text = render_markdown(
+        table,
+        target,
+        target_drop,
+        title or root.name,
+        context,
+        PLOT_NAME,
+        shared=shared_costs(root, runs),
+        failures=find_failures(root),
+    )
     path = write_text(root / REPORT_NAME, text)
     return path, text
 

@@ -4,7 +4,13 @@ A scores file is a parquet table with columns ``index``, ``score``, ``label``
 (plus per-seed columns such as ``score_seed0``) and, in the parquet schema
 metadata under ``datapruning``, a JSON record of how it was made: metric,
 parameters, dataset name/params/fingerprint, model, seeds, seconds spent and
-library version. Larger scores mean harder / more informative examples.
+library version, and ``format_version`` (``SCORES_FORMAT``). Larger scores mean
+harder / more informative examples.
+
+Format versions: 1 is the layout above. Files written before the version was
+recorded have the same layout and are read as version 1; a file of a version
+this release does not know (a newer release wrote it) is refused with a message
+saying so, rather than read wrongly.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from datapruning._io import atomic_path
 from datapruning.errors import DataPruningError, FingerprintMismatchError, UnknownNameError
 
 METADATA_KEY = b"datapruning"
+SCORES_FORMAT = 1  # the layout of the table and metadata; bump it when either changes
 
 # hard: keep the highest scores; easy: the lowest; random: a seeded uniform draw;
 # balanced: the hardest within each class, each class keeping its share;
@@ -76,7 +83,8 @@ class Scores:
         """Write the table and its metadata atomically as parquet."""
         table = pa.Table.from_pandas(self.table, preserve_index=False)
         metadata = dict(table.schema.metadata or {})
-        metadata[METADATA_KEY] = json.dumps(self.metadata).encode()
+        record = {**self.metadata, "format_version": SCORES_FORMAT}
+        metadata[METADATA_KEY] = json.dumps(record).encode()
         table = table.replace_schema_metadata(metadata)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -97,7 +105,17 @@ class Scores:
             raise DataPruningError(
                 f"{str(path)!r} has no datapruning metadata; write it with `datapruning score`"
             )
-        scores = cls(table.to_pandas(), json.loads(raw))
+        try:
+            metadata = json.loads(raw)
+        except ValueError:
+            metadata = None
+        if not isinstance(metadata, dict):
+            raise DataPruningError(
+                f"{str(path)!r} has unreadable datapruning metadata; rescore with "
+                "`datapruning score`"
+            )
+        _check_format(path, metadata.pop("format_version", 1))  # unversioned files are 1
+        scores = cls(table.to_pandas(), metadata)
         if fingerprint is not None:
             scores.check_dataset(fingerprint)
         return scores
@@ -125,6 +143,20 @@ class Scores:
             bins=bins,
         )
         return self.table["index"].to_numpy()[chosen]
+
+
+def _check_format(path: Path, version: Any) -> None:
+    if version == SCORES_FORMAT and isinstance(version, int):
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCORES_FORMAT:
+        raise DataPruningError(
+            f"scores file {str(path)!r} has format version {version}, newer than this "
+            f"datapruning reads ({SCORES_FORMAT}); upgrade datapruning or rescore with it"
+        )
+    raise DataPruningError(
+        f"scores file {str(path)!r} has unknown format version {version!r} (this datapruning "
+        f"reads {SCORES_FORMAT}); rescore with `datapruning score`"
+    )
 
 
 def select(

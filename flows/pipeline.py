@@ -1,152 +1,244 @@
-"""The main job as a Prefect flow: teacher -> scores -> students -> report.
+"""The main job as Prefect flows: teachers -> scores -> the student grid -> report.
 
-1. train the full-data model (the baseline and the KD teacher), one per seed;
-2. score the training set with the configured metric (skipped when every
-   student draws a random subset);
-3. train one student per recipe (kept fraction x strategy x KD x seed);
-4. write report.md + tta.png and publish the report as a markdown artifact.
+``pipeline`` runs one experiment, ``sweep`` every dataset x model of a config's
+``sweep`` section (each metric and sparsity target of it in the students grid):
 
-Runs execute one after another on purpose: they are timed, and concurrent runs
-on a shared CPU would slow each other and corrupt the time-to-accuracy clock.
-The pieces live in the library; this module only orders them.
+1. train the full-data model of each seed (the baseline and the KD teacher) and
+   its logits on the training set;
+2. score the training set with each metric a student uses; the seed groups of
+   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file;
+3. train every student; a cell that fails for good is reported with its error
+   and the others finish;
+4. write report.md + tta.png per experiment, publish them as a markdown artifact,
+   the results as a table artifact, and the progress while cells finish.
+
+Cells run on the task runner chosen by ``runner`` (flows/runners.py): one after
+another in this process (``sequential``, the default), a process pool, or Dask
+workers. Everything a cell does is in ``datapruning.orchestration``; this
+module only orders the cells. Both flows take the config's path and overrides,
+so a deployment can run them with plain parameters.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import re
-import shutil
-from pathlib import Path
+import math
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
 
-from datapruning._io import write_npy
-from datapruning.config import PipelineConfig, SparsityConfig
-from datapruning.data.sources import Dataset, load_dataset
-from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
-from datapruning.report import FULL_RECIPE, write_report
-from datapruning.scores import Scores
-from datapruning.scoring import get_metric
-from datapruning.train.checkpoint import CHECKPOINT_NAME
-from datapruning.train.loop import train
-
-
-@functools.cache
-def _dataset(name: str, params_json: str) -> Dataset:
-    # Tasks share one in-memory copy per process instead of regenerating it.
-    return load_dataset(name, json.loads(params_json))
-
-
-def dataset_of(cfg: PipelineConfig) -> Dataset:
-    return _dataset(cfg.dataset.name, json.dumps(cfg.dataset.params, sort_keys=True))
-
-
-@task(name="train-full", cache_policy=NO_CACHE)
-def train_full(cfg: PipelineConfig, seed: int) -> dict[str, Any]:
-    run_dir = cfg.run_root / full_run_name(seed)
-    result = train(
-        dataset_of(cfg),
-        cfg.model,
-        # The full-data reference and teacher is dense: train.sparsity is for the students.
-        cfg.train.model_copy(update={"seed": seed, "sparsity": SparsityConfig()}),
-        run_dir=run_dir,
-        extra_summary={"recipe": FULL_RECIPE, "seed": seed},
-        progress=False,
-    )
-    get_run_logger().info(
-        "full data, seed %d: %.1f%% test accuracy in %.1f s",
-        seed,
-        100 * result.summary["final_test_acc"],
-        result.summary["train_seconds"],
-    )
-    return result.summary | {"run_dir": str(run_dir)}
-
-
-@task(name="score", cache_policy=NO_CACHE)
-def score(cfg: PipelineConfig) -> Path:
-    path = cfg.run_root / "scores" / f"{cfg.scoring.metric}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Finished seeds wait in PATH.parts/, so a rerun of an interrupted flow scores
-    # only the missing ones.
-    parts = path.with_name(path.name + ".parts")
-    scores = get_metric(cfg.scoring.metric)(
-        dataset_of(cfg), cfg.scoring, cfg.model, cfg.train, progress=False, work_dir=parts
-    )
-    scores.save(path)
-    shutil.rmtree(parts, ignore_errors=True)
-    get_run_logger().info(
-        "%s scores for %d examples in %.1f s -> %s",
-        cfg.scoring.metric,
-        len(scores),
-        scores.metadata["seconds"],
-        path,
-    )
-    return path
-
-
-@task(name="train-student", cache_policy=NO_CACHE)
-def train_student(
-    cfg: PipelineConfig, recipe: Recipe, scores_path: Path | None, teacher: dict[str, Any]
-) -> dict[str, Any]:
-    dataset = dataset_of(cfg)
-    scores = Scores.load(scores_path, dataset.fingerprint) if scores_path else None
-    indices = recipe.indices(dataset.num_train, scores)
-    run_dir = cfg.run_root / recipe.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if indices is not None:
-        write_npy(run_dir / "indices.npy", indices)
-    extra = {"recipe": recipe.label, "strategy": recipe.strategy, "seed": recipe.seed}
-    result = train(
-        dataset,
-        cfg.model,
-        cfg.train.model_copy(update={"seed": recipe.seed, "data": recipe.data()}),
-        indices=indices,
-        teacher=Path(teacher["run_dir"]) / CHECKPOINT_NAME if recipe.kd else None,
-        kd=cfg.kd if recipe.kd else None,
-        run_dir=run_dir,
-        extra_summary=extra,
-        progress=False,
-        teacher_seconds=teacher["train_seconds"] if recipe.kd else 0.0,
-        scoring_seconds=scores.metadata["seconds"] if scores is not None else 0.0,
-    )
-    get_run_logger().info(
-        "%s: %.1f%% test accuracy in %.1f s",
-        recipe.run_name,
-        100 * result.summary["final_test_acc"],
-        result.summary["train_seconds"],
-    )
-    return result.summary
-
-
-@task(name="report", cache_policy=NO_CACHE)
-def report(cfg: PipelineConfig) -> Path:
-    path, text = write_report(cfg.run_root, cfg.report.target_drop, title=cfg.name)
-    create_markdown_artifact(
-        key=_artifact_key(cfg.name),
-        markdown=text,
-        description=f"Time-to-accuracy report of {cfg.name} ({path})",
-    )
-    return path
+from datapruning import orchestration as orch
+from datapruning.config import PipelineConfig, load_config
+from datapruning.errors import DataPruningError
+from datapruning.flows.runners import task_runner
+from datapruning.flows.tasks import (
+    artifact_key,
+    merge_scores_task,
+    report_task,
+    retrying,
+    score_group_task,
+    student_task,
+    teacher_task,
+)
+from datapruning.recipes import full_run_name
 
 
 @flow(name="datapruning-pipeline")
-def pipeline(cfg: PipelineConfig) -> Path:
-    """Teacher, scores, students and the time-to-accuracy report for ``cfg``."""
-    check_pipeline_config(cfg)
-    cfg.run_root.mkdir(parents=True, exist_ok=True)
-    recipes = student_recipes(cfg)
-    teachers = {seed: train_full(cfg, seed) for seed in cfg.students.seeds}
-    scores_path = score(cfg) if any(recipe.needs_scores for recipe in recipes) else None
-    for recipe in recipes:
-        # Each student distils from the full-data model of its own seed.
-        train_student(cfg, recipe, scores_path, teachers[recipe.seed])
-    return report(cfg)
+def pipeline(
+    config: str,
+    overrides: list[str] | None = None,
+    runner: str = "sequential",
+    dask_address: str | None = None,
+    workers: int | None = None,
+    refresh: bool = False,
+    retries: int = 2,
+    retry_delay: float = 2.0,
+) -> dict[str, Any]:
+    """Teachers, scores, students and the time-to-accuracy report of one experiment."""
+    cfg = load_config(config, overrides)
+    if len(orch.experiments(cfg)) != 1:
+        raise DataPruningError(
+            "the config's sweep section lists several datasets or models; run the sweep flow"
+        )
+    return _run(
+        cfg, config, overrides, runner, dask_address, workers, refresh, retries, retry_delay
+    )
 
 
-def _artifact_key(name: str) -> str:
-    # Artifact keys may hold only lowercase letters, digits and dashes.
-    return "tta-report-" + (re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "run")
+@flow(name="datapruning-sweep")
+def sweep(
+    config: str,
+    overrides: list[str] | None = None,
+    runner: str = "sequential",
+    dask_address: str | None = None,
+    workers: int | None = None,
+    refresh: bool = False,
+    retries: int = 2,
+    retry_delay: float = 2.0,
+) -> dict[str, Any]:
+    """Every experiment of the config's sweep grid, one report each."""
+    cfg = load_config(config, overrides)
+    return _run(
+        cfg, config, overrides, runner, dask_address, workers, refresh, retries, retry_delay
+    )
+
+
+def _run(
+    cfg: PipelineConfig,
+    config: str,
+    overrides: list[str] | None,
+    runner: str,
+    dask_address: str | None,
+    workers: int | None,
+    refresh: bool,
+    retries: int,
+    retry_delay: float,
+) -> dict[str, Any]:
+    orch.experiments(cfg)  # bad grids fail before a runner starts
+    with task_runner(runner, cfg.run_root, dask_address=dask_address, workers=workers) as tr:
+        # The cells run in a subflow: a flow's task runner is fixed when it starts.
+        result = cells.with_options(task_runner=tr)(
+            config, overrides, refresh, retries, retry_delay
+        )
+    get_run_logger().info(orch.describe_tally(result["counts"]))
+    return result
+
+
+@flow(name="datapruning-cells")
+def cells(
+    config: str,
+    overrides: list[str] | None = None,
+    refresh: bool = False,
+    retries: int = 2,
+    retry_delay: float = 2.0,
+) -> dict[str, Any]:
+    """Fan the cells of every experiment out on this flow's task runner."""
+    cfg = load_config(config, overrides)
+    exps = orch.experiments(cfg)
+    teacher_t = retrying(teacher_task, retries, retry_delay)
+    group_t = retrying(score_group_task, retries, retry_delay)
+    merge_t = retrying(merge_scores_task, retries, retry_delay)
+    student_t = retrying(student_task, retries, retry_delay)
+    total = sum(len(e.teacher_seeds) + len(e.scored_metrics) + len(e.recipes) for e in exps)
+    progress = _Progress(cfg.name, total)
+
+    # Phase 1: teachers and scores of every experiment, all at once.
+    teachers: dict[tuple[int, int], Any] = {}
+    scores: dict[tuple[int, str], Any] = {}
+    for i, exp in enumerate(exps):
+        for seed in exp.teacher_seeds:
+            teachers[i, seed] = teacher_t.submit(exp.cfg, seed, refresh)
+        for metric in exp.scored_metrics:
+            if refresh:
+                orch.clear_scores(exp.cfg, metric)
+            groups = [group_t.submit(exp.cfg, metric, g) for g in orch.seed_groups(exp.cfg, metric)]
+            scores[i, metric] = merge_t.submit(exp.cfg, metric, wait_for=groups)
+    records: list[dict[str, Any]] = []
+    teacher_of: dict[tuple[int, int], dict[str, Any] | Failure] = {}
+    scores_of: dict[tuple[int, str], dict[str, Any] | Failure] = {}
+    for _ in as_completed([*teachers.values(), *scores.values()]):
+        progress.step()
+    for key, future in teachers.items():
+        exp = exps[key[0]]
+        value = _outcome(future)
+        teacher_of[key] = value
+        if isinstance(value, Failure):
+            records.append(_failed(exp, full_run_name(key[1]), "full", value))
+        else:
+            records.append(value | {"experiment": exp.cfg.name})
+    for key, future in scores.items():
+        scores_of[key] = _outcome(future)
+
+    # Phase 2: the student grid.
+    students = {}
+    for i, exp in enumerate(exps):
+        for recipe in exp.recipes:
+            teacher = teacher_of[i, recipe.seed] if recipe.kd else None
+            table = scores_of[i, recipe.metric] if recipe.needs_scores else None
+            missing = next((x for x in (teacher, table) if isinstance(x, Failure)), None)
+            if missing is not None:
+                what = "teacher" if isinstance(teacher, Failure) else "scoring"
+                error = orch.record_failure(
+                    exp.root / recipe.run_name, recipe, f"{what} failed: {missing}"
+                )
+                records.append(error | {"experiment": exp.cfg.name})
+                progress.step()
+                continue
+            students[student_t.submit(exp.cfg, recipe, table, teacher, refresh)] = (exp, recipe)
+    for future in as_completed(list(students)):
+        progress.step()
+        exp, recipe = students[future]
+        value = _outcome(future)
+        if isinstance(value, Failure):
+            value = orch.record_failure(exp.root / recipe.run_name, recipe, value)
+        records.append(value | {"experiment": exp.cfg.name})
+
+    reports = []
+    for exp in exps:
+        title = exp.cfg.name if len(exps) == 1 else f"{cfg.name} / {exp.cfg.name}"
+        value = _outcome(report_task.submit(exp.cfg, title))
+        if isinstance(value, Failure):
+            get_run_logger().error("no report for %s: %s", exp.root, value)
+        else:
+            reports.append(value)
+    counts = orch.tally(records)
+    create_table_artifact(
+        key=artifact_key("results", cfg.name),
+        table=[_jsonable(record) for record in records],
+        description=f"Every run of {cfg.name}: {orch.describe_tally(counts)}",
+    )
+    return {"reports": reports, "counts": counts, "records": records}
+
+
+class Failure(str):
+    """Why a cell failed for good, in one line (a task's result is never one)."""
+
+
+def _outcome(future: Any) -> Any:
+    """The task's result, or the Failure that says why it failed for good."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result()
+    return Failure(orch.describe_error(state.result(raise_on_failure=False)))
+
+
+def _failed(exp: orch.Experiment, run: str, recipe: str, error: str) -> dict[str, Any]:
+    return {
+        "experiment": exp.cfg.name,
+        "run": run,
+        "recipe": recipe,
+        "status": "failed",
+        "final_test_acc": math.nan,
+        "train_seconds": math.nan,
+        "end_to_end_seconds": math.nan,
+        "error": error,
+    }
+
+
+def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("experiment", "run", "recipe", "status", "final_test_acc", "train_seconds")
+    row = {key: record.get(key) for key in (*keys, "end_to_end_seconds", "error")}
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+class _Progress:
+    """A progress artifact that moves as cells finish."""
+
+    def __init__(self, name: str, total: int):
+        self.total = max(total, 1)
+        self.done = 0
+        self.id = create_progress_artifact(
+            progress=0.0,
+            key=artifact_key("progress", name),
+            description=f"Cells of {name} finished (of {total})",
+        )
+
+    def step(self) -> None:
+        self.done += 1
+        update_progress_artifact(self.id, progress=100.0 * min(self.done / self.total, 1.0))

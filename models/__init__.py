@@ -13,10 +13,10 @@ from typing import Any
 from torch import nn
 
 from datapruning.errors import ConfigError, UnknownNameError
-from models.convnet1d import ConvNet1D
-from models.mlp import MLP
-from models.resnet import ResNet18
-from models.vit import ViT
+from datapruning.models.convnet1d import ConvNet1D
+from datapruning.models.mlp import MLP
+from datapruning.models.resnet import ResNet18
+from datapruning.models.vit import ViT
 
 ModelFactory = Callable[..., nn.Module]
 

@@ -115,7 +115,7 @@ def test_bad_loop_settings_exit_2_and_write_nothing(
 
 
 def test_teacher_with_another_number_of_classes_exits_2(capsys, tmp_path, config_file, teacher):
-    from models import build_model
+    from datapruning.models import build_model
 
     state = load_checkpoint(teacher)
     model = build_model("mlp", tuple(state["input_shape"]), 3, hidden=16)

@@ -7,9 +7,9 @@ import pytest
 from datapruning.config import PipelineConfig, apply_override, load_config, parse_config
 from datapruning.data.sources import SOURCES
 from datapruning.errors import ConfigError
+from datapruning.models import MODELS
 from datapruning.scores import STRATEGIES
 from datapruning.scoring import METRICS
-from models import MODELS
 
 VALID = """
 name: small-run

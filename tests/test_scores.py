@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -5,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datapruning.errors import DataPruningError, FingerprintMismatchError, UnknownNameError
-from datapruning.scores import STRATEGIES, Scores, select
+from datapruning.scores import SCORES_FORMAT, STRATEGIES, Scores, select
 
 METADATA = {
     "metric": "el2n",
@@ -51,6 +53,53 @@ def test_round_trip(tmp_path):
     raw = pq.read_table(path)
     assert raw.column_names == ["index", "score", "label", "score_seed0", "score_seed1"]
     assert b"datapruning" in raw.schema.metadata
+
+
+def _rewrite_metadata(path, change):
+    """Rewrite a scores file's datapruning metadata record with ``change`` applied."""
+    import json
+
+    table = pq.read_table(path)
+    metadata = dict(table.schema.metadata)
+    record = json.loads(metadata[b"datapruning"])
+    change(record)
+    metadata[b"datapruning"] = json.dumps(record).encode()
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def test_scores_files_record_their_format_version(tmp_path):
+    import json
+
+    path = make_scores().save(tmp_path / "s.parquet")
+    record = json.loads(pq.read_table(path).schema.metadata[b"datapruning"])
+    assert record["format_version"] == SCORES_FORMAT == 1
+    # Files from before the version was recorded have the same layout: read as version 1.
+    _rewrite_metadata(path, lambda record: record.pop("format_version"))
+    assert Scores.load(path).metadata == METADATA
+
+
+@pytest.mark.parametrize(
+    ("version", "match"),
+    [
+        (2, "format version 2, newer than this datapruning reads (1); upgrade"),
+        (0, "unknown format version 0"),
+        ("1", "unknown format version '1'"),
+        (None, "unknown format version None"),
+    ],
+)
+def test_scores_of_an_unknown_format_version_are_refused(tmp_path, version, match):
+    path = make_scores().save(tmp_path / "s.parquet")
+    _rewrite_metadata(path, lambda record: record.update(format_version=version))
+    with pytest.raises(DataPruningError, match=re.escape(match)):
+        Scores.load(path)
+
+
+def test_scores_with_unreadable_metadata_are_refused(tmp_path):
+    path = make_scores().save(tmp_path / "s.parquet")
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({b"datapruning": b"{not json"}), path)
+    with pytest.raises(DataPruningError, match="unreadable datapruning metadata"):
+        Scores.load(path)
 
 
 def test_save_leaves_no_temp_files(tmp_path):

@@ -50,7 +50,7 @@ ImageMode = Literal["raw", "jpg", "ndarray"]
 META_SUFFIX = ".json"
 META_FORMAT = "datapruning-beton/1"
 INSTALL_HINT = (
-    "FFCV is not installed; install it with pip install 'datapruning[ffcv]' "
+    "FFCV is not installed; install it with pip install 'datapruning-tta[ffcv]' "
     "(needs Debian's pkg-config libopencv-dev libturbojpeg0-dev) or use loader torch"
 )
 
@@ -209,8 +209,16 @@ def read_meta(path: str | os.PathLike[str], fingerprint: str | None = None) -> d
             f"{str(meta_file)!r} is missing or unreadable; rewrite the beton with "
             "`datapruning convert` (it records the dataset fingerprint)"
         ) from None
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(
+        "datapruning-beton/"
+    ):
         raise DataPruningError(f"{str(meta_file)!r} is not a datapruning beton sidecar")
+    if meta["format"] != META_FORMAT:
+        raise DataPruningError(
+            f"beton sidecar {str(meta_file)!r} has format {meta['format']!r}, which this "
+            f"datapruning does not read (it reads {META_FORMAT!r}); rewrite the beton with "
+            "`datapruning convert`, or use the datapruning release that wrote it"
+        )
     if meta.get("beton_bytes") != path.stat().st_size:
         raise DataPruningError(
             f"beton {str(path)!r} does not match its sidecar (size changed); rewrite it"

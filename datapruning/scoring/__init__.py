@@ -22,6 +22,10 @@ METRICS: dict[str, str] = {
     "random": "datapruning.scoring.random:score_random",
 }
 
+# Metrics computed per group of seeds (scoring.ensemble_size seeds at a time): a
+# pipeline fans their groups out to workers and merges them (datapruning.orchestration).
+SEED_GROUP_METRICS = frozenset({"el2n", "grand", "forgetting"})
+
 # One line per metric: what it computes and where the recipe comes from.
 METRIC_HELP: dict[str, str] = {
     "el2n": "||softmax(f(x)) - onehot(y)||2 after a few epochs, mean over seeds (Paul et al. 2021)",

@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,26 @@ def build_scores(
     return Scores(table, metadata)
 
 
+# Set by only_seeds(): the seeds this process computes; the others are left to other workers.
+_ONLY_SEEDS: ContextVar[frozenset[int] | None] = ContextVar("only_seeds", default=None)
+
+
+@contextmanager
+def only_seeds(seeds: Sequence[int]) -> Iterator[None]:
+    """Within the block, seed-group metrics compute and save only ``seeds``.
+
+    A scoring fan-out runs each seed group on its own worker under this, all
+    with the same ``work_dir``; one unrestricted call afterwards finds every
+    seed saved and merges them into the scores file. The restricted call returns
+    the scores of the seeds it has (finished or computed), so its result is partial.
+    """
+    token = _ONLY_SEEDS.set(frozenset(seeds))
+    try:
+        yield
+    finally:
+        _ONLY_SEEDS.reset(token)
+
+
 class SeedStore:
     """Per-seed score columns saved as they finish, under ``work_dir/<key>/``.
 
@@ -151,6 +173,9 @@ class SeedStore:
         ``compute(chunk)`` returns one row per seed of ``chunk`` (up to ``group``
         seeds at a time); each chunk is saved as soon as it finishes.
         """
+        only = _ONLY_SEEDS.get()
+        if only is not None:
+            seeds = [seed for seed in seeds if seed in only]
         done = self.load(seeds, num_rows)
         missing = [seed for seed in seeds if seed not in done]
         chunks = [missing[i : i + group] for i in range(0, len(missing), group)]

@@ -143,10 +143,11 @@ def score_seed_groups(
     return build_scores(
         dataset,
         metric,
-        {seed: done[seed][0] for seed in seeds},
+        # Every seed, or under only_seeds() (a fan-out's share) the seeds done so far.
+        {seed: done[seed][0] for seed in sorted(done)},
         params=params,
         model=model,
-        seconds=sum(done[seed][1] for seed in seeds),
+        seconds=sum(seconds for _, seconds in done.values()),
     )
 
 

@@ -160,7 +160,7 @@ def can_batch(model: nn.Module) -> bool:
 def build_models(
     dataset: Dataset, model_cfg: ModelConfig, seeds: Sequence[int], device: torch.device
 ) -> list[nn.Module]:
-    from models import build_model
+    from datapruning.models import build_model
 
     name = model_cfg.name or dataset.default_model
     models = []

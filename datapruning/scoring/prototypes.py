@@ -167,7 +167,7 @@ def train_encoder(
     progress: bool | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A SimCLR-style encoder on ``x`` alone; returns it and its training record."""
-    from models import build_model
+    from datapruning.models import build_model
 
     start = time.perf_counter()
     data = torch.as_tensor(x)

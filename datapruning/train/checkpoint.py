@@ -42,7 +42,7 @@ def load_model(
     path: str | os.PathLike[str], *, fingerprint: str | None = None, num_classes: int | None = None
 ) -> nn.Module:
     """Rebuild the checkpoint's model; refuse one trained on another dataset."""
-    from models import build_model
+    from datapruning.models import build_model
 
     state = load_checkpoint(path)
     if fingerprint is not None and state.get("dataset_fingerprint") != fingerprint:

@@ -112,7 +112,7 @@ def resolve_run(
     progress: bool | None = None,
 ) -> Run:
     """Everything :func:`fit` needs; raises DataPruningError on bad input, writes nothing."""
-    from models import build_model
+    from datapruning.models import build_model
 
     device = resolve_device(train_cfg.device)
     precision = resolve_precision(train_cfg.precision, device)

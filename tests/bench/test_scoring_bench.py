@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,6 @@ def test_benchmark_writes_timings_and_ratios(bench, tmp_path):
     assert el2n["speedup_with_default_threads"] > 0
     assert el2n["max_abs_score_difference_batched_vs_sequential"] < 0.05
     assert -1 <= report["proto_vs_el2n"]["spearman_proto_vs_el2n"] <= 1
+    # The command is the one main() parsed (pytest's sys.argv would not reproduce it).
+    assert report["command"] == shlex.join([".venv/bin/python", "bench/scoring.py", *argv])
+    assert report["machine"]["cpus"] and report["versions"]["torch"]

@@ -150,6 +150,20 @@ def test_sidecar_records_the_dataset_fingerprint(tmp_path, vectors):
     assert {p.name for p in tmp_path.iterdir()} == {"toy.beton", "toy.beton.json"}
 
 
+def test_sidecar_of_another_format_version_is_refused(tmp_path, vectors):
+    path = to_beton(vectors, tmp_path / "v.beton")
+    meta = json.loads(meta_path(path).read_text())
+    assert meta["format"] == "datapruning-beton/1"
+    meta["format"] = "datapruning-beton/2"
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(DataPruningError, match="format 'datapruning-beton/2', which this"):
+        read_meta(path)
+    meta["format"] = "something-else"
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(DataPruningError, match="not a datapruning beton sidecar"):
+        read_meta(path)
+
+
 def test_a_beton_of_another_dataset_is_refused(vector_beton, vectors):
     with pytest.raises(FingerprintMismatchError, match="convert this dataset"):
         make_loader(vector_beton, batch_size=4, fingerprint="0123456789abcdef")
@@ -226,7 +240,7 @@ def test_cached_beton_is_written_once_per_dataset(tmp_path, monkeypatch, vectors
 
 def test_without_ffcv_the_error_says_how_to_install(monkeypatch, vector_beton):
     monkeypatch.setitem(sys.modules, "ffcv", None)  # what find_spec sees when it is absent
-    with pytest.raises(DataPruningError, match=r"pip install 'datapruning\[ffcv\]'"):
+    with pytest.raises(DataPruningError, match=r"pip install 'datapruning-tta\[ffcv\]'"):
         make_loader(vector_beton, batch_size=4)
     from datapruning.config import parse_config
     from datapruning.errors import ConfigError

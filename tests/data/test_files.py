@@ -96,6 +96,65 @@ def test_cifar_truncated_batch_file_is_named(cifar10_dir):
         load_dataset("cifar10", {"root": str(folder)})
 
 
+class RunsACommand:
+    """What a crafted pickle does: unpickling calls ``os.system`` with its command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+class EvalsCode:
+    def __reduce__(self):
+        return eval, ("1 + 1",)
+
+
+@pytest.mark.parametrize("payload", ["reduce_at_top", "inside_the_dict", "eval"])
+def test_cifar_batch_naming_any_other_global_is_refused_without_running_it(
+    cifar10_dir, tmp_path, payload
+):
+    folder, _ = cifar10_dir
+    marker = tmp_path / "pwned"
+    attack = RunsACommand(f"touch {marker}")
+    crafted = {
+        "reduce_at_top": attack,
+        "inside_the_dict": {b"data": np.zeros((1, 3072), np.uint8), b"labels": [attack]},
+        "eval": EvalsCode(),
+    }[payload]
+    (folder / "data_batch_4").write_bytes(pickle.dumps(crafted, protocol=2))
+    with pytest.raises(DataPruningError) as info:
+        load_dataset("cifar10", {"root": str(folder)})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "data_batch_4" in message and "refusing to unpickle" in message
+    # Protocol 2 names builtins by their Python 2 module, __builtin__.
+    assert ("posix.system" if payload != "eval" else "__builtin__.eval") in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_and_numpy_scalars_load(tmp_path, protocol):
+    # Labels as numpy scalars and data as an array, under the protocols Python and numpy
+    # write (protocol 5 rebuilds arrays through numpy's _frombuffer).
+    rng = np.random.default_rng(protocol)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = random_images(rng, 2)
+        labels = [np.int64(v) for v in rng.integers(0, 10, 2)]
+        batch = {b"data": images.reshape(2, -1), b"labels": labels, b"batch_label": "x"}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+        written[name] = (images, labels)
+    ds = load_dataset("cifar10", {"root": str(folder)})
+    np.testing.assert_array_equal((ds.x_test * 255).round(), written["test_batch"][0])
+    assert ds.y_test.tolist() == [int(v) for v in written["test_batch"][1]]
+
+
 def test_cifar_needs_a_root():
     with pytest.raises(ConfigError, match="--root DIR"):
         load_dataset("cifar10")

@@ -161,3 +161,49 @@ def test_rs2_stratified_draws_each_class_in_proportion(
         expected = np.bincount(labels, minlength=classes) * sampler.epoch_size / num_samples
         assert drawn.sum() == sampler.epoch_size
         assert np.all(np.abs(drawn - expected) < 1 + 1e-9)
+
+
+@st.composite
+def stratified_rs2(draw):
+    num_samples = draw(st.integers(2, 300))
+    classes = draw(st.integers(2, 12))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    # Skewed class sizes, so that some classes are owed less than one slot per epoch.
+    weights = rng.dirichlet(np.full(classes, draw(st.sampled_from([0.2, 1.0, 5.0]))))
+    labels = rng.choice(classes, size=num_samples, p=weights)
+    fraction = draw(st.floats(0.005, 1.0))
+    replacement = draw(st.booleans())
+    return RS2Sampler(num_samples, fraction, replacement, stratify=labels, seed=seed), labels
+
+
+@SETTINGS
+@given(stratified_rs2(), st.integers(1, 60))
+def test_rs2_stratified_share_over_epochs_is_proportional(case, epochs):
+    sampler, labels = case
+    _, label_ids = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(label_ids)
+    owed = sampler.epoch_size * sizes / len(labels)  # slots per epoch each class is owed
+    drawn = np.zeros_like(sizes)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        counts = np.bincount(label_ids[sampler.epoch_indices()], minlength=len(sizes))
+        np.testing.assert_array_equal(counts, sampler.class_counts())
+        # Every epoch: floor or ceil of the class's share.
+        assert np.all((counts == np.floor(owed)) | (counts == np.ceil(owed)))
+        drawn += counts
+        # Over the epochs so far: within one example of the share, fractional slots carried.
+        assert np.all(np.abs(drawn - (epoch + 1) * owed) < 1 - 1e-9)
+
+
+@SETTINGS
+@given(stratified_rs2(), st.integers(0, 40))
+def test_rs2_stratified_without_replacement_sees_every_example(case, start):
+    sampler, labels = case
+    if sampler.replacement:
+        return
+    seen = set()
+    for epoch in range(start, start + 2 * sampler.epochs_per_pass):
+        sampler.set_epoch(epoch)
+        seen.update(sampler.epoch_indices().tolist())
+    assert seen == set(range(len(labels)))

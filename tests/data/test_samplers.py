@@ -257,3 +257,47 @@ def test_from_scores_selects_the_subset_of_a_scores_file(tmp_path):
         SubsetSampler.from_scores(path, keep=0.2, fingerprint="other")
     with pytest.raises(DataPruningError, match="not found"):
         SubsetSampler.from_scores(tmp_path / "missing.parquet", keep=0.2)
+
+
+# --- RS2 stratified -----------------------------------------------------------
+
+
+def test_rs2_stratified_draws_a_class_smaller_than_one_slot_in_some_epochs():
+    # The case: 95/5 examples, 10% a epoch. The small class is owed half a slot
+    # per epoch; rounding within each epoch would never draw it.
+    labels = np.array([0] * 95 + [1] * 5)
+    sampler = RS2Sampler(100, 0.1, stratify=labels, seed=0)
+    small = []
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        drawn = sampler.epoch_indices()
+        assert len(drawn) == len(set(drawn.tolist())) == 10
+        small.append(int((labels[drawn] == 1).sum()))
+    assert small == [1, 0] * 10 or small == [0, 1] * 10
+    # Ten epochs of 10% draw each class's 10% share of the pass: 95 and 5 examples.
+    assert sum(small[:10]) == 5
+
+
+def test_rs2_stratified_with_more_classes_than_slots_rotates_the_classes():
+    labels = np.repeat(np.arange(20), 5)  # 20 classes of 5, 5 slots an epoch
+    sampler = RS2Sampler(100, 0.05, stratify=labels, seed=3)
+    classes_drawn = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        drawn = labels[sampler.epoch_indices()]
+        assert len(set(drawn.tolist())) == 5  # one example from each of 5 classes
+        classes_drawn.extend(drawn.tolist())
+    assert sorted(classes_drawn) == list(range(20))  # every class once in 4 epochs
+
+
+def test_rs2_stratified_resumes_at_any_epoch_in_any_order():
+    labels = np.random.default_rng(1).choice(7, size=300, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.04, 0.01])
+    in_order = RS2Sampler(300, 0.03, stratify=labels, seed=5, num_replicas=2, rank=1)
+    epochs = []
+    for epoch in range(30):
+        in_order.set_epoch(epoch)
+        epochs.append(list(in_order))
+    resumed = RS2Sampler(300, 0.03, stratify=labels, seed=5, num_replicas=2, rank=1)
+    for epoch in (17, 3, 29, 0, 17):
+        resumed.load_state_dict({"seed": 5, "epoch": epoch})
+        assert list(resumed) == epochs[epoch]

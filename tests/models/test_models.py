@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from datapruning.errors import ConfigError, DataPruningError, UnknownNameError
-from models import MLP, MODELS, ConvNet1D, ResNet18, ViT, build_model
+from datapruning.models import MLP, MODELS, ConvNet1D, ResNet18, ViT, build_model
 
 # An input shape each registered model accepts, with small options for speed.
 EXAMPLES = {

@@ -5,7 +5,7 @@ from torch import nn
 
 from datapruning.config import ModelConfig, PipelineConfig
 from datapruning.errors import ConfigError
-from models import ResNet18, build_model
+from datapruning.models import ResNet18, build_model
 
 
 def n_params(model: nn.Module) -> int:

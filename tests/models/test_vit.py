@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datapruning.errors import ConfigError
-from models import ViT, build_model
+from datapruning.models import ViT, build_model
 
 SMALL = {"dim": 16, "depth": 2, "heads": 2, "mlp_ratio": 2.0}
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import load_dataset
+from datapruning.models import build_model
 from datapruning.scoring import get_metric
 from datapruning.scoring.grand import grad_norms, last_layer_names, score_grand
-from models import build_model
 
 MLP = ModelConfig(name="mlp", params={"hidden": 16})
 TRAIN = TrainConfig(batch_size=64, lr=0.1)

@@ -223,7 +223,7 @@ def test_teacher_of_another_architecture(digits, tmp_path):
 
 def test_teacher_with_another_number_of_classes_is_refused(digits, teacher_run, tmp_path):
     state = load_checkpoint(teacher_run.run_dir)
-    from models import build_model
+    from datapruning.models import build_model
 
     three = build_model("mlp", digits.input_shape, 3, hidden=32)
     save_checkpoint(

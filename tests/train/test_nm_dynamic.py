@@ -10,6 +10,7 @@ from torch import nn
 from datapruning.config import ModelConfig, SparsityConfig, TrainConfig, parse_config
 from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError
+from datapruning.models import build_model
 from datapruning.train.checkpoint import load_checkpoint
 from datapruning.train.loop import RESUME_NAME, train
 from datapruning.train.sparsity import (
@@ -19,7 +20,6 @@ from datapruning.train.sparsity import (
     export_sparse,
     nm_violations,
 )
-from models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,6 +20,7 @@ from datapruning.config import (
 )
 from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError, DataPruningError
+from datapruning.models import build_model
 from datapruning.train.checkpoint import load_checkpoint
 from datapruning.train.loop import train
 from datapruning.train.sparsity import (
@@ -33,7 +34,6 @@ from datapruning.train.sparsity import (
     select_weights,
     sparsity_report,
 )
-from models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,178 @@
+"""Task runners for the flows: one process, a process pool, or Dask workers.
+
+No thread runner for training: the loop sets process-wide torch state (threads,
+determinism, seeds), so two runs in one process would interfere. Timed runs
+stay honest under fan-out: every worker runs one task at a time (Dask workers
+with one thread each), and on a local Dask cluster each worker process is pinned
+to its own cores, so two runs never share a core and a run's torch threads (the
+scoring ensemble's included, which follow the process's affinity) stay on its
+worker's cores. The process pool is not pinned: give it at most one worker per
+core. Runs, scores and betons are files: on a cluster every worker
+must see the run directory at the same path (a shared filesystem); that is
+checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from datapruning.errors import DataPruningError
+
+RUNNERS = ("sequential", "processes", "dask")
+# Seconds to wait for an existing Dask scheduler before calling it unreachable.
+CONNECT_TIMEOUT = 10
+
+
+def check_runner(runner: str, dask_address: str | None, workers: int | None) -> None:
+    """Refuse bad runner options before anything starts."""
+    if runner not in RUNNERS:
+        raise DataPruningError(f"unknown runner {runner!r}; choose one of: {', '.join(RUNNERS)}")
+    if dask_address is not None and runner != "dask":
+        raise DataPruningError(f"--dask-address needs --runner dask, not {runner}")
+    if workers is not None and workers < 1:
+        raise DataPruningError(f"--workers {workers} must be at least 1")
+    if workers is not None and runner == "sequential":
+        raise DataPruningError("--workers needs --runner processes or dask")
+    if workers is not None and dask_address is not None:
+        raise DataPruningError(
+            "--workers sizes a local cluster; an existing scheduler (--dask-address) "
+            "has its own workers"
+        )
+
+
+@contextmanager
+def task_runner(
+    runner: str,
+    run_root: Path,
+    *,
+    dask_address: str | None = None,
+    workers: int | None = None,
+) -> Iterator[Any]:
+    """The Prefect task runner for ``runner``; a local Dask cluster lives as long as the block."""
+    check_runner(runner, dask_address, workers)
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    if runner == "sequential":
+        # One task at a time in the flow's process: today's behaviour.
+        yield ThreadPoolTaskRunner(max_workers=1)
+        return
+    if runner == "processes":
+        yield ProcessPoolTaskRunner(max_workers=workers or _cores())
+        return
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address is not None:
+        check_scheduler(dask_address, run_root)
+        yield DaskTaskRunner(address=dask_address)
+        return
+    from distributed import Client, LocalCluster
+
+    n = workers or _cores()
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        with Client(cluster) as client:
+            pin_workers(client)
+        yield DaskTaskRunner(address=cluster.scheduler_address)
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def api_for_workers(runner: str) -> Iterator[None]:
+    """Give worker processes the flow's Prefect API.
+
+    Without PREFECT_API_URL, Prefect runs a temporary server inside the flow's
+    process that spawned workers cannot see: each would start its own (slowly)
+    and record its task runs there. So for a fan-out one temporary server is
+    started here and its address handed down through the environment.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if runner == "sequential" or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        # The server stops at exit (Prefect registers that), after the last logs reach it.
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_scheduler(address: str, run_root: Path) -> None:
+    """An existing scheduler must answer, run one task per worker, and share ``run_root``."""
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise DataPruningError(
+            f"Dask scheduler {address!r} is unreachable ({type(exc).__name__}); start one "
+            "with `dask scheduler` or check --dask-address"
+        ) from None
+    with client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        if not workers:
+            raise DataPruningError(f"Dask scheduler {address!r} has no workers; start some")
+        crowded = [w["name"] for w in workers.values() if w.get("nthreads", 1) != 1]
+        if crowded:
+            raise DataPruningError(
+                f"Dask workers {crowded} run several tasks at once, which corrupts the training "
+                "clock; start them with `dask worker --nthreads 1`"
+            )
+        check_shared(client, run_root)
+
+
+def check_shared(client: Any, run_root: Path) -> None:
+    """Refuse a run directory some worker does not see (no shared filesystem)."""
+    run_root = run_root.resolve()
+    run_root.mkdir(parents=True, exist_ok=True)
+    probe = run_root / f".shared-{uuid.uuid4().hex}"
+    probe.write_text("")
+    try:
+        seen = client.run(os.path.exists, str(probe))
+    finally:
+        probe.unlink(missing_ok=True)
+    blind = sorted(address for address, found in seen.items() if not found)
+    if blind:
+        raise DataPruningError(
+            f"run directory {str(run_root)!r} is not visible from Dask workers {blind}; put "
+            "output_dir on a filesystem every worker mounts at the same path"
+        )
+
+
+def pin_workers(client: Any) -> None:
+    """Give each local worker process its own cores (split evenly over this machine's)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    share = max(1, len(cores) // len(addresses))
+    for i, address in enumerate(addresses):
+        mine = cores[(i * share) % len(cores) :][:share]
+        client.run(_pin_process, mine, workers=[address])
+
+
+def _pin_process(cores: list[int]) -> list[int]:
+    # Every thread of the worker process, and (by inheritance) those it starts later.
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cores)
+    return sorted(os.sched_getaffinity(0))

@@ -1,0 +1,106 @@
+"""The Prefect tasks: one call each into datapruning.orchestration, with retries.
+
+Every task is a cell that may run on another machine; what it computes, when
+it is reused and what it is charged are decided in the library. Prefect's own
+result cache is off (``NO_CACHE``): reuse is decided from the run directories,
+which survive a killed worker or flow, and whose keys cover the library source.
+Retries back off exponentially and only follow transient errors (I/O, a lost
+worker); bad input fails at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from datapruning import orchestration as orch
+from datapruning.config import PipelineConfig
+from datapruning.recipes import Recipe
+from datapruning.report import write_report
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and orch.is_transient(exc)
+
+
+def retrying(task_: Any, retries: int, delay: float) -> Any:
+    """``task_`` with ``retries`` retries after ``delay``, 2x ``delay``, 4x ``delay``... seconds."""
+    return task_.with_options(
+        retries=retries,
+        retry_delay_seconds=[delay * 2**i for i in range(retries)] or 0,
+        retry_condition_fn=_transient,
+    )
+
+
+@task(name="train-teacher", cache_policy=NO_CACHE)
+def teacher_task(cfg: PipelineConfig, seed: int, refresh: bool) -> dict[str, Any]:
+    record = orch.run_teacher(cfg, seed, refresh=refresh)
+    get_run_logger().info(
+        "%s: %s, %.1f%% test accuracy, %.1f s training + %.2f s logits",
+        record["run"],
+        record["status"],
+        100 * record["final_test_acc"],
+        record["train_seconds"],
+        record["logits_seconds"],
+    )
+    return record
+
+
+@task(name="score-group", cache_policy=NO_CACHE)
+def score_group_task(cfg: PipelineConfig, metric: str, seeds: list[int]) -> list[int]:
+    if orch.reusable_scores(cfg, metric) is not None:
+        return []
+    return orch.score_group(cfg, metric, seeds)
+
+
+@task(name="merge-scores", cache_policy=NO_CACHE)
+def merge_scores_task(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
+    record = orch.reusable_scores(cfg, metric) or orch.merge_scores(cfg, metric)
+    get_run_logger().info(
+        "%s scores (%s): %.1f s -> %s",
+        metric,
+        "reused" if record["reused"] else "computed",
+        record["seconds"],
+        record["path"],
+    )
+    return record
+
+
+@task(name="train-student", cache_policy=NO_CACHE)
+def student_task(
+    cfg: PipelineConfig,
+    recipe: Recipe,
+    scores: dict[str, Any] | None,
+    teacher: dict[str, Any] | None,
+    refresh: bool,
+) -> dict[str, Any]:
+    record = orch.run_student(cfg, recipe, scores, teacher, refresh=refresh)
+    get_run_logger().info(
+        "%s: %s, %.1f%% test accuracy, %.1f s training",
+        record["run"],
+        record["status"],
+        100 * record["final_test_acc"],
+        record["train_seconds"],
+    )
+    return record
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(cfg: PipelineConfig, title: str) -> str:
+    path, text = write_report(cfg.run_root, cfg.report.target_drop, title=title)
+    create_markdown_artifact(
+        key=artifact_key("tta-report", title),
+        markdown=text,
+        description=f"Time-to-accuracy report of {title} ({path})",
+    )
+    return str(path)
+
+
+def artifact_key(prefix: str, name: str) -> str:
+    # Artifact keys may hold only lowercase letters, digits and dashes.
+    return f"{prefix}-" + (re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "run")

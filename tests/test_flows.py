@@ -1,0 +1,286 @@
+"""Flows under a Prefect test server: reuse, retries, failures, accounting, runners, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helper import assert_one_line_error, run_cli
+
+from datapruning import orchestration as orch
+from datapruning.config import parse_config
+from datapruning.recipes import Recipe
+from datapruning.train.checkpoint import CHECKPOINT_NAME
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "mnist1d", "params": {"num_samples": 400}},
+    "model": {"name": "convnet1d", "params": {"channels": 8}},
+    "train": {"epochs": 2, "batch_size": 50, "targets": [0.2]},
+    "scoring": {"metric": "el2n", "seeds": 2, "epochs": 1, "ensemble_size": 1},
+    "students": {
+        "fractions": [0.5],
+        "strategies": ["random", "hard"],
+        "kd": [False, True],
+        "seeds": [0],
+    },
+}
+STUDENTS = {"random-f0.5-s0", "random-f0.5-kd-s0", "el2n-hard-f0.5-s0", "el2n-hard-f0.5-kd-s0"}
+
+
+def write_config(tmp_path: Path, **changes) -> Path:
+    raw = json.loads(json.dumps(TINY)) | {"output_dir": str(tmp_path / "runs")}
+    for key, value in changes.items():
+        raw[key] = value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def checkpoint_mtimes(root: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in root.glob(f"*/{CHECKPOINT_NAME}")}
+
+
+def summary(root: Path, name: str) -> dict:
+    return json.loads((root / name / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------ without Prefect
+
+
+def test_accounting_charges_what_each_student_used_whatever_the_order(tmp_path, one_thread):
+    for order in ("forward", "reverse"):
+        cfg = parse_config(TINY | {"output_dir": str(tmp_path / order)})
+        (exp,) = orch.experiments(cfg)
+        teacher = orch.run_teacher(exp.cfg, 0)
+        scores = orch.merge_scores(exp.cfg, "el2n")
+        recipes = exp.recipes if order == "forward" else exp.recipes[::-1]
+        for recipe in recipes:
+            orch.run_student(exp.cfg, recipe, scores, teacher)
+        root = exp.root
+        for recipe in exp.recipes:
+            s = summary(root, recipe.run_name)
+            assert s["scoring_seconds"] == (scores["seconds"] if recipe.needs_scores else 0.0)
+            assert s["teacher_seconds"] == (teacher["train_seconds"] if recipe.kd else 0.0)
+            # Every KD student pays the teacher's logits, the same recorded cost.
+            assert s["teacher_logits_seconds"] == (teacher["logits_seconds"] if recipe.kd else 0)
+            assert math.isclose(
+                s["end_to_end_seconds"],
+                s["train_seconds"]
+                + s["scoring_seconds"]
+                + s["teacher_seconds"]
+                + s["teacher_logits_seconds"],
+            )
+        assert teacher["logits_seconds"] > 0
+
+        # The report lists the shared costs once, besides the per-student charges.
+        from datapruning.report import write_report
+
+        _, text = write_report(root)
+        assert "| teacher full-s0: training |" in text
+        assert "| teacher full-s0: logits |" in text
+        assert "| scoring: el2n |" in text
+
+    # A crash mid-run leaves no summary.json: rerunning the cells retrains that one only.
+    victim = exp.recipes[1].run_name
+    (root / victim / "summary.json").unlink()
+    statuses = {
+        r.run_name: orch.run_student(exp.cfg, r, scores, teacher)["status"] for r in exp.recipes
+    }
+    assert statuses == {
+        r.run_name: "trained" if r.run_name == victim else "reused" for r in exp.recipes
+    }
+    assert orch.run_teacher(exp.cfg, 0)["status"] == "reused"
+
+
+def test_sweep_grid_expands_datasets_models_metrics_and_sparsity(tmp_path):
+    cfg = parse_config(
+        TINY
+        | {
+            "output_dir": str(tmp_path),
+            "sweep": {
+                "models": [{"name": "convnet1d"}, {"name": "mlp"}],
+                "metrics": ["el2n", "random"],
+                "sparsity": [0.0, 0.5],
+            },
+        }
+    )
+    exps = orch.experiments(cfg)
+    assert [e.root.name for e in exps] == ["mnist1d-convnet1d", "mnist1d-mlp"]
+    assert {e.root.parent for e in exps} == {tmp_path / "tiny"}
+    names = {r.run_name for r in exps[0].recipes}
+    # random students do not read scores: once per sparsity, not once per metric.
+    assert len(names) == 2 * 2 * (1 + 2)
+    assert "el2n-hard-sp0.5-f0.5-kd-s0" in names and "random-f0.5-s0" in names
+    assert exps[0].scored_metrics == ["el2n", "random"]
+
+
+def test_transient_errors_only():
+    assert orch.is_transient(OSError("disk"))
+    assert orch.is_transient(type("KilledWorker", (Exception,), {})())
+    assert not orch.is_transient(ValueError("bad"))
+    from datapruning.errors import DataPruningError
+
+    assert not orch.is_transient(DataPruningError("bad input"))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--runner", "threads"], ["unknown runner 'threads'", "sequential, processes, dask"]),
+        (["--runner", "dask", "--dask-address", "tcp://127.0.0.1:9"], ["unreachable"]),
+        (["--workers", "2"], ["--workers needs --runner processes or dask"]),
+        (["--set", "students.kd=[]"], ["students.kd", "empty grid axis"]),
+        (["--set", "sweep.metrics=[]"], ["sweep.metrics", "empty grid axis"]),
+    ],
+)
+def test_run_refuses_bad_input_before_any_work(tmp_path, capsys, monkeypatch, args, fragments):
+    from datapruning.flows import runners
+
+    monkeypatch.setattr(runners, "CONNECT_TIMEOUT", 1)
+    config = write_config(tmp_path)
+    code, _, err = run_cli(capsys, "run", config, *args)
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------ flows
+
+
+@pytest.mark.slow
+def test_rerun_reuses_everything_and_a_changed_setting_retrains_only_its_runs(
+    tmp_path, prefect_server, capsys
+):
+    config = write_config(tmp_path)
+    root = tmp_path / "runs" / "tiny"
+    code, out, _ = run_cli(capsys, "run", config)
+    assert code == 0, out
+    assert "5 runs: 5 trained, 0 reused" in out
+    first = checkpoint_mtimes(root)
+    assert set(first) == STUDENTS | {"full-s0"}
+    scores_mtime = (root / "scores" / "el2n.parquet").stat().st_mtime_ns
+
+    code, out, _ = run_cli(capsys, "run", config)
+    assert code == 0 and "5 runs: 0 trained, 5 reused" in out
+    assert checkpoint_mtimes(root) == first
+    assert (root / "scores" / "el2n.parquet").stat().st_mtime_ns == scores_mtime
+
+    # A KD setting: only the distilled students train again.
+    code, out, _ = run_cli(capsys, "run", config, "--set", "kd.temperature=2.0")
+    assert code == 0 and "5 runs: 2 trained, 3 reused" in out
+    changed = {name for name, t in checkpoint_mtimes(root).items() if t != first[name]}
+    assert changed == {"random-f0.5-kd-s0", "el2n-hard-f0.5-kd-s0"}
+
+    code, out, _ = run_cli(capsys, "run", config, "--set", "kd.temperature=2.0", "--refresh")
+    assert code == 0 and "5 runs: 5 trained, 0 reused" in out
+    assert (root / "scores" / "el2n.parquet").stat().st_mtime_ns != scores_mtime
+
+
+@pytest.mark.slow
+def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
+    tmp_path, prefect_server, monkeypatch
+):
+    from datapruning.flows.pipeline import pipeline
+
+    calls: dict[str, int] = {}
+    real = orch.run_student
+
+    def flaky(cfg, recipe: Recipe, scores, teacher, *, refresh=False):
+        calls[recipe.run_name] = calls.get(recipe.run_name, 0) + 1
+        if recipe.run_name == "random-f0.5-s0" and calls[recipe.run_name] == 1:
+            raise OSError("shared filesystem hiccup")
+        if recipe.run_name == "el2n-hard-f0.5-kd-s0":
+            raise ValueError("this cell is broken")
+        return real(cfg, recipe, scores, teacher, refresh=refresh)
+
+    monkeypatch.setattr(orch, "run_student", flaky)
+    # Its own name: artifact keys (results-NAME, ...) are shared by every run of a name.
+    result = pipeline(str(write_config(tmp_path, name="flaky")), retries=2, retry_delay=0.1)
+    assert calls["random-f0.5-s0"] == 2  # failed once, passed on retry
+    assert calls["el2n-hard-f0.5-kd-s0"] == 1  # not transient: no retry
+    assert result["counts"] == {"trained": 4, "reused": 0, "failed": 1}
+    root = tmp_path / "runs" / "flaky"
+    assert set(checkpoint_mtimes(root)) == (STUDENTS - {"el2n-hard-f0.5-kd-s0"}) | {"full-s0"}
+    report = (root / "report.md").read_text()
+    assert "| el2n-hard-f0.5-kd-s0 | ValueError: this cell is broken |" in report
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        keys = ["results-flaky", "progress-flaky", "tta-report-flaky"]
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    by_key = {a.key: a for a in found}
+    assert set(by_key) == set(keys)
+    table = by_key["results-flaky"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {row["run"]: row["status"] for row in table}["el2n-hard-f0.5-kd-s0"] == "failed"
+    assert float(by_key["progress-flaky"].data) == 100.0
+
+
+@pytest.mark.slow
+def test_dask_runner_on_a_local_cluster_of_two_workers(tmp_path, prefect_server):
+    from datapruning.flows.pipeline import pipeline
+
+    result = pipeline(str(write_config(tmp_path)), runner="dask", workers=2)
+    assert result["counts"] == {"trained": 5, "reused": 0, "failed": 0}
+    root = tmp_path / "runs" / "tiny"
+    assert set(checkpoint_mtimes(root)) == STUDENTS | {"full-s0"}
+    assert (root / "report.md").is_file()
+    # Each cell ran in a worker process, not in the flow's.
+    import os
+
+    pids = {summary(root, name).get("pid") for name in STUDENTS}
+    assert os.getpid() not in pids and None not in pids
+
+
+@pytest.mark.slow
+def test_score_and_train_flows_fan_out_and_reuse(tmp_path, prefect_server):
+    from datapruning.flows.score import score
+    from datapruning.flows.train import train
+
+    config = str(write_config(tmp_path))
+    (record,) = score(config)["scores"]
+    path = Path(record["path"])
+    assert not record["reused"] and path.is_file()
+    assert orch.seed_groups(parse_config(TINY), "el2n") == [[0], [1]]  # two cells, one merge
+    assert not path.with_name(path.name + ".parts").exists()
+    mtime = path.stat().st_mtime_ns
+    (again,) = score(config)["scores"]
+    assert again["reused"] and path.stat().st_mtime_ns == mtime
+
+    out = str(tmp_path / "one")
+    assert train(config, ["train.epochs=1"], out=out)["status"] == "trained"
+    mtime = (Path(out) / CHECKPOINT_NAME).stat().st_mtime_ns
+    assert train(config, ["train.epochs=1"], out=out)["status"] == "reused"
+    assert (Path(out) / CHECKPOINT_NAME).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_sweep_flow_runs_every_model_and_sparsity_target(tmp_path, prefect_server):
+    from datapruning.flows.pipeline import sweep
+
+    sweep_section = {
+        "models": [{"name": "convnet1d", "params": {"channels": 8}}, {"name": "mlp"}],
+        "metrics": ["random"],
+        "sparsity": [0.0, 0.5],
+    }
+    students = {"fractions": [0.5], "strategies": ["hard"], "kd": [False], "seeds": [0]}
+    config = write_config(tmp_path, sweep=sweep_section, students=students)
+    result = sweep(str(config))
+    assert result["counts"] == {"trained": 6, "reused": 0, "failed": 0}
+    root = tmp_path / "runs" / "tiny"
+    for experiment in ("mnist1d-convnet1d", "mnist1d-mlp"):
+        runs = set(checkpoint_mtimes(root / experiment))
+        assert runs == {"full-s0", "random-hard-f0.5-s0", "random-hard-sp0.5-f0.5-s0"}
+        assert (root / experiment / "report.md").is_file()
+        sparse = summary(root / experiment, "random-hard-sp0.5-f0.5-s0")
+        assert sparse["config"]["train"]["sparsity"]["target"] == 0.5
+    assert len(result["reports"]) == 2
