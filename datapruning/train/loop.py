@@ -173,7 +173,7 @@ def _fit(run: Run) -> dict[str, Any]:
     after_step: list[AfterStep] = []
     if pruner is not None:
 
-        def prune(result: StepResult) -> None:  # pruned weights (and their state) back to zero
+        def prune(result: StepResult) -> None:  # the schedule's masks, to the masked optimizer
             pruner.step(result.step, optimizer)
 
         after_step.append(prune)
