@@ -6,6 +6,13 @@ The T^2 factor keeps the soft-target gradients on the same scale as the hard
 ones when T changes. The loss is computed per example (the loop reduces it,
 optionally weighting examples), so a sampler that records or re-weights
 examples sees each one's loss.
+
+The per-example loss has one definition, the torch reference of the fused
+kernel (:func:`datapruning.kernels.kd_loss.kd_loss_reference`), re-exported
+here as :func:`per_example_kd_loss`; the loop calls the kernel's dispatcher
+(:func:`datapruning.kernels.kd_loss.kd_loss`: Triton on CUDA, that reference
+on CPU). This module holds the rest of distillation: alpha and the teacher's
+logits.
 """
 
 from __future__ import annotations
@@ -19,70 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from datapruning._io import write_npy
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
+from datapruning.kernels.kd_loss import kd_loss_reference as per_example_kd_loss
 from datapruning.train.evaluation import predict
 
-
-def per_example_kd_loss(
-    student_logits: torch.Tensor,
-    targets: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    index: torch.Tensor | None = None,
-    *,
-    alpha: float,
-    temperature: float,
-    weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-example KD losses, float32, shape (B,): the pure-torch reference.
-
-    Row ``i`` is (1 - alpha) * CE(student_i, y_i) + alpha * T^2 *
-    KL(softmax(teacher_i / T) || softmax(student_i / T)), times ``weights[i]``
-    when given. The teacher's row is ``teacher_logits[index[i]]`` (cached
-    logits of the whole training set, gathered here), or row ``i`` when
-    ``index`` is None. Logits of any float dtype are computed in float32.
-    Fused kernels of the training step take the same arguments and return the
-    same (the loop's loss function calls this signature).
-    """
-    if student_logits.dim() != 2:
-        raise DataPruningError(
-            f"student logits must be (batch, classes), got {tuple(student_logits.shape)}"
-        )
-    batch, classes = student_logits.shape
-    if teacher_logits.dim() != 2 or teacher_logits.shape[1] != classes:
-        raise DataPruningError(
-            f"teacher logits {tuple(teacher_logits.shape)} must have {classes} columns, "
-            "one per class of the student"
-        )
-    if tuple(targets.shape) != (batch,):
-        raise DataPruningError(f"targets {tuple(targets.shape)} must be ({batch},)")
-    rows = batch if index is None else tuple(index.shape)
-    if index is None and teacher_logits.shape[0] != batch:
-        raise DataPruningError(
-            f"teacher logits have {teacher_logits.shape[0]} rows for a batch of {batch}; "
-            "give index to gather the batch's rows"
-        )
-    if index is not None and rows != (batch,):
-        raise DataPruningError(f"index {rows} must be ({batch},)")
-    if weights is not None and tuple(weights.shape) != (batch,):
-        raise DataPruningError(f"weights {tuple(weights.shape)} must be ({batch},)")
-    if not temperature > 0:
-        raise DataPruningError(f"KD temperature {temperature} must be > 0")
-    if not 0 <= alpha <= 1:
-        raise DataPruningError(f"KD alpha {alpha} must lie in [0, 1]")
-    student = student_logits.float()
-    losses = F.cross_entropy(student, targets, reduction="none")
-    if alpha != 0:
-        teacher = (teacher_logits if index is None else teacher_logits[index]).float()
-        log_q = F.log_softmax(student / temperature, dim=1)
-        log_p = F.log_softmax(teacher / temperature, dim=1)
-        kl = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(dim=1)
-        losses = (1 - alpha) * losses + alpha * temperature**2 * kl
-    return losses if weights is None else losses * weights
+__all__ = [
+    "TeacherLogits",
+    "auto_alpha",
+    "kd_loss",
+    "per_example_kd_loss",
+    "resolve_alpha",
+    "teacher_logits",
+]
 
 
 def kd_loss(

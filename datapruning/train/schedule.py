@@ -29,6 +29,8 @@ from torch import Tensor
 
 from datapruning.config import TrainConfig
 from datapruning.errors import DataPruningError
+from datapruning.kernels import use_triton
+from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 
 
 @dataclass
@@ -83,15 +85,34 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` names, with ``cfg``'s settings, over ``params``.
 
-    ``masks`` ({parameter: bool tensor of its shape, True = kept}) is for the
-    masked optimizers of sparse training, whose pruned weights and optimizer
-    state stay exactly zero inside the step. None of them is built here yet:
-    with masks given, the plain optimizer is returned and the caller keeps
-    zeroing pruned weights and their state after each step
-    (:meth:`datapruning.train.sparsity.MagnitudePruner.step` with the optimizer).
+    With ``masks`` ({parameter: bool tensor of its shape, True = kept}; an empty
+    mapping when nothing is pruned yet) it is the masked variant
+    (:class:`~datapruning.kernels.masked_optim.MaskedSGD` /
+    :class:`~datapruning.kernels.masked_optim.MaskedAdamW`: the same update, with
+    pruned weights and their state kept exactly zero inside the step, fused in
+    one Triton pass per tensor group on CUDA); the pruner hands it new masks with
+    ``set_masks`` whenever it changes them. Without, torch's own optimizer.
     """
-    del masks  # read by the masked optimizers once they exist (see the docstring)
     params = list(params)
+    nesterov = cfg.nesterov and cfg.momentum > 0
+    if masks is not None:
+        if cfg.optimizer == "adamw":
+            return MaskedAdamW(
+                params,
+                lr=cfg.lr,
+                betas=cfg.betas,
+                eps=cfg.eps,
+                weight_decay=cfg.weight_decay,
+                masks=masks,
+            )
+        return MaskedSGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=nesterov,
+            weight_decay=cfg.weight_decay,
+            masks=masks,
+        )
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(
             params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
@@ -100,9 +121,17 @@ def make_optimizer(
         params,
         lr=cfg.lr,
         momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
+        nesterov=nesterov,
         weight_decay=cfg.weight_decay,
     )
+
+
+def optimizer_path(optimizer: torch.optim.Optimizer) -> str:
+    """Which implementation ``optimizer`` steps with, e.g. ``MaskedSGD (triton)``."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    masked = isinstance(optimizer, MaskedSGD | MaskedAdamW)
+    fused = masked and bool(params) and use_triton(*params)
+    return f"{type(optimizer).__name__} ({'triton' if fused else 'torch'})"
 
 
 def make_scheduler(

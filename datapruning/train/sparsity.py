@@ -33,10 +33,15 @@ state and the LR schedule where it was.
 
 Masks only grow (a pruned weight is never revived): at each update the pruned
 weights rank below every surviving one. ``MagnitudePruner.step`` runs right
-after ``optimizer.step()``: it updates the masks when scheduled, then fills the
-pruned weights, and their optimizer state (momentum, Adam moments), with +0, so
-pruned weights are exactly zero after every step whatever the momentum or
-weight decay.
+after ``optimizer.step()`` and updates the masks when scheduled. The loop's
+optimizer is then a masked one (:mod:`datapruning.kernels.masked_optim`,
+``train.schedule.make_optimizer(..., masks=...)``), which the pruner hands each
+new set of masks: it keeps the pruned weights, and their optimizer state
+(momentum, Adam moments), at +0 inside its own step (one fused pass per tensor
+group on CUDA). With a plain torch optimizer (a loop of one's own),
+``step(t, optimizer)`` fills the pruned weights and their state with +0 after
+every step instead. Either way pruned weights are exactly zero after every
+step whatever the momentum or weight decay, with the same values on CPU.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from torch import Tensor, nn
 
 from datapruning.config import SparsityConfig
 from datapruning.errors import DataPruningError
+from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 from datapruning.kernels.masks import global_masks, nm_mask, smallest_mask
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -199,15 +205,24 @@ class MagnitudePruner:
     def step(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Call after ``optimizer.step()`` with the number of optimizer steps taken so far.
 
-        Updates the masks when the schedule says so, then zeroes the pruned
-        weights and, given ``optimizer``, their per-weight optimizer state.
+        Updates the masks when the schedule says so. With a masked optimizer
+        (:func:`is_masked`: the loop's when sparsity is on) new masks are handed
+        to it (``set_masks`` zeroes the pruned weights and their state at once)
+        and nothing else is done: its step keeps them zero. With a plain
+        optimizer, or none, the pruned weights and, given ``optimizer``, their
+        per-weight state are zeroed here after every step.
         """
         if step == self.schedule.rewind:
             self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.schedule.updates_at(step):
+        updated = self.schedule.updates_at(step)
+        if updated:
             self._update(step)
             if step == self.schedule.end and self.rewind_state is not None:
                 self._rewind(optimizer)
+        if is_masked(optimizer):
+            if updated:
+                optimizer.set_masks(self.optimizer_masks())  # type: ignore[union-attr]
+            return
         self.apply(optimizer)
 
     def _rewind(self, optimizer: torch.optim.Optimizer | None) -> None:
@@ -218,9 +233,19 @@ class MagnitudePruner:
         if optimizer is not None:
             optimizer.state.clear()
 
+    def optimizer_masks(self) -> dict[Tensor, Tensor]:
+        """{weight: keep-mask} of the pruned weights, as the masked optimizers take them."""
+        return {self.weights[name]: mask for name, mask in self.masks.items()}
+
     @torch.no_grad()
     def apply(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Zero the pruned weights (and their optimizer state) under the current masks."""
+        """Zero the pruned weights (and their optimizer state) under the current masks.
+
+        A masked optimizer is handed the masks instead, which zeroes both.
+        """
+        if is_masked(optimizer):
+            optimizer.set_masks(self.optimizer_masks())  # type: ignore[union-attr]
+            return
         if self._pruned.keys() != self.masks.keys():  # masks replaced: invert them once
             self._pruned = {name: ~mask for name, mask in self.masks.items()}
         for name, pruned in self._pruned.items():
@@ -235,7 +260,7 @@ class MagnitudePruner:
     def _update(self, step: int) -> None:
         sparsity = self.sparsity_at(step)
         if self.cfg.scope == "nm":
-            self.masks = {n: _nm_mask(w, self.cfg.n, self.cfg.m) for n, w in self.weights.items()}
+            self.masks = {n: nm_mask(w, self.cfg.n, self.cfg.m) for n, w in self.weights.items()}
         elif self.cfg.scope == "layer":
             self.masks = {
                 n: _smallest_mask(
@@ -349,6 +374,11 @@ def nm_violations(weight: Tensor, n: int, m: int) -> int:
     return int((nonzeros > n).sum())
 
 
+def is_masked(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether ``optimizer`` keeps pruned weights zero itself (MaskedSGD, MaskedAdamW)."""
+    return isinstance(optimizer, MaskedSGD | MaskedAdamW)
+
+
 def _floor_count(size: int, min_density: float) -> int:
     """Weights a layer keeps at least: min_density of it, and never fewer than one."""
     return max(1, math.ceil(min_density * size))
@@ -358,13 +388,10 @@ def _smallest_mask(scores: Tensor, count: int) -> Tensor:
     return smallest_mask(scores, count)
 
 
-def _nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
-    return nm_mask(weight, n, m)
-
-
 def current_nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
-    """The N:M keep-mask of ``weight`` as it is now: the one call dynamic N:M makes per step."""
-    return _nm_mask(weight, n, m)
+    """The N:M keep-mask of ``weight`` as it is now: the one call dynamic N:M makes per step
+    (:func:`datapruning.kernels.masks.nm_mask`: Triton on CUDA, a stable sort on CPU)."""
+    return nm_mask(weight, n, m)
 
 
 class _SparseRefinedSTE(torch.autograd.Function):

@@ -28,7 +28,10 @@ from torch import nn
 from datapruning.data.samplers import IndexSampler
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import save_checkpoint
-from datapruning.train.sparsity import MagnitudePruner
+from datapruning.train.sparsity import Pruner, is_masked
+
+# The resume state's file in a run directory (while the run is unfinished).
+RESUME_NAME = "resume.pt"
 
 
 @dataclass
@@ -62,7 +65,7 @@ class TrainState:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         sampler: IndexSampler,
-        pruner: MagnitudePruner | None = None,
+        pruner: Pruner | None = None,
         scaler: torch.amp.GradScaler | None = None,
         device: torch.device | None = None,
     ) -> None:
@@ -94,6 +97,8 @@ class TrainState:
         self.sampler.load_state_dict(state["sampler"])
         if self.pruner is not None:  # masks and schedule position
             self.pruner.load_state_dict(state["pruner"])
+            if is_masked(self.optimizer):  # a masked optimizer holds the masks too
+                self.pruner.apply(self.optimizer)
         self.progress = Progress.from_json(state["progress"])
         set_rng_state(state["rng"], self.device)
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datapruning.kernels.kd_loss import kd_loss
 from datapruning.train.device import Precision
-from datapruning.train.kd import per_example_kd_loss
 
 # (logits (B, C), labels (B,), training-set indices (B,)) -> per-example float32 losses (B,).
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -46,9 +46,9 @@ def make_loss_fn(
     """The run's per-example loss, chosen once: cross-entropy, or KD from cached logits.
 
     With ``teacher_logits`` (one row per training example, on the run's device)
-    the loss is :func:`datapruning.train.kd.per_example_kd_loss`, which gathers
-    the batch's teacher rows by index; a fused kernel with the same signature
-    replaces it by replacing that import.
+    the loss is :func:`datapruning.kernels.kd_loss.kd_loss`, which gathers the
+    batch's teacher rows by index: the fused Triton kernel on CUDA, its torch
+    reference (:func:`datapruning.train.kd.per_example_kd_loss`) on CPU.
     """
     if teacher_logits is None:
 
@@ -58,9 +58,7 @@ def make_loss_fn(
         return cross_entropy
 
     def distillation(logits: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        return per_example_kd_loss(
-            logits, y, teacher_logits, index, alpha=alpha, temperature=temperature
-        )
+        return kd_loss(logits, y, teacher_logits, index, alpha=alpha, temperature=temperature)
 
     return distillation
 

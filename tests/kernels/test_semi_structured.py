@@ -10,7 +10,8 @@ from torch import nn
 from datapruning.config import SparsityConfig
 from datapruning.errors import DataPruningError
 from datapruning.kernels import semi_structured as semi
-from datapruning.train.sparsity import _nm_mask, build_pruner, export_sparse, nm_violations
+from datapruning.kernels.masks import nm_mask as _nm_mask
+from datapruning.train.sparsity import build_pruner, export_sparse, nm_violations
 
 SEMI = {"scope": "nm", "mode": "dynamic", "start": 0, "kernel": "semi_structured"}
 

@@ -15,7 +15,8 @@ from datapruning.errors import ConfigError, DataPruningError
 from datapruning.train import loop
 from datapruning.train.device import Precision, check_compile, resolve_device, synchronizer
 from datapruning.train.kd import kd_loss, per_example_kd_loss
-from datapruning.train.loop import RESUME_NAME, fit, resolve_run, train
+from datapruning.train.loop import RESUME_NAME, fit, train
+from datapruning.train.run import resolve_run
 from datapruning.train.schedule import StepPlan, make_optimizer, make_scheduler
 from datapruning.train.step import StepResult, TrainStep, make_loss_fn, reduce_losses
 from datapruning.train.tta import Stopwatch
@@ -138,7 +139,10 @@ def test_weights_rescale_examples_and_keep_the_batch_mean(logits):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"teacher": torch.zeros(20, 4)}, "5 columns"),
+        (
+            {"teacher": torch.zeros(20, 4)},
+            "teacher_logits have 4 classes but student_logits have 5",
+        ),
         ({"temperature": 0.0}, "temperature"),
         ({"index": torch.arange(3)}, "index"),
         ({"index": None}, "rows"),
