@@ -202,7 +202,6 @@ def main() -> None:
             "processor": platform.processor(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "note": "shared machine: other engineers' tests and benchmarks ran at the same time",
         },
     }
     write_json(args.out, result)
