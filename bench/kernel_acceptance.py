@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from provenance import kernel_machine
 
 from datapruning._io import write_json
 from datapruning.config import KDConfig, ModelConfig, SparsityConfig, TrainConfig
@@ -119,30 +118,6 @@ def worker(args: argparse.Namespace) -> None:
     write_json(args.out / "figures.json", figures)
 
 
-def _machine() -> dict[str, Any]:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -161,7 +136,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    machine = _machine()
+    machine = kernel_machine()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from provenance import kernel_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The GPU machine runs this from a plain checkout, without the package installed.
@@ -117,7 +118,7 @@ def run(device: str = "cpu", quick: bool = False, threads: int | None = None) ->
             del inputs
     result = {
         "device": device,
-        "machine": _machine(device, torch),
+        "machine": kernel_machine(device),
         "reps": reps,
         "quick": quick,
         "cases": cases,
@@ -228,35 +229,6 @@ def _fused_saved_bytes_per_row(
     inputs = _inputs(rows, classes, dtype, "cpu", torch)
     with forced_backend("triton"):
         return _saved_bytes(kd_loss, inputs, torch) / rows
-
-
-def _machine(device: str, torch: Any) -> dict[str, Any]:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    machine = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-    }
-    if device.startswith("cuda"):
-        machine["gpu"] = torch.cuda.get_device_name(device)
-        machine["cuda"] = torch.version.cuda
-    return machine
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,8 +49,6 @@ The GPU figures (and the <= 5% goal) wait for ``bench/gpu_check.sh`` on a GPU.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -62,6 +60,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from provenance import kernel_machine
 from torch import Tensor, nn
 
 from datapruning._io import write_json
@@ -109,7 +108,7 @@ def run(device: str = "cpu", quick: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {
         "device": device,
         "quick": quick,
-        "machine": _machine(device),
+        "machine": kernel_machine(device),
         "clock": "wall, device synchronised around each rep"
         if cuda
         else "process CPU time, one torch thread (the machine is shared)",
@@ -374,35 +373,6 @@ def _mask_update_seconds(
         sync()
         times.append(clock() - start)
     return round(statistics.median(times), 5)
-
-
-def _machine(device: str) -> dict[str, Any]:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    machine: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-    }
-    if device.startswith("cuda"):
-        machine["gpu"] = torch.cuda.get_device_name(device)
-        machine["cuda"] = torch.version.cuda
-    return machine
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ import argparse
 import importlib
 import inspect
 import os
-import platform
 import re
 import sys
 import time
@@ -34,44 +33,6 @@ import torch
 
 BENCH = Path(__file__).resolve().parent
 PARTS = ("kd", "optim", "semi", "step")
-
-
-def machine(device: str) -> dict[str, Any]:
-    """Where the figures were measured: the processor, the GPU and every relevant version."""
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        info |= {
-            "gpu": props.name,
-            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "compute_capability": f"{props.major}.{props.minor}",
-            "cuda": torch.version.cuda,
-        }
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         # kernel's saved bytes there), as kernel_kd.py alone sets it too.
         os.environ.setdefault("TRITON_INTERPRET", "1")
     sys.path.insert(0, str(BENCH))
+    from provenance import kernel_machine
+
     from datapruning._io import write_json
 
-    info = machine(args.device)
+    info = kernel_machine(args.device)
     out = args.out
     if out is None:
         gpu = info.get("gpu")

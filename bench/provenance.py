@@ -56,3 +56,47 @@ def provenance(
         },
         "versions": versions,
     }
+
+
+def kernel_machine(device: str = "cpu") -> dict[str, Any]:
+    """The kernel benchmarks' machine record: processor, cores, torch threads, load, torch and
+    Triton versions and, on CUDA, the GPU (its name goes into the GPU results' file names).
+
+    torch and triton are imported here, not at the top: the kernel benchmarks set
+    ``TRITON_INTERPRET`` before Triton is first imported.
+    """
+    import torch
+
+    try:
+        import triton
+
+        triton_version: str | None = triton.__version__
+    except ImportError:
+        triton_version = None
+    record: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+    }
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        record |= {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "compute_capability": f"{props.major}.{props.minor}",
+            "cuda": torch.version.cuda,
+        }
+    return record
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()

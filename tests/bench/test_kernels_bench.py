@@ -21,7 +21,7 @@ def test_one_part_writes_json_with_command_and_machine(tmp_path):
     result = json.loads(out.read_text())
     assert result["command"] == f"python bench/kernels.py --quick --only semi --out {out}"
     assert result["device"] == "cpu"
-    assert result["machine"]["torch"] and result["machine"]["cpu_count"] >= 1
+    assert result["machine"]["torch"] and result["machine"]["cores"] >= 1
     assert set(result["parts"]) == {"semi"}
     assert "CUDA-only" in result["parts"]["semi"]["skipped"]
     assert result["parts"]["semi"]["bench_seconds"] >= 0
