@@ -18,10 +18,13 @@ mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
 fi
-# The tree itself, uninstalled: the library, models/ and flows/ import from here.
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+# The project itself, installed beside them (offline, with the machine's setuptools):
+# models/ and flows/ become datapruning.models and datapruning.flows only through the
+# install's package mapping, so the bare tree on PYTHONPATH would not do.
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
+  --no-cache-dir --target /tmp/site . || exit 1
+export PYTHONPATH=/tmp/site
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
