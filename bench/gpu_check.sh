@@ -42,6 +42,7 @@ timeout 180 python3 bench/kernels.py --device cuda --out "$out/kernels_gpu.json"
 # tqdm at import time (checked by collecting them with prefect, faiss, mnist1d and
 # ffcv made unimportable; tests/bench/test_loaders_bench.py skips itself without
 # ffcv); the tests that train on MNIST-1D need the mnist1d wheel above.
-timeout 100 python3 -m pytest -q -p no:cacheprovider -m cuda -o addopts="" \
+# -P: the tree's own datapruning/ (which lacks models/ and flows/) must not shadow /tmp/site's.
+timeout 100 python3 -P -m pytest -q -p no:cacheprovider -m cuda -o addopts="" \
   tests/kernels tests/train tests/bench 2>&1 | tee "$out/gpu_tests.log" || status=1
 exit $status
