@@ -26,6 +26,7 @@ _EXPORTS = {
     "export_sparse": "datapruning.train.sparsity",
     "load_config": "datapruning.config",
     "load_dataset": "datapruning.data.sources",
+    "save_teacher_logits": "datapruning.train.kd",
     "select": "datapruning.scores",
 }
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from datapruning.data.sources import SOURCES, Dataset, load_dataset
     from datapruning.errors import DataPruningError
     from datapruning.scores import Scores, select
+    from datapruning.train.kd import save_teacher_logits
     from datapruning.train.sparsity import MagnitudePruner, export_sparse
 
 
@@ -63,5 +65,6 @@ __all__ = [
     "export_sparse",
     "load_config",
     "load_dataset",
+    "save_teacher_logits",
     "select",
 ]

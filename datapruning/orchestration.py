@@ -212,7 +212,7 @@ def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dic
     the run was reused.
     """
     from datapruning.train.checkpoint import CHECKPOINT_NAME
-    from datapruning.train.kd import teacher_logits
+    from datapruning.train.kd import logits_sidecar, save_teacher_logits, teacher_logits
     from datapruning.train.loop import train
 
     dataset = dataset_of(cfg)
@@ -235,11 +235,16 @@ def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dic
     record_path = run_dir / TEACHER_LOGITS_RECORD
     logits_path = run_dir / TEACHER_LOGITS_NAME
     record = _read_json(record_path)
-    if record is None or record.get("checkpoint") != checkpoint_hash or not logits_path.is_file():
+    if (
+        record is None
+        or record.get("checkpoint") != checkpoint_hash
+        or not logits_path.is_file()
+        or not logits_sidecar(logits_path).is_file()  # written before logits carried one
+    ):
         start = time.perf_counter()
         logits = teacher_logits(checkpoint, dataset, cache=False)
         seconds = time.perf_counter() - start
-        write_npy(logits_path, logits.logits.numpy())
+        save_teacher_logits(logits_path, logits.logits, dataset)
         record = {"checkpoint": checkpoint_hash, "seconds": seconds}
         write_json(record_path, record)
     return {

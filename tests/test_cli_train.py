@@ -186,3 +186,35 @@ def test_run_refuses_train_only_settings(capsys, tmp_path, override, fragment):
     )  # fmt: skip
     assert_one_line_error(code, err, fragment)
     assert not any(tmp_path.iterdir())
+
+
+def test_teacher_logits_of_another_dataset_are_refused_and_unrecorded_ones_warned(
+    capsys, tmp_path, config_file
+):
+    from datapruning.data.sources import load_dataset
+    from datapruning.train.kd import logits_sidecar, save_teacher_logits
+
+    digits = load_dataset("digits", {})
+    # Another split of the same images: the same N x C, another dataset.
+    other = load_dataset("digits", {"seed": 1})
+    assert (other.num_train, other.num_classes) == (digits.num_train, digits.num_classes)
+    assert other.fingerprint != digits.fingerprint
+    logits = np.random.default_rng(0).normal(size=(digits.num_train, 10)).astype(np.float32)
+
+    theirs = save_teacher_logits(tmp_path / "other.npy", logits, other)
+    assert logits_sidecar(theirs).is_file()
+    out = tmp_path / "student"
+    code, _, err = run_cli(capsys, "train", config_file, "--teacher", theirs, "--out", out)
+    assert_one_line_error(code, err, "other.npy", "not this one")
+    assert not out.exists()
+
+    ours = save_teacher_logits(tmp_path / "ours.npy", logits, digits)
+    code, _, _ = run_cli(capsys, "train", config_file, "--teacher", ours, "--out", out)
+    assert code == 0
+
+    logits_sidecar(ours).unlink()  # logits made elsewhere, with no record of their dataset
+    with pytest.warns(UserWarning, match="datapruning.save_teacher_logits"):
+        code, _, _ = run_cli(
+            capsys, "train", config_file, "--teacher", ours, "--out", tmp_path / "again"
+        )
+    assert code == 0

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datapruning._io import write_npy
+from datapruning._io import write_json, write_npy
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.kernels.kd_loss import kd_loss_reference as per_example_kd_loss
@@ -112,7 +114,7 @@ def teacher_logits(
     else:
         path = Path(teacher)
         if path.suffix == ".npy":
-            result = TeacherLogits(_load_logits(path), str(path), 0.0, False)
+            result = TeacherLogits(_load_logits(path, dataset), str(path), 0.0, False)
         else:
             checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
             model = load_model(
@@ -121,8 +123,11 @@ def teacher_logits(
             cache_path = checkpoint.parent / (
                 f"teacher_logits-{dataset.fingerprint[:16]}-{_file_hash(checkpoint)}.npy"
             )
-            if cache and cache_path.is_file():
-                result = TeacherLogits(_load_logits(cache_path), str(cache_path), 0.0, True)
+            # A cache from before logits carried their sidecar is recomputed once.
+            if cache and cache_path.is_file() and logits_sidecar(cache_path).is_file():
+                result = TeacherLogits(
+                    _load_logits(cache_path, dataset), str(cache_path), 0.0, True
+                )
             else:
                 start = time.perf_counter()
                 logits = predict(model, x_train, batch_size)
@@ -130,7 +135,7 @@ def teacher_logits(
                 if cache:
                     # A read-only teacher directory: the run goes on uncached.
                     with contextlib.suppress(OSError, DataPruningError):
-                        write_npy(cache_path, logits.numpy())
+                        save_teacher_logits(cache_path, logits, dataset)
     shape = tuple(result.logits.shape)
     if shape != (dataset.num_train, dataset.num_classes):
         raise DataPruningError(
@@ -141,7 +146,37 @@ def teacher_logits(
     return result
 
 
-def _load_logits(path: Path) -> torch.Tensor:
+LOGITS_FORMAT = "datapruning-logits/1"
+
+
+def logits_sidecar(path: str | os.PathLike[str]) -> Path:
+    """Where the record of a logits file's dataset lives: ``logits.npy`` -> ``logits.npy.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def save_teacher_logits(
+    path: str | os.PathLike[str], logits: torch.Tensor | np.ndarray, dataset: Dataset
+) -> Path:
+    """Write teacher logits on ``dataset``'s training set as .npy, with the sidecar
+    (``PATH.json``: format, dataset fingerprint, shape) that lets a run check they belong
+    to its dataset. Use it for logits computed outside datapruning too."""
+    array = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else logits
+    shape = tuple(array.shape)
+    if shape != (dataset.num_train, dataset.num_classes):
+        raise DataPruningError(
+            f"teacher logits of shape {shape} do not fit {dataset.name!r}: it needs "
+            f"({dataset.num_train}, {dataset.num_classes})"
+        )
+    written = write_npy(path, array)
+    write_json(
+        logits_sidecar(written),
+        {"format": LOGITS_FORMAT, "dataset_fingerprint": dataset.fingerprint, "shape": list(shape)},
+    )
+    return written
+
+
+def _load_logits(path: Path, dataset: Dataset) -> torch.Tensor:
     if not path.is_file():
         raise DataPruningError(f"teacher logits {str(path)!r} not found")
     try:
@@ -153,7 +188,39 @@ def _load_logits(path: Path) -> torch.Tensor:
             f"teacher logits {str(path)!r} must be a 2-D float array, got {array.dtype} "
             f"of shape {array.shape}"
         )
+    _check_sidecar(path, dataset)
     return torch.as_tensor(array, dtype=torch.float32)
+
+
+def _check_sidecar(path: Path, dataset: Dataset) -> None:
+    """Logits of another dataset with the same N x C are refused; unrecorded ones warned about."""
+    sidecar = logits_sidecar(path)
+    if not sidecar.is_file():
+        warnings.warn(
+            f"teacher logits {str(path)!r} have no {sidecar.name} naming their dataset, so "
+            "they cannot be checked against this one; write them with "
+            "datapruning.save_teacher_logits(path, logits, dataset) to add it",
+            stacklevel=4,
+        )
+        return
+    try:
+        record = json.loads(sidecar.read_text())
+        found_format, fingerprint = record["format"], record["dataset_fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataPruningError(
+            f"{str(sidecar)!r} is not a teacher-logits record; delete it, or rewrite the "
+            "logits with datapruning.save_teacher_logits"
+        ) from None
+    if found_format != LOGITS_FORMAT:
+        raise DataPruningError(
+            f"{str(sidecar)!r} has format {found_format!r}; this datapruning reads "
+            f"{LOGITS_FORMAT!r}: recompute the logits"
+        )
+    if fingerprint != dataset.fingerprint:
+        raise DataPruningError(
+            f"teacher logits {str(path)!r} were computed on dataset {str(fingerprint)[:16]}, "
+            f"not this one ({dataset.fingerprint[:16]}); compute them on this dataset"
+        )
 
 
 def _file_hash(path: Path) -> str:
