@@ -364,6 +364,18 @@ if HAVE_TRITON:
     import triton.language as tl
 
     @triton.jit
+    def _log_normalisers(m_s, d_s, m_q, d_q, m_p, d_p, HAS_KD: tl.constexpr):
+        # log-sum-exp of softmax(s), softmax(s/T) and softmax(t/T) from the running
+        # maxima and sums; without KD only the first is used.
+        lse_s = m_s + tl.log(d_s)
+        lse_q = lse_s
+        lse_p = lse_s
+        if HAS_KD:
+            lse_q = m_q + tl.log(d_q)
+            lse_p = m_p + tl.log(d_p)
+        return lse_s, lse_q, lse_p
+
+    @triton.jit
     def _row_stats(s, t, valid, inv_temp, m_s, d_s, m_q, d_q, m_p, d_p, HAS_KD: tl.constexpr):
         # One block of the online softmax: fold the block's maxima and sums of exp into
         # the running ones for softmax(s), softmax(s/T) and softmax(t/T).
@@ -479,12 +491,7 @@ if HAVE_TRITON:
             m_s, d_s, m_q, d_q, m_p, d_p = _row_stats(
                 s, t, valid, inv_temp, m_s, d_s, m_q, d_q, m_p, d_p, HAS_KD
             )
-            lse_s = m_s + tl.log(d_s)
-            lse_q = lse_s
-            lse_p = lse_s
-            if HAS_KD:
-                lse_q = m_q + tl.log(d_q)
-                lse_p = m_p + tl.log(d_p)
+            lse_s, lse_q, lse_p = _log_normalisers(m_s, d_s, m_q, d_q, m_p, d_p, HAS_KD)
             is_target = cols[None, :] == y[:, None]
             grad, kl = _grad_and_kl(
                 s, t, valid, is_target, inv_temp, lse_s, lse_q, lse_p, ce_scale, kd_scale, HAS_KD
@@ -510,12 +517,7 @@ if HAVE_TRITON:
                 m_s, d_s, m_q, d_q, m_p, d_p = _row_stats(
                     s, t, valid, inv_temp, m_s, d_s, m_q, d_q, m_p, d_p, HAS_KD
                 )
-            lse_s = m_s + tl.log(d_s)
-            lse_q = lse_s
-            lse_p = lse_s
-            if HAS_KD:
-                lse_q = m_q + tl.log(d_q)
-                lse_p = m_p + tl.log(d_p)
+            lse_s, lse_q, lse_p = _log_normalisers(m_s, d_s, m_q, d_q, m_p, d_p, HAS_KD)
             # Second sweep: the gradient, and KL from the final normalisers.
             kl = tl.zeros([ROWS], tl.float32)
             for start in range(0, N_BLOCKS * BLOCK, BLOCK):
