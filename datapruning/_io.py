@@ -7,6 +7,7 @@ file (or nothing) in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -90,3 +91,12 @@ def read_indices(path: str | os.PathLike[str]) -> Any:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """The first 16 hex digits of a file's SHA-256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datapruning._io import write_json, write_npy
+from datapruning._io import file_hash, write_json, write_npy
 from datapruning.config import PipelineConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
@@ -71,14 +71,6 @@ def source_hash() -> str:
                 continue
             digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}".encode())
             digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def file_hash(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()[:16]
 
 

@@ -18,7 +18,6 @@ logits.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datapruning._io import write_json, write_npy
+from datapruning._io import file_hash, write_json, write_npy
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.kernels.kd_loss import kd_loss_reference as per_example_kd_loss
@@ -121,7 +120,7 @@ def teacher_logits(
                 checkpoint, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes
             )
             cache_path = checkpoint.parent / (
-                f"teacher_logits-{dataset.fingerprint[:16]}-{_file_hash(checkpoint)}.npy"
+                f"teacher_logits-{dataset.fingerprint[:16]}-{file_hash(checkpoint)}.npy"
             )
             # A cache from before logits carried their sidecar is recomputed once.
             if cache and cache_path.is_file() and logits_sidecar(cache_path).is_file():
@@ -221,11 +220,3 @@ def _check_sidecar(path: Path, dataset: Dataset) -> None:
             f"teacher logits {str(path)!r} were computed on dataset {str(fingerprint)[:16]}, "
             f"not this one ({dataset.fingerprint[:16]}); compute them on this dataset"
         )
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
