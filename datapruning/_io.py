@@ -93,6 +93,54 @@ def read_indices(path: str | os.PathLike[str]) -> Any:
         raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None
 
 
+def cache_dir() -> Path:
+    """Where files the project can remake are kept ($DATAPRUNING_CACHE_DIR, else XDG's cache)."""
+    root = os.environ.get("DATAPRUNING_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "datapruning"
+
+
+# Bump when what cached_arrays stores changes shape.
+ARRAY_CACHE_VERSION = 1
+
+
+def cached_arrays(
+    kind: str, key: dict[str, Any], make: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``make()``'s arrays, kept in the cache under a hash of ``key`` and read back next time.
+
+    For data that is slow to make and cheap to read (MNIST-1D's generator takes
+    seconds for a few thousand examples; every process of a fan-out would
+    otherwise pay it again). A missing, unreadable or foreign file is remade; a
+    cache that cannot be written is skipped, since the arrays are in hand anyway.
+    """
+    import zipfile
+
+    import numpy as np
+
+    identity = json.dumps({"version": ARRAY_CACHE_VERSION, **key}, sort_keys=True, default=str)
+    path = cache_dir() / kind / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as held:
+            if str(held["__key__"]) == identity:
+                return {name: held[name] for name in held.files if name != "__key__"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # absent, truncated or foreign: make it again
+    arrays = make()
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, __key__=np.array(identity), **arrays)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, save)
+    except (OSError, DataPruningError):
+        pass  # a read-only or full cache costs only the time to make the arrays again
+    return arrays
+
+
 def file_hash(path: str | os.PathLike[str]) -> str:
     """The first 16 hex digits of a file's SHA-256, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -15,6 +15,9 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="datapruning-prefe
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Generated datasets and betons are cached; one throw-away cache per test session
+# keeps tests from depending on (or filling) the user's ~/.cache.
+os.environ.setdefault("DATAPRUNING_CACHE_DIR", tempfile.mkdtemp(prefix="datapruning-cache-"))
 
 import pytest
 import torch

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from datapruning._io import atomic_path, check_output_path, write_json
+from datapruning._io import atomic_path, cache_dir, check_output_path, write_json
 from datapruning.data.samplers import IndexSampler, RS2Sampler, as_index_array
 from datapruning.data.sources import Dataset, fingerprint_arrays
 from datapruning.errors import DataPruningError, FingerprintMismatchError
@@ -230,14 +230,6 @@ def read_meta(path: str | os.PathLike[str], fingerprint: str | None = None) -> d
             "convert this dataset or point train.beton at its beton"
         )
     return meta
-
-
-def cache_dir() -> Path:
-    """Where betons written for ``loader: ffcv`` without ``train.beton`` are kept."""
-    root = os.environ.get("DATAPRUNING_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "datapruning"
 
 
 def cached_beton(dataset: Dataset) -> Path:

@@ -26,11 +26,13 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib.metadata import version as _version
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from datapruning._io import cached_arrays
 from datapruning.data import files
 from datapruning.errors import (
     ConfigError,
@@ -150,12 +152,19 @@ def _load_mnist1d(params: Mnist1dParams) -> Dataset:
     # loading a dataset has no effect on the caller's random streams.
     import random
 
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    def generate() -> dict[str, np.ndarray]:
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            made = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        return {key: made[key] for key in ("x", "y", "x_test", "y_test")}
+
+    # Generation is pure Python per example (seconds for a few thousand): every
+    # process after the first reads the arrays back from the cache instead.
+    key = {"source": "mnist1d", "package": _version("mnist1d"), **params.model_dump()}
+    data = cached_arrays("mnist1d", key, generate)
     return Dataset(
         name="mnist1d",
         x_train=data["x"].astype(np.float32),
