@@ -350,14 +350,11 @@ def run(
         check_scheduler(dask_address, cfg.run_root)
     # The temporary server's telemetry only fails (loudly) on offline machines.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # It starts in 6-12 s on an idle 2-core machine; Prefect's default 20 s wait is short
-    # when the cores are busy.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from datapruning.flows.pipeline import pipeline, sweep
-    from datapruning.flows.runners import api_for_workers
+    from datapruning.flows.runners import prefect_api
 
     flow = sweep if orchestration.is_sweep(cfg) else pipeline
-    with api_for_workers(runner):
+    with prefect_api():
         result = flow(
             str(config),
             list(set_ or []),

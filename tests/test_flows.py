@@ -149,6 +149,19 @@ def test_run_refuses_bad_input_before_any_work(tmp_path, capsys, monkeypatch, ar
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_prefect_server_that_does_not_start_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from prefect.server.api.server import SubprocessASGIServer
+
+    def times_out(self, timeout=None):
+        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+
+    monkeypatch.setattr(SubprocessASGIServer, "start", times_out)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    code, _, err = run_cli(capsys, "run", write_config(tmp_path))
+    assert_one_line_error(code, err, "did not start within", "prefect server start")
+    assert not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------------ flows
 
 
