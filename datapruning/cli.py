@@ -291,6 +291,20 @@ def train_(
     )
 
 
+def _check_experiment(cfg: PipelineConfig) -> None:
+    """Load the experiment's dataset and build its model once, so a missing or bad data file,
+    or a model that cannot take the data, is one line before the pipeline starts rather than
+    a failed cell per run after it."""
+    from datapruning.data.sources import load_dataset
+    from datapruning.models import build_model
+
+    if cfg.output_dir.exists() and not cfg.output_dir.is_dir():
+        raise DataPruningError(f"output_dir {str(cfg.output_dir)!r} is a file; give a directory")
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    model = cfg.model.name or data.default_model
+    build_model(model, data.input_shape, data.num_classes, **cfg.model.params)
+
+
 def _teacher_seconds(teacher: Path) -> float | None:
     """The teacher's training seconds from its run's summary.json, when there is one."""
     import json
@@ -343,7 +357,9 @@ def run(
     check_runner(runner, dask_address, workers)
     if retries < 0:
         raise DataPruningError(f"--retries {retries} must be at least 0")
-    orchestration.experiments(cfg)  # bad grids fail here, before any work
+    # Bad grids, datasets and models fail here, before the server starts or a file is written.
+    for experiment in orchestration.experiments(cfg):
+        _check_experiment(experiment.cfg)
     if dask_address is not None:
         from datapruning.flows.runners import check_scheduler
 
