@@ -89,7 +89,7 @@ def read_indices(path: str | os.PathLike[str]) -> Any:
         raise DataPruningError(f"indices file {str(path)!r} not found")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file
         raise DataPruningError(f"{str(path)!r} is not a .npy array of indices") from None
 
 

@@ -291,6 +291,20 @@ def train_(
     )
 
 
+def _check_experiment(cfg: PipelineConfig) -> None:
+    """Load the experiment's dataset and build its model once, so a missing or bad data file,
+    or a model that cannot take the data, is one line before the pipeline starts rather than
+    a failed cell per run after it."""
+    from datapruning.data.sources import load_dataset
+    from datapruning.models import build_model
+
+    if cfg.output_dir.exists() and not cfg.output_dir.is_dir():
+        raise DataPruningError(f"output_dir {str(cfg.output_dir)!r} is a file; give a directory")
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    model = cfg.model.name or data.default_model
+    build_model(model, data.input_shape, data.num_classes, **cfg.model.params)
+
+
 def _teacher_seconds(teacher: Path) -> float | None:
     """The teacher's training seconds from its run's summary.json, when there is one."""
     import json
@@ -343,7 +357,9 @@ def run(
     check_runner(runner, dask_address, workers)
     if retries < 0:
         raise DataPruningError(f"--retries {retries} must be at least 0")
-    orchestration.experiments(cfg)  # bad grids fail here, before any work
+    # Bad grids, datasets and models fail here, before the server starts or a file is written.
+    for experiment in orchestration.experiments(cfg):
+        _check_experiment(experiment.cfg)
     if dask_address is not None:
         from datapruning.flows.runners import check_scheduler
 
@@ -447,7 +463,11 @@ def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; user errors become one line on stderr and exit 2."""
+    """Entry point: run the app; user errors become one line on stderr and exit 2.
+
+    Any other exception is a bug: it exits 1 with one line naming it and the log
+    file that holds its traceback (:func:`_report_crash`).
+    """
     try:
         # Without standalone mode, typer returns (not raises) the exit code of an
         # interrupted command, e.g. 130 after Ctrl-C.
@@ -466,11 +486,62 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             typer.echo(f"error: {message}{hint}", err=True)
         return getattr(exc, "exit_code", 2)
-    except typer.Abort:
+    except typer.Abort as exc:
+        # Click turns an EOFError escaping a command into Abort, as it does Ctrl-C.
+        if isinstance(exc.__cause__, EOFError):
+            return _report_crash(exc.__cause__, argv)
         code = 130
+    except Exception as exc:
+        return _report_crash(exc, argv)
     if code == 130:
         typer.echo("aborted", err=True)
     return code if isinstance(code, int) else 0
+
+
+def _report_crash(exc: BaseException, argv: list[str] | None) -> int:
+    """One line on stderr for an unexpected error, its traceback in a log file; exit 1.
+
+    The log goes to ``<cache>/logs/`` (``$DATAPRUNING_CACHE_DIR``, else
+    ``~/.cache/datapruning``), one file per crash, never into the run's own
+    output; if that folder cannot be written, to the system's temporary folder.
+    """
+    import datetime
+    import shlex
+    import tempfile
+    import traceback
+
+    from datapruning import __version__
+    from datapruning._io import cache_dir
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    text = (
+        f"datapruning {__version__}, Python {sys.version.split()[0]}, {now.isoformat()}\n"
+        f"command: datapruning {shlex.join(map(str, args))}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    name = f"crash-{now:%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    log = None
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir()) / "datapruning-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+        except OSError:
+            continue
+        log = folder / name
+        break
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    command = f"datapruning {args[0]}" if args else "datapruning"
+    if log is None:  # nowhere to write it: the traceback goes to stderr after all
+        typer.echo(text, err=True)
+    where = f"full traceback in {log}" if log is not None else "traceback above"
+    typer.echo(
+        f"error: unexpected {type(exc).__name__} in `{command}`"
+        + (f": {detail}" if detail else "")
+        + f" ({where}); this is a bug in datapruning, please report it with that file",
+        err=True,
+    )
+    return 1
 
 
 if __name__ == "__main__":

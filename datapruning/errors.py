@@ -41,5 +41,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    # Name the value given, unless the message already does (our own validators' do).
+    if isinstance(given, str | int | float) and repr(given) not in message:
+        message += f", got {given!r}"
     more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
     return f"{where}: {message}{more}"

@@ -82,11 +82,30 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
         raise DataPruningError(
             f"{str(path / SUMMARY_NAME)!r} is not a run summary; it needs {', '.join(sorted(_SUMMARY_KEYS))}"
         )
+    if not isinstance(summary.get("recipe", path.name), str):
+        raise DataPruningError(
+            f"{str(path / SUMMARY_NAME)!r}: recipe is {summary['recipe']!r}, not a name; "
+            "rerun the run or remove it"
+        )
     if not curve or not all(isinstance(p, dict) and p.keys() >= _POINT_KEYS for p in curve):
         raise DataPruningError(
             f"{str(path / METRICS_NAME)!r} is not a run log; each line needs {', '.join(sorted(_POINT_KEYS))}"
         )
+    records = [(repr(str(path / SUMMARY_NAME)), summary, _SUMMARY_KEYS)] + [
+        (f"{str(path / METRICS_NAME)!r} line {i}", point, _POINT_KEYS)
+        for i, point in enumerate(curve, 1)
+    ]
+    for where, record, keys in records:
+        for key in sorted(keys):
+            if not _is_number(record[key]):
+                raise DataPruningError(
+                    f"{where}: {key} is {record[key]!r}, not a number; rerun the run or remove it"
+                )
     return RunRecord(path, summary, curve)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
@@ -309,7 +328,12 @@ def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[di
             metadata = Scores.load(path).metadata
         except DataPruningError:
             continue
-        seconds = float(metadata.get("seconds") or 0.0)
+        seconds = metadata.get("seconds") or 0.0
+        if not _is_number(seconds):
+            raise DataPruningError(
+                f"scores file {str(path)!r}: seconds is {seconds!r}, not a number; rescore it "
+                "or move it out of the experiment"
+            )
         rows.append({"cost": f"scoring: {metadata.get('metric', path.stem)}", "seconds": seconds})
     return rows
 
@@ -334,7 +358,6 @@ def write_report(
     root = Path(root)
     runs = find_runs(root)
     table, target = tta_table(runs, target_drop)
-    plot_curves(runs, target, root / PLOT_NAME)
     full = next(run for run in runs if run.recipe == FULL_RECIPE).summary
     dataset = full.get("dataset", {})
     context = (
@@ -352,6 +375,8 @@ def write_report(
         shared=shared_costs(root, runs),
         failures=find_failures(root),
     )
+    # Written only once everything is read, so a bad run or scores file leaves no new file.
+    plot_curves(runs, target, root / PLOT_NAME)
     path = write_text(root / REPORT_NAME, text)
     return path, text
 

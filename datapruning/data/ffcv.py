@@ -381,11 +381,6 @@ def make_loader(
     whole training set.
     """
     _require_ffcv()
-    with _keep_torch_threads():
-        from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
-        from ffcv.loader import Loader, OrderOption
-        from ffcv.transforms import ToTensor
-
     if batch_size < 1:
         raise DataPruningError(f"batch_size must be at least 1, got {batch_size}")
     given = [
@@ -397,6 +392,13 @@ def make_loader(
         raise DataPruningError(f"give at most one of indices, rs2, sampler; got {', '.join(given)}")
     meta = read_meta(path, fingerprint)
     num_samples = int(meta["num_samples"])
+    # Imported after the checks above: ffcv (numba) takes seconds to import, a bad beton
+    # or sidecar should not wait for it.
+    with _keep_torch_threads():
+        from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import ToTensor
+
     if distributed and not (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     ):

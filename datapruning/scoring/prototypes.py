@@ -239,7 +239,7 @@ def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarr
         raise DataPruningError(f"embeddings file {str(path)!r} not found")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file
         raise DataPruningError(f"{str(path)!r} is not a .npy array of embeddings") from None
     if array.ndim != 2:
         raise DataPruningError(f"embeddings must be a 2-D array (N, d), got shape {array.shape}")

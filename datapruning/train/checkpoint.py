@@ -13,6 +13,8 @@ from datapruning._io import atomic_path
 from datapruning.errors import DataPruningError, FingerprintMismatchError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# What load_model needs to rebuild a checkpoint's model.
+_MODEL_KEYS = {"model", "model_params", "input_shape", "num_classes", "state_dict"}
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -45,6 +47,12 @@ def load_model(
     from datapruning.models import build_model
 
     state = load_checkpoint(path)
+    missing = sorted(_MODEL_KEYS - state.keys())
+    if missing:
+        raise DataPruningError(
+            f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it was not written by "
+            "datapruning's training loop: retrain the teacher"
+        )
     if fingerprint is not None and state.get("dataset_fingerprint") != fingerprint:
         raise FingerprintMismatchError(
             f"checkpoint {str(path)!r} was trained on dataset {state.get('dataset_fingerprint')}, "
@@ -58,5 +66,12 @@ def load_model(
     model = build_model(
         state["model"], tuple(state["input_shape"]), state["num_classes"], **state["model_params"]
     )
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # missing keys, other shapes
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise DataPruningError(
+            f"checkpoint {str(path)!r}: its weights do not fit model {state['model']!r} "
+            f"({reason}); retrain the teacher"
+        ) from None
     return model.eval()

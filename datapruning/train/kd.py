@@ -180,13 +180,15 @@ def _load_logits(path: Path, dataset: Dataset) -> torch.Tensor:
         raise DataPruningError(f"teacher logits {str(path)!r} not found")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file
         raise DataPruningError(f"{str(path)!r} is not a .npy array of teacher logits") from None
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
         raise DataPruningError(
             f"teacher logits {str(path)!r} must be a 2-D float array, got {array.dtype} "
             f"of shape {array.shape}"
         )
+    if not np.isfinite(array).all():
+        raise DataPruningError(f"teacher logits {str(path)!r} contain NaN or inf; recompute them")
     _check_sidecar(path, dataset)
     return torch.as_tensor(array, dtype=torch.float32)
 

@@ -162,6 +162,8 @@ def resolve_run(
             model_name, dataset.input_shape, dataset.num_classes, **model_cfg.params
         ).to(device)
         rng = rng_state(device)  # fit continues from here: as if it ran right after
+    if resume is not None and run_path is not None:
+        _check_resume(resume, model, run_path / RESUME_NAME)
     if train_cfg.channels_last:
         check_channels_last(model, model_name)
         model = model.to(memory_format=torch.channels_last)
@@ -283,6 +285,26 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> Run
     sampler = SubsetSampler(kept, shuffle=True, seed=cfg.seed)
     identity = hashlib.sha256(kept.tobytes()).hexdigest()[:16]
     return RunData(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
+
+
+# What TrainState.state_dict writes and load_state_dict reads back.
+_RESUME_KEYS = {"model", "optimizer", "scheduler", "sampler", "progress", "rng"}
+
+
+def _check_resume(state: dict[str, Any], model: nn.Module, path: Path) -> None:
+    """Refuse an incomplete resume state, or one whose weights do not fit the model, before
+    the run directory is touched."""
+    missing = sorted(_RESUME_KEYS - state.keys())
+    weights = state.get("model")
+    fits = isinstance(weights, dict) and all(
+        key in weights and tuple(getattr(weights[key], "shape", ())) == tuple(value.shape)
+        for key, value in model.state_dict().items()
+    )
+    if missing or not fits:
+        what = f"lacks {', '.join(missing)}" if missing else "holds weights of another model"
+        raise DataPruningError(
+            f"resume checkpoint {str(path)!r} {what}; delete it to start the run over"
+        )
 
 
 def _config_hash(
