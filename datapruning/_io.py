@@ -100,3 +100,23 @@ def file_hash(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def check_format_version(path: str | os.PathLike[str], found: Any, reads: int, fix: str) -> None:
+    """Refuse a file whose ``format_version`` is not ``reads``, the one this release reads.
+
+    ``fix`` says what to do about a file of another version (e.g. "delete it to
+    start the run over"); a newer version also suggests upgrading.
+    """
+    if isinstance(found, int) and not isinstance(found, bool) and found == reads:
+        return
+    if found is None:
+        why = f"has no format version (an older datapruning wrote it; this one reads {reads})"
+    elif isinstance(found, int) and not isinstance(found, bool) and found < reads:
+        why = f"has format version {found}, older than the {reads} this datapruning reads"
+    elif isinstance(found, int) and not isinstance(found, bool):
+        why = f"has format version {found}, newer than the {reads} this datapruning reads"
+        fix = f"upgrade datapruning, or {fix}"
+    else:
+        why = f"has unknown format version {found!r} (this datapruning reads {reads})"
+    raise DataPruningError(f"{str(path)!r} {why}; {fix}")

@@ -19,11 +19,15 @@ a run on a subset, RS2 or a step budget anneals fully in its own steps) is
 The time-to-accuracy clock counts training only: it runs over stretches of
 steps and synchronises an asynchronous device (CUDA) when it starts and stops;
 evaluation runs every ``eval_every`` epochs on its own clock. A run directory
-receives ``metrics.jsonl`` (one line per evaluation), ``summary.json`` and
-``checkpoint.pt``; with ``checkpoint_every`` it also holds ``resume.pt``
-(:class:`datapruning.train.state.TrainState`) while the run is unfinished, and
-the same call continues from it after a crash, ending with the same weights
-bit for bit (on CPU).
+receives ``metrics.jsonl`` (one line per evaluation; an append-only log,
+rewritten atomically from the resume state when the run starts or resumes),
+``summary.json`` and ``checkpoint.pt``; with ``checkpoint_every`` it also holds
+``resume.pt`` (:class:`datapruning.train.state.TrainState`) while the run is
+unfinished, and the same call continues from it after a crash (a SIGKILL at
+any moment included), ending with the same weights bit for bit (on CPU;
+tests/test_crash_resume.py kills ``datapruning train`` at seeded random
+moments). SIGINT and SIGTERM stop the run at the next step boundary with a
+resume point (:mod:`datapruning._interrupt`), checkpointing on or not.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
 from datapruning.errors import Interrupted
 from datapruning.kernels import use_triton
-from datapruning.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
 from datapruning.train.evaluation import evaluate
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
@@ -55,11 +59,13 @@ from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer
 from datapruning.train.sparsity import MagnitudePruner, export_sparse
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rng_state
 from datapruning.train.step import AfterStep, CompileTimer, StepResult, TrainStep, make_loss_fn
+from datapruning.train.summary import SUMMARY_FORMAT, SUMMARY_NAME
 from datapruning.train.tta import Stopwatch, time_to_accuracy
 
 __all__ = [
     "METRICS_NAME",
     "RESUME_NAME",
+    "SUMMARY_FORMAT",
     "SUMMARY_NAME",
     "TrainResult",
     "fit",
@@ -68,9 +74,6 @@ __all__ = [
 ]
 
 METRICS_NAME = "metrics.jsonl"
-SUMMARY_NAME = "summary.json"
-# The layout of summary.json; bump it when a field changes meaning or goes away.
-SUMMARY_FORMAT = 1
 
 
 @dataclass
@@ -124,7 +127,7 @@ def train(
         run.run_dir.mkdir(parents=True, exist_ok=True)
         # summary.json marks a finished run; a rerun is unfinished until it ends.
         (run.run_dir / SUMMARY_NAME).unlink(missing_ok=True)
-    summary = fit(run)
+    summary = {"format_version": SUMMARY_FORMAT, **fit(run)}
     summary.update(describe(run, teacher_seconds, scoring_seconds, extra_summary))
     # Student-only time is train_seconds; end to end adds whatever had to run first.
     summary["end_to_end_seconds"] = summary["train_seconds"] + sum(
@@ -135,6 +138,7 @@ def train(
         save_checkpoint(
             run.run_dir / CHECKPOINT_NAME,
             {
+                "format_version": CHECKPOINT_FORMAT,
                 "model": run.model_name,
                 "model_params": dict(model_cfg.params),
                 "input_shape": list(dataset.input_shape),
@@ -231,16 +235,16 @@ def _fit(run: Run) -> dict[str, Any]:
         path = run.run_dir / METRICS_NAME
         write_text(path, "".join(json.dumps(line) + "\n" for line in progress.lines))
         log = path.open("a")
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=progress.step,
+        desc="train",
+        unit="step",
+        disable=_hide(run.progress),
+        leave=False,
+    )
     try:
         with deferred_stop() as stop:
-            bar = tqdm(
-                total=plan.total_steps,
-                initial=progress.step,
-                desc="train",
-                unit="step",
-                disable=_hide(run.progress),
-                leave=False,
-            )
             for epoch in range(progress.epoch, plan.epochs):
                 sampler.set_epoch(epoch)
                 model.train()
@@ -309,8 +313,8 @@ def _fit(run: Run) -> dict[str, Any]:
                     raise interrupted(stop)
                 if finished:
                     break
-            bar.close()
     finally:
+        bar.close()  # before an interruption's message
         if log is not None:
             log.close()
     accuracies = [acc for _, acc in progress.curve]
