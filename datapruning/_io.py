@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -120,3 +120,15 @@ def check_format_version(path: str | os.PathLike[str], found: Any, reads: int, f
     else:
         why = f"has unknown format version {found!r} (this datapruning reads {reads})"
     raise DataPruningError(f"{str(path)!r} {why}; {fix}")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Delete the temporaries of ``names`` that a writer killed mid-write left in ``directory``.
+
+    :func:`atomic_path` removes its temporary on any exception, but a SIGKILL
+    leaves it (``.NAME.XXXXXXXX.tmp``, as large as the file, e.g. a resume
+    checkpoint). Only for files no other process is writing at the same time.
+    """
+    for name in names:
+        for path in Path(directory).glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)

@@ -242,6 +242,7 @@ def check_rerun(server, root: Path, name: str, expected_step: int | None, refere
     assert_same_weights(root / name, reference)
     assert evaluations(root / name) == evaluations(reference)
     assert not (root / name / "resume.pt").exists()
+    assert not list((root / name).glob(".*")), "a killed write's temporary was left"
 
 
 def test_train_resumes_exactly_after_sigkill_at_random_moments(server, train_setup):

@@ -45,7 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datapruning._interrupt import StopRequest, deferred_stop
-from datapruning._io import write_json, write_text
+from datapruning._io import remove_stale_temporaries, write_json, write_text
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
@@ -127,6 +127,10 @@ def train(
         run.run_dir.mkdir(parents=True, exist_ok=True)
         # summary.json marks a finished run; a rerun is unfinished until it ends.
         (run.run_dir / SUMMARY_NAME).unlink(missing_ok=True)
+        # What a run killed while writing one of its files left (the run dir is this run's).
+        remove_stale_temporaries(
+            run.run_dir, (RESUME_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME)
+        )
     summary = {"format_version": SUMMARY_FORMAT, **fit(run)}
     summary.update(describe(run, teacher_seconds, scoring_seconds, extra_summary))
     # Student-only time is train_seconds; end to end adds whatever had to run first.

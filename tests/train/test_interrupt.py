@@ -162,3 +162,15 @@ def test_handlers_are_left_alone_outside_the_main_thread():
     thread.start()
     thread.join()
     assert seen == [main_thread_handler]
+
+
+def test_a_rerun_removes_what_a_kill_mid_write_left(digits, tmp_path):
+    # A SIGKILL inside atomic_path leaves its temporary; the next run of the dir removes it.
+    stale = [tmp_path / f".{name}.k1ll3d.tmp" for name in (RESUME_NAME, "metrics.jsonl")]
+    for path in stale:
+        path.write_bytes(b"half")
+    other = tmp_path / ".notes.txt.k1ll3d.tmp"  # not the loop's: left alone
+    other.write_bytes(b"mine")
+    train(digits, MLP, cfg(epochs=1), run_dir=tmp_path, progress=False)
+    assert not any(path.exists() for path in stale)
+    assert other.read_bytes() == b"mine"
