@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -148,3 +148,35 @@ def file_hash(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def check_format_version(path: str | os.PathLike[str], found: Any, reads: int, fix: str) -> None:
+    """Refuse a file whose ``format_version`` is not ``reads``, the one this release reads.
+
+    ``fix`` says what to do about a file of another version (e.g. "delete it to
+    start the run over"); a newer version also suggests upgrading.
+    """
+    if isinstance(found, int) and not isinstance(found, bool) and found == reads:
+        return
+    if found is None:
+        why = f"has no format version (an older datapruning wrote it; this one reads {reads})"
+    elif isinstance(found, int) and not isinstance(found, bool) and found < reads:
+        why = f"has format version {found}, older than the {reads} this datapruning reads"
+    elif isinstance(found, int) and not isinstance(found, bool):
+        why = f"has format version {found}, newer than the {reads} this datapruning reads"
+        fix = f"upgrade datapruning, or {fix}"
+    else:
+        why = f"has unknown format version {found!r} (this datapruning reads {reads})"
+    raise DataPruningError(f"{str(path)!r} {why}; {fix}")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Delete the temporaries of ``names`` that a writer killed mid-write left in ``directory``.
+
+    :func:`atomic_path` removes its temporary on any exception, but a SIGKILL
+    leaves it (``.NAME.XXXXXXXX.tmp``, as large as the file, e.g. a resume
+    checkpoint). Only for files no other process is writing at the same time.
+    """
+    for name in names:
+        for path in Path(directory).glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)

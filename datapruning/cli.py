@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.exceptions import TyperException
 
-from datapruning.errors import DataPruningError
+from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scoring import METRIC_HELP
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def score(
     """Score every training example with a pruning metric and save the scores as parquet.
 
     Finished seeds are kept in OUT.parts/ until the scores are written, so a rerun
-    of an interrupted command computes only the missing ones.
+    of an interrupted (or killed) command computes only the missing ones.
     """
     from datapruning._io import check_output_path
     from datapruning.scoring import get_metric
@@ -187,9 +188,11 @@ def score(
     scores = get_metric(cfg.scoring.metric)(data, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
     scores.save(out)
     shutil.rmtree(parts, ignore_errors=True)
+    reused = scores.metadata.get("reused_seeds") or []
+    resumed = f", {len(reused)} finished seeds reused from {parts}" if reused else ""
     typer.echo(
         f"wrote {len(scores)} {cfg.scoring.metric} scores for {data.name} "
-        f"({scores.metadata['seconds']:.1f} s) to {out}"
+        f"({scores.metadata['seconds']:.1f} s{resumed}) to {out}"
     )
 
 
@@ -465,16 +468,23 @@ def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors become one line on stderr and exit 2.
 
-    Any other exception is a bug: it exits 1 with one line naming it and the log
-    file that holds its traceback (:func:`_report_crash`).
+    A command stopped by SIGINT/SIGTERM at a resume point prints one line with the
+    command that continues it and exits 128 + the signal's number (130, 143). Any
+    other exception is a bug: it exits 1 with one line naming it and the log file
+    that holds its traceback (:func:`_report_crash`).
     """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
         # Without standalone mode, typer returns (not raises) the exit code of an
         # interrupted command, e.g. 130 after Ctrl-C.
-        code = app(args=argv, prog_name="datapruning", standalone_mode=False)
+        code = app(args=args, prog_name="datapruning", standalone_mode=False)
     except DataPruningError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
+    except Interrupted as exc:
+        again = shlex.join(["datapruning", *args])
+        typer.echo(f"interrupted by {exc.signal_name}: {exc}; to continue, run: {again}", err=True)
+        return exc.exit_code
     except TyperException as exc:  # usage errors: unknown option, missing argument, ...
         message = exc.format_message()
         ctx = getattr(exc, "ctx", None)

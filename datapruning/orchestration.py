@@ -46,6 +46,7 @@ from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
 from datapruning.report import FAILURE_NAME, FULL_RECIPE, TEACHER_LOGITS_RECORD
+from datapruning.train.summary import SUMMARY_FORMAT
 
 RUN_KEY = "run_key"
 SCORES_KEY = "cache_key"
@@ -167,6 +168,8 @@ def reusable_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if not isinstance(summary, dict) or summary.get(RUN_KEY) != key:
+        return None
+    if summary.get("format_version") != SUMMARY_FORMAT:  # another layout: trained again
         return None
     if not (run_dir / "checkpoint.pt").is_file():
         return None

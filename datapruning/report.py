@@ -24,7 +24,8 @@ import pandas as pd
 
 from datapruning._io import atomic_path, write_text
 from datapruning.errors import DataPruningError
-from datapruning.train.loop import METRICS_NAME, SUMMARY_NAME
+from datapruning.train.loop import METRICS_NAME
+from datapruning.train.summary import SUMMARY_NAME, check_summary_format
 from datapruning.train.tta import time_to_accuracy
 
 REPORT_NAME = "report.md"
@@ -78,6 +79,8 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
         raise DataPruningError(
             f"run {str(path)!r} is incomplete or unreadable ({exc.__class__.__name__})"
         ) from None
+    if isinstance(summary, dict):
+        check_summary_format(path / SUMMARY_NAME, summary)
     if not isinstance(summary, dict) or not summary.keys() >= _SUMMARY_KEYS:
         raise DataPruningError(
             f"{str(path / SUMMARY_NAME)!r} is not a run summary; it needs {', '.join(sorted(_SUMMARY_KEYS))}"

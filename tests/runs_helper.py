@@ -39,6 +39,7 @@ def write_run(
     run.mkdir(parents=True)
     accs = [acc for _, acc in curve]
     summary = {
+        "format_version": 1,
         "recipe": recipe,
         "kept_fraction": kept,
         "kd": kd,

@@ -148,6 +148,7 @@ def score_seed_groups(
         params=params,
         model=model,
         seconds=sum(seconds for _, seconds in done.values()),
+        reused_seeds=store.reused,
     )
 
 

@@ -19,11 +19,15 @@ a run on a subset, RS2 or a step budget anneals fully in its own steps) is
 The time-to-accuracy clock counts training only: it runs over stretches of
 steps and synchronises an asynchronous device (CUDA) when it starts and stops;
 evaluation runs every ``eval_every`` epochs on its own clock. A run directory
-receives ``metrics.jsonl`` (one line per evaluation), ``summary.json`` and
-``checkpoint.pt``; with ``checkpoint_every`` it also holds ``resume.pt``
-(:class:`datapruning.train.state.TrainState`) while the run is unfinished, and
-the same call continues from it after a crash, ending with the same weights
-bit for bit (on CPU).
+receives ``metrics.jsonl`` (one line per evaluation; an append-only log,
+rewritten atomically from the resume state when the run starts or resumes),
+``summary.json`` and ``checkpoint.pt``; with ``checkpoint_every`` it also holds
+``resume.pt`` (:class:`datapruning.train.state.TrainState`) while the run is
+unfinished, and the same call continues from it after a crash (a SIGKILL at
+any moment included), ending with the same weights bit for bit (on CPU;
+tests/test_crash_resume.py kills ``datapruning train`` at seeded random
+moments). SIGINT and SIGTERM stop the run at the next step boundary with a
+resume point (:mod:`datapruning._interrupt`), checkpointing on or not.
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from datapruning._io import write_json
+from datapruning._interrupt import StopRequest, deferred_stop
+from datapruning._io import remove_stale_temporaries, write_json, write_text
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
+from datapruning.errors import Interrupted
 from datapruning.kernels import use_triton
-from datapruning.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
 from datapruning.train.evaluation import evaluate
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
@@ -53,11 +59,13 @@ from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer
 from datapruning.train.sparsity import MagnitudePruner, export_sparse
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rng_state
 from datapruning.train.step import AfterStep, CompileTimer, StepResult, TrainStep, make_loss_fn
+from datapruning.train.summary import SUMMARY_FORMAT, SUMMARY_NAME
 from datapruning.train.tta import Stopwatch, time_to_accuracy
 
 __all__ = [
     "METRICS_NAME",
     "RESUME_NAME",
+    "SUMMARY_FORMAT",
     "SUMMARY_NAME",
     "TrainResult",
     "fit",
@@ -66,7 +74,6 @@ __all__ = [
 ]
 
 METRICS_NAME = "metrics.jsonl"
-SUMMARY_NAME = "summary.json"
 
 
 @dataclass
@@ -120,7 +127,11 @@ def train(
         run.run_dir.mkdir(parents=True, exist_ok=True)
         # summary.json marks a finished run; a rerun is unfinished until it ends.
         (run.run_dir / SUMMARY_NAME).unlink(missing_ok=True)
-    summary = fit(run)
+        # What a run killed while writing one of its files left (the run dir is this run's).
+        remove_stale_temporaries(
+            run.run_dir, (RESUME_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME)
+        )
+    summary = {"format_version": SUMMARY_FORMAT, **fit(run)}
     summary.update(describe(run, teacher_seconds, scoring_seconds, extra_summary))
     # Student-only time is train_seconds; end to end adds whatever had to run first.
     summary["end_to_end_seconds"] = summary["train_seconds"] + sum(
@@ -131,6 +142,7 @@ def train(
         save_checkpoint(
             run.run_dir / CHECKPOINT_NAME,
             {
+                "format_version": CHECKPOINT_FORMAT,
                 "model": run.model_name,
                 "model_params": dict(model_cfg.params),
                 "input_shape": list(dataset.input_shape),
@@ -210,78 +222,103 @@ def _fit(run: Run) -> dict[str, Any]:
             progress.compile_seconds = compiled_before + compile_timer.seconds
         state.save(run.run_dir / RESUME_NAME, run.config_hash)
 
-    log = (run.run_dir / METRICS_NAME).open("w") if run.run_dir is not None else None
-    if log is not None:  # the lines logged before the resume point, none after it
-        log.writelines(json.dumps(line) + "\n" for line in progress.lines)
-        log.flush()
-    try:
-        bar = tqdm(
-            total=plan.total_steps,
-            initial=progress.step,
-            desc="train",
-            unit="step",
-            disable=_hide(run.progress),
-            leave=False,
+    def interrupted(stop: StopRequest) -> Interrupted:
+        assert stop.signum is not None
+        if run.run_dir is None:
+            return Interrupted(stop.signum, f"stopped at step {progress.step}, nothing saved")
+        return Interrupted(
+            stop.signum,
+            f"resume point at step {progress.step} of {plan.total_steps} written to "
+            f"{str(run.run_dir / RESUME_NAME)!r}",
         )
-        for epoch in range(progress.epoch, plan.epochs):
-            sampler.set_epoch(epoch)
-            model.train()
-            epoch_steps = plan.steps_in_epoch(epoch)
-            skip, progress.batch = (progress.batch, 0) if epoch == progress.epoch else (0, 0)
-            if not skip:
-                progress.loss_sum, progress.seen = 0.0, 0
-            # On the device: adding the loss to a host number would wait for every step.
-            loss_sum = torch.tensor(progress.loss_sum, dtype=torch.float64, device=device)
-            batch_iter = iter(batches)
-            for _ in range(skip):  # a resumed epoch: the batches already taken
-                next(batch_iter)
-            checkpoint_due = False
-            train_clock.start()
-            for batch in range(skip, epoch_steps):
-                if progress.step >= plan.total_steps:
-                    break
-                x, y, index = to_device(next(batch_iter))
-                loss = step(x, y, index, progress.step + 1)
-                loss_sum += loss.double() * len(y)
-                progress.seen += len(y)
-                progress.step += 1
-                bar.update()
-                if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
-                    if batch + 1 < epoch_steps and progress.step < plan.total_steps:
+
+    log = None
+    if run.run_dir is not None:
+        # An append-only log, rewritten (atomically) from the resume state when a run
+        # starts or resumes: lines a killed run logged after its resume point go away.
+        path = run.run_dir / METRICS_NAME
+        write_text(path, "".join(json.dumps(line) + "\n" for line in progress.lines))
+        log = path.open("a")
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=progress.step,
+        desc="train",
+        unit="step",
+        disable=_hide(run.progress),
+        leave=False,
+    )
+    try:
+        with deferred_stop() as stop:
+            for epoch in range(progress.epoch, plan.epochs):
+                sampler.set_epoch(epoch)
+                model.train()
+                epoch_steps = plan.steps_in_epoch(epoch)
+                skip, progress.batch = (progress.batch, 0) if epoch == progress.epoch else (0, 0)
+                if not skip:
+                    progress.loss_sum, progress.seen = 0.0, 0
+                # On the device: adding the loss to a host number would wait for every step.
+                loss_sum = torch.tensor(progress.loss_sum, dtype=torch.float64, device=device)
+                batch_iter = iter(batches)
+                for _ in range(skip):  # a resumed epoch: the batches already taken
+                    next(batch_iter)
+                checkpoint_due = False
+                train_clock.start()
+                for batch in range(skip, epoch_steps):
+                    if progress.step >= plan.total_steps:
+                        break
+                    x, y, index = to_device(next(batch_iter))
+                    loss = step(x, y, index, progress.step + 1)
+                    loss_sum += loss.double() * len(y)
+                    progress.seen += len(y)
+                    progress.step += 1
+                    bar.update()
+                    if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
+                        if batch + 1 < epoch_steps and progress.step < plan.total_steps:
+                            train_clock.stop()
+                            progress.loss_sum = float(loss_sum)
+                            save_resume(epoch, batch + 1)
+                            train_clock.start()
+                        else:  # an epoch's last step: save after its evaluation
+                            checkpoint_due = True
+                    # SIGINT/SIGTERM: a resume point here, at a step boundary (at an
+                    # epoch's end, after its evaluation, below).
+                    if stop and batch + 1 < epoch_steps and progress.step < plan.total_steps:
                         train_clock.stop()
                         progress.loss_sum = float(loss_sum)
                         save_resume(epoch, batch + 1)
-                        train_clock.start()
-                    else:  # an epoch's last step: save after its evaluation
-                        checkpoint_due = True
-            train_clock.stop()
-            progress.loss_sum = float(loss_sum)
-            finished = progress.step >= plan.total_steps
-            if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                with eval_clock.running():
-                    test_loss, test_acc = evaluate(model, run.x_test, run.y_test, cfg.batch_size)
-                progress.curve.append((train_clock.seconds, test_acc))
-                line = {
-                    "epoch": epoch + 1,
-                    "step": progress.step,
-                    "train_seconds": round(train_clock.seconds, 4),
-                    "eval_seconds": round(eval_clock.seconds, 4),
-                    "train_loss": progress.loss_sum / max(progress.seen, 1),
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                progress.lines.append(line)
-                if log is not None:
-                    log.write(json.dumps(line) + "\n")
-                    log.flush()
-                bar.set_postfix(acc=f"{test_acc:.3f}")
-            if checkpoint_due and not finished:
-                save_resume(epoch + 1, 0)
-            if finished:
-                break
-        bar.close()
+                        raise interrupted(stop)
+                train_clock.stop()
+                progress.loss_sum = float(loss_sum)
+                finished = progress.step >= plan.total_steps
+                if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                    with eval_clock.running():
+                        test_loss, test_acc = evaluate(
+                            model, run.x_test, run.y_test, cfg.batch_size
+                        )
+                    progress.curve.append((train_clock.seconds, test_acc))
+                    line = {
+                        "epoch": epoch + 1,
+                        "step": progress.step,
+                        "train_seconds": round(train_clock.seconds, 4),
+                        "eval_seconds": round(eval_clock.seconds, 4),
+                        "train_loss": progress.loss_sum / max(progress.seen, 1),
+                        "test_loss": test_loss,
+                        "test_acc": test_acc,
+                        "lr": scheduler.get_last_lr()[0],
+                    }
+                    progress.lines.append(line)
+                    if log is not None:
+                        log.write(json.dumps(line) + "\n")
+                        log.flush()
+                    bar.set_postfix(acc=f"{test_acc:.3f}")
+                if (checkpoint_due or stop) and not finished:
+                    save_resume(epoch + 1, 0)
+                if stop and not finished:  # a finished run is written out instead
+                    raise interrupted(stop)
+                if finished:
+                    break
     finally:
+        bar.close()  # before an interruption's message
         if log is not None:
             log.close()
     accuracies = [acc for _, acc in progress.curve]

@@ -5,7 +5,9 @@ scheduler, fp16 gradient scaler, sampler (epoch and draws), pruner (masks and
 schedule position), the random states (torch, CUDA, numpy, Python) and the
 loop's own progress (step, position in the epoch, running loss, clocks, the
 evaluations logged so far). ``save`` writes it atomically as ``resume.pt``;
-``read`` refuses a file from a run with other settings (its config hash);
+``read`` refuses a file from a run with other settings (its config hash) or
+of another layout (``format_version``, ``RESUME_FORMAT``: 1 is the first
+recorded one; an unversioned file is from an older release);
 ``load_state_dict`` puts it all back, after which the loop continues as if it
 had never stopped (on CPU the final weights match an uninterrupted run bit for
 bit, tests/train/test_loop_modes.py).
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datapruning._io import check_format_version
 from datapruning.data.samplers import IndexSampler
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import save_checkpoint
@@ -32,6 +35,8 @@ from datapruning.train.sparsity import Pruner, is_masked
 
 # The resume state's file in a run directory (while the run is unfinished).
 RESUME_NAME = "resume.pt"
+# Its layout; bump it when a key changes meaning, so an older file is refused, not misread.
+RESUME_FORMAT = 1
 
 
 @dataclass
@@ -76,6 +81,7 @@ class TrainState:
 
     def state_dict(self, config_hash: str) -> dict[str, Any]:
         return {
+            "format_version": RESUME_FORMAT,
             "config_hash": config_hash,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -117,6 +123,13 @@ class TrainState:
                 f"resume checkpoint {str(path)!r} cannot be read ({exc.__class__.__name__}); "
                 "delete it to start the run over"
             ) from None
+        if isinstance(state, dict):
+            check_format_version(
+                path,
+                state.get("format_version"),
+                RESUME_FORMAT,
+                "delete it to start the run over, or finish the run with the release that wrote it",
+            )
         if not isinstance(state, dict) or state.get("config_hash") != config_hash:
             found = state.get("config_hash") if isinstance(state, dict) else None
             raise DataPruningError(
