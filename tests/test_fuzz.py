@@ -122,20 +122,21 @@ def mutated_configs(draw: st.DrawFn) -> dict[str, Any]:
     raw = copy.deepcopy(BASE)
     for _ in range(draw(st.integers(1, 3))):
         action = draw(st.sampled_from(["replace", "replace", "remove", "add"]))
-        if action == "add":
-            section = _get(raw, draw(st.sampled_from(SECTIONS)))
-            if isinstance(section, dict):
-                section[draw(st.text(max_size=10) | NAMES)] = draw(VALUES)
-            continue
-        path = draw(st.sampled_from(PATHS))
+        path = draw(st.sampled_from(SECTIONS if action == "add" else PATHS))
+        value = draw(VALUES)
         try:
+            if action == "add":
+                section = _get(raw, path)
+                if isinstance(section, dict):
+                    section[draw(st.text(max_size=10) | NAMES)] = value
+                continue
             parent = _get(raw, path[:-1])
             if action == "remove":
                 del parent[path[-1]]
             else:
-                parent[path[-1]] = draw(VALUES)
+                parent[path[-1]] = value
         except (KeyError, IndexError, TypeError):
-            pass  # an earlier mutation replaced or removed this field's parent
+            pass  # an earlier mutation replaced or removed this field's section
     return raw
 
 
