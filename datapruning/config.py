@@ -599,4 +599,5 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     except yaml.YAMLError:
         raise ConfigError(f"override {override!r}: value is not valid YAML") from None
     except RecursionError:  # PyYAML recurses once per level of nesting
-        raise ConfigError(f"override {override!r}: value nests too deeply") from None
+        # The value is hundreds of brackets: name the key only.
+        raise ConfigError(f"override of {key.strip()!r}: the value nests too deeply") from None

@@ -232,8 +232,14 @@ DEEP = ["[" * 800, "{a: " * 800, "- " * 800]
 @pytest.mark.parametrize("text", DEEP, ids=["flow-list", "flow-map", "block-list"])
 def test_deeply_nested_yaml_is_a_clear_error(config_file: Path, text: str) -> None:
     config_file.write_text(f"train:\n  targets: {text}\n")
-    check_outcome(lambda: load_config(config_file))
-    check_outcome(lambda: _config(None, [f"train.targets={text}"]))
+    for load in (
+        lambda: load_config(config_file),
+        lambda: _config(None, [f"train.targets={text}"]),
+    ):
+        with pytest.raises(DataPruningError, match="nests too deeply") as caught:
+            load()
+        assert_one_line(caught.value)
+        assert len(str(caught.value)) < 120  # names the file or the key, not the brackets
 
 
 # --- --set key=value --------------------------------------------------------
