@@ -231,7 +231,7 @@ DEEP = ["[" * 800, "{a: " * 800, "- " * 800]
 
 @pytest.mark.parametrize("text", DEEP, ids=["flow-list", "flow-map", "block-list"])
 def test_deeply_nested_yaml_is_a_clear_error(config_file: Path, text: str) -> None:
-    config_file.write_text(f"train:\n  targets: {text}\n")
+    config_file.write_text(f"train:\n  targets:\n    {text}\n")
     for load in (
         lambda: load_config(config_file),
         lambda: _config(None, [f"train.targets={text}"]),
