@@ -12,7 +12,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -51,6 +51,10 @@ def _admits_bool(annotation: Any) -> bool:
 def _kind(annotation: Any) -> str:
     args = set(get_args(annotation)) or {annotation}
     return "number" if args & {int, float} else "value of the right type"
+
+
+# Seeds reach numpy (which takes no negative seed) and torch.manual_seed (nothing from 2**64).
+Seed = Annotated[int, Field(ge=0, lt=2**64)]
 
 
 class DatasetConfig(_Section):
@@ -234,6 +238,8 @@ class SparsityConfig(_Section):
         for pattern in patterns:
             try:
                 re.compile(pattern)
+            except OverflowError:  # a repeat count such as a{99999999999}
+                raise ValueError(f"{pattern!r} has a repeat count too large for a regex") from None
             except re.error as exc:
                 raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from None
         return patterns
@@ -320,7 +326,7 @@ class TrainConfig(_Section):
     # torch.compile the model; its compile time counts as training time and is also
     # reported apart (summary.json compile_seconds).
     compile: bool = False
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = Field(default_factory=DataConfig)
     # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
     checkpoint_every: int = Field(0, ge=0)
@@ -424,7 +430,7 @@ class ProtoConfig(_Section):
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
     temperature: float = Field(0.1, gt=0)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ScoringConfig(_Section):
@@ -462,7 +468,7 @@ class StudentsConfig(_Section):
     fractions: list[float] = Field(default_factory=lambda: [0.3, 0.5])
     strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
     kd: list[bool] = Field(default_factory=lambda: [False, True])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
 
     @field_validator("fractions", "strategies", "kd", "seeds")
     @classmethod
@@ -578,6 +584,8 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise ConfigError(f"config file {str(path)!r} nests too deeply to be a config") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -610,3 +618,6 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         node[leaf] = yaml.safe_load(value)
     except yaml.YAMLError:
         raise ConfigError(f"override {override!r}: value is not valid YAML") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        # The value is hundreds of brackets: name the key only.
+        raise ConfigError(f"override of {key.strip()!r}: the value nests too deeply") from None
