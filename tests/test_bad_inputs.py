@@ -36,6 +36,7 @@ import torch
 from runs_helper import write_run
 
 from datapruning.cli import main
+from datapruning.train.state import RESUME_FORMAT
 
 NUM_TRAIN_ALL = 60  # examples in data.npz; 20% are held out for test
 NUM_CLASSES = 4
@@ -1031,14 +1032,20 @@ CASES = [
         "resume-other-config",
         train(),
         "different config",
-        _resume(lambda p: {"config_hash": "0" * 16}),
+        _resume(lambda p: {"format_version": RESUME_FORMAT, "config_hash": "0" * 16}),
     ),
     Case("resume-not-a-dict", train(), "resume.pt", _resume(lambda p: [1, 2, 3])),
     Case(
         "resume-incomplete",
         train(),
         "resume.pt",
-        _resume(lambda p: {"config_hash": _this_runs_hash(p), "model": {}}),
+        _resume(
+            lambda p: {
+                "format_version": RESUME_FORMAT,
+                "config_hash": _this_runs_hash(p),
+                "model": {},
+            }
+        ),
     ),
     # --- betons and their sidecars ------------------------------------------------------------
     Case("beton-missing", train("train.loader=ffcv", "train.beton=none.beton"), "none.beton"),

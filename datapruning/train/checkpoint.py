@@ -27,8 +27,9 @@ CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically, stamped with this layout's version unless it names one."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save({"format_version": CHECKPOINT_FORMAT, **state}, tmp)
     return Path(path)
 
 
