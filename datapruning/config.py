@@ -22,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -389,25 +390,32 @@ class KDConfig(_Section):
         return self
 
 
-class ProtoConfig(_Section):
-    """Self-supervised prototypes (Sorscher et al. 2022): embed, cluster, score by distance."""
+def _metric_params_section() -> type[BaseModel]:
+    """``scoring.params``: one field per registered metric, holding its own params model."""
+    from datapruning.scoring import METRICS
 
-    # Clusters (None: the dataset's number of classes, else sqrt(N)/2 capped at 1000).
-    k: int | None = Field(None, ge=1)
-    # faiss k-means iterations.
-    niter: int = Field(25, ge=1)
-    # User embeddings (.npy, one row per training example) instead of the encoder.
-    embeddings: Path | None = None
-    # The SimCLR-style encoder trained here when no embeddings are given.
-    encoder_epochs: int = Field(30, ge=1)
-    embedding_dim: int = Field(64, ge=2)
-    batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    temperature: float = Field(0.1, gt=0)
-    seed: int = 0
+    fields: dict[str, Any] = {
+        name: (metric.params_model, Field(default_factory=metric.params_model))
+        for name, metric in METRICS.items()
+    }
+    return create_model(
+        "MetricParamsSection", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+    )
+
+
+MetricParamsSection = _metric_params_section()
+
+# Keys that each metric's registry entry now owns: old key -> where it lives now.
+_MOVED_SCORING_KEYS = {
+    "grand_layer": "scoring.params.grand.layer",
+    "proto": "scoring.params.proto (same keys)",
+}
 
 
 class ScoringConfig(_Section):
+    """What the trained-model driver shares across metrics; each metric's own settings
+    live under ``params.<metric>`` (datapruning.scoring.params)."""
+
     metric: str = "el2n"
     # Number of scoring models (seeds 0..seeds-1) whose scores are averaged.
     seeds: int = Field(4, ge=1)
@@ -420,9 +428,17 @@ class ScoringConfig(_Section):
     # torch threads while a batched ensemble trains (None: every core, at most one
     # per model). One wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
-    # GraNd: gradient norm over all parameters, or over the last linear layer only.
-    grand_layer: Literal["all", "last"] = "all"
-    proto: ProtoConfig = Field(default_factory=ProtoConfig)
+    # Each metric's own settings under its name, e.g. {grand: {layer: last}, proto: {k: 20}}.
+    params: MetricParamsSection = Field(default_factory=MetricParamsSection)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _MOVED_SCORING_KEYS.items():
+                if old in data:
+                    raise ValueError(f"scoring.{old} moved to {new}; rename the key")
+        return data
 
     @field_validator("metric")
     @classmethod
@@ -430,6 +446,10 @@ class ScoringConfig(_Section):
         from datapruning.scoring import METRICS
 
         return _check_name("metric", metric, METRICS)
+
+    def params_for(self, metric: str) -> Any:
+        """The params model of ``metric`` (its defaults where the config sets none)."""
+        return getattr(self.params, metric)
 
 
 class StudentsConfig(_Section):

@@ -269,7 +269,11 @@ def scores_path(cfg: PipelineConfig, metric: str) -> Path:
 
 
 def scores_key(cfg: PipelineConfig, metric: str) -> str:
-    scoring = cfg.scoring.model_dump(mode="json", exclude=_SCORING_SPEED_ONLY | {"metric"})
+    scoring = cfg.scoring.model_dump(
+        mode="json", exclude=_SCORING_SPEED_ONLY | {"metric", "params"}
+    )
+    # Only this metric's own settings: another metric's params never invalidate its scores.
+    scoring["params"] = cfg.scoring.params_for(metric).model_dump(mode="json")
     return _key(
         {
             "metric": metric,
@@ -332,14 +336,15 @@ def clear_scores(cfg: PipelineConfig, metric: str) -> None:
 
 def score_group(cfg: PipelineConfig, metric: str, seeds: Sequence[int]) -> list[int]:
     """Compute and save the scores of ``seeds`` (one fan-out cell of a scoring)."""
-    from datapruning.scoring import get_metric
+    from datapruning.scoring import score
     from datapruning.scoring._common import only_seeds
 
     _parts_dir(cfg, metric).parent.mkdir(parents=True, exist_ok=True)
     with only_seeds(seeds):
-        get_metric(metric)(
+        score(
             dataset_of(cfg),
-            cfg.scoring.model_copy(update={"metric": metric}),
+            metric,
+            cfg.scoring,
             cfg.model,
             cfg.train,
             progress=False,
@@ -350,14 +355,15 @@ def score_group(cfg: PipelineConfig, metric: str, seeds: Sequence[int]) -> list[
 
 def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     """Score every seed still missing, write the scores file with its key, and record it."""
-    from datapruning.scoring import get_metric
+    from datapruning.scoring import score
 
     path = scores_path(cfg, metric)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = _parts_dir(cfg, metric)
-    scores = get_metric(metric)(
+    scores = score(
         dataset_of(cfg),
-        cfg.scoring.model_copy(update={"metric": metric}),
+        metric,
+        cfg.scoring,
         cfg.model,
         cfg.train,
         progress=False,

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,27 @@ from datapruning._io import atomic_write
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
+
+if TYPE_CHECKING:
+    from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class MetricJob:
+    """Everything a metric reads: the one argument of every registered metric function.
+
+    ``params`` is the metric's own params model (``scoring.params.<metric>``);
+    ``scoring`` the driver's shared settings; ``train`` the scoring models'
+    optimiser recipe. ``work_dir`` keeps finished seeds for resuming.
+    """
+
+    dataset: Dataset
+    scoring: ScoringConfig
+    params: Any
+    model: ModelConfig
+    train: TrainConfig
+    progress: bool | None = None
+    work_dir: str | os.PathLike[str] | None = None
 
 
 def check_features(x: np.ndarray, what: str = "features") -> None:

@@ -4,7 +4,7 @@ No labels are used. Each training example is embedded by a self-supervised
 encoder, trained here with a SimCLR-style contrastive objective (NT-Xent on two
 augmented views: random shifts, amplitude scaling and noise for 1D signals;
 padded random crops and horizontal flips for images), or taken from the user's
-embeddings (``scoring.proto.embeddings``, a ``.npy`` with one row per example).
+embeddings (``scoring.params.proto.embeddings``, a ``.npy`` with one row per example).
 Embeddings are L2-normalised and clustered by spherical ``faiss.Kmeans``; an
 example's score is its cosine distance to the nearest centroid: far from every
 prototype = hard, close = easy (prototypical).
@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from datapruning.config import ModelConfig, ProtoConfig, ScoringConfig, TrainConfig
+from datapruning.config import ModelConfig
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
-from datapruning.scoring._common import build_scores, check_features
+from datapruning.scoring._common import MetricJob, build_scores, check_features
+from datapruning.scoring.params import ProtoParams
 
 MAX_DEFAULT_K = 1000
 
@@ -163,7 +164,7 @@ def train_encoder(
     x: np.ndarray,
     model_name: str,
     model_params: dict[str, Any],
-    proto: ProtoConfig,
+    proto: ProtoParams,
     progress: bool | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A SimCLR-style encoder on ``x`` alone; returns it and its training record."""
@@ -253,43 +254,31 @@ def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarr
     return array
 
 
-def score_proto(
-    dataset: Dataset,
-    scoring: ScoringConfig | None = None,
-    model_cfg: ModelConfig | None = None,
-    train_cfg: TrainConfig | None = None,
-    progress: bool | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> Scores:
+def score_proto(job: MetricJob) -> Scores:
     """Self-supervised prototype scores; reads only ``dataset.x_train``, never labels.
 
-    The encoder has its own recipe (``scoring.proto``); of ``train_cfg`` only
-    ``threads`` applies. ``work_dir`` is accepted for the common metric
-    signature: there is one run, nothing to resume.
+    The encoder has its own recipe (``scoring.params.proto``); of ``job.train``
+    only ``threads`` applies. There is one run, nothing to resume in ``work_dir``.
     """
-    scoring = scoring or ScoringConfig()
-    model_cfg = model_cfg or ModelConfig()
-    train_cfg = train_cfg or TrainConfig()
     previous_threads = torch.get_num_threads()
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
+    if job.train.threads:
+        torch.set_num_threads(job.train.threads)
     try:
-        return _score_proto(dataset, scoring, model_cfg, progress)
+        return _score_proto(job.dataset, job.params, job.model, job.progress)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _score_proto(
-    dataset: Dataset, scoring: ScoringConfig, model_cfg: ModelConfig, progress: bool | None
+    dataset: Dataset, proto: ProtoParams, model_cfg: ModelConfig, progress: bool | None
 ) -> Scores:
-    proto = scoring.proto
     start = time.perf_counter()
     x = dataset.x_train
     num_examples = len(x)
     k = proto.k if proto.k is not None else default_k(num_examples, dataset.num_classes)
     if k > num_examples:
         raise DataPruningError(
-            f"scoring.proto.k={k} is larger than the {num_examples} training examples; lower k"
+            f"scoring.params.proto.k={k} is larger than the {num_examples} training examples; lower k"
         )
     check_features(x)
     if proto.embeddings is not None:
