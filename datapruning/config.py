@@ -302,6 +302,11 @@ class TrainConfig(_Section):
     # reported apart (summary.json compile_seconds).
     compile: bool = False
     seed: int = 0
+    # Per-batch augmentation (datapruning.train.augment): crop_flip (padded random crop +
+    # horizontal flip, images), shift_noise (1-D signals), none, or auto: the dataset's
+    # default (crop_flip for natural images: cifar10, cifar100, imagefolder; else none).
+    # With KD it runs the teacher online on each augmented batch instead of cached logits.
+    augment: Literal["auto", "none", "crop_flip", "shift_noise"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
     checkpoint_every: int = Field(0, ge=0)

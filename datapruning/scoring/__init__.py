@@ -17,12 +17,14 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from datapruning.errors import UnknownNameError
 from datapruning.scoring.params import GrandParams, MetricParams, NoParams, ProtoParams
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
     from datapruning.data.sources import Dataset
     from datapruning.scores import Scores
@@ -102,7 +104,7 @@ def score(
     dataset: Dataset,
     metric: str | None = None,
     scoring: ScoringConfig | None = None,
-    model: ModelConfig | Any | None = None,
+    model: ModelConfig | nn.Module | Callable[[], nn.Module] | None = None,
     train: TrainConfig | None = None,
     *,
     progress: bool | None = None,
@@ -111,12 +113,17 @@ def score(
     """Score every training example of ``dataset`` with ``metric`` (default: scoring.metric).
 
     ``scoring`` holds the driver's settings and, under ``params.<metric>``, the
-    metric's own; ``model`` is a :class:`ModelConfig` of a registered model;
-    ``train`` the scoring models' optimiser recipe.
+    metric's own; ``model`` is a :class:`ModelConfig` of a registered model, or your
+    own ``nn.Module`` or a factory returning one (:mod:`datapruning.user`: a module is
+    re-initialised per seed); ``dataset`` may also be ``(x, y)`` arrays or a torch
+    Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`); ``train`` is the
+    scoring models' optimiser recipe.
     """
     from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
     from datapruning.scoring._common import MetricJob
+    from datapruning.user import as_dataset
 
+    dataset = as_dataset(dataset)
     scoring = scoring or ScoringConfig()
     name = metric or scoring.metric
     entry = get_metric(name)

@@ -30,7 +30,8 @@ from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 
 if TYPE_CHECKING:
-    from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
+    from datapruning.config import ScoringConfig, TrainConfig
+    from datapruning.user import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class MetricJob:
     dataset: Dataset
     scoring: ScoringConfig
     params: Any
-    model: ModelConfig
+    model: ModelSpec  # a ModelConfig of the registry, or the user's module / factory
     train: TrainConfig
     progress: bool | None = None
     work_dir: str | os.PathLike[str] | None = None

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from datapruning.config import DataConfig, ModelConfig, ScoringConfig, SparsityConfig, TrainConfig
+from datapruning import user
+from datapruning.config import DataConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
 from datapruning.scoring._common import (
@@ -37,6 +38,7 @@ from datapruning.scoring.ensemble import (
     ensemble_threads,
     train_ensemble,
 )
+from datapruning.user import ModelSpec
 
 # Scores of one trained ensemble: (K, N) for the ensemble's seeds.
 EnsembleScorer = Callable[[Ensemble, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,7 +52,9 @@ def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
     """The recipe of a scoring model: ``train_cfg``'s optimiser, dense, on every example.
 
     Scoring models see every example for ``epochs`` epochs, whatever the
-    config's data mode, step budget or sparsity say about students.
+    config's data mode, step budget, sparsity or augmentation say about students
+    (the batched ensemble trains on the inputs as they are; the sequential path
+    through the loop does the same, so both agree).
     """
     return train_cfg.model_copy(
         update={
@@ -62,6 +66,7 @@ def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
             "reference": None,
             "sparsity": SparsityConfig(),
             "checkpoint_every": 0,
+            "augment": "none",
         }
     )
 
@@ -81,7 +86,7 @@ def score_seed_groups(
     train_cfg = scoring_train_config(job.train, scoring.epochs)
     check_features(dataset.x_train)
     check_labels(dataset)
-    model = {"name": model_cfg.name or dataset.default_model, "params": model_cfg.params}
+    model = user.record(model_cfg, dataset)
     # Models with BatchNorm cannot train in a batched ensemble: one seed per group.
     probe = build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
     batched = scoring.batched and can_batch(probe)
@@ -140,7 +145,7 @@ def score_with_models(
 
 def train_group(
     dataset: Dataset,
-    model_cfg: ModelConfig,
+    model_cfg: ModelSpec,
     train_cfg: TrainConfig,
     scoring: ScoringConfig,
     seeds: Sequence[int],
@@ -170,7 +175,7 @@ def train_group(
     models = []
     for seed in seeds:
         cfg = train_cfg.model_copy(update={"seed": seed})
-        models.append(train(dataset, model_cfg, cfg, progress=progress).model)
+        models.append(train(dataset, user.per_seed(model_cfg), cfg, progress=progress).model)
     params, buffers = stack_module_state(models)
     for value in params.values():
         value.requires_grad_(False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from datapruning import user
 from datapruning.config import ModelConfig
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import MetricJob, build_scores, check_features
 from datapruning.scoring.params import ProtoParams
+from datapruning.train.evaluation import eval_mode
+from datapruning.user import ModelSpec
 
 MAX_DEFAULT_K = 1000
 
@@ -166,17 +170,28 @@ def train_encoder(
     model_params: dict[str, Any],
     proto: ProtoParams,
     progress: bool | None = None,
+    build: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A SimCLR-style encoder on ``x`` alone; returns it and its training record."""
+    """A SimCLR-style encoder on ``x`` alone; returns it and its training record.
+
+    ``build`` makes the user's own encoder instead of the registered ``model_name``
+    with ``proto.embedding_dim`` outputs; its outputs are then the embedding.
+    """
     from datapruning.models import build_model
 
     start = time.perf_counter()
     data = torch.as_tensor(x)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(proto.seed)
-        encoder = build_model(model_name, tuple(x.shape[1:]), proto.embedding_dim, **model_params)
+        if build is None:
+            dim = proto.embedding_dim
+            encoder = build_model(model_name, tuple(x.shape[1:]), dim, **model_params)
+        else:
+            encoder = build()
+            with torch.no_grad(), eval_mode(encoder):
+                dim = int(encoder(data[:2]).reshape(2, -1).shape[1])
         head = nn.Sequential(
-            nn.ReLU(), nn.Linear(proto.embedding_dim, proto.embedding_dim)
+            nn.ReLU(), nn.Linear(dim, dim)
         )  # the projection head; scores use the encoder's output before it
     generator = torch.Generator().manual_seed(proto.seed)
     parameters = [*encoder.parameters(), *head.parameters()]
@@ -216,7 +231,7 @@ def train_encoder(
         "name": "simclr",
         "backbone": model_name,
         "backbone_params": dict(model_params),
-        "embedding_dim": proto.embedding_dim,
+        "embedding_dim": dim,
         "epochs": proto.encoder_epochs,
         "steps": steps,
         "batch_size": batch_size,
@@ -231,7 +246,9 @@ def train_encoder(
 @torch.no_grad()
 def embed(encoder: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     data = torch.as_tensor(x)
-    return torch.cat([encoder(chunk) for chunk in data.split(batch_size)]).numpy()
+    return torch.cat(
+        [encoder(chunk).reshape(len(chunk), -1) for chunk in data.split(batch_size)]
+    ).numpy()
 
 
 def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarray:
@@ -270,7 +287,7 @@ def score_proto(job: MetricJob) -> Scores:
 
 
 def _score_proto(
-    dataset: Dataset, proto: ProtoParams, model_cfg: ModelConfig, progress: bool | None
+    dataset: Dataset, proto: ProtoParams, model_cfg: ModelSpec, progress: bool | None
 ) -> Scores:
     start = time.perf_counter()
     x = dataset.x_train
@@ -286,10 +303,12 @@ def _score_proto(
         encoder_record: dict[str, Any] = {"name": "user", "path": str(proto.embeddings)}
         model = None
     else:
-        name = model_cfg.name or dataset.default_model
-        encoder, encoder_record = train_encoder(x, name, model_cfg.params, proto, progress)
+        model = user.record(model_cfg, dataset)
+        build = None if isinstance(model_cfg, ModelConfig) else user.per_seed(model_cfg)
+        encoder, encoder_record = train_encoder(
+            x, model["name"], model["params"], proto, progress, build=build
+        )
         embeddings = embed(encoder, x)
-        model = {"name": name, "params": model_cfg.params}
     values, clustering = prototype_scores(embeddings, k, proto.niter, proto.seed)
     params = {
         **clustering,
