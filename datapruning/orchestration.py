@@ -378,6 +378,14 @@ def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- students
 
 
+def augments(train_cfg: TrainConfig, dataset: Dataset) -> bool:
+    """Whether runs of ``train_cfg`` on ``dataset`` augment their batches (train.augment)."""
+    from datapruning.train.augment import resolve_recipe
+
+    recipe = resolve_recipe(train_cfg.augment, dataset.default_augment, dataset.input_shape)
+    return recipe is not None
+
+
 def student_train(cfg: PipelineConfig, recipe: Recipe) -> TrainConfig:
     update: dict[str, Any] = {"seed": recipe.seed, "data": recipe.data()}
     if recipe.sparsity is not None:
@@ -442,16 +450,22 @@ def run_student(
         RUN_KEY: key,
         **_where(),
     }
-    if recipe.kd and teacher is not None:
+    # With augmentation the student runs the teacher online on its augmented batches
+    # (datapruning.train.augment): it reads the checkpoint, not the cached logits.
+    online = bool(recipe.kd and teacher) and augments(cfg.train, dataset)
+    if recipe.kd and teacher is not None and not online:
         # The logits file was written by the teacher's cell; every KD student of that
         # teacher is charged its recorded cost (the loop would charge 0 for a .npy).
         extra["teacher_logits_seconds"] = teacher["logits_seconds"]
+    teacher_source = None
+    if recipe.kd and teacher:
+        teacher_source = teacher["run_dir"] if online else teacher["logits"]
     result = train(
         dataset,
         cfg.model,
         _worker_threads(student_train(cfg, recipe)),
         indices=indices,
-        teacher=teacher["logits"] if recipe.kd and teacher else None,
+        teacher=teacher_source,
         kd=cfg.kd if recipe.kd else None,
         run_dir=run_dir,
         extra_summary=extra,

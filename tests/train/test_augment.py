@@ -225,3 +225,13 @@ def test_augmentation_with_cached_logits_only_is_refused(teacher, tmp_path):
         train(data, MLP, cfg(), teacher=path, kd=KDConfig(), progress=False)
     run = train(data, MLP, cfg(augment="none"), teacher=path, kd=KDConfig(), progress=False)
     assert run.summary["kd_teacher"] == "cached"
+
+
+def test_pipeline_students_read_the_checkpoint_when_they_augment():
+    # orchestration.run_student hands an augmenting KD student the teacher's run
+    # directory (online teacher) instead of the logits file.
+    from datapruning.orchestration import augments
+
+    assert augments(TrainConfig(), images())
+    assert not augments(TrainConfig(augment="none"), images())
+    assert not augments(TrainConfig(), load_dataset("digits"))
