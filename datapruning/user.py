@@ -136,7 +136,9 @@ def as_dataset(
     """
     from datapruning.data import files
 
-    if isinstance(data, Dataset):
+    # A Dataset, or an object with its attributes (a view over one), passes through; its
+    # labels are not touched here (proto must be able to prove it never reads them).
+    if isinstance(data, Dataset) or (hasattr(data, "x_train") and hasattr(data, "num_classes")):
         if test is not None:
             raise DataPruningError("a Dataset carries its own test split; drop test=")
         return data
