@@ -116,6 +116,7 @@ def test_scores_from_a_factory_equal_the_registered_models(digits, user_data):
     assert mine.metadata["model"]["name"].startswith("user:")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["el2n", "grand", "forgetting"])
 def test_every_trained_model_metric_takes_a_user_module_and_dataset(digits, metric):
     data = Pairs(digits.x_train, digits.y_train)

@@ -143,6 +143,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint_every", [5, 6])  # mid-epoch, and at an epoch's end
 def test_resume_with_augmentation_is_bit_exact(tmp_path, monkeypatch, checkpoint_every):
     import datapruning.train.loop as loop
