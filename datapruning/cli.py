@@ -18,7 +18,7 @@ import typer
 from typer.exceptions import TyperException
 
 from datapruning.errors import DataPruningError, Interrupted
-from datapruning.scoring import METRIC_HELP
+from datapruning.scoring import METRICS
 
 if TYPE_CHECKING:
     from datapruning.config import PipelineConfig
@@ -81,7 +81,7 @@ def datasets() -> None:
 
 
 _METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join(
-    f"{name}: {text}" for name, text in METRIC_HELP.items()
+    f"{name}: {metric.help}" for name, metric in METRICS.items()
 )
 
 
@@ -134,7 +134,10 @@ def score(
     epochs: Annotated[int | None, typer.Option(help="Epochs each scoring model trains.")] = None,
     embeddings: Annotated[
         Path | None,
-        typer.Option(help="proto: cluster these embeddings (.npy, one row per example)."),
+        typer.Option(
+            help="proto: cluster these embeddings (.npy, one row per example); "
+            "scoring.params.proto.embeddings."
+        ),
     ] = None,
     k: Annotated[
         int | None, typer.Option(help="proto: number of clusters (default: number of classes).")
@@ -157,6 +160,7 @@ def score(
     """
     from datapruning._io import check_output_path
     from datapruning.scoring import get_metric
+    from datapruning.scoring import score as score_with
 
     # Options given on the command line override the config; unknown names fail
     # here, before any work.
@@ -171,9 +175,9 @@ def score(
                 "model.name": model,
                 "scoring.seeds": seeds,
                 "scoring.epochs": epochs,
-                "scoring.proto.embeddings": embeddings,
-                "scoring.proto.k": k,
-                "scoring.grand_layer": grand_layer,
+                "scoring.params.proto.embeddings": embeddings,
+                "scoring.params.proto.k": k,
+                "scoring.params.grand.layer": grand_layer,
                 "scoring.batched": batched,
             }
         ),
@@ -185,7 +189,7 @@ def score(
 
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
     parts = out.with_name(out.name + ".parts")
-    scores = get_metric(cfg.scoring.metric)(data, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
+    scores = score_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
     scores.save(out)
     shutil.rmtree(parts, ignore_errors=True)
     reused = scores.metadata.get("reused_seeds") or []

@@ -12,7 +12,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,39 +22,15 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
-    ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from datapruning._sections import Section, Seed
 from datapruning.errors import ConfigError, describe_validation_error
 
-
-class _Section(BaseModel):
-    # inf and nan are no learning rate, epoch count or fraction: refused in every float field.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
-        # YAML reads true/yes/on as a bool, which pydantic would take as the number 1.
-        field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
-            raise ValueError(f"{value} is true/false; give a {_kind(field.annotation)}")
-        return value
-
-
-def _admits_bool(annotation: Any) -> bool:
-    return annotation is bool or annotation is Any or bool in get_args(annotation)
-
-
-def _kind(annotation: Any) -> str:
-    args = set(get_args(annotation)) or {annotation}
-    return "number" if args & {int, float} else "value of the right type"
-
-
-# Seeds reach numpy (which takes no negative seed) and torch.manual_seed (nothing from 2**64).
-Seed = Annotated[int, Field(ge=0, lt=2**64)]
+_Section = Section
 
 
 class DatasetConfig(_Section):
@@ -327,6 +303,11 @@ class TrainConfig(_Section):
     # reported apart (summary.json compile_seconds).
     compile: bool = False
     seed: Seed = 0
+    # Per-batch augmentation (datapruning.train.augment): crop_flip (padded random crop +
+    # horizontal flip, images), shift_noise (1-D signals), none, or auto: the dataset's
+    # default (crop_flip for natural images: cifar10, cifar100, imagefolder; else none).
+    # With KD it runs the teacher online on each augmented batch instead of cached logits.
+    augment: Literal["auto", "none", "crop_flip", "shift_noise"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
     checkpoint_every: int = Field(0, ge=0)
@@ -415,25 +396,32 @@ class KDConfig(_Section):
         return self
 
 
-class ProtoConfig(_Section):
-    """Self-supervised prototypes (Sorscher et al. 2022): embed, cluster, score by distance."""
+def _metric_params_section() -> type[BaseModel]:
+    """``scoring.params``: one field per registered metric, holding its own params model."""
+    from datapruning.scoring import METRICS
 
-    # Clusters (None: the dataset's number of classes, else sqrt(N)/2 capped at 1000).
-    k: int | None = Field(None, ge=1)
-    # faiss k-means iterations.
-    niter: int = Field(25, ge=1)
-    # User embeddings (.npy, one row per training example) instead of the encoder.
-    embeddings: Path | None = None
-    # The SimCLR-style encoder trained here when no embeddings are given.
-    encoder_epochs: int = Field(30, ge=1)
-    embedding_dim: int = Field(64, ge=2)
-    batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    temperature: float = Field(0.1, gt=0)
-    seed: Seed = 0
+    fields: dict[str, Any] = {
+        name: (metric.params_model, Field(default_factory=metric.params_model))
+        for name, metric in METRICS.items()
+    }
+    return create_model(
+        "MetricParamsSection", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+    )
+
+
+MetricParamsSection = _metric_params_section()
+
+# Keys that each metric's registry entry now owns: old key -> where it lives now.
+_MOVED_SCORING_KEYS = {
+    "grand_layer": "scoring.params.grand.layer",
+    "proto": "scoring.params.proto (same keys)",
+}
 
 
 class ScoringConfig(_Section):
+    """What the trained-model driver shares across metrics; each metric's own settings
+    live under ``params.<metric>`` (datapruning.scoring.params)."""
+
     metric: str = "el2n"
     # Number of scoring models (seeds 0..seeds-1) whose scores are averaged.
     seeds: int = Field(4, ge=1)
@@ -446,9 +434,17 @@ class ScoringConfig(_Section):
     # torch threads while a batched ensemble trains (None: every core, at most one
     # per model). One wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
-    # GraNd: gradient norm over all parameters, or over the last linear layer only.
-    grand_layer: Literal["all", "last"] = "all"
-    proto: ProtoConfig = Field(default_factory=ProtoConfig)
+    # Each metric's own settings under its name, e.g. {grand: {layer: last}, proto: {k: 20}}.
+    params: MetricParamsSection = Field(default_factory=MetricParamsSection)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _MOVED_SCORING_KEYS.items():
+                if old in data:
+                    raise ValueError(f"scoring.{old} moved to {new}; rename the key")
+        return data
 
     @field_validator("metric")
     @classmethod
@@ -456,6 +452,10 @@ class ScoringConfig(_Section):
         from datapruning.scoring import METRICS
 
         return _check_name("metric", metric, METRICS)
+
+    def params_for(self, metric: str) -> Any:
+        """The params model of ``metric`` (its defaults where the config sets none)."""
+        return getattr(self.params, metric)
 
 
 class StudentsConfig(_Section):

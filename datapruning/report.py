@@ -145,6 +145,13 @@ def tta_table(runs: list[RunRecord], target_drop: float = 0.01) -> tuple[pd.Data
                 "recipe": recipe,
                 "kept": kept,
                 "kd": kd,
+                # cached: the teacher's logits once per example; online: run on every
+                # augmented batch (summary.json kd_teacher).
+                "kd_teacher": "/".join(
+                    sorted({str(run.summary.get("kd_teacher") or "cached") for run in members})
+                )
+                if kd
+                else "",
                 "runs": len(members),
                 "final_acc": _mean(run.summary["final_test_acc"] for run in members),
                 "best_acc": _mean(run.summary["best_test_acc"] for run in members),
@@ -166,6 +173,14 @@ def tta_table(runs: list[RunRecord], target_drop: float = 0.01) -> tuple[pd.Data
         ["order", "kept", "recipe", "kd"], ascending=[True, False, True, True]
     )
     return table.drop(columns="order").reset_index(drop=True), target
+
+
+def _kd_cell(kd: bool, teacher: str) -> str:
+    """``yes`` for KD from cached logits; ``yes (online)`` when the teacher ran on each
+    augmented batch (its forward inside the student's training seconds)."""
+    if not kd:
+        return "no"
+    return "yes" if teacher == "cached" else f"yes ({teacher})"
 
 
 def render_markdown(
@@ -194,7 +209,9 @@ def render_markdown(
         "Times are training wall-clock seconds, evaluation excluded (its cost is the `eval s` "
         "column). *Student* counts the run alone; *end-to-end* adds what the student used: the "
         "scoring cost if it trained on the scores, and for KD the teacher's training and its "
-        "logits. Speed-up is the full-data run's time to the target divided by the recipe's.",
+        "logits. Speed-up is the full-data run's time to the target divided by the recipe's. "
+        "KD *yes (online)*: with augmentation the teacher ran on every augmented batch, its "
+        "forward pass inside the student's seconds; plain *yes* read its cached logits.",
         "",
         "| recipe | kept | KD | runs | final acc | best acc | train s | eval s "
         "| student s to target | speed-up | end-to-end s to target | end-to-end speed-up |",
@@ -205,7 +222,7 @@ def render_markdown(
         if math.isnan(row.tta_s) and row.reached:
             tta += f" ({row.reached}/{row.runs} runs reached it)"
         lines.append(
-            f"| {row.recipe} | {row.kept:.0%} | {'yes' if row.kd else 'no'} | {row.runs} "
+            f"| {row.recipe} | {row.kept:.0%} | {_kd_cell(row.kd, row.kd_teacher)} | {row.runs} "
             f"| {row.final_acc:.1%} | {row.best_acc:.1%} | {row.train_s:.2f} | {row.eval_s:.2f} "
             f"| {tta} | {speedup(row.speedup)} | {seconds(row.e2e_tta_s)} | {speedup(row.e2e_speedup)} |"
         )

@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,28 @@ from datapruning._io import atomic_write
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scores import Scores
+
+if TYPE_CHECKING:
+    from datapruning.config import ScoringConfig, TrainConfig
+    from datapruning.user import ModelSpec
+
+
+@dataclass(frozen=True)
+class MetricJob:
+    """Everything a metric reads: the one argument of every registered metric function.
+
+    ``params`` is the metric's own params model (``scoring.params.<metric>``);
+    ``scoring`` the driver's shared settings; ``train`` the scoring models'
+    optimiser recipe. ``work_dir`` keeps finished seeds for resuming.
+    """
+
+    dataset: Dataset
+    scoring: ScoringConfig
+    params: Any
+    model: ModelSpec  # a ModelConfig of the registry, or the user's module / factory
+    train: TrainConfig
+    progress: bool | None = None
+    work_dir: str | os.PathLike[str] | None = None
 
 
 def check_features(x: np.ndarray, what: str = "features") -> None:

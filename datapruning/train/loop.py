@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from datapruning._interrupt import StopRequest, deferred_stop
 from datapruning._io import remove_stale_temporaries, write_json, write_text
-from datapruning.config import KDConfig, ModelConfig, TrainConfig
+from datapruning.config import KDConfig, TrainConfig
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
 from datapruning.errors import Interrupted
@@ -54,6 +54,7 @@ from datapruning.kernels import use_triton
 from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
 from datapruning.train.evaluation import evaluate
+from datapruning.train.kd import OnlineTeacher
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
 from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer_path
 from datapruning.train.sparsity import MagnitudePruner, export_sparse
@@ -61,6 +62,7 @@ from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rn
 from datapruning.train.step import AfterStep, CompileTimer, StepResult, TrainStep, make_loss_fn
 from datapruning.train.summary import SUMMARY_FORMAT, SUMMARY_NAME
 from datapruning.train.tta import Stopwatch, time_to_accuracy
+from datapruning.user import ModelSpec, as_dataset
 
 __all__ = [
     "METRICS_NAME",
@@ -84,8 +86,8 @@ class TrainResult:
 
 
 def train(
-    dataset: Dataset,
-    model_cfg: ModelConfig,
+    dataset: Dataset | Any,
+    model_cfg: ModelSpec,
     train_cfg: TrainConfig,
     *,
     indices: np.ndarray | None = None,
@@ -100,8 +102,12 @@ def train(
     """Train one model and return it with its summary.
 
     Args:
-        dataset: the data; the test split is used for evaluation.
-        model_cfg: which registered model to build (None: the dataset's default).
+        dataset: the data; the test split is used for evaluation. Also ``(x, y)`` arrays
+            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`,
+            20% of each class held out for testing; call it yourself to give a test split).
+        model_cfg: a ModelConfig naming a registered model (name None: the dataset's
+            default), or your own ``nn.Module`` (trained in place) or a factory returning
+            one (called under the run's seed).
         train_cfg: optimisation, data mode, evaluation, clock and resume settings.
         indices: train only on these training-set indices (overrides ``train_cfg.data``,
             which must then be ``full``).
@@ -119,6 +125,7 @@ def train(
     """
     # Everything that can be wrong with the input fails here, before the run
     # directory is touched.
+    dataset = as_dataset(dataset)
     run = resolve_run(
         dataset, model_cfg, train_cfg, indices=indices, teacher=teacher, kd=kd,
         run_dir=run_dir, progress=progress,
@@ -144,7 +151,7 @@ def train(
             {
                 "format_version": CHECKPOINT_FORMAT,
                 "model": run.model_name,
-                "model_params": dict(model_cfg.params),
+                "model_params": dict(run.model_params),
                 "input_shape": list(dataset.input_shape),
                 "num_classes": dataset.num_classes,
                 "dataset_fingerprint": dataset.fingerprint,
@@ -175,7 +182,9 @@ def _fit(run: Run) -> dict[str, Any]:
     optimizer = make_optimizer(model.parameters(), cfg, masks=masks)
     scheduler = make_scheduler(optimizer, plan)
     scaler = run.precision.scaler()
-    state = TrainState(model, optimizer, scheduler, sampler, run.pruner, scaler, device)
+    state = TrainState(
+        model, optimizer, scheduler, sampler, run.pruner, scaler, device, run.augmenter
+    )
     resume_step = None
     if run.resume is not None:
         state.load_state_dict(run.resume)
@@ -189,8 +198,11 @@ def _fit(run: Run) -> dict[str, Any]:
             pruner.step(result.step, optimizer)
 
         after_step.append(prune)
+    online = run.kd is not None and isinstance(run.kd.teacher, OnlineTeacher)
     loss_fn = (
-        make_loss_fn(run.teacher_logits, alpha=run.kd.alpha, temperature=run.kd.temperature)
+        make_loss_fn(
+            run.teacher_logits, alpha=run.kd.alpha, temperature=run.kd.temperature, online=online
+        )
         if run.kd is not None
         else make_loss_fn()
     )
@@ -202,6 +214,7 @@ def _fit(run: Run) -> dict[str, Any]:
         run.precision,
         scaler,
         after_step,
+        teacher=run.kd.teacher.model if run.kd is not None and online else None,
     )
     sync = synchronizer(device)
     compile_timer = None
@@ -347,8 +360,10 @@ def _fit(run: Run) -> dict[str, Any]:
 def _kernel_paths(run: Run, optimizer: torch.optim.Optimizer) -> dict[str, str | None]:
     """Which implementation each fused piece of the step took (Triton or torch), for the summary."""
     kd = None
-    if run.teacher_logits is not None:
-        kd = "triton" if use_triton(run.teacher_logits) else "torch"
+    if run.kd is not None:
+        # Online, the kernel gets the teacher's batch logits, on the device as the inputs are.
+        table = run.teacher_logits if run.teacher_logits is not None else run.x_test
+        kd = "triton" if use_triton(table) else "torch"
     masks = None
     if run.pruner is not None:
         weight = next(iter(run.pruner.weights.values()))
@@ -360,9 +375,10 @@ def _kernel_paths(run: Run, optimizer: torch.optim.Optimizer) -> dict[str, str |
 
 
 def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
-    """How a loader's batch reaches the model, chosen once for the run."""
+    """How a loader's batch reaches the model (and its augmentation), chosen once for the run."""
     device, channels_last = run.device, run.cfg.channels_last
     streaming = run.cfg.loader == "torch"  # memory and ffcv batches are on the device already
+    augment = run.augmenter
 
     def move(batch: Batch) -> Batch:
         x, y, index = batch
@@ -370,11 +386,13 @@ def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             index = index.to(device, non_blocking=True)
+        if augment is not None:  # on the device, inside the training clock
+            x = augment(x)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y, index
 
-    if not streaming and not channels_last:
+    if not streaming and not channels_last and augment is None:
         return lambda batch: batch
     return move
 

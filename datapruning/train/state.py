@@ -2,7 +2,7 @@
 
 One object gathers what used to be spread over the loop: model, optimizer, LR
 scheduler, fp16 gradient scaler, sampler (epoch and draws), pruner (masks and
-schedule position), the random states (torch, CUDA, numpy, Python) and the
+schedule position), the augmentation's generator, the random states (torch, CUDA, numpy, Python) and the
 loop's own progress (step, position in the epoch, running loss, clocks, the
 evaluations logged so far). ``save`` writes it atomically as ``resume.pt``;
 ``read`` refuses a file from a run with other settings (its config hash) or
@@ -73,9 +73,12 @@ class TrainState:
         pruner: Pruner | None = None,
         scaler: torch.amp.GradScaler | None = None,
         device: torch.device | None = None,
+        augmenter: Any | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.sampler, self.pruner, self.scaler = sampler, pruner, scaler
+        # The augmentation's own generator (datapruning.train.augment.Augmenter).
+        self.augmenter = augmenter
         self.device = device or torch.device("cpu")
         self.progress = Progress()
 
@@ -91,6 +94,7 @@ class TrainState:
             "pruner": self.pruner.state_dict() if self.pruner is not None else None,
             "progress": json.dumps(asdict(self.progress)),
             "rng": rng_state(self.device),
+            "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -107,6 +111,8 @@ class TrainState:
                 self.pruner.apply(self.optimizer)
         self.progress = Progress.from_json(state["progress"])
         set_rng_state(state["rng"], self.device)
+        if self.augmenter is not None and state.get("augment") is not None:
+            self.augmenter.load_state_dict(state["augment"])
 
     def save(self, path: Path, config_hash: str) -> None:
         save_checkpoint(path, self.state_dict(config_hash))
