@@ -487,7 +487,7 @@ CASES = [
     Case("score-out-is-dir", lambda p: ["score", "--config", p.config, "--out", p.out], "out"),
     Case("score-seeds-zero", score("--seeds", "0"), "scoring.seeds"),
     Case("score-epochs-negative", score("--epochs", "-2"), "scoring.epochs"),
-    Case("score-k-zero", score("--metric", "proto", "--k", "0"), "scoring.proto.k"),
+    Case("score-k-zero", score("--metric", "proto", "--k", "0"), "scoring.params.proto.k"),
     Case("score-grand-layer", score("--grand-layer", "middle"), "middle"),
     Case(
         "score-dataset-location-on-generated",

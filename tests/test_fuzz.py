@@ -163,7 +163,7 @@ def assert_usable(cfg: PipelineConfig) -> None:
         model.pop("params")
     bad = [(where, value) for where, value in _floats(dumped) if not math.isfinite(value)]
     assert not bad, f"a loaded config holds non-finite numbers: {bad}"
-    for seed in [cfg.train.seed, cfg.scoring.proto.seed, *cfg.students.seeds]:
+    for seed in [cfg.train.seed, cfg.scoring.params.proto.seed, *cfg.students.seeds]:
         np.random.default_rng([seed, 0])
         torch.Generator().manual_seed(seed)
     # What a run directory records reads back as the same config.
@@ -198,7 +198,7 @@ def test_the_unmutated_rich_config_loads(config_file: Path) -> None:
 @example(raw={**BASE, "train": {**BASE["train"], "warmup_epochs": math.inf}})
 @example(raw={**BASE, "train": {**BASE["train"], "seed": -1}})  # numpy takes no negative seed
 @example(raw={**BASE, "students": {**BASE["students"], "seeds": [2**64]}})  # nor torch this one
-@example(raw={**BASE, "scoring": {**BASE["scoring"], "proto": {"seed": -5}}})
+@example(raw={**BASE, "scoring": {**BASE["scoring"], "params": {"proto": {"seed": -5}}}})
 @example(  # OverflowError from re.compile
     raw={**BASE, "train": {**BASE["train"], "sparsity": {"include": ["a{99999999999}"]}}}
 )
