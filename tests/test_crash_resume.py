@@ -411,6 +411,23 @@ def test_score_resumes_exactly_after_sigkill_at_random_moments(server, score_set
         else:
             tally.before_first += 1
         tally.notes.append(f"{delay:.2f}s->{len(seeds)} seeds")
+    # And one kill just after the first seed is saved, so the resume path is exercised
+    # however this machine's speed spreads the random moments over the run.
+    name = "kill-after-first-seed"
+    out = root / f"{name}.parquet"
+    pid = server.start(["score", *SCORE_ARGS, "--out", out.name], root, root / name)
+    wait_for(lambda: bool(saved_seeds(root / f"{out.name}.parts")) or out.exists())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    code = server.wait()
+    tally.tried += 1
+    if code == 0:
+        tally.after_finish += 1
+    else:
+        seeds = saved_seeds(root / f"{out.name}.parts")
+        check_score_rerun(server, root, name, seeds)
+        tally.resumed += bool(seeds)
+        tally.notes.append(f"first seed saved->{len(seeds)} seeds")
     print(f"\n{tally.line('score SIGKILL')}; kill moment->seeds saved: {' '.join(tally.notes)}")
     assert tally.resumed >= 1
 
