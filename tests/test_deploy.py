@@ -86,7 +86,7 @@ def _cron_of(api: str, name: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
+def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path, monkeypatch, capsys):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = os.environ | {
@@ -130,35 +130,35 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
         _wait_healthy(api, server)
         done = call("-m", "prefect", "work-pool", "create", "e2e", "--type", "process")
         assert done.returncode == 0, done.stdout + done.stderr
-        # A schedule far from now (1 January, 03:00) that no worker picks up during the test.
-        done = call("-m", "datapruning.cli", "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "registered 1 deployments: pipeline" in done.stdout
-        assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
-        worker = subprocess.Popen(
-            [py, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        done = call(
-            "-m",
-            "prefect",
-            "deployment",
-            "run",
-            "datapruning-pipeline/pipeline",
-            "--param",
-            f"config={config}",
-            "--watch",
-            "--watch-interval",
-            "1",
-            "--watch-timeout",
-            "420",
-            timeout=450,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        # In this process (the real CLI's main, which runs `prefect deploy` as a subprocess),
+        # with a schedule far from now (1 January, 03:00) that no worker picks up meanwhile.
+        for key in ("PREFECT_HOME", "PREFECT_API_URL"):
+            monkeypatch.setenv(key, env[key])
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            code, out, err = run_cli(capsys, "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
+            assert code == 0, out + err
+            assert "registered 1 deployments: pipeline" in out
+            assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
+            worker = subprocess.Popen(
+                [py, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            from prefect.deployments import run_deployment
+
+            flow_run = run_deployment(
+                "datapruning-pipeline/pipeline",
+                parameters={"config": str(config)},
+                timeout=420,
+                poll_interval=1,
+                as_subflow=False,
+            )
+        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
         report = tmp_path / "runs" / "served" / "report.md"
         assert report.is_file()
         assert "| el2n-hard | 50% | no | 1 |" in report.read_text()
