@@ -71,10 +71,16 @@ class DataConfig(_Section):
     parquet from ``datapruning score``) with ``keep`` and ``strategy``. ``rs2``
     draws ``fraction`` of the training set every epoch (Okanovic et al. 2023),
     without replacement across epochs unless ``replacement``; ``stratify`` draws
-    each class in proportion.
+    each class in proportion. ``infobatch`` prunes during training from the
+    losses (Qin et al. 2024, :class:`~datapruning.data.infobatch.InfoBatchSampler`):
+    each epoch leaves out a share ``prune`` (default 0.5) of the below-mean-loss
+    examples, weighs up the rest, and takes every example in the last ``anneal``
+    (default 0.125) of the epochs. ``online`` scores candidate batches of
+    ``batch_size / keep`` examples with the student (no gradient) and trains on
+    the highest-loss ``keep`` share of each.
     """
 
-    mode: Literal["full", "subset", "rs2"] = "full"
+    mode: Literal["full", "subset", "rs2", "infobatch", "online"] = "full"
     indices: Path | None = None
     scores: Path | None = None
     keep: float | None = None
@@ -82,11 +88,29 @@ class DataConfig(_Section):
     fraction: float | None = None
     replacement: bool = False
     stratify: bool = False
+    prune: float | None = Field(None, ge=0, lt=1)
+    anneal: float | None = Field(None, ge=0, le=1)
 
     @field_validator("keep", "fraction")
     @classmethod
     def _fraction(cls, value: float | None) -> float | None:
         return None if value is None else check_fraction(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infobatch_defaults(cls, data: Any) -> Any:
+        # InfoBatch's published setting (prune 0.5, anneal 0.125) where the config leaves them out.
+        if isinstance(data, dict) and data.get("mode") == "infobatch":
+            data = {"prune": 0.5, "anneal": 0.125, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _dynamic(self) -> DataConfig:
+        if self.mode != "infobatch" and (self.prune is not None or self.anneal is not None):
+            raise ValueError(f"prune and anneal apply to mode infobatch, not {self.mode}")
+        if self.mode == "online" and self.keep is None:
+            raise ValueError("mode online needs keep (the share of each candidate batch trained)")
+        return self
 
     @field_validator("strategy")
     @classmethod
@@ -98,6 +122,8 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
         subset_keys = {"indices": self.indices, "scores": self.scores, "keep": self.keep}
+        if self.mode == "online":  # keep is online's share of each candidate batch
+            subset_keys.pop("keep")
         if self.mode == "subset":
             if (self.indices is None) == (self.scores is None):
                 raise ValueError("mode subset needs exactly one of indices (.npy) or scores")
