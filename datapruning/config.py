@@ -462,15 +462,19 @@ class StudentsConfig(_Section):
     """The grid of student runs: every fraction x strategy x kd x seed.
 
     A strategy selects a fixed subset from the scores (``hard``, ``random``, ...),
-    or is ``rs2``: a fresh random subset of the fraction every epoch.
+    or is ``rs2``: a fresh random subset of the fraction every epoch, or is
+    ``infobatch``: all the data, pruned during training by loss, once for each
+    value of ``prune`` instead of each fraction (no scores are read or charged).
     """
 
     fractions: list[float] = Field(default_factory=lambda: [0.3, 0.5])
+    # The InfoBatch students' prune values (used only when strategies include infobatch).
+    prune: list[float] = Field(default_factory=lambda: [0.5])
     strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
     kd: list[bool] = Field(default_factory=lambda: [False, True])
     seeds: list[int] = Field(default_factory=lambda: [0])
 
-    @field_validator("fractions", "strategies", "kd", "seeds")
+    @field_validator("fractions", "strategies", "kd", "seeds", "prune")
     @classmethod
     def _not_empty(cls, values: list[Any]) -> list[Any]:
         if not values:
@@ -484,12 +488,20 @@ class StudentsConfig(_Section):
             check_fraction(fraction)
         return fractions
 
+    @field_validator("prune")
+    @classmethod
+    def _prune(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not 0 <= value < 1:
+                raise ValueError(f"prune {value} must lie in [0, 1)")
+        return values
+
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, strategies: list[str]) -> list[str]:
         from datapruning.scores import STRATEGIES
 
-        choices = (*STRATEGIES, RS2_STRATEGY)
+        choices = (*STRATEGIES, RS2_STRATEGY, INFOBATCH_STRATEGY)
         return [_check_name("student strategy", s, choices) for s in strategies]
 
 
@@ -533,6 +545,8 @@ class SweepConfig(_Section):
 
 # The students grid's strategy that trains on RS2 instead of a fixed subset.
 RS2_STRATEGY = "rs2"
+# ... and the one that trains on all the data with InfoBatch's dynamic pruning.
+INFOBATCH_STRATEGY = "infobatch"
 
 
 class ReportConfig(_Section):
