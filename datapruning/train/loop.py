@@ -16,6 +16,13 @@ schedule. The recipe (optimizer, cosine LR over the steps actually taken, so
 a run on a subset, RS2 or a step budget anneals fully in its own steps) is
 :mod:`datapruning.train.schedule`'s; evaluation is :mod:`datapruning.train.evaluation`'s.
 
+Dynamic data (:mod:`datapruning.train.dynamic`) plugs into the same step:
+``infobatch`` passes the sampler's per-example weights to the step, records the
+losses in an after-step hook and plans its epochs' lengths through
+:class:`~datapruning.train.schedule.DynamicStepPlan`; ``online`` picks each
+batch's top-loss share before the step. summary.json's ``cost`` says what any
+run forwarded and backpropagated against full data, and what choosing cost.
+
 The time-to-accuracy clock counts training only: it runs over stretches of
 steps and synchronises an asynchronous device (CUDA) when it starts and stops;
 evaluation runs every ``eval_every`` epochs on its own clock. A run directory
