@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from datapruning._io import write_json
     from datapruning.config import ScoringConfig
     from datapruning.data.sources import load_dataset
-    from datapruning.scoring.el2n import score_el2n
+    from datapruning.scoring import score
 
     clean = load_dataset("mnist1d")
     rng = np.random.default_rng(args.seed)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(path, x=clean.x_train, y=labels, x_test=clean.x_test, y_test=clean.y_test)
         noisy = load_dataset(f"npz:{path}")
         start = time.perf_counter()
-        scores = score_el2n(noisy, ScoringConfig(seeds=args.seeds, epochs=args.epochs))
+        scores = score(noisy, "el2n", ScoringConfig(seeds=args.seeds, epochs=args.epochs))
         seconds = time.perf_counter() - start
     hardest = scores.select(args.flip, "hard")
     from provenance import provenance

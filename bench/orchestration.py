@@ -5,7 +5,8 @@ groups, a students grid) run sequentially and on a local Dask cluster of
 ``--workers`` single-threaded workers, each in a fresh directory, ``--reps``
 times each, alternating. Reports the flow's wall time (Dask's cluster start
 included) and, per cell, the median and spread of ``train_seconds`` under each
-runner: fan-out must not slow a run's own clock.
+runner: fan-out must not slow a run's own clock. The dataset is generated (and
+cached on disk) before any timing, so neither runner pays for it.
 ``reuse``: the sequential pipeline rerun on the directory of its first run,
 where every run and the scores are reused, against the first run's wall time.
 Prefect's temporary server starts once, before any timing, and its start-up is
@@ -16,16 +17,17 @@ On a quiet 2-core machine the two agree; if two processes at once are slower
 per run, the machine cannot give two runs a core each, and fan-out cannot
 speed up by more than it allows.
 
-    python bench/orchestration.py --out bench/results/orchestration.json
-    python bench/orchestration.py --reps 1 --epochs 20 --samples 5000 \
-        --out bench/results/orchestration_long.json
+Cells must be long against a fan-out's fixed costs (starting the cluster, each
+worker importing torch and Prefect, a few Prefect API calls per task): the
+defaults give cells of tens of seconds.
+
+    .venv/bin/python bench/orchestration.py --out bench/results/orchestration.json
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,12 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from provenance import provenance
 
 SWEEP = {
     "name": "bench",
-    "dataset": {"name": "mnist1d", "params": {"num_samples": 2500, "seed": 42}},
-    "model": {"name": "convnet1d", "params": {"channels": 16}},
-    "train": {"epochs": 8, "batch_size": 100, "targets": [0.5], "threads": 1},
+    "dataset": {"name": "mnist1d", "params": {"num_samples": 10000, "seed": 42}},
+    "model": {"name": "convnet1d", "params": {"channels": 32}},
+    "train": {"epochs": 30, "batch_size": 100, "targets": [0.5], "threads": 1},
     "scoring": {"metric": "el2n", "seeds": 2, "epochs": 3, "ensemble_size": 1},
     "students": {
         "fractions": [0.3, 0.5, 0.7],
@@ -96,17 +99,23 @@ def control(work: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/orchestration.json"))
     parser.add_argument("--epochs", type=int, default=SWEEP["train"]["epochs"])
     parser.add_argument("--samples", type=int, default=SWEEP["dataset"]["params"]["num_samples"])
-    args = parser.parse_args()
-    # Longer cells amortise the per-task overhead of a fan-out.
+    parser.add_argument("--channels", type=int, default=SWEEP["model"]["params"]["channels"])
+    args = parser.parse_args(argv)
     SWEEP["train"]["epochs"] = args.epochs
     SWEEP["dataset"]["params"]["num_samples"] = args.samples
+    SWEEP["model"]["params"]["channels"] = args.channels
+    record = provenance(__file__, argv, packages=("prefect", "prefect-dask", "distributed"))
+
+    from datapruning.data.sources import load_dataset
+
+    load_dataset(SWEEP["dataset"]["name"], SWEEP["dataset"]["params"])  # into the disk cache
 
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -120,7 +129,6 @@ def main() -> None:
     # Spawned Dask workers find the server through the environment.
     os.environ["PREFECT_API_URL"] = server.api_url
 
-    import torch
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from datapruning._io import write_json
@@ -172,7 +180,7 @@ def main() -> None:
     ratios = [cell["ratio_of_medians"] for cell in per_cell.values()]
     seq_wall, dask_wall = statistics.median(walls["sequential"]), statistics.median(walls["dask"])
     result = {
-        "command": "python " + " ".join(sys.argv),
+        **record,
         "sweep": SWEEP,
         "cells": len(per_cell),
         "workers": args.workers,
@@ -194,15 +202,7 @@ def main() -> None:
             "ratio": reuse_seconds / walls["sequential"][0],
             "counts": again["counts"],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "load_average_after": os.getloadavg(),
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "load_average_after": list(os.getloadavg()),
     }
     write_json(args.out, result)
     print(f"speed-up {result['speedup']:.2f}x, reuse ratio {result['reuse']['ratio']:.3f}")

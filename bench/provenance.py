@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("torch", "numpy", "datapruning")
+PACKAGES = ("torch", "numpy", "datapruning-tta")
 
 
 def provenance(

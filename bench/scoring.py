@@ -113,7 +113,7 @@ def bench_kmeans(args: argparse.Namespace) -> dict[str, Any]:
 def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
     from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
     from datapruning.data.sources import load_dataset
-    from datapruning.scoring.el2n import score_el2n
+    from datapruning.scoring import score
     from datapruning.scoring.ensemble import ensemble_threads
 
     data = load_dataset("mnist1d")
@@ -151,7 +151,7 @@ def bench_el2n(args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
     for round_ in range(args.el2n_repeats):
         for name, (cfg, train_cfg) in runs.items():
             start = time.perf_counter()
-            scores[name] = score_el2n(data, cfg, model, train_cfg, progress=False)
+            scores[name] = score(data, "el2n", cfg, model, train_cfg, progress=False)
             timings[name].append(time.perf_counter() - start)
             print(f"el2n {name} (round {round_}): {timings[name][-1]:.1f} s", file=sys.stderr)
     results = {
@@ -191,11 +191,11 @@ def bench_proto(el2n: np.ndarray) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from datapruning.data.sources import load_dataset
-    from datapruning.scoring.prototypes import score_proto
+    from datapruning.scoring import score
 
     data = load_dataset("mnist1d")
     start = time.perf_counter()
-    proto = score_proto(data, progress=False)
+    proto = score(data, "proto", progress=False)
     seconds = time.perf_counter() - start
     return {
         "dataset": data.describe(),

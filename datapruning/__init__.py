@@ -24,6 +24,7 @@ _EXPORTS = {
     "RS2Sampler": "datapruning.data.samplers",
     "SparsityConfig": "datapruning.config",
     "SubsetSampler": "datapruning.data.samplers",
+    "as_dataset": "datapruning.user",
     "export_sparse": "datapruning.train.sparsity",
     "load_config": "datapruning.config",
     "load_dataset": "datapruning.data.sources",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from datapruning.scores import Scores, select
     from datapruning.train.kd import save_teacher_logits
     from datapruning.train.sparsity import MagnitudePruner, export_sparse
+    from datapruning.user import as_dataset
 
 
 def __getattr__(name: str) -> Any:
@@ -65,6 +67,7 @@ __all__ = [
     "SparsityConfig",
     "SubsetSampler",
     "__version__",
+    "as_dataset",
     "export_sparse",
     "load_config",
     "load_dataset",

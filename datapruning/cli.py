@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.exceptions import TyperException
 
-from datapruning.errors import DataPruningError
-from datapruning.scoring import METRIC_HELP
+from datapruning.errors import DataPruningError, Interrupted
+from datapruning.scoring import METRICS
 
 if TYPE_CHECKING:
     from datapruning.config import PipelineConfig
@@ -80,7 +81,7 @@ def datasets() -> None:
 
 
 _METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join(
-    f"{name}: {text}" for name, text in METRIC_HELP.items()
+    f"{name}: {metric.help}" for name, metric in METRICS.items()
 )
 
 
@@ -133,7 +134,10 @@ def score(
     epochs: Annotated[int | None, typer.Option(help="Epochs each scoring model trains.")] = None,
     embeddings: Annotated[
         Path | None,
-        typer.Option(help="proto: cluster these embeddings (.npy, one row per example)."),
+        typer.Option(
+            help="proto: cluster these embeddings (.npy, one row per example); "
+            "scoring.params.proto.embeddings."
+        ),
     ] = None,
     k: Annotated[
         int | None, typer.Option(help="proto: number of clusters (default: number of classes).")
@@ -152,10 +156,11 @@ def score(
     """Score every training example with a pruning metric and save the scores as parquet.
 
     Finished seeds are kept in OUT.parts/ until the scores are written, so a rerun
-    of an interrupted command computes only the missing ones.
+    of an interrupted (or killed) command computes only the missing ones.
     """
     from datapruning._io import check_output_path
     from datapruning.scoring import get_metric
+    from datapruning.scoring import score as score_with
 
     # Options given on the command line override the config; unknown names fail
     # here, before any work.
@@ -170,9 +175,9 @@ def score(
                 "model.name": model,
                 "scoring.seeds": seeds,
                 "scoring.epochs": epochs,
-                "scoring.proto.embeddings": embeddings,
-                "scoring.proto.k": k,
-                "scoring.grand_layer": grand_layer,
+                "scoring.params.proto.embeddings": embeddings,
+                "scoring.params.proto.k": k,
+                "scoring.params.grand.layer": grand_layer,
                 "scoring.batched": batched,
             }
         ),
@@ -184,12 +189,14 @@ def score(
 
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
     parts = out.with_name(out.name + ".parts")
-    scores = get_metric(cfg.scoring.metric)(data, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
+    scores = score_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
     scores.save(out)
     shutil.rmtree(parts, ignore_errors=True)
+    reused = scores.metadata.get("reused_seeds") or []
+    resumed = f", {len(reused)} finished seeds reused from {parts}" if reused else ""
     typer.echo(
         f"wrote {len(scores)} {cfg.scoring.metric} scores for {data.name} "
-        f"({scores.metadata['seconds']:.1f} s) to {out}"
+        f"({scores.metadata['seconds']:.1f} s{resumed}) to {out}"
     )
 
 
@@ -291,6 +298,20 @@ def train_(
     )
 
 
+def _check_experiment(cfg: PipelineConfig) -> None:
+    """Load the experiment's dataset and build its model once, so a missing or bad data file,
+    or a model that cannot take the data, is one line before the pipeline starts rather than
+    a failed cell per run after it."""
+    from datapruning.data.sources import load_dataset
+    from datapruning.models import build_model
+
+    if cfg.output_dir.exists() and not cfg.output_dir.is_dir():
+        raise DataPruningError(f"output_dir {str(cfg.output_dir)!r} is a file; give a directory")
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    model = cfg.model.name or data.default_model
+    build_model(model, data.input_shape, data.num_classes, **cfg.model.params)
+
+
 def _teacher_seconds(teacher: Path) -> float | None:
     """The teacher's training seconds from its run's summary.json, when there is one."""
     import json
@@ -343,21 +364,20 @@ def run(
     check_runner(runner, dask_address, workers)
     if retries < 0:
         raise DataPruningError(f"--retries {retries} must be at least 0")
-    orchestration.experiments(cfg)  # bad grids fail here, before any work
+    # Bad grids, datasets and models fail here, before the server starts or a file is written.
+    for experiment in orchestration.experiments(cfg):
+        _check_experiment(experiment.cfg)
     if dask_address is not None:
         from datapruning.flows.runners import check_scheduler
 
         check_scheduler(dask_address, cfg.run_root)
     # The temporary server's telemetry only fails (loudly) on offline machines.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # It starts in 6-12 s on an idle 2-core machine; Prefect's default 20 s wait is short
-    # when the cores are busy.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from datapruning.flows.pipeline import pipeline, sweep
-    from datapruning.flows.runners import api_for_workers
+    from datapruning.flows.runners import prefect_api
 
     flow = sweep if orchestration.is_sweep(cfg) else pipeline
-    with api_for_workers(runner):
+    with prefect_api():
         result = flow(
             str(config),
             list(set_ or []),
@@ -450,14 +470,25 @@ def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; user errors become one line on stderr and exit 2."""
+    """Entry point: run the app; user errors become one line on stderr and exit 2.
+
+    A command stopped by SIGINT/SIGTERM at a resume point prints one line with the
+    command that continues it and exits 128 + the signal's number (130, 143). Any
+    other exception is a bug: it exits 1 with one line naming it and the log file
+    that holds its traceback (:func:`_report_crash`).
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
         # Without standalone mode, typer returns (not raises) the exit code of an
         # interrupted command, e.g. 130 after Ctrl-C.
-        code = app(args=argv, prog_name="datapruning", standalone_mode=False)
+        code = app(args=args, prog_name="datapruning", standalone_mode=False)
     except DataPruningError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
+    except Interrupted as exc:
+        again = shlex.join(["datapruning", *args])
+        typer.echo(f"interrupted by {exc.signal_name}: {exc}; to continue, run: {again}", err=True)
+        return exc.exit_code
     except TyperException as exc:  # usage errors: unknown option, missing argument, ...
         message = exc.format_message()
         ctx = getattr(exc, "ctx", None)
@@ -469,11 +500,62 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             typer.echo(f"error: {message}{hint}", err=True)
         return getattr(exc, "exit_code", 2)
-    except typer.Abort:
+    except typer.Abort as exc:
+        # Click turns an EOFError escaping a command into Abort, as it does Ctrl-C.
+        if isinstance(exc.__cause__, EOFError):
+            return _report_crash(exc.__cause__, argv)
         code = 130
+    except Exception as exc:
+        return _report_crash(exc, argv)
     if code == 130:
         typer.echo("aborted", err=True)
     return code if isinstance(code, int) else 0
+
+
+def _report_crash(exc: BaseException, argv: list[str] | None) -> int:
+    """One line on stderr for an unexpected error, its traceback in a log file; exit 1.
+
+    The log goes to ``<cache>/logs/`` (``$DATAPRUNING_CACHE_DIR``, else
+    ``~/.cache/datapruning``), one file per crash, never into the run's own
+    output; if that folder cannot be written, to the system's temporary folder.
+    """
+    import datetime
+    import shlex
+    import tempfile
+    import traceback
+
+    from datapruning import __version__
+    from datapruning._io import cache_dir
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    text = (
+        f"datapruning {__version__}, Python {sys.version.split()[0]}, {now.isoformat()}\n"
+        f"command: datapruning {shlex.join(map(str, args))}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    name = f"crash-{now:%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    log = None
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir()) / "datapruning-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+        except OSError:
+            continue
+        log = folder / name
+        break
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    command = f"datapruning {args[0]}" if args else "datapruning"
+    if log is None:  # nowhere to write it: the traceback goes to stderr after all
+        typer.echo(text, err=True)
+    where = f"full traceback in {log}" if log is not None else "traceback above"
+    typer.echo(
+        f"error: unexpected {type(exc).__name__} in `{command}`"
+        + (f": {detail}" if detail else "")
+        + f" ({where}); this is a bug in datapruning, please report it with that file",
+        err=True,
+    )
+    return 1
 
 
 if __name__ == "__main__":

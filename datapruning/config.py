@@ -22,15 +22,15 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from datapruning._sections import Section, Seed
 from datapruning.errors import ConfigError, describe_validation_error
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Section = Section
 
 
 class DatasetConfig(_Section):
@@ -240,6 +240,8 @@ class SparsityConfig(_Section):
         for pattern in patterns:
             try:
                 re.compile(pattern)
+            except OverflowError:  # a repeat count such as a{99999999999}
+                raise ValueError(f"{pattern!r} has a repeat count too large for a regex") from None
             except re.error as exc:
                 raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from None
         return patterns
@@ -326,7 +328,12 @@ class TrainConfig(_Section):
     # torch.compile the model; its compile time counts as training time and is also
     # reported apart (summary.json compile_seconds).
     compile: bool = False
-    seed: int = 0
+    seed: Seed = 0
+    # Per-batch augmentation (datapruning.train.augment): crop_flip (padded random crop +
+    # horizontal flip, images), shift_noise (1-D signals), none, or auto: the dataset's
+    # default (crop_flip for natural images: cifar10, cifar100, imagefolder; else none).
+    # With KD it runs the teacher online on each augmented batch instead of cached logits.
+    augment: Literal["auto", "none", "crop_flip", "shift_noise"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
     checkpoint_every: int = Field(0, ge=0)
@@ -415,25 +422,32 @@ class KDConfig(_Section):
         return self
 
 
-class ProtoConfig(_Section):
-    """Self-supervised prototypes (Sorscher et al. 2022): embed, cluster, score by distance."""
+def _metric_params_section() -> type[BaseModel]:
+    """``scoring.params``: one field per registered metric, holding its own params model."""
+    from datapruning.scoring import METRICS
 
-    # Clusters (None: the dataset's number of classes, else sqrt(N)/2 capped at 1000).
-    k: int | None = Field(None, ge=1)
-    # faiss k-means iterations.
-    niter: int = Field(25, ge=1)
-    # User embeddings (.npy, one row per training example) instead of the encoder.
-    embeddings: Path | None = None
-    # The SimCLR-style encoder trained here when no embeddings are given.
-    encoder_epochs: int = Field(30, ge=1)
-    embedding_dim: int = Field(64, ge=2)
-    batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    temperature: float = Field(0.1, gt=0)
-    seed: int = 0
+    fields: dict[str, Any] = {
+        name: (metric.params_model, Field(default_factory=metric.params_model))
+        for name, metric in METRICS.items()
+    }
+    return create_model(
+        "MetricParamsSection", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+    )
+
+
+MetricParamsSection = _metric_params_section()
+
+# Keys that each metric's registry entry now owns: old key -> where it lives now.
+_MOVED_SCORING_KEYS = {
+    "grand_layer": "scoring.params.grand.layer",
+    "proto": "scoring.params.proto (same keys)",
+}
 
 
 class ScoringConfig(_Section):
+    """What the trained-model driver shares across metrics; each metric's own settings
+    live under ``params.<metric>`` (datapruning.scoring.params)."""
+
     metric: str = "el2n"
     # Number of scoring models (seeds 0..seeds-1) whose scores are averaged.
     seeds: int = Field(4, ge=1)
@@ -446,9 +460,17 @@ class ScoringConfig(_Section):
     # torch threads while a batched ensemble trains (None: every core, at most one
     # per model). One wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
-    # GraNd: gradient norm over all parameters, or over the last linear layer only.
-    grand_layer: Literal["all", "last"] = "all"
-    proto: ProtoConfig = Field(default_factory=ProtoConfig)
+    # Each metric's own settings under its name, e.g. {grand: {layer: last}, proto: {k: 20}}.
+    params: MetricParamsSection = Field(default_factory=MetricParamsSection)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _MOVED_SCORING_KEYS.items():
+                if old in data:
+                    raise ValueError(f"scoring.{old} moved to {new}; rename the key")
+        return data
 
     @field_validator("metric")
     @classmethod
@@ -456,6 +478,10 @@ class ScoringConfig(_Section):
         from datapruning.scoring import METRICS
 
         return _check_name("metric", metric, METRICS)
+
+    def params_for(self, metric: str) -> Any:
+        """The params model of ``metric`` (its defaults where the config sets none)."""
+        return getattr(self.params, metric)
 
 
 class StudentsConfig(_Section):
@@ -472,7 +498,7 @@ class StudentsConfig(_Section):
     prune: list[float] = Field(default_factory=lambda: [0.5])
     strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
     kd: list[bool] = Field(default_factory=lambda: [False, True])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
 
     @field_validator("fractions", "strategies", "kd", "seeds", "prune")
     @classmethod
@@ -591,11 +617,15 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not text (UTF-8 YAML)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise ConfigError(f"config file {str(path)!r} nests too deeply to be a config") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -628,3 +658,6 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         node[leaf] = yaml.safe_load(value)
     except yaml.YAMLError:
         raise ConfigError(f"override {override!r}: value is not valid YAML") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        # The value is hundreds of brackets: name the key only.
+        raise ConfigError(f"override of {key.strip()!r}: the value nests too deeply") from None

@@ -41,5 +41,34 @@ def describe_validation_error(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    # Name the value given, unless the message already does (our own validators' do).
+    if isinstance(given, str | int | float) and repr(given) not in message:
+        message += f", got {given!r}"
     more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
     return f"{where}: {message}{more}"
+
+
+class Interrupted(BaseException):
+    """A job stopped by SIGINT or SIGTERM after saving what it can resume from.
+
+    A BaseException, like KeyboardInterrupt, so that code catching ``Exception``
+    (retries, per-cell failure records) lets it through; the CLI prints it on one
+    line with the command that continues the job and exits with ``exit_code``
+    (128 + the signal's number: 130 for SIGINT, 143 for SIGTERM, as a shell reports
+    a process ended by that signal).
+    """
+
+    def __init__(self, signum: int, detail: str) -> None:
+        self.signum, self.detail = signum, detail
+        super().__init__(detail)
+
+    @property
+    def signal_name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

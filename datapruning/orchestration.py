@@ -46,6 +46,7 @@ from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
 from datapruning.report import FAILURE_NAME, FULL_RECIPE, TEACHER_LOGITS_RECORD
+from datapruning.train.summary import SUMMARY_FORMAT
 
 RUN_KEY = "run_key"
 SCORES_KEY = "cache_key"
@@ -168,6 +169,8 @@ def reusable_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
         return None
     if not isinstance(summary, dict) or summary.get(RUN_KEY) != key:
         return None
+    if summary.get("format_version") != SUMMARY_FORMAT:  # another layout: trained again
+        return None
     if not (run_dir / "checkpoint.pt").is_file():
         return None
     return summary
@@ -269,7 +272,11 @@ def scores_path(cfg: PipelineConfig, metric: str) -> Path:
 
 
 def scores_key(cfg: PipelineConfig, metric: str) -> str:
-    scoring = cfg.scoring.model_dump(mode="json", exclude=_SCORING_SPEED_ONLY | {"metric"})
+    scoring = cfg.scoring.model_dump(
+        mode="json", exclude=_SCORING_SPEED_ONLY | {"metric", "params"}
+    )
+    # Only this metric's own settings: another metric's params never invalidate its scores.
+    scoring["params"] = cfg.scoring.params_for(metric).model_dump(mode="json")
     return _key(
         {
             "metric": metric,
@@ -332,14 +339,15 @@ def clear_scores(cfg: PipelineConfig, metric: str) -> None:
 
 def score_group(cfg: PipelineConfig, metric: str, seeds: Sequence[int]) -> list[int]:
     """Compute and save the scores of ``seeds`` (one fan-out cell of a scoring)."""
-    from datapruning.scoring import get_metric
+    from datapruning.scoring import score
     from datapruning.scoring._common import only_seeds
 
     _parts_dir(cfg, metric).parent.mkdir(parents=True, exist_ok=True)
     with only_seeds(seeds):
-        get_metric(metric)(
+        score(
             dataset_of(cfg),
-            cfg.scoring.model_copy(update={"metric": metric}),
+            metric,
+            cfg.scoring,
             cfg.model,
             cfg.train,
             progress=False,
@@ -350,14 +358,15 @@ def score_group(cfg: PipelineConfig, metric: str, seeds: Sequence[int]) -> list[
 
 def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     """Score every seed still missing, write the scores file with its key, and record it."""
-    from datapruning.scoring import get_metric
+    from datapruning.scoring import score
 
     path = scores_path(cfg, metric)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = _parts_dir(cfg, metric)
-    scores = get_metric(metric)(
+    scores = score(
         dataset_of(cfg),
-        cfg.scoring.model_copy(update={"metric": metric}),
+        metric,
+        cfg.scoring,
         cfg.model,
         cfg.train,
         progress=False,
@@ -370,6 +379,14 @@ def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- students
+
+
+def augments(train_cfg: TrainConfig, dataset: Dataset) -> bool:
+    """Whether runs of ``train_cfg`` on ``dataset`` augment their batches (train.augment)."""
+    from datapruning.train.augment import resolve_recipe
+
+    recipe = resolve_recipe(train_cfg.augment, dataset.default_augment, dataset.input_shape)
+    return recipe is not None
 
 
 def student_train(cfg: PipelineConfig, recipe: Recipe) -> TrainConfig:
@@ -436,16 +453,22 @@ def run_student(
         RUN_KEY: key,
         **_where(),
     }
-    if recipe.kd and teacher is not None:
+    # With augmentation the student runs the teacher online on its augmented batches
+    # (datapruning.train.augment): it reads the checkpoint, not the cached logits.
+    online = bool(recipe.kd and teacher) and augments(cfg.train, dataset)
+    if recipe.kd and teacher is not None and not online:
         # The logits file was written by the teacher's cell; every KD student of that
         # teacher is charged its recorded cost (the loop would charge 0 for a .npy).
         extra["teacher_logits_seconds"] = teacher["logits_seconds"]
+    teacher_source = None
+    if recipe.kd and teacher:
+        teacher_source = teacher["run_dir"] if online else teacher["logits"]
     result = train(
         dataset,
         cfg.model,
         _worker_threads(student_train(cfg, recipe)),
         indices=indices,
-        teacher=teacher["logits"] if recipe.kd and teacher else None,
+        teacher=teacher_source,
         kd=cfg.kd if recipe.kd else None,
         run_dir=run_dir,
         extra_summary=extra,

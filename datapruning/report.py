@@ -24,7 +24,8 @@ import pandas as pd
 
 from datapruning._io import atomic_path, write_text
 from datapruning.errors import DataPruningError
-from datapruning.train.loop import METRICS_NAME, SUMMARY_NAME
+from datapruning.train.loop import METRICS_NAME
+from datapruning.train.summary import SUMMARY_NAME, check_summary_format
 from datapruning.train.tta import time_to_accuracy
 
 REPORT_NAME = "report.md"
@@ -78,15 +79,36 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
         raise DataPruningError(
             f"run {str(path)!r} is incomplete or unreadable ({exc.__class__.__name__})"
         ) from None
+    if isinstance(summary, dict):
+        check_summary_format(path / SUMMARY_NAME, summary)
     if not isinstance(summary, dict) or not summary.keys() >= _SUMMARY_KEYS:
         raise DataPruningError(
             f"{str(path / SUMMARY_NAME)!r} is not a run summary; it needs {', '.join(sorted(_SUMMARY_KEYS))}"
+        )
+    if not isinstance(summary.get("recipe", path.name), str):
+        raise DataPruningError(
+            f"{str(path / SUMMARY_NAME)!r}: recipe is {summary['recipe']!r}, not a name; "
+            "rerun the run or remove it"
         )
     if not curve or not all(isinstance(p, dict) and p.keys() >= _POINT_KEYS for p in curve):
         raise DataPruningError(
             f"{str(path / METRICS_NAME)!r} is not a run log; each line needs {', '.join(sorted(_POINT_KEYS))}"
         )
+    records = [(repr(str(path / SUMMARY_NAME)), summary, _SUMMARY_KEYS)] + [
+        (f"{str(path / METRICS_NAME)!r} line {i}", point, _POINT_KEYS)
+        for i, point in enumerate(curve, 1)
+    ]
+    for where, record, keys in records:
+        for key in sorted(keys):
+            if not _is_number(record[key]):
+                raise DataPruningError(
+                    f"{where}: {key} is {record[key]!r}, not a number; rerun the run or remove it"
+                )
     return RunRecord(path, summary, curve)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
@@ -123,6 +145,13 @@ def tta_table(runs: list[RunRecord], target_drop: float = 0.01) -> tuple[pd.Data
                 "recipe": recipe,
                 "kept": kept,
                 "kd": kd,
+                # cached: the teacher's logits once per example; online: run on every
+                # augmented batch (summary.json kd_teacher).
+                "kd_teacher": "/".join(
+                    sorted({str(run.summary.get("kd_teacher") or "cached") for run in members})
+                )
+                if kd
+                else "",
                 "runs": len(members),
                 "final_acc": _mean(run.summary["final_test_acc"] for run in members),
                 "best_acc": _mean(run.summary["best_test_acc"] for run in members),
@@ -144,6 +173,14 @@ def tta_table(runs: list[RunRecord], target_drop: float = 0.01) -> tuple[pd.Data
         ["order", "kept", "recipe", "kd"], ascending=[True, False, True, True]
     )
     return table.drop(columns="order").reset_index(drop=True), target
+
+
+def _kd_cell(kd: bool, teacher: str) -> str:
+    """``yes`` for KD from cached logits; ``yes (online)`` when the teacher ran on each
+    augmented batch (its forward inside the student's training seconds)."""
+    if not kd:
+        return "no"
+    return "yes" if teacher == "cached" else f"yes ({teacher})"
 
 
 def render_markdown(
@@ -172,7 +209,9 @@ def render_markdown(
         "Times are training wall-clock seconds, evaluation excluded (its cost is the `eval s` "
         "column). *Student* counts the run alone; *end-to-end* adds what the student used: the "
         "scoring cost if it trained on the scores, and for KD the teacher's training and its "
-        "logits. Speed-up is the full-data run's time to the target divided by the recipe's.",
+        "logits. Speed-up is the full-data run's time to the target divided by the recipe's. "
+        "KD *yes (online)*: with augmentation the teacher ran on every augmented batch, its "
+        "forward pass inside the student's seconds; plain *yes* read its cached logits.",
         "",
         "| recipe | kept | KD | runs | final acc | best acc | train s | eval s "
         "| student s to target | speed-up | end-to-end s to target | end-to-end speed-up |",
@@ -183,7 +222,7 @@ def render_markdown(
         if math.isnan(row.tta_s) and row.reached:
             tta += f" ({row.reached}/{row.runs} runs reached it)"
         lines.append(
-            f"| {row.recipe} | {row.kept:.0%} | {'yes' if row.kd else 'no'} | {row.runs} "
+            f"| {row.recipe} | {row.kept:.0%} | {_kd_cell(row.kd, row.kd_teacher)} | {row.runs} "
             f"| {row.final_acc:.1%} | {row.best_acc:.1%} | {row.train_s:.2f} | {row.eval_s:.2f} "
             f"| {tta} | {speedup(row.speedup)} | {seconds(row.e2e_tta_s)} | {speedup(row.e2e_speedup)} |"
         )
@@ -309,7 +348,12 @@ def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[di
             metadata = Scores.load(path).metadata
         except DataPruningError:
             continue
-        seconds = float(metadata.get("seconds") or 0.0)
+        seconds = metadata.get("seconds") or 0.0
+        if not _is_number(seconds):
+            raise DataPruningError(
+                f"scores file {str(path)!r}: seconds is {seconds!r}, not a number; rescore it "
+                "or move it out of the experiment"
+            )
         rows.append({"cost": f"scoring: {metadata.get('metric', path.stem)}", "seconds": seconds})
     return rows
 
@@ -334,7 +378,6 @@ def write_report(
     root = Path(root)
     runs = find_runs(root)
     table, target = tta_table(runs, target_drop)
-    plot_curves(runs, target, root / PLOT_NAME)
     full = next(run for run in runs if run.recipe == FULL_RECIPE).summary
     dataset = full.get("dataset", {})
     context = (
@@ -352,6 +395,8 @@ def write_report(
         shared=shared_costs(root, runs),
         failures=find_failures(root),
     )
+    # Written only once everything is read, so a bad run or scores file leaves no new file.
+    plot_curves(runs, target, root / PLOT_NAME)
     path = write_text(root / REPORT_NAME, text)
     return path, text
 

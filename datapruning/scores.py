@@ -57,6 +57,13 @@ class Scores:
         if missing:
             raise DataPruningError(f"scores table lacks columns {sorted(missing)}")
         scores = self.table["score"].to_numpy()
+        if not (
+            np.issubdtype(scores.dtype, np.integer) or np.issubdtype(scores.dtype, np.floating)
+        ):
+            raise DataPruningError(
+                f"the scores table's 'score' column holds {scores.dtype}, not numbers; "
+                "rescore the dataset"
+            )
         if not np.all(np.isfinite(scores)):
             raise DataPruningError("scores contain NaN or inf; rescore the dataset")
 
@@ -115,7 +122,12 @@ class Scores:
                 "`datapruning score`"
             )
         _check_format(path, metadata.pop("format_version", 1))  # unversioned files are 1
-        scores = cls(table.to_pandas(), metadata)
+        try:
+            scores = cls(table.to_pandas(), metadata)
+        except FingerprintMismatchError:
+            raise
+        except DataPruningError as exc:  # name the file the bad table came from
+            raise DataPruningError(f"scores file {str(path)!r}: {exc}") from None
         if fingerprint is not None:
             scores.check_dataset(fingerprint)
         return scores

@@ -7,8 +7,9 @@
    its logits on the training set;
 2. score the training set with each metric a student uses; the seed groups of
    seed-group metrics (el2n, grand, forgetting) fan out and merge into one file;
-3. train every student; a cell that fails for good is reported with its error
-   and the others finish;
+3. train every student, each as soon as the teacher and scores it reads are
+   done (one that reads neither starts with the teachers); a cell that fails
+   for good is reported with its error and the others finish;
 4. write report.md + tta.png per experiment, publish them as a markdown artifact,
    the results as a table artifact, and the progress while cells finish.
 
@@ -45,7 +46,7 @@ from datapruning.flows.tasks import (
     student_task,
     teacher_task,
 )
-from datapruning.recipes import full_run_name
+from datapruning.recipes import Recipe, full_run_name
 
 
 @flow(name="datapruning-pipeline")
@@ -127,39 +128,35 @@ def cells(
     total = sum(len(e.teacher_seeds) + len(e.scored_metrics) + len(e.recipes) for e in exps)
     progress = _Progress(cfg.name, total)
 
-    # Phase 1: teachers and scores of every experiment, all at once.
-    teachers: dict[tuple[int, int], Any] = {}
-    scores: dict[tuple[int, str], Any] = {}
+    # Teachers and scores of every experiment start at once; each student starts as
+    # soon as what it reads is done (one without KD or scores starts with the
+    # teachers), so no worker idles while a cell it does not need finishes.
+    upstream: dict[Any, tuple[str, int, Any]] = {}
     for i, exp in enumerate(exps):
         for seed in exp.teacher_seeds:
-            teachers[i, seed] = teacher_t.submit(exp.cfg, seed, refresh)
+            upstream[teacher_t.submit(exp.cfg, seed, refresh)] = ("teacher", i, seed)
         for metric in exp.scored_metrics:
             if refresh:
                 orch.clear_scores(exp.cfg, metric)
             groups = [group_t.submit(exp.cfg, metric, g) for g in orch.seed_groups(exp.cfg, metric)]
-            scores[i, metric] = merge_t.submit(exp.cfg, metric, wait_for=groups)
+            upstream[merge_t.submit(exp.cfg, metric, wait_for=groups)] = ("scores", i, metric)
     records: list[dict[str, Any]] = []
-    teacher_of: dict[tuple[int, int], dict[str, Any] | Failure] = {}
-    scores_of: dict[tuple[int, str], dict[str, Any] | Failure] = {}
-    for _ in as_completed([*teachers.values(), *scores.values()]):
-        progress.step()
-    for key, future in teachers.items():
-        exp = exps[key[0]]
-        value = _outcome(future)
-        teacher_of[key] = value
-        if isinstance(value, Failure):
-            records.append(_failed(exp, full_run_name(key[1]), "full", value))
-        else:
-            records.append(value | {"experiment": exp.cfg.name})
-    for key, future in scores.items():
-        scores_of[key] = _outcome(future)
+    done: dict[tuple[str, int, Any], Any] = {}
+    waiting = [(i, recipe) for i, exp in enumerate(exps) for recipe in exp.recipes]
+    students: dict[Any, tuple[orch.Experiment, Recipe]] = {}
 
-    # Phase 2: the student grid.
-    students = {}
-    for i, exp in enumerate(exps):
-        for recipe in exp.recipes:
-            teacher = teacher_of[i, recipe.seed] if recipe.kd else None
-            table = scores_of[i, recipe.metric] if recipe.needs_scores else None
+    def start_ready() -> None:
+        nonlocal waiting
+        blocked = []
+        for i, recipe in waiting:
+            exp = exps[i]
+            needs = [("teacher", i, recipe.seed)] if recipe.kd else []
+            needs += [("scores", i, recipe.metric)] if recipe.needs_scores else []
+            if any(key not in done for key in needs):
+                blocked.append((i, recipe))
+                continue
+            teacher = done[needs[0]] if recipe.kd else None
+            table = done[needs[-1]] if recipe.needs_scores else None
             missing = next((x for x in (teacher, table) if isinstance(x, Failure)), None)
             if missing is not None:
                 what = "teacher" if isinstance(teacher, Failure) else "scoring"
@@ -170,6 +167,20 @@ def cells(
                 progress.step()
                 continue
             students[student_t.submit(exp.cfg, recipe, table, teacher, refresh)] = (exp, recipe)
+        waiting = blocked
+
+    start_ready()
+    for future in as_completed(list(upstream)):
+        progress.step()
+        kind, i, what = key = upstream[future]
+        value = done[key] = _outcome(future)
+        exp = exps[i]
+        if kind == "teacher":
+            if isinstance(value, Failure):
+                records.append(_failed(exp, full_run_name(what), "full", value))
+            else:
+                records.append(value | {"experiment": exp.cfg.name})
+        start_ready()
     for future in as_completed(list(students)):
         progress.step()
         exp, recipe = students[future]
@@ -177,6 +188,7 @@ def cells(
         if isinstance(value, Failure):
             value = orch.record_failure(exp.root / recipe.run_name, recipe, value)
         records.append(value | {"experiment": exp.cfg.name})
+    records.sort(key=lambda record: (record["experiment"], record["run"]))
 
     reports = []
     for exp in exps:

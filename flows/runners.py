@@ -25,6 +25,16 @@ from typing import Any
 from datapruning.errors import DataPruningError
 
 RUNNERS = ("sequential", "processes", "dask")
+# A worker's statistical profiler samples its threads every 10 ms, on the core the
+# training task is pinned to, and its event loop checks itself every 20 ms: neither
+# is needed to run cells, and both take time from the run's own clock.
+QUIET_WORKERS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+}
+# Seconds to wait for Prefect's temporary server (it took 25-46 s to start in
+# bench/results/orchestration*.json; Prefect's own default wait is 20 s).
+SERVER_START_TIMEOUT = 180
 # Seconds to wait for an existing Dask scheduler before calling it unreachable.
 CONNECT_TIMEOUT = 10
 
@@ -71,12 +81,14 @@ def task_runner(
         check_scheduler(dask_address, run_root)
         yield DaskTaskRunner(address=dask_address)
         return
+    import dask
     from distributed import Client, LocalCluster
 
     n = workers or _cores()
-    cluster = LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+    with dask.config.set(QUIET_WORKERS):
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     try:
         with Client(cluster) as client:
             pin_workers(client)
@@ -86,23 +98,32 @@ def task_runner(
 
 
 @contextmanager
-def api_for_workers(runner: str) -> Iterator[None]:
-    """Give worker processes the flow's Prefect API.
+def prefect_api() -> Iterator[None]:
+    """A Prefect API for the flow and every process it starts.
 
-    Without PREFECT_API_URL, Prefect runs a temporary server inside the flow's
-    process that spawned workers cannot see: each would start its own (slowly)
-    and record its task runs there. So for a fan-out one temporary server is
-    started here and its address handed down through the environment.
+    Without PREFECT_API_URL, Prefect would start a temporary server inside the
+    flow's process that spawned workers cannot see: each would start its own
+    (slowly) and record its task runs there. So one temporary server is started
+    here, whatever the runner, and its address handed down through the
+    environment; a server that does not come up is a one-line error.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if runner == "sequential" or PREFECT_API_URL.value():
+    if PREFECT_API_URL.value():
         yield
         return
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start(timeout=120)
+    try:
+        server.start(timeout=SERVER_START_TIMEOUT)
+    except Exception as exc:  # Prefect raises RuntimeError or httpx errors; all mean "no server"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataPruningError(
+            f"Prefect's temporary server did not start within {SERVER_START_TIMEOUT} s "
+            f"({first[:120]}); start one with `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        ) from None
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):

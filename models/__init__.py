@@ -47,6 +47,12 @@ def build_model(
         return factory(input_shape=tuple(input_shape), num_classes=num_classes, **params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
+    except RuntimeError as exc:  # a layer that cannot take the input (a probe forward inside)
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"model {name!r} cannot take inputs of shape {tuple(input_shape)} ({reason}); "
+            "choose another model or reshape the data"
+        ) from None
 
 
 __all__ = ["MLP", "MODELS", "ConvNet1D", "ResNet18", "ViT", "build_model"]

@@ -15,9 +15,18 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="datapruning-prefe
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Generated datasets and betons are cached; one throw-away cache per test session
+# keeps tests from depending on (or filling) the user's ~/.cache.
+os.environ.setdefault("DATAPRUNING_CACHE_DIR", tempfile.mkdtemp(prefix="datapruning-cache-"))
 
 import pytest
 import torch
+from hypothesis import settings
+
+# HYPOTHESIS_PROFILE=ci: ten times the default examples (tests/test_fuzz.py scales its own
+# counts by it) and no deadline, for a CI run that can afford minutes of fuzzing.
+settings.register_profile("ci", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Without a GPU, Triton kernels run in Triton's CPU interpreter; it is read when a
 # kernel module is imported, so it is set before any test imports one.

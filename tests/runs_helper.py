@@ -33,15 +33,18 @@ def write_run(
     scoring_seconds=0.0,
     teacher_seconds=0.0,
     eval_seconds=0.25,
+    kd_teacher=None,
 ):
     """A finished run: ``curve`` is a list of (train_seconds, test_acc) evaluations."""
     run = root / name
     run.mkdir(parents=True)
     accs = [acc for _, acc in curve]
     summary = {
+        "format_version": 1,
         "recipe": recipe,
         "kept_fraction": kept,
         "kd": kd,
+        "kd_teacher": kd_teacher if kd_teacher is not None else ("cached" if kd else None),
         "final_test_acc": accs[-1],
         "best_test_acc": max(accs),
         "train_seconds": curve[-1][0],

@@ -222,3 +222,36 @@ def test_overrides_are_validated(tmp_path):
 def test_parse_config_names_its_source():
     with pytest.raises(ConfigError, match=r"^mine: unknown key 'bogus'"):
         parse_config({"bogus": 1}, source="mine")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("scoring:\n  grand_layer: last\n", ["scoring.grand_layer moved to", "params.grand.layer"]),
+        ("scoring:\n  proto:\n    k: 5\n", ["scoring.proto moved to", "scoring.params.proto"]),
+        ("scoring:\n  params:\n    vibes: {}\n", ["unknown key", "scoring.params.vibes"]),
+        ("scoring:\n  params:\n    grand: {layer: middle}\n", ["scoring.params.grand.layer"]),
+        ("scoring:\n  params:\n    proto: {kk: 3}\n", ["unknown key", "scoring.params.proto.kk"]),
+    ],
+)
+def test_metric_settings_live_under_their_registry_entry(tmp_path, text, fragments):
+    message = config_error(tmp_path, text)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_metric_params_are_each_metrics_own_model():
+    from datapruning.scoring.params import GrandParams, NoParams, ProtoParams
+
+    cfg = parse_config({"scoring": {"params": {"grand": {"layer": "last"}, "proto": {"k": 7}}}})
+    assert cfg.scoring.params_for("grand") == GrandParams(layer="last")
+    assert cfg.scoring.params_for("proto") == ProtoParams(k=7)
+    assert cfg.scoring.params_for("el2n") == NoParams()
+    for name, metric in METRICS.items():
+        assert isinstance(cfg.scoring.params_for(name), metric.params_model)
+
+
+def test_shipped_configs_load():
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        load_config(path)

@@ -72,6 +72,18 @@ def _stop(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
+CRON = "0 3 1 1 *"
+
+
+def _cron_of(api: str, name: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+    return [s.schedule.cron for s in deployment.schedules]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
@@ -82,6 +94,8 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # The worker asks for runs every second instead of every 10 s.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     config = tmp_path / "tiny.yaml"
     config.write_text(
@@ -116,9 +130,11 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
         _wait_healthy(api, server)
         done = call("-m", "prefect", "work-pool", "create", "e2e", "--type", "process")
         assert done.returncode == 0, done.stdout + done.stderr
-        done = call("-m", "datapruning.cli", "deploy", "pipeline", "--pool", "e2e")
+        # A schedule far from now (1 January, 03:00) that no worker picks up during the test.
+        done = call("-m", "datapruning.cli", "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "registered 1 deployments: pipeline" in done.stdout
+        assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
         worker = subprocess.Popen(
             [py, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],
             env=env,
@@ -136,6 +152,8 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
             "--param",
             f"config={config}",
             "--watch",
+            "--watch-interval",
+            "1",
             "--watch-timeout",
             "420",
             timeout=450,

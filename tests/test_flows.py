@@ -149,6 +149,19 @@ def test_run_refuses_bad_input_before_any_work(tmp_path, capsys, monkeypatch, ar
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_prefect_server_that_does_not_start_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from prefect.server.api.server import SubprocessASGIServer
+
+    def times_out(self, timeout=None):
+        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+
+    monkeypatch.setattr(SubprocessASGIServer, "start", times_out)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    code, _, err = run_cli(capsys, "run", write_config(tmp_path))
+    assert_one_line_error(code, err, "did not start within", "prefect server start")
+    assert not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------------ flows
 
 
@@ -223,6 +236,43 @@ def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
     table = json.loads(table) if isinstance(table, str) else table
     assert {row["run"]: row["status"] for row in table}["el2n-hard-f0.5-kd-s0"] == "failed"
     assert float(by_key["progress-flaky"].data) == 100.0
+
+
+def test_a_student_that_reads_neither_teacher_nor_scores_starts_before_they_finish(
+    tmp_path, prefect_server, monkeypatch
+):
+    # The teacher waits until the plain random student has started: with two task
+    # slots this finishes only if that student does not wait for the teacher.
+    import threading
+
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from datapruning.flows.pipeline import cells
+
+    started = threading.Event()
+    done = {"final_test_acc": 0.5, "train_seconds": 1.0}
+
+    def teacher(cfg, seed, *, refresh=False):
+        assert started.wait(60), "the random student waited for the teacher"
+        return {"run": "full-s0", "status": "trained", **done, "logits_seconds": 0.0}
+
+    def student(cfg, recipe, scores, teacher, *, refresh=False):
+        if recipe.run_name == "random-f0.5-s0":
+            started.set()
+        return {"run": recipe.run_name, "status": "trained", **done}
+
+    monkeypatch.setattr(orch, "run_teacher", teacher)
+    monkeypatch.setattr(orch, "run_student", student)
+    monkeypatch.setattr(orch, "score_group", lambda cfg, metric, seeds: list(seeds))
+    monkeypatch.setattr(orch, "reusable_scores", lambda cfg, metric: None)
+    monkeypatch.setattr(
+        orch, "merge_scores", lambda cfg, metric: {"reused": False, "seconds": 0.0, "path": "-"}
+    )
+    config = write_config(tmp_path, name="order")
+    runner = ThreadPoolTaskRunner(max_workers=2)
+    result = cells.with_options(task_runner=runner)(str(config), retries=0)
+    assert result["counts"] == {"trained": 5, "reused": 0, "failed": 0}
+    assert [r["run"] for r in result["records"]] == sorted(STUDENTS | {"full-s0"})
 
 
 @pytest.mark.slow

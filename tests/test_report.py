@@ -359,3 +359,21 @@ def test_overhead_counts_scoring_teacher_training_and_teacher_logits(tmp_path):
     summary = {"scoring_seconds": 1.5, "teacher_seconds": 4.0, "teacher_logits_seconds": 0.25}
     assert RunRecord(Path(tmp_path), summary, []).overhead_seconds == 5.75
     assert RunRecord(Path(tmp_path), {"teacher_seconds": None}, []).overhead_seconds == 0.0
+
+
+def test_report_says_when_the_teacher_ran_online(experiment):
+    # An augmented KD student: its teacher ran on every augmented batch.
+    write_run(
+        experiment,
+        "rand-kd-s0",
+        [(1.0, 0.80), (2.0, 0.88)],
+        recipe="random",
+        kept=0.5,
+        kd=KD,
+        kd_teacher="online",
+    )
+    _, text = write_report(experiment, TARGET_DROP)
+    lines = [line for line in text.splitlines() if line.startswith("| random | 50% |")]
+    assert sorted(line.split("|")[3].strip() for line in lines) == ["no", "yes (online)"]
+    cached = [line for line in text.splitlines() if line.startswith("| el2n-hard | 30% | yes |")]
+    assert len(cached) == 1  # KD from cached logits stays a plain yes

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from datapruning._io import atomic_path, check_output_path, write_json
+from datapruning._io import atomic_path, cache_dir, check_output_path, write_json
 from datapruning.data.samplers import IndexSampler, RS2Sampler, as_index_array
 from datapruning.data.sources import Dataset, fingerprint_arrays
 from datapruning.errors import DataPruningError, FingerprintMismatchError
@@ -232,14 +232,6 @@ def read_meta(path: str | os.PathLike[str], fingerprint: str | None = None) -> d
     return meta
 
 
-def cache_dir() -> Path:
-    """Where betons written for ``loader: ffcv`` without ``train.beton`` are kept."""
-    root = os.environ.get("DATAPRUNING_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "datapruning"
-
-
 def cached_beton(dataset: Dataset) -> Path:
     """A beton of ``dataset`` in :func:`cache_dir`, keyed by its fingerprint; written once."""
     import fcntl
@@ -389,11 +381,6 @@ def make_loader(
     whole training set.
     """
     _require_ffcv()
-    with _keep_torch_threads():
-        from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
-        from ffcv.loader import Loader, OrderOption
-        from ffcv.transforms import ToTensor
-
     if batch_size < 1:
         raise DataPruningError(f"batch_size must be at least 1, got {batch_size}")
     given = [
@@ -405,6 +392,13 @@ def make_loader(
         raise DataPruningError(f"give at most one of indices, rs2, sampler; got {', '.join(given)}")
     meta = read_meta(path, fingerprint)
     num_samples = int(meta["num_samples"])
+    # Imported after the checks above: ffcv (numba) takes seconds to import, a bad beton
+    # or sidecar should not wait for it.
+    with _keep_torch_threads():
+        from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import ToTensor
+
     if distributed and not (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     ):

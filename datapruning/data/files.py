@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -203,10 +205,18 @@ def read_npz(path: str | os.PathLike[str], test_fraction: float, seed: int) -> A
     if not file.is_file():
         raise DataPruningError(f"npz file {str(file)!r} not found")
     try:
-        with np.load(file, allow_pickle=False) as npz:
+        loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a .npy: one array, not named ones
+            raise ValueError("it holds one unnamed array (a .npy)")
+        with loaded as npz:
             arrays: dict[str, Any] = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataPruningError(f"{str(file)!r} is not a readable .npz file ({exc})") from None
+    # EOFError: an empty file; BadZipFile, zlib.error: a truncated or damaged archive.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise DataPruningError(
+            f"{str(file)!r} is not a readable .npz file ({reason}); save it with "
+            "np.savez(path, x=..., y=...)"
+        ) from None
     for key in ("x", "y"):
         if key not in arrays:
             raise DataPruningError(

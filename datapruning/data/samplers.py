@@ -16,9 +16,10 @@ what this rank yields per epoch, so schedules built on ``len(loader)`` are right
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,10 @@ def as_index_array(
     indices: Sequence[int] | np.ndarray, num_samples: int | None = None
 ) -> np.ndarray:
     """Validate ``indices`` (integers, no duplicates, in range) and return them as int64."""
-    array = np.asarray(indices)
+    try:
+        array = np.asarray(indices)
+    except (TypeError, ValueError):  # ragged nesting
+        raise DataPruningError("indices must be a 1-D list of integers") from None
     if array.ndim != 1:
         raise DataPruningError(f"indices must be a 1-D list of integers, got shape {array.shape}")
     if array.size == 0:
@@ -51,9 +55,31 @@ def as_index_array(
 
 
 def check_fraction(fraction: float) -> float:
-    if not 0 < fraction <= 1:
-        raise DataPruningError(f"fraction {fraction} must lie in (0, 1]")
+    if not _is_number(fraction, numbers.Real) or not 0 < fraction <= 1:
+        raise DataPruningError(f"fraction {fraction!r} must lie in (0, 1]")
     return float(fraction)
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    """A Python or NumPy number of ``kind`` (``numbers.Integral`` or ``Real``), not a bool."""
+    return isinstance(value, kind) and not isinstance(value, bool | np.bool_)
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    # The samplers' sizes, seeds and epochs reach numpy as seeds and sizes: a float or a
+    # string fails there (or is silently truncated by int()), a negative seed fails in numpy.
+    if not _is_number(value, numbers.Integral):
+        raise DataPruningError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise DataPruningError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    # A truthy string such as "no" must not turn replacement or drop_last on.
+    if not isinstance(value, bool | np.bool_):
+        raise DataPruningError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -63,9 +89,9 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = dist.get_world_size() if initialised else 1
     if rank is None:
         rank = dist.get_rank() if initialised else 0
-    if num_replicas < 1:
-        raise DataPruningError(f"num_replicas must be at least 1, got {num_replicas}")
-    if not 0 <= rank < num_replicas:
+    num_replicas = _integer("num_replicas", num_replicas, 1)
+    rank = _integer("rank", rank, 0)
+    if not rank < num_replicas:
         raise DataPruningError(f"rank {rank} must lie in 0..{num_replicas - 1}")
     return num_replicas, rank
 
@@ -85,9 +111,9 @@ class IndexSampler(Sampler[int], ABC):
         rank: int | None = None,
         drop_last: bool = False,
     ) -> None:
-        self.seed = int(seed)
+        self.seed = _integer("seed", seed, 0)
         self.num_replicas, self.rank = _world(num_replicas, rank)
-        self.drop_last = drop_last
+        self.drop_last = _flag("drop_last", drop_last)
         self.epoch = 0
 
     @property
@@ -100,7 +126,7 @@ class IndexSampler(Sampler[int], ABC):
         """This epoch's indices, all ranks together, in order."""
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = _integer("epoch", epoch, 0)
 
     @property
     def num_per_rank(self) -> int:
@@ -117,10 +143,11 @@ class IndexSampler(Sampler[int], ABC):
     def rank_indices(self) -> np.ndarray:
         """This rank's share of the epoch: every ``num_replicas``-th index from ``rank``."""
         indices = self.epoch_indices()
-        total = self.num_per_rank * self.num_replicas
-        if total > len(indices):  # pad by cycling from the start, like DistributedSampler
-            indices = np.resize(indices, total)
-        return indices[self.rank : total : self.num_replicas]
+        # Positions rank, rank + R, ... of the epoch padded by cycling from its start, like
+        # DistributedSampler, without building the padded epoch (R may dwarf the epoch).
+        size = len(indices)
+        start, stride = self.rank % size, self.num_replicas % size
+        return indices[(start + stride * np.arange(self.num_per_rank)) % size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.rank_indices().tolist())
@@ -133,7 +160,11 @@ class IndexSampler(Sampler[int], ABC):
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["seed"]) != self.seed:
+        if not isinstance(state, Mapping) or not {"seed", "epoch"} <= state.keys():
+            raise DataPruningError(
+                "sampler state must be a mapping with seed and epoch, as state_dict() returns"
+            )
+        if _integer("sampler state's seed", state["seed"], 0) != self.seed:
             raise DataPruningError(
                 f"sampler state has seed {state['seed']}, this sampler {self.seed}; "
                 "resume with the same seed"
@@ -164,8 +195,10 @@ class SubsetSampler(IndexSampler):
         drop_last: bool = False,
     ) -> None:
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+        if num_samples is not None:
+            num_samples = _integer("num_samples", num_samples, 1)
         self.indices = as_index_array(indices, num_samples)
-        self.shuffle = shuffle
+        self.shuffle = _flag("shuffle", shuffle)
 
     @classmethod
     def from_scores(
@@ -241,22 +274,31 @@ class RS2Sampler(IndexSampler):
         drop_last: bool = False,
     ) -> None:
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
-        if num_samples < 1:
-            raise DataPruningError(f"num_samples must be at least 1, got {num_samples}")
-        self.num_samples = int(num_samples)
+        self.num_samples = _integer("num_samples", num_samples, 1)
         self.fraction = check_fraction(fraction)
-        self.replacement = replacement
+        self.replacement = _flag("replacement", replacement)
         # ceil, so that ceil(N / subset_size) <= ceil(1 / fraction): full coverage in time.
         self.subset_size = max(1, math.ceil(self.fraction * self.num_samples - 1e-9))
         self._shares: _ClassShares | None = None
         if stratify is None:
             self._groups = [np.arange(self.num_samples)]
         else:
-            labels = np.asarray(stratify)
+            try:
+                labels = np.asarray(stratify)
+            except (TypeError, ValueError):  # ragged nesting
+                labels = np.empty(0, dtype=object)
             if labels.shape != (self.num_samples,):
                 raise DataPruningError(
                     f"stratify needs one label per example ({self.num_samples}), "
                     f"got shape {labels.shape}"
+                )
+            # NaN labels match no class (an empty group); objects may not sort.
+            if labels.dtype.kind not in "biuUSf" or (
+                labels.dtype.kind == "f" and not np.isfinite(labels).all()
+            ):
+                raise DataPruningError(
+                    f"stratify labels must be integers, strings or finite numbers, "
+                    f"got dtype {labels.dtype}"
                 )
             self._groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
             self._shares = _ClassShares([len(g) for g in self._groups], self.subset_size)

@@ -26,11 +26,13 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib.metadata import version as _version
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from datapruning._io import cached_arrays
 from datapruning.data import files
 from datapruning.errors import (
     ConfigError,
@@ -56,6 +58,9 @@ class Dataset:
     num_classes: int
     params: Mapping[str, Any] = field(default_factory=dict)
     default_model: str = "mlp"
+    # The augmentation ``train.augment: auto`` picks (datapruning.train.augment): on for
+    # natural images, as people expect for them; off for generated signals and features.
+    default_augment: str = "none"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -79,6 +84,8 @@ class Dataset:
 
 # The model image datasets get when the config names none.
 IMAGE_MODEL = "resnet18"
+# The augmentation natural-image sources default to (npz arrays may be anything: none).
+NATURAL_IMAGE_AUGMENT = "crop_flip"
 
 
 def fingerprint_arrays(x: np.ndarray, y: np.ndarray) -> str:
@@ -150,12 +157,19 @@ def _load_mnist1d(params: Mnist1dParams) -> Dataset:
     # loading a dataset has no effect on the caller's random streams.
     import random
 
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    def generate() -> dict[str, np.ndarray]:
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            made = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        return {key: made[key] for key in ("x", "y", "x_test", "y_test")}
+
+    # Generation is pure Python per example (seconds for a few thousand): every
+    # process after the first reads the arrays back from the cache instead.
+    key = {"source": "mnist1d", "package": _version("mnist1d"), **params.model_dump()}
+    data = cached_arrays("mnist1d", key, generate)
     return Dataset(
         name="mnist1d",
         x_train=data["x"].astype(np.float32),
@@ -192,19 +206,20 @@ def _load_digits(params: DigitsParams) -> Dataset:
 
 def _load_cifar10(params: CifarParams) -> Dataset:
     arrays = files.read_cifar(params.root, 10)
-    return _file_dataset("cifar10", params, arrays, 10)
+    return _file_dataset("cifar10", params, arrays, 10, augment=NATURAL_IMAGE_AUGMENT)
 
 
 def _load_cifar100(params: Cifar100Params) -> Dataset:
     arrays = files.read_cifar(params.root, 100, coarse=params.coarse)
-    return _file_dataset("cifar100", params, arrays, 20 if params.coarse else 100)
+    classes = 20 if params.coarse else 100
+    return _file_dataset("cifar100", params, arrays, classes, augment=NATURAL_IMAGE_AUGMENT)
 
 
 def _load_image_folder(params: ImageFolderParams) -> Dataset:
     arrays, classes = files.read_image_folder(
         params.root, params.size, params.test_fraction, params.seed
     )
-    return _file_dataset("imagefolder", params, arrays, len(classes))
+    return _file_dataset("imagefolder", params, arrays, len(classes), augment=NATURAL_IMAGE_AUGMENT)
 
 
 def _load_npz(params: NpzParams) -> Dataset:
@@ -221,6 +236,7 @@ def _file_dataset(
     arrays: files.Arrays,
     num_classes: int,
     default_model: str = IMAGE_MODEL,
+    augment: str = "none",
 ) -> Dataset:
     x_train, y_train, x_test, y_test = arrays
     return Dataset(
@@ -232,6 +248,7 @@ def _file_dataset(
         num_classes=num_classes,
         params=params.model_dump(),
         default_model=default_model,
+        default_augment=augment,
     )
 
 

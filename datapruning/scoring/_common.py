@@ -2,8 +2,13 @@
 
 A metric computes one score column per seed; :class:`SeedStore` keeps each
 finished column in a work directory keyed by everything that determines it, so
-an interrupted run recomputes only the missing seeds. :func:`build_scores`
-assembles the table and its provenance record.
+an interrupted run recomputes only the missing seeds. Each column is written
+atomically, so a SIGKILL at any moment leaves whole columns (and a group half
+trained, which is computed again from its seed: the same scores bit for bit,
+tests/test_crash_resume.py); SIGINT/SIGTERM stop at once with
+:class:`~datapruning.errors.Interrupted` saying how many seeds are saved.
+:func:`build_scores` assembles the table and its provenance record (with the
+seeds taken from the work directory as ``reused_seeds``).
 """
 
 from __future__ import annotations
@@ -15,18 +20,42 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from datapruning import __version__
+from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write
 from datapruning.data.sources import Dataset
-from datapruning.errors import DataPruningError
+from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scores import Scores
+
+if TYPE_CHECKING:
+    from datapruning.config import ScoringConfig, TrainConfig
+    from datapruning.user import ModelSpec
+
+
+@dataclass(frozen=True)
+class MetricJob:
+    """Everything a metric reads: the one argument of every registered metric function.
+
+    ``params`` is the metric's own params model (``scoring.params.<metric>``);
+    ``scoring`` the driver's shared settings; ``train`` the scoring models'
+    optimiser recipe. ``work_dir`` keeps finished seeds for resuming.
+    """
+
+    dataset: Dataset
+    scoring: ScoringConfig
+    params: Any
+    model: ModelSpec  # a ModelConfig of the registry, or the user's module / factory
+    train: TrainConfig
+    progress: bool | None = None
+    work_dir: str | os.PathLike[str] | None = None
 
 
 def check_features(x: np.ndarray, what: str = "features") -> None:
@@ -70,6 +99,7 @@ def build_scores(
     params: Mapping[str, Any],
     model: Mapping[str, Any] | None,
     seconds: float,
+    reused_seeds: Sequence[int] = (),
 ) -> Scores:
     """The Scores table (mean over seeds, per-seed columns) with its provenance."""
     seeds = sorted(per_seed)
@@ -91,6 +121,7 @@ def build_scores(
         "model": dict(model) if model is not None else None,
         "seeds": seeds,
         "seconds": seconds,
+        "reused_seeds": sorted(reused_seeds),  # taken from an interrupted run's work dir
         "version": __version__,
     }
     return Scores(table, metadata)
@@ -116,6 +147,10 @@ def only_seeds(seeds: Sequence[int]) -> Iterator[None]:
         _ONLY_SEEDS.reset(token)
 
 
+# The layout of a part (seedN.npz: values, seconds); part of the store's key.
+PARTS_FORMAT = 1
+
+
 class SeedStore:
     """Per-seed score columns saved as they finish, under ``work_dir/<key>/``.
 
@@ -125,10 +160,13 @@ class SeedStore:
     """
 
     def __init__(self, work_dir: str | os.PathLike[str] | None, identity: Mapping[str, Any]):
+        # The parts' layout is part of the key: parts of another layout are never read.
+        identity = {**identity, "parts_format": PARTS_FORMAT}
         blob = json.dumps(identity, sort_keys=True, default=str).encode()
         self.key = hashlib.blake2b(blob, digest_size=8).hexdigest()
         self.root = Path(work_dir) if work_dir is not None else None
         self.dir = self.root / self.key if self.root is not None else None
+        self.reused: list[int] = []  # the seeds the last run() loaded instead of computing
 
     def load(self, seeds: Sequence[int], num_rows: int) -> dict[int, tuple[np.ndarray, float]]:
         """The finished seeds among ``seeds``: column and the seconds it cost."""
@@ -177,6 +215,7 @@ class SeedStore:
         if only is not None:
             seeds = [seed for seed in seeds if seed in only]
         done = self.load(seeds, num_rows)
+        self.reused = sorted(done)
         missing = [seed for seed in seeds if seed not in done]
         chunks = [missing[i : i + group] for i in range(0, len(missing), group)]
         bar = tqdm(
@@ -185,11 +224,17 @@ class SeedStore:
             unit="group" if group > 1 else "model",
             disable=None if progress is None else not progress,
         )
-        for chunk in bar:
-            start = time.perf_counter()
-            values = compute(chunk)
-            seconds = (time.perf_counter() - start) / len(chunk)
-            for row, seed in zip(values, chunk, strict=True):
-                self.save(seed, row, seconds)
-                done[seed] = (row, seconds)
+        try:
+            with immediate_stop():
+                for chunk in bar:
+                    start = time.perf_counter()
+                    values = compute(chunk)
+                    seconds = (time.perf_counter() - start) / len(chunk)
+                    for row, seed in zip(values, chunk, strict=True):
+                        self.save(seed, row, seconds)
+                        done[seed] = (row, seconds)
+        except Interrupted as exc:
+            where = f" in {str(self.root)!r}" if self.root is not None else " (no work dir)"
+            saved = len(done) if self.root is not None else 0
+            raise Interrupted(exc.signum, f"{saved} of {len(seeds)} seeds saved{where}") from None
         return done

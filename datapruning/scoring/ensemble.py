@@ -35,13 +35,14 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
-from datapruning.config import ModelConfig, TrainConfig
+from datapruning.config import TrainConfig
 from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scoring.folded import fold_model
 from datapruning.train.evaluation import eval_mode
 from datapruning.train.schedule import make_optimizer, make_scheduler, plan_steps
+from datapruning.user import ModelSpec
 
 # Called once per step before the update: logits (K, B, C), labels (K, B), indices (K, B).
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -158,26 +159,23 @@ def can_batch(model: nn.Module) -> bool:
 
 
 def build_models(
-    dataset: Dataset, model_cfg: ModelConfig, seeds: Sequence[int], device: torch.device
+    dataset: Dataset, model_cfg: ModelSpec, seeds: Sequence[int], device: torch.device
 ) -> list[nn.Module]:
-    from datapruning.models import build_model
+    """One model per seed: a registered model or the user's (datapruning.user), each seeded."""
+    from datapruning import user
 
-    name = model_cfg.name or dataset.default_model
+    spec = user.per_seed(model_cfg)  # a user module: a re-initialised copy per seed
     models = []
     for seed in seeds:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # as the training loop seeds its model
-            models.append(
-                build_model(name, dataset.input_shape, dataset.num_classes, **model_cfg.params).to(
-                    device
-                )
-            )
+            models.append(user.build(spec, dataset).to(device))
     return models
 
 
 def train_ensemble(
     dataset: Dataset,
-    model_cfg: ModelConfig,
+    model_cfg: ModelSpec,
     train_cfg: TrainConfig,
     seeds: Sequence[int],
     epochs: int,

@@ -13,15 +13,13 @@ at a time through the same steps).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
-from datapruning.data.sources import Dataset
+from datapruning.config import TrainConfig
 from datapruning.scores import Scores
-from datapruning.scoring.el2n import score_seed_groups
+from datapruning.scoring._common import MetricJob
+from datapruning.scoring.driver import score_seed_groups
 from datapruning.scoring.ensemble import ensemble_threads, train_ensemble
 
 
@@ -46,17 +44,9 @@ class ForgettingCounter:
         return torch.where(self.learned, counts, float(epochs + 1)).cpu().numpy()
 
 
-def score_forgetting(
-    dataset: Dataset,
-    scoring: ScoringConfig | None = None,
-    model_cfg: ModelConfig | None = None,
-    train_cfg: TrainConfig | None = None,
-    progress: bool | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> Scores:
+def score_forgetting(job: MetricJob) -> Scores:
     """Forgetting events over ``scoring.epochs`` epochs, mean over ``scoring.seeds`` runs."""
-    scoring = scoring or ScoringConfig()
-    model_cfg = model_cfg or ModelConfig()
+    dataset, scoring, model_cfg, progress = job.dataset, job.scoring, job.model, job.progress
     never_learned = scoring.epochs + 1
 
     def compute(chunk: list[int], recipe: TrainConfig, batched: bool) -> np.ndarray:
@@ -77,15 +67,7 @@ def score_forgetting(
         return counter.scores(scoring.epochs)
 
     scores = score_seed_groups(
-        "forgetting",
-        compute,
-        dataset,
-        scoring,
-        model_cfg,
-        train_cfg,
-        progress,
-        work_dir,
-        extra_params={"never_learned_score": never_learned},
+        "forgetting", compute, job, extra_params={"never_learned_score": never_learned}
     )
     # Per seed, in the order of the metadata's seeds.
     scores.metadata["params"]["never_learned"] = [

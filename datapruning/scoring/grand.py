@@ -2,7 +2,7 @@
 
 GraNd(x, y) = || d loss(f(x), y) / d theta ||_2 for each example alone, computed
 with ``torch.func`` (``vmap`` of ``grad`` over examples) on the scoring models
-after ``scoring.epochs`` epochs, averaged over seeds. ``scoring.grand_layer``
+after ``scoring.epochs`` epochs, averaged over seeds. ``scoring.params.grand.layer``
 picks the parameters: ``all`` (the paper's definition) or ``last`` (only the
 last linear layer, DeepCore's cheaper variant); the choice and the parameter
 names are recorded in the scores' metadata.
@@ -10,17 +10,14 @@ names are recorded in the scores' metadata.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
-from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
-from datapruning.scoring.el2n import score_with_models
+from datapruning.scoring._common import MetricJob
+from datapruning.scoring.driver import score_with_models
 from datapruning.scoring.ensemble import Ensemble, build_models
 from datapruning.train.evaluation import eval_mode
 
@@ -64,19 +61,11 @@ def grad_norms(
     return torch.cat(out)
 
 
-def score_grand(
-    dataset: Dataset,
-    scoring: ScoringConfig | None = None,
-    model_cfg: ModelConfig | None = None,
-    train_cfg: TrainConfig | None = None,
-    progress: bool | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> Scores:
+def score_grand(job: MetricJob) -> Scores:
     """GraNd after ``scoring.epochs`` epochs, mean over ``scoring.seeds`` models."""
-    scoring = scoring or ScoringConfig()
-    model_cfg = model_cfg or ModelConfig()
-    probe = build_models(dataset, model_cfg, [0], torch.device("cpu"))[0]
-    if scoring.grand_layer == "last":
+    layer = job.params.layer
+    probe = build_models(job.dataset, job.model, [0], torch.device("cpu"))[0]
+    if layer == "last":
         names = last_layer_names(probe)
     else:
         names = [name for name, _ in probe.named_parameters()]
@@ -98,13 +87,5 @@ def score_grand(
             )
 
     return score_with_models(
-        "grand",
-        scorer,
-        dataset,
-        scoring,
-        model_cfg,
-        train_cfg,
-        progress,
-        work_dir,
-        extra_params={"layer": scoring.grand_layer, "parameters": names},
+        "grand", scorer, job, extra_params={"layer": layer, "parameters": names}
     )

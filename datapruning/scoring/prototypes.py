@@ -4,7 +4,7 @@ No labels are used. Each training example is embedded by a self-supervised
 encoder, trained here with a SimCLR-style contrastive objective (NT-Xent on two
 augmented views: random shifts, amplitude scaling and noise for 1D signals;
 padded random crops and horizontal flips for images), or taken from the user's
-embeddings (``scoring.proto.embeddings``, a ``.npy`` with one row per example).
+embeddings (``scoring.params.proto.embeddings``, a ``.npy`` with one row per example).
 Embeddings are L2-normalised and clustered by spherical ``faiss.Kmeans``; an
 example's score is its cosine distance to the nearest centroid: far from every
 prototype = hard, close = easy (prototypical).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from datapruning.config import ModelConfig, ProtoConfig, ScoringConfig, TrainConfig
+from datapruning import user
+from datapruning.config import ModelConfig
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
-from datapruning.scoring._common import build_scores, check_features
+from datapruning.scoring._common import MetricJob, build_scores, check_features
+from datapruning.scoring.params import ProtoParams
+from datapruning.train.evaluation import eval_mode
+from datapruning.user import ModelSpec
 
 MAX_DEFAULT_K = 1000
 
@@ -163,19 +168,30 @@ def train_encoder(
     x: np.ndarray,
     model_name: str,
     model_params: dict[str, Any],
-    proto: ProtoConfig,
+    proto: ProtoParams,
     progress: bool | None = None,
+    build: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A SimCLR-style encoder on ``x`` alone; returns it and its training record."""
+    """A SimCLR-style encoder on ``x`` alone; returns it and its training record.
+
+    ``build`` makes the user's own encoder instead of the registered ``model_name``
+    with ``proto.embedding_dim`` outputs; its outputs are then the embedding.
+    """
     from datapruning.models import build_model
 
     start = time.perf_counter()
     data = torch.as_tensor(x)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(proto.seed)
-        encoder = build_model(model_name, tuple(x.shape[1:]), proto.embedding_dim, **model_params)
+        if build is None:
+            dim = proto.embedding_dim
+            encoder = build_model(model_name, tuple(x.shape[1:]), dim, **model_params)
+        else:
+            encoder = build()
+            with torch.no_grad(), eval_mode(encoder):
+                dim = int(encoder(data[:2]).reshape(2, -1).shape[1])
         head = nn.Sequential(
-            nn.ReLU(), nn.Linear(proto.embedding_dim, proto.embedding_dim)
+            nn.ReLU(), nn.Linear(dim, dim)
         )  # the projection head; scores use the encoder's output before it
     generator = torch.Generator().manual_seed(proto.seed)
     parameters = [*encoder.parameters(), *head.parameters()]
@@ -215,7 +231,7 @@ def train_encoder(
         "name": "simclr",
         "backbone": model_name,
         "backbone_params": dict(model_params),
-        "embedding_dim": proto.embedding_dim,
+        "embedding_dim": dim,
         "epochs": proto.encoder_epochs,
         "steps": steps,
         "batch_size": batch_size,
@@ -230,7 +246,9 @@ def train_encoder(
 @torch.no_grad()
 def embed(encoder: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     data = torch.as_tensor(x)
-    return torch.cat([encoder(chunk) for chunk in data.split(batch_size)]).numpy()
+    return torch.cat(
+        [encoder(chunk).reshape(len(chunk), -1) for chunk in data.split(batch_size)]
+    ).numpy()
 
 
 def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarray:
@@ -239,7 +257,7 @@ def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarr
         raise DataPruningError(f"embeddings file {str(path)!r} not found")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file
         raise DataPruningError(f"{str(path)!r} is not a .npy array of embeddings") from None
     if array.ndim != 2:
         raise DataPruningError(f"embeddings must be a 2-D array (N, d), got shape {array.shape}")
@@ -253,43 +271,31 @@ def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarr
     return array
 
 
-def score_proto(
-    dataset: Dataset,
-    scoring: ScoringConfig | None = None,
-    model_cfg: ModelConfig | None = None,
-    train_cfg: TrainConfig | None = None,
-    progress: bool | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> Scores:
+def score_proto(job: MetricJob) -> Scores:
     """Self-supervised prototype scores; reads only ``dataset.x_train``, never labels.
 
-    The encoder has its own recipe (``scoring.proto``); of ``train_cfg`` only
-    ``threads`` applies. ``work_dir`` is accepted for the common metric
-    signature: there is one run, nothing to resume.
+    The encoder has its own recipe (``scoring.params.proto``); of ``job.train``
+    only ``threads`` applies. There is one run, nothing to resume in ``work_dir``.
     """
-    scoring = scoring or ScoringConfig()
-    model_cfg = model_cfg or ModelConfig()
-    train_cfg = train_cfg or TrainConfig()
     previous_threads = torch.get_num_threads()
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
+    if job.train.threads:
+        torch.set_num_threads(job.train.threads)
     try:
-        return _score_proto(dataset, scoring, model_cfg, progress)
+        return _score_proto(job.dataset, job.params, job.model, job.progress)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _score_proto(
-    dataset: Dataset, scoring: ScoringConfig, model_cfg: ModelConfig, progress: bool | None
+    dataset: Dataset, proto: ProtoParams, model_cfg: ModelSpec, progress: bool | None
 ) -> Scores:
-    proto = scoring.proto
     start = time.perf_counter()
     x = dataset.x_train
     num_examples = len(x)
     k = proto.k if proto.k is not None else default_k(num_examples, dataset.num_classes)
     if k > num_examples:
         raise DataPruningError(
-            f"scoring.proto.k={k} is larger than the {num_examples} training examples; lower k"
+            f"scoring.params.proto.k={k} is larger than the {num_examples} training examples; lower k"
         )
     check_features(x)
     if proto.embeddings is not None:
@@ -297,10 +303,12 @@ def _score_proto(
         encoder_record: dict[str, Any] = {"name": "user", "path": str(proto.embeddings)}
         model = None
     else:
-        name = model_cfg.name or dataset.default_model
-        encoder, encoder_record = train_encoder(x, name, model_cfg.params, proto, progress)
+        model = user.record(model_cfg, dataset)
+        build = None if isinstance(model_cfg, ModelConfig) else user.per_seed(model_cfg)
+        encoder, encoder_record = train_encoder(
+            x, model["name"], model["params"], proto, progress, build=build
+        )
         embeddings = embed(encoder, x)
-        model = {"name": name, "params": model_cfg.params}
     values, clustering = prototype_scores(embeddings, k, proto.niter, proto.seed)
     params = {
         **clustering,

@@ -6,27 +6,17 @@ pipeline run with ``random`` measures what pruning by a real metric adds.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
-from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
-from datapruning.data.sources import Dataset
 from datapruning.scores import Scores
-from datapruning.scoring._common import build_scores
+from datapruning.scoring._common import MetricJob, build_scores
 
 
-def score_random(
-    dataset: Dataset,
-    scoring: ScoringConfig | None = None,
-    model_cfg: ModelConfig | None = None,
-    train_cfg: TrainConfig | None = None,
-    progress: bool | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> Scores:
+def score_random(job: MetricJob) -> Scores:
     """One uniform [0, 1) column per seed (seeds 0..scoring.seeds-1), averaged."""
-    scoring = scoring or ScoringConfig()
+    dataset, scoring = job.dataset, job.scoring
     start = time.perf_counter()
     num_examples = len(dataset.x_train)
     per_seed = {

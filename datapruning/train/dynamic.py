@@ -54,8 +54,12 @@ class OnlineSelection:
         keep: float,
         precision: Precision | None = None,
         sync: Callable[[], None] | None = None,
+        teacher: nn.Module | None = None,
     ) -> None:
         self.model, self.loss_fn, self.keep = model, loss_fn, keep
+        # KD from a teacher run on each batch (augmentation): the loss takes its logits
+        # in place of the indices of cached ones, so the candidates are taught too.
+        self.teacher = teacher
         self.autocast = precision.autocast if precision is not None else nullcontext
         self.sync = sync or (lambda: None)
         self.seconds = 0.0
@@ -70,7 +74,8 @@ class OnlineSelection:
         with torch.no_grad():
             with self.autocast():
                 logits = self.model(x)
-            losses = self.loss_fn(logits, y, index)
+                rows = index if self.teacher is None else self.teacher(x)
+            losses = self.loss_fn(logits, y, rows.float() if self.teacher is not None else rows)
         self.model.train(training)
         top = losses.topk(count).indices
         selected = (x[top], y[top], index[top])

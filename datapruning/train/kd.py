@@ -18,6 +18,7 @@ logits.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -36,9 +37,11 @@ from datapruning.kernels.kd_loss import kd_loss_reference as per_example_kd_loss
 from datapruning.train.evaluation import predict
 
 __all__ = [
+    "OnlineTeacher",
     "TeacherLogits",
     "auto_alpha",
     "kd_loss",
+    "online_teacher",
     "per_example_kd_loss",
     "resolve_alpha",
     "teacher_logits",
@@ -145,6 +148,48 @@ def teacher_logits(
     return result
 
 
+@dataclass
+class OnlineTeacher:
+    """A teacher model run on every (augmented) training batch instead of cached logits."""
+
+    model: nn.Module
+    source: str
+    identity: str  # what the run's config hash records about it
+
+
+def online_teacher(
+    teacher: str | os.PathLike[str] | nn.Module, dataset: Dataset, device: torch.device
+) -> OnlineTeacher:
+    """The teacher as a model on ``device`` in eval mode, for KD with augmentation.
+
+    Augmented inputs differ every step, so logits cached once per example no longer
+    match them; ``teacher`` must be a module or a checkpoint (run directory or .pt).
+    """
+    from datapruning.train.checkpoint import CHECKPOINT_NAME, load_model
+
+    if isinstance(teacher, nn.Module):
+        model, source = teacher, "module"
+        digest = hashlib.sha256()
+        for name, value in model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        identity = digest.hexdigest()[:16]
+    else:
+        path = Path(teacher)
+        if path.suffix == ".npy":
+            raise DataPruningError(
+                f"teacher logits {str(path)!r} are cached per example and cannot follow "
+                "augmented inputs; give kd.teacher (a checkpoint) or set train.augment: none"
+            )
+        checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
+        model = load_model(
+            checkpoint, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes
+        )
+        source, identity = str(checkpoint), file_hash(checkpoint)
+    # Eval mode (BatchNorm's running statistics, no dropout); its forward runs under no_grad.
+    return OnlineTeacher(model.to(device).eval(), source, identity)
+
+
 LOGITS_FORMAT = "datapruning-logits/1"
 
 
@@ -180,13 +225,15 @@ def _load_logits(path: Path, dataset: Dataset) -> torch.Tensor:
         raise DataPruningError(f"teacher logits {str(path)!r} not found")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file
         raise DataPruningError(f"{str(path)!r} is not a .npy array of teacher logits") from None
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
         raise DataPruningError(
             f"teacher logits {str(path)!r} must be a 2-D float array, got {array.dtype} "
             f"of shape {array.shape}"
         )
+    if not np.isfinite(array).all():
+        raise DataPruningError(f"teacher logits {str(path)!r} contain NaN or inf; recompute them")
     _check_sidecar(path, dataset)
     return torch.as_tensor(array, dtype=torch.float32)
 

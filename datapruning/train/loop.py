@@ -26,11 +26,15 @@ run forwarded and backpropagated against full data, and what choosing cost.
 The time-to-accuracy clock counts training only: it runs over stretches of
 steps and synchronises an asynchronous device (CUDA) when it starts and stops;
 evaluation runs every ``eval_every`` epochs on its own clock. A run directory
-receives ``metrics.jsonl`` (one line per evaluation), ``summary.json`` and
-``checkpoint.pt``; with ``checkpoint_every`` it also holds ``resume.pt``
-(:class:`datapruning.train.state.TrainState`) while the run is unfinished, and
-the same call continues from it after a crash, ending with the same weights
-bit for bit (on CPU).
+receives ``metrics.jsonl`` (one line per evaluation; an append-only log,
+rewritten atomically from the resume state when the run starts or resumes),
+``summary.json`` and ``checkpoint.pt``; with ``checkpoint_every`` it also holds
+``resume.pt`` (:class:`datapruning.train.state.TrainState`) while the run is
+unfinished, and the same call continues from it after a crash (a SIGKILL at
+any moment included), ending with the same weights bit for bit (on CPU;
+tests/test_crash_resume.py kills ``datapruning train`` at seeded random
+moments). SIGINT and SIGTERM stop the run at the next step boundary with a
+resume point (:mod:`datapruning._interrupt`), checkpointing on or not.
 """
 
 from __future__ import annotations
@@ -48,13 +52,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from datapruning._io import write_json
-from datapruning.config import KDConfig, ModelConfig, TrainConfig
+from datapruning._interrupt import StopRequest, deferred_stop
+from datapruning._io import remove_stale_temporaries, write_json, write_text
+from datapruning.config import KDConfig, TrainConfig
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
+from datapruning.errors import Interrupted
 from datapruning.kernels import use_triton
-from datapruning.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
 from datapruning.train.dynamic import (
     LossRecorder,
@@ -63,16 +69,20 @@ from datapruning.train.dynamic import (
     full_data_examples,
 )
 from datapruning.train.evaluation import evaluate
+from datapruning.train.kd import OnlineTeacher
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
 from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer_path
 from datapruning.train.sparsity import MagnitudePruner, export_sparse
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rng_state
 from datapruning.train.step import AfterStep, CompileTimer, StepResult, TrainStep, make_loss_fn
+from datapruning.train.summary import SUMMARY_FORMAT, SUMMARY_NAME
 from datapruning.train.tta import Stopwatch, time_to_accuracy
+from datapruning.user import ModelSpec, as_dataset
 
 __all__ = [
     "METRICS_NAME",
     "RESUME_NAME",
+    "SUMMARY_FORMAT",
     "SUMMARY_NAME",
     "TrainResult",
     "fit",
@@ -81,7 +91,6 @@ __all__ = [
 ]
 
 METRICS_NAME = "metrics.jsonl"
-SUMMARY_NAME = "summary.json"
 
 
 @dataclass
@@ -92,8 +101,8 @@ class TrainResult:
 
 
 def train(
-    dataset: Dataset,
-    model_cfg: ModelConfig,
+    dataset: Dataset | Any,
+    model_cfg: ModelSpec,
     train_cfg: TrainConfig,
     *,
     indices: np.ndarray | None = None,
@@ -108,8 +117,12 @@ def train(
     """Train one model and return it with its summary.
 
     Args:
-        dataset: the data; the test split is used for evaluation.
-        model_cfg: which registered model to build (None: the dataset's default).
+        dataset: the data; the test split is used for evaluation. Also ``(x, y)`` arrays
+            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`,
+            20% of each class held out for testing; call it yourself to give a test split).
+        model_cfg: a ModelConfig naming a registered model (name None: the dataset's
+            default), or your own ``nn.Module`` (trained in place) or a factory returning
+            one (called under the run's seed).
         train_cfg: optimisation, data mode, evaluation, clock and resume settings.
         indices: train only on these training-set indices (overrides ``train_cfg.data``,
             which must then be ``full``).
@@ -127,6 +140,7 @@ def train(
     """
     # Everything that can be wrong with the input fails here, before the run
     # directory is touched.
+    dataset = as_dataset(dataset)
     run = resolve_run(
         dataset, model_cfg, train_cfg, indices=indices, teacher=teacher, kd=kd,
         run_dir=run_dir, progress=progress,
@@ -135,7 +149,11 @@ def train(
         run.run_dir.mkdir(parents=True, exist_ok=True)
         # summary.json marks a finished run; a rerun is unfinished until it ends.
         (run.run_dir / SUMMARY_NAME).unlink(missing_ok=True)
-    summary = fit(run)
+        # What a run killed while writing one of its files left (the run dir is this run's).
+        remove_stale_temporaries(
+            run.run_dir, (RESUME_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME)
+        )
+    summary = {"format_version": SUMMARY_FORMAT, **fit(run)}
     summary.update(describe(run, teacher_seconds, scoring_seconds, extra_summary))
     # Student-only time is train_seconds; end to end adds whatever had to run first.
     summary["end_to_end_seconds"] = summary["train_seconds"] + sum(
@@ -146,8 +164,9 @@ def train(
         save_checkpoint(
             run.run_dir / CHECKPOINT_NAME,
             {
+                "format_version": CHECKPOINT_FORMAT,
                 "model": run.model_name,
-                "model_params": dict(model_cfg.params),
+                "model_params": dict(run.model_params),
                 "input_shape": list(dataset.input_shape),
                 "num_classes": dataset.num_classes,
                 "dataset_fingerprint": dataset.fingerprint,
@@ -178,7 +197,9 @@ def _fit(run: Run) -> dict[str, Any]:
     optimizer = make_optimizer(model.parameters(), cfg, masks=masks)
     scheduler = make_scheduler(optimizer, plan)
     scaler = run.precision.scaler()
-    state = TrainState(model, optimizer, scheduler, sampler, run.pruner, scaler, device)
+    state = TrainState(
+        model, optimizer, scheduler, sampler, run.pruner, scaler, device, run.augmenter
+    )
     resume_step = None
     if run.resume is not None:
         state.load_state_dict(run.resume)
@@ -194,8 +215,11 @@ def _fit(run: Run) -> dict[str, Any]:
                 pruner.step(schedule_step, optimizer)
 
         after_step.append(prune)
+    online = run.kd is not None and isinstance(run.kd.teacher, OnlineTeacher)
     loss_fn = (
-        make_loss_fn(run.teacher_logits, alpha=run.kd.alpha, temperature=run.kd.temperature)
+        make_loss_fn(
+            run.teacher_logits, alpha=run.kd.alpha, temperature=run.kd.temperature, online=online
+        )
         if run.kd is not None
         else make_loss_fn()
     )
@@ -208,7 +232,12 @@ def _fit(run: Run) -> dict[str, Any]:
     select = None
     if run.data.online_keep is not None:
         select = OnlineSelection(
-            model, loss_fn, run.data.online_keep, run.precision, synchronizer(device)
+            model,
+            loss_fn,
+            run.data.online_keep,
+            run.precision,
+            synchronizer(device),
+            teacher=run.kd.teacher.model if run.kd is not None and online else None,
         )
     selection_before, scored_before, planning = progress.selection_seconds, progress.scored, [0.0]
 
@@ -226,6 +255,7 @@ def _fit(run: Run) -> dict[str, Any]:
         run.precision,
         scaler,
         after_step,
+        teacher=run.kd.teacher.model if run.kd is not None and online else None,
     )
     sync = synchronizer(device)
     compile_timer = None
@@ -247,88 +277,115 @@ def _fit(run: Run) -> dict[str, Any]:
         count_selection()
         state.save(run.run_dir / RESUME_NAME, run.config_hash)
 
-    log = (run.run_dir / METRICS_NAME).open("w") if run.run_dir is not None else None
-    if log is not None:  # the lines logged before the resume point, none after it
-        log.writelines(json.dumps(line) + "\n" for line in progress.lines)
-        log.flush()
-    try:
-        bar = tqdm(
-            total=plan.total_steps,
-            initial=progress.step,
-            desc="train",
-            unit="step",
-            disable=_hide(run.progress),
-            leave=False,
+    def interrupted(stop: StopRequest) -> Interrupted:
+        assert stop.signum is not None
+        if run.run_dir is None:
+            return Interrupted(stop.signum, f"stopped at step {progress.step}, nothing saved")
+        return Interrupted(
+            stop.signum,
+            f"resume point at step {progress.step} of {plan.total_steps} written to "
+            f"{str(run.run_dir / RESUME_NAME)!r}",
         )
-        for epoch in range(progress.epoch, plan.epochs):
-            # From here: InfoBatch plans the epoch in set_epoch, and that is training time.
-            train_clock.start()
-            planned = time.perf_counter()
-            sampler.set_epoch(epoch)
-            if infobatch is not None:
-                planning[0] += time.perf_counter() - planned
-            model.train()
-            epoch_steps = plan.steps_in_epoch(epoch)
-            skip, progress.batch = (progress.batch, 0) if epoch == progress.epoch else (0, 0)
-            plan.begin_epoch(epoch, progress.step - skip, epoch_steps)
-            if not skip:
-                progress.loss_sum, progress.seen = 0.0, 0
-            # On the device: adding the loss to a host number would wait for every step.
-            loss_sum = torch.tensor(progress.loss_sum, dtype=torch.float64, device=device)
-            batch_iter = iter(batches)
-            for _ in range(skip):  # a resumed epoch: the batches already taken
-                next(batch_iter)
-            checkpoint_due = False
-            for batch in range(skip, epoch_steps):
-                if progress.step >= plan.total_steps:
-                    break
-                x, y, index = to_device(next(batch_iter))
-                if select is not None:
-                    x, y, index = select(x, y, index)
-                weights = infobatch.weights(index) if infobatch is not None else None
-                loss = step(x, y, index, progress.step + 1, weights)
-                loss_sum += loss.double() * len(y)
-                progress.seen += len(y)
-                progress.examples += len(y)
-                progress.step += 1
-                bar.update()
-                if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
-                    if batch + 1 < epoch_steps and progress.step < plan.total_steps:
+
+    log = None
+    if run.run_dir is not None:
+        # An append-only log, rewritten (atomically) from the resume state when a run
+        # starts or resumes: lines a killed run logged after its resume point go away.
+        path = run.run_dir / METRICS_NAME
+        write_text(path, "".join(json.dumps(line) + "\n" for line in progress.lines))
+        log = path.open("a")
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=progress.step,
+        desc="train",
+        unit="step",
+        disable=_hide(run.progress),
+        leave=False,
+    )
+    try:
+        with deferred_stop() as stop:
+            for epoch in range(progress.epoch, plan.epochs):
+                # From here: InfoBatch plans the epoch in set_epoch, and that is training time.
+                train_clock.start()
+                planned = time.perf_counter()
+                sampler.set_epoch(epoch)
+                if infobatch is not None:
+                    planning[0] += time.perf_counter() - planned
+                model.train()
+                epoch_steps = plan.steps_in_epoch(epoch)
+                skip, progress.batch = (progress.batch, 0) if epoch == progress.epoch else (0, 0)
+                plan.begin_epoch(epoch, progress.step - skip, epoch_steps)
+                if not skip:
+                    progress.loss_sum, progress.seen = 0.0, 0
+                # On the device: adding the loss to a host number would wait for every step.
+                loss_sum = torch.tensor(progress.loss_sum, dtype=torch.float64, device=device)
+                batch_iter = iter(batches)
+                for _ in range(skip):  # a resumed epoch: the batches already taken
+                    next(batch_iter)
+                checkpoint_due = False
+                for batch in range(skip, epoch_steps):
+                    if progress.step >= plan.total_steps:
+                        break
+                    x, y, index = to_device(next(batch_iter))
+                    if select is not None:
+                        x, y, index = select(x, y, index)
+                    if infobatch is None:
+                        loss = step(x, y, index, progress.step + 1)
+                    else:  # InfoBatch weighs up the low-loss examples it kept
+                        loss = step(x, y, index, progress.step + 1, infobatch.weights(index))
+                    loss_sum += loss.double() * len(y)
+                    progress.seen += len(y)
+                    progress.examples += len(y)
+                    progress.step += 1
+                    bar.update()
+                    if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
+                        if batch + 1 < epoch_steps and progress.step < plan.total_steps:
+                            train_clock.stop()
+                            progress.loss_sum = float(loss_sum)
+                            save_resume(epoch, batch + 1)
+                            train_clock.start()
+                        else:  # an epoch's last step: save after its evaluation
+                            checkpoint_due = True
+                    # SIGINT/SIGTERM: a resume point here, at a step boundary (at an
+                    # epoch's end, after its evaluation, below).
+                    if stop and batch + 1 < epoch_steps and progress.step < plan.total_steps:
                         train_clock.stop()
                         progress.loss_sum = float(loss_sum)
                         save_resume(epoch, batch + 1)
-                        train_clock.start()
-                    else:  # an epoch's last step: save after its evaluation
-                        checkpoint_due = True
-            train_clock.stop()
-            progress.loss_sum = float(loss_sum)
-            # A dynamic plan's epochs may end short of total_steps: the last epoch ends the run.
-            finished = progress.step >= plan.total_steps or epoch + 1 == plan.epochs
-            if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                with eval_clock.running():
-                    test_loss, test_acc = evaluate(model, run.x_test, run.y_test, cfg.batch_size)
-                progress.curve.append((train_clock.seconds, test_acc))
-                line = {
-                    "epoch": epoch + 1,
-                    "step": progress.step,
-                    "train_seconds": round(train_clock.seconds, 4),
-                    "eval_seconds": round(eval_clock.seconds, 4),
-                    "train_loss": progress.loss_sum / max(progress.seen, 1),
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                progress.lines.append(line)
-                if log is not None:
-                    log.write(json.dumps(line) + "\n")
-                    log.flush()
-                bar.set_postfix(acc=f"{test_acc:.3f}")
-            if checkpoint_due and not finished:
-                save_resume(epoch + 1, 0)
-            if finished:
-                break
-        bar.close()
+                        raise interrupted(stop)
+                train_clock.stop()
+                progress.loss_sum = float(loss_sum)
+                # A dynamic plan's epochs may end short of total_steps: the last epoch ends it.
+                finished = progress.step >= plan.total_steps or epoch + 1 == plan.epochs
+                if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                    with eval_clock.running():
+                        test_loss, test_acc = evaluate(
+                            model, run.x_test, run.y_test, cfg.batch_size
+                        )
+                    progress.curve.append((train_clock.seconds, test_acc))
+                    line = {
+                        "epoch": epoch + 1,
+                        "step": progress.step,
+                        "train_seconds": round(train_clock.seconds, 4),
+                        "eval_seconds": round(eval_clock.seconds, 4),
+                        "train_loss": progress.loss_sum / max(progress.seen, 1),
+                        "test_loss": test_loss,
+                        "test_acc": test_acc,
+                        "lr": scheduler.get_last_lr()[0],
+                    }
+                    progress.lines.append(line)
+                    if log is not None:
+                        log.write(json.dumps(line) + "\n")
+                        log.flush()
+                    bar.set_postfix(acc=f"{test_acc:.3f}")
+                if (checkpoint_due or stop) and not finished:
+                    save_resume(epoch + 1, 0)
+                if stop and not finished:  # a finished run is written out instead
+                    raise interrupted(stop)
+                if finished:
+                    break
     finally:
+        bar.close()  # before an interruption's message
         if log is not None:
             log.close()
     count_selection()
@@ -367,8 +424,10 @@ def _fit(run: Run) -> dict[str, Any]:
 def _kernel_paths(run: Run, optimizer: torch.optim.Optimizer) -> dict[str, str | None]:
     """Which implementation each fused piece of the step took (Triton or torch), for the summary."""
     kd = None
-    if run.teacher_logits is not None:
-        kd = "triton" if use_triton(run.teacher_logits) else "torch"
+    if run.kd is not None:
+        # Online, the kernel gets the teacher's batch logits, on the device as the inputs are.
+        table = run.teacher_logits if run.teacher_logits is not None else run.x_test
+        kd = "triton" if use_triton(table) else "torch"
     masks = None
     if run.pruner is not None:
         weight = next(iter(run.pruner.weights.values()))
@@ -380,9 +439,10 @@ def _kernel_paths(run: Run, optimizer: torch.optim.Optimizer) -> dict[str, str |
 
 
 def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
-    """How a loader's batch reaches the model, chosen once for the run."""
+    """How a loader's batch reaches the model (and its augmentation), chosen once for the run."""
     device, channels_last = run.device, run.cfg.channels_last
     streaming = run.cfg.loader == "torch"  # memory and ffcv batches are on the device already
+    augment = run.augmenter
 
     def move(batch: Batch) -> Batch:
         x, y, index = batch
@@ -390,11 +450,13 @@ def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             index = index.to(device, non_blocking=True)
+        if augment is not None:  # on the device, inside the training clock
+            x = augment(x)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y, index
 
-    if not streaming and not channels_last:
+    if not streaming and not channels_last and augment is None:
         return lambda batch: batch
     return move
 

@@ -29,12 +29,13 @@ from torch import Tensor, nn
 
 from datapruning import __version__
 from datapruning._io import read_indices
-from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
+from datapruning.config import DataConfig, KDConfig, TrainConfig
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch, make_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
+from datapruning.train.augment import Augmenter, resolve_recipe
 from datapruning.train.device import (
     Precision,
     check_channels_last,
@@ -43,11 +44,18 @@ from datapruning.train.device import (
     resolve_precision,
 )
 from datapruning.train.dynamic import candidate_batch
-from datapruning.train.kd import TeacherLogits, resolve_alpha, teacher_logits
+from datapruning.train.kd import (
+    OnlineTeacher,
+    TeacherLogits,
+    online_teacher,
+    resolve_alpha,
+    teacher_logits,
+)
 from datapruning.train.schedule import DynamicStepPlan, StepPlan, plan_steps
 from datapruning.train.sparsity import Pruner, build_pruner
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, rng_state
 from datapruning.train.tta import reference_accuracy, resolve_targets
+from datapruning.user import ModelSpec
 
 # Settings that do not change what a run computes: a resume may differ in them.
 _NOT_HASHED = {"checkpoint_every"}
@@ -70,12 +78,18 @@ class RunData:
 
 @dataclass(frozen=True)
 class KDSettings:
-    """Distillation as the run applies it: alpha resolved, the teacher's logits in hand."""
+    """Distillation as the run applies it: alpha resolved, the teacher's logits in hand,
+    or (with augmentation) the teacher model that runs online on every augmented batch."""
 
     alpha: float
     temperature: float
     alpha_rule: str | None  # "auto" when alpha came from the kept fraction
-    teacher: TeacherLogits
+    teacher: TeacherLogits | OnlineTeacher
+
+    @property
+    def mode(self) -> str:
+        """``cached``: logits computed once per example; ``online``: on each augmented batch."""
+        return "online" if isinstance(self.teacher, OnlineTeacher) else "cached"
 
 
 @dataclass
@@ -84,8 +98,9 @@ class Run:
 
     dataset: Dataset
     cfg: TrainConfig
-    model_cfg: ModelConfig
+    model_cfg: ModelSpec  # a ModelConfig of the registry, or the user's module / factory
     model_name: str
+    model_params: dict[str, Any]  # the registry model's params, or a user model's weights hash
     data: RunData
     batches: Iterable[Batch]
     plan: StepPlan
@@ -104,11 +119,13 @@ class Run:
     x_test: Tensor
     y_test: Tensor
     progress: bool | None = None
+    # Per-batch augmentation with the run's own generator (None: the inputs as they are).
+    augmenter: Augmenter | None = None
 
 
 def resolve_run(
     dataset: Dataset,
-    model_cfg: ModelConfig,
+    model_cfg: ModelSpec,
     train_cfg: TrainConfig,
     *,
     indices: np.ndarray | None = None,
@@ -118,20 +135,26 @@ def resolve_run(
     progress: bool | None = None,
 ) -> Run:
     """Everything :func:`fit` needs; raises DataPruningError on bad input, writes nothing."""
-    from datapruning.models import build_model
+    from datapruning import user
 
     device = resolve_device(train_cfg.device)
     precision = resolve_precision(train_cfg.precision, device)
     if train_cfg.compile:
         check_compile(device)
     data = _data(dataset, train_cfg, indices)
+    recipe = resolve_recipe(train_cfg.augment, dataset.default_augment, dataset.input_shape)
     if teacher is None and kd is not None:
         teacher = kd.teacher if kd.teacher is not None else kd.teacher_logits
     if teacher is not None and kd is None:
         kd = KDConfig()
     kd_settings = None
     if teacher is not None and kd is not None:
-        teacher_info = teacher_logits(teacher, dataset, cache=kd.cache_logits)
+        # Augmented inputs change every step: the teacher sees the same augmented batch.
+        teacher_info: TeacherLogits | OnlineTeacher = (
+            teacher_logits(teacher, dataset, cache=kd.cache_logits)
+            if recipe is None
+            else online_teacher(teacher, dataset, device)
+        )
         kd_settings = KDSettings(
             resolve_alpha(kd.alpha, data.kept_fraction),
             kd.temperature,
@@ -140,7 +163,8 @@ def resolve_run(
         )
     reference = reference_accuracy(train_cfg.reference) if train_cfg.reference is not None else None
     targets = resolve_targets(train_cfg.targets, reference)
-    model_name = model_cfg.name or dataset.default_model
+    model_record = user.record(model_cfg, dataset)
+    model_name, model_params = model_record["name"], dict(model_record["params"])
     # In-memory batches are sliced on the device; streaming loaders copy each
     # batch there (from pinned memory, without blocking the host).
     streaming = train_cfg.loader != "memory"
@@ -160,16 +184,17 @@ def resolve_run(
     plan = plan_steps(train_cfg, len(batches))
     if isinstance(data.sampler, InfoBatchSampler):  # epochs as long as the sampler makes them
         plan = _dynamic_plan(plan, data.sampler, train_cfg.batch_size)
-    config_hash = _config_hash(dataset, model_name, model_cfg, train_cfg, data, kd_settings)
+    config_hash = _config_hash(dataset, model_name, model_params, train_cfg, data, kd_settings)
     run_path = Path(run_dir) if run_dir is not None else None
     resume = TrainState.read(run_path / RESUME_NAME, config_hash) if run_path else None
 
     with torch_settings(train_cfg), forked_rngs(device):
         torch.manual_seed(train_cfg.seed)
-        model = build_model(
-            model_name, dataset.input_shape, dataset.num_classes, **model_cfg.params
-        ).to(device)
+        # A registered model or a factory's is built under the seed; a module is used as given.
+        model = user.build(model_cfg, dataset).to(device)
         rng = rng_state(device)  # fit continues from here: as if it ran right after
+    if resume is not None and run_path is not None:
+        _check_resume(resume, model, run_path / RESUME_NAME)
     if train_cfg.channels_last:
         check_channels_last(model, model_name)
         model = model.to(memory_format=torch.channels_last)
@@ -183,13 +208,18 @@ def resolve_run(
         cfg=train_cfg,
         model_cfg=model_cfg,
         model_name=model_name,
+        model_params=model_params,
         data=data,
         batches=batches,
         plan=plan,
         model=model,
         pruner=pruner,
         kd=kd_settings,
-        teacher_logits=kd_settings.teacher.logits.to(device) if kd_settings else None,
+        teacher_logits=(
+            kd_settings.teacher.logits.to(device)
+            if kd_settings is not None and isinstance(kd_settings.teacher, TeacherLogits)
+            else None
+        ),
         targets=targets,
         reference=reference,
         run_dir=run_path,
@@ -201,6 +231,7 @@ def resolve_run(
         x_test=torch.as_tensor(dataset.x_test, device=device),
         y_test=torch.as_tensor(dataset.y_test, device=device),
         progress=progress,
+        augmenter=Augmenter(recipe, train_cfg.seed, device) if recipe is not None else None,
     )
 
 
@@ -218,16 +249,22 @@ def describe(
         if kd.alpha_rule is not None:
             kd_summary["alpha_rule"] = kd.alpha_rule
         kd_summary["teacher"] = kd.teacher.source
-        kd_summary["cached_logits"] = kd.teacher.cached
+        kd_summary["cached_logits"] = isinstance(kd.teacher, TeacherLogits) and kd.teacher.cached
     return {
         "model": run.model_name,
         "data_mode": data.mode,
         "num_train_examples": data.examples_per_epoch,
         "kept_fraction": data.kept_fraction,
         "kd": kd_summary,
+        # cached: the teacher's logits once per example; online: the teacher ran on every
+        # augmented batch, inside the training clock.
+        "kd_teacher": kd.mode if kd is not None else None,
+        "augment": run.augmenter.recipe.name if run.augmenter is not None else None,
         "reference_acc": run.reference,
         "teacher_seconds": float(teacher_seconds or 0.0),
-        "teacher_logits_seconds": kd.teacher.seconds if kd is not None else 0.0,
+        "teacher_logits_seconds": (
+            kd.teacher.seconds if kd is not None and isinstance(kd.teacher, TeacherLogits) else 0.0
+        ),
         "scoring_seconds": float(
             scoring_seconds if scoring_seconds is not None else data.scoring_seconds or 0.0
         ),
@@ -237,7 +274,7 @@ def describe(
             "fingerprint": dataset.fingerprint,
         },
         "config": {
-            "model": {"name": run.model_name, "params": run.model_cfg.params},
+            "model": {"name": run.model_name, "params": run.model_params},
             "train": run.cfg.model_dump(mode="json"),
         },
         "config_hash": run.config_hash,
@@ -329,10 +366,30 @@ def _dynamic_plan(plan: StepPlan, sampler: InfoBatchSampler, batch_size: int) ->
     )
 
 
+# What TrainState.state_dict writes and load_state_dict reads back.
+_RESUME_KEYS = {"model", "optimizer", "scheduler", "sampler", "progress", "rng"}
+
+
+def _check_resume(state: dict[str, Any], model: nn.Module, path: Path) -> None:
+    """Refuse an incomplete resume state, or one whose weights do not fit the model, before
+    the run directory is touched."""
+    missing = sorted(_RESUME_KEYS - state.keys())
+    weights = state.get("model")
+    fits = isinstance(weights, dict) and all(
+        key in weights and tuple(getattr(weights[key], "shape", ())) == tuple(value.shape)
+        for key, value in model.state_dict().items()
+    )
+    if missing or not fits:
+        what = f"lacks {', '.join(missing)}" if missing else "holds weights of another model"
+        raise DataPruningError(
+            f"resume checkpoint {str(path)!r} {what}; delete it to start the run over"
+        )
+
+
 def _config_hash(
     dataset: Dataset,
     model_name: str,
-    model_cfg: ModelConfig,
+    model_params: Mapping[str, Any],
     train_cfg: TrainConfig,
     data: RunData,
     kd: KDSettings | None,
@@ -341,7 +398,7 @@ def _config_hash(
     train_settings = train_cfg.model_dump(mode="json", exclude=_NOT_HASHED)
     identity = {
         "dataset": dataset.fingerprint,
-        "model": [model_name, model_cfg.params],
+        "model": [model_name, dict(model_params)],
         "train": train_settings,
         "data": data.identity,
         "kd": None
@@ -349,7 +406,11 @@ def _config_hash(
         else {
             "alpha": kd.alpha,
             "temperature": kd.temperature,
-            "teacher": hashlib.sha256(kd.teacher.logits.numpy().tobytes()).hexdigest()[:16],
+            "teacher": (
+                hashlib.sha256(kd.teacher.logits.numpy().tobytes()).hexdigest()[:16]
+                if isinstance(kd.teacher, TeacherLogits)
+                else f"online:{kd.teacher.identity}"
+            ),
         },
     }
     text = json.dumps(identity, sort_keys=True, default=str)

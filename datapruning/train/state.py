@@ -2,10 +2,12 @@
 
 One object gathers what used to be spread over the loop: model, optimizer, LR
 scheduler, fp16 gradient scaler, sampler (epoch and draws), pruner (masks and
-schedule position), the random states (torch, CUDA, numpy, Python) and the
+schedule position), the augmentation's generator, the random states (torch, CUDA, numpy, Python) and the
 loop's own progress (step, position in the epoch, running loss, clocks, the
 evaluations logged so far). ``save`` writes it atomically as ``resume.pt``;
-``read`` refuses a file from a run with other settings (its config hash);
+``read`` refuses a file from a run with other settings (its config hash) or
+of another layout (``format_version``, ``RESUME_FORMAT``: 1 is the first
+recorded one; an unversioned file is from an older release);
 ``load_state_dict`` puts it all back, after which the loop continues as if it
 had never stopped (on CPU the final weights match an uninterrupted run bit for
 bit, tests/train/test_loop_modes.py).
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datapruning._io import check_format_version
 from datapruning.data.samplers import IndexSampler
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import save_checkpoint
@@ -32,6 +35,8 @@ from datapruning.train.sparsity import Pruner, is_masked
 
 # The resume state's file in a run directory (while the run is unfinished).
 RESUME_NAME = "resume.pt"
+# Its layout; bump it when a key changes meaning, so an older file is refused, not misread.
+RESUME_FORMAT = 1
 
 
 @dataclass
@@ -71,14 +76,18 @@ class TrainState:
         pruner: Pruner | None = None,
         scaler: torch.amp.GradScaler | None = None,
         device: torch.device | None = None,
+        augmenter: Any | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.sampler, self.pruner, self.scaler = sampler, pruner, scaler
+        # The augmentation's own generator (datapruning.train.augment.Augmenter).
+        self.augmenter = augmenter
         self.device = device or torch.device("cpu")
         self.progress = Progress()
 
     def state_dict(self, config_hash: str) -> dict[str, Any]:
         return {
+            "format_version": RESUME_FORMAT,
             "config_hash": config_hash,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -88,6 +97,7 @@ class TrainState:
             "pruner": self.pruner.state_dict() if self.pruner is not None else None,
             "progress": json.dumps(asdict(self.progress)),
             "rng": rng_state(self.device),
+            "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -104,6 +114,8 @@ class TrainState:
                 self.pruner.apply(self.optimizer)
         self.progress = Progress.from_json(state["progress"])
         set_rng_state(state["rng"], self.device)
+        if self.augmenter is not None and state.get("augment") is not None:
+            self.augmenter.load_state_dict(state["augment"])
 
     def save(self, path: Path, config_hash: str) -> None:
         save_checkpoint(path, self.state_dict(config_hash))
@@ -120,6 +132,13 @@ class TrainState:
                 f"resume checkpoint {str(path)!r} cannot be read ({exc.__class__.__name__}); "
                 "delete it to start the run over"
             ) from None
+        if isinstance(state, dict):
+            check_format_version(
+                path,
+                state.get("format_version"),
+                RESUME_FORMAT,
+                "delete it to start the run over, or finish the run with the release that wrote it",
+            )
         if not isinstance(state, dict) or state.get("config_hash") != config_hash:
             found = state.get("config_hash") if isinstance(state, dict) else None
             raise DataPruningError(

@@ -24,6 +24,7 @@ from datapruning.kernels.kd_loss import kd_loss
 from datapruning.train.device import Precision
 
 # (logits (B, C), labels (B,), training-set indices (B,)) -> per-example float32 losses (B,).
+# With an online teacher the third argument is the teacher's logits on the batch (B, C).
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
@@ -41,15 +42,27 @@ AfterStep = Callable[[StepResult], None]
 
 
 def make_loss_fn(
-    teacher_logits: Tensor | None = None, *, alpha: float = 0.0, temperature: float = 1.0
+    teacher_logits: Tensor | None = None,
+    *,
+    alpha: float = 0.0,
+    temperature: float = 1.0,
+    online: bool = False,
 ) -> LossFn:
-    """The run's per-example loss, chosen once: cross-entropy, or KD from cached logits.
+    """The run's per-example loss, chosen once: cross-entropy, or KD from the teacher.
 
     With ``teacher_logits`` (one row per training example, on the run's device)
     the loss is :func:`datapruning.kernels.kd_loss.kd_loss`, which gathers the
     batch's teacher rows by index: the fused Triton kernel on CUDA, its torch
-    reference (:func:`datapruning.train.kd.per_example_kd_loss`) on CPU.
+    reference (:func:`datapruning.train.kd.per_example_kd_loss`) on CPU. With
+    ``online`` the same kernel takes the teacher's logits on the batch itself
+    (:class:`TrainStep` runs the teacher on each augmented batch).
     """
+    if online:
+
+        def online_distillation(logits: Tensor, y: Tensor, teacher_batch: Tensor) -> Tensor:
+            return kd_loss(logits, y, teacher_batch, None, alpha=alpha, temperature=temperature)
+
+        return online_distillation
     if teacher_logits is None:
 
         def cross_entropy(logits: Tensor, y: Tensor, index: Tensor) -> Tensor:
@@ -89,6 +102,7 @@ class TrainStep:
         precision: Precision,
         scaler: torch.amp.GradScaler | None = None,
         after_step: Sequence[AfterStep] = (),
+        teacher: nn.Module | None = None,
     ) -> None:
         self.model, self.loss_fn, self.optimizer, self.scheduler = (
             model,
@@ -99,14 +113,18 @@ class TrainStep:
         self.autocast = precision.autocast
         self.after_step = list(after_step)
         self.scaler = scaler
+        # An online teacher (KD with augmentation): run on the same batch under no_grad and
+        # the run's precision, inside the step, so the clock counts its forward pass.
+        self.teacher = teacher
         self._update = self._scaled_update if scaler is not None else self._update_plain
 
     def __call__(
         self, x: Tensor, y: Tensor, index: Tensor, step: int, weights: Tensor | None = None
     ) -> Tensor:
+        rows = index if self.teacher is None else self._teach(x)
         with self.autocast():
             logits = self.model(x)
-        losses = self.loss_fn(logits, y, index)  # float32, outside autocast
+        losses = self.loss_fn(logits, y, rows)  # float32, outside autocast
         loss = reduce_losses(losses, weights)
         self.optimizer.zero_grad(set_to_none=True)
         self._update(loss)
@@ -116,6 +134,11 @@ class TrainStep:
                 hook(result)
         self.scheduler.step()
         return loss.detach()
+
+    def _teach(self, x: Tensor) -> Tensor:
+        assert self.teacher is not None
+        with torch.no_grad(), self.autocast():
+            return self.teacher(x).float()
 
     def _update_plain(self, loss: Tensor) -> None:
         loss.backward()

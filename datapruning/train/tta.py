@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from datapruning.errors import DataPruningError
+from datapruning.train.summary import check_summary_format
 
 
 class Stopwatch:
@@ -109,6 +110,8 @@ def reference_accuracy(path: str | os.PathLike[str]) -> float:
     summary_path = path / "summary.json" if path.is_dir() else path
     try:
         summary = json.loads(summary_path.read_text())
+        if isinstance(summary, dict):
+            check_summary_format(summary_path, summary)
         return float(summary["final_test_acc"])
     except (OSError, ValueError, KeyError, TypeError):
         raise DataPruningError(

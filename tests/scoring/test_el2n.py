@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from datapruning.config import ModelConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.scores import Scores
-from datapruning.scoring import METRICS, get_metric
+from datapruning.scoring import METRICS, get_metric, score
 from datapruning.scoring.el2n import el2n, score_el2n
 
 MLP = ModelConfig(name="mlp", params={"hidden": 64})
@@ -33,7 +33,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def digits_scores(digits):
-    return score_el2n(digits, ScoringConfig(seeds=2, epochs=2), MLP, TRAIN, progress=False)
+    return score(digits, "el2n", ScoringConfig(seeds=2, epochs=2), MLP, TRAIN, progress=False)
 
 
 def test_el2n_formula_on_hand_made_logits():
@@ -58,7 +58,7 @@ def test_el2n_known_values():
 
 
 def test_registered():
-    assert get_metric("el2n") is score_el2n
+    assert get_metric("el2n").function is score_el2n
     assert "el2n" in METRICS
 
 
@@ -98,7 +98,7 @@ def test_score_el2n_metadata(digits, digits_scores):
 
 
 def test_score_el2n_is_deterministic_and_round_trips(digits, digits_scores, tmp_path):
-    again = score_el2n(digits, ScoringConfig(seeds=2, epochs=2), MLP, TRAIN, progress=False)
+    again = score(digits, "el2n", ScoringConfig(seeds=2, epochs=2), MLP, TRAIN, progress=False)
     np.testing.assert_array_equal(again.values, digits_scores.values)
     path = digits_scores.save(tmp_path / "el2n.parquet")
     loaded = Scores.load(path, fingerprint=digits.fingerprint)
@@ -115,7 +115,7 @@ def test_el2n_ranks_flipped_labels_high(digits):
     assert np.all(y[flipped] != digits.y_train[flipped])
     noisy = replace(digits, y_train=y)
 
-    scores = score_el2n(noisy, ScoringConfig(seeds=2, epochs=3), MLP, TRAIN, progress=False)
+    scores = score(noisy, "el2n", ScoringConfig(seeds=2, epochs=3), MLP, TRAIN, progress=False)
     is_flipped = np.zeros(n, dtype=bool)
     is_flipped[flipped] = True
     values = scores.values
@@ -128,14 +128,21 @@ def test_el2n_ranks_flipped_labels_high(digits):
 
 def test_scoring_models_stay_dense_under_train_sparsity(digits, digits_scores):
     sparse_train = TRAIN.model_copy(update={"sparsity": SparsityConfig(target=0.9, start=0)})
-    scores = score_el2n(digits, ScoringConfig(seeds=2, epochs=2), MLP, sparse_train, progress=False)
+    scores = score(
+        digits, "el2n", ScoringConfig(seeds=2, epochs=2), MLP, sparse_train, progress=False
+    )
     np.testing.assert_array_equal(scores.table["score"], digits_scores.table["score"])
     # Also for the sequential path through the training loop, and other student settings.
     student = TRAIN.model_copy(
         update={"sparsity": SparsityConfig(target=0.9, start=0), "steps": 7, "eval_every": 3}
     )
-    sequential = score_el2n(
-        digits, ScoringConfig(seeds=2, epochs=2, batched=False), MLP, student, progress=False
+    sequential = score(
+        digits,
+        "el2n",
+        ScoringConfig(seeds=2, epochs=2, batched=False),
+        MLP,
+        student,
+        progress=False,
     )
     np.testing.assert_allclose(sequential.values, digits_scores.values, atol=1e-3)
 
@@ -163,7 +170,7 @@ def test_el2n_finds_flipped_mnist1d_labels(noisy_mnist1d):
     noisy, is_flipped = noisy_mnist1d
     assert noisy.num_train == 4000 and is_flipped.sum() == 400
     # Two seeds, five epochs keep the test short; the default 4 x 10 reaches ~0.90.
-    scores = score_el2n(noisy, ScoringConfig(seeds=2, epochs=5), progress=False)
+    scores = score(noisy, "el2n", ScoringConfig(seeds=2, epochs=5), progress=False)
     auroc = roc_auc_score(is_flipped, scores.values)
     assert auroc > 0.8, auroc
     # Flipped examples make up 10% of the data but about half the hardest 10%.
@@ -171,7 +178,7 @@ def test_el2n_finds_flipped_mnist1d_labels(noisy_mnist1d):
 
 
 def test_el2n_resumes_with_only_the_missing_seeds(digits, tmp_path, monkeypatch):
-    import datapruning.scoring.el2n as module
+    import datapruning.scoring.driver as module
 
     trained: list[list[int]] = []
     real = module.train_ensemble
@@ -186,7 +193,7 @@ def test_el2n_resumes_with_only_the_missing_seeds(digits, tmp_path, monkeypatch)
     cfg = ScoringConfig(seeds=3, epochs=2, ensemble_size=1)
     work = tmp_path / "parts"
     with pytest.raises(KeyboardInterrupt):
-        score_el2n(digits, cfg, MLP, TRAIN, progress=False, work_dir=work)
+        score(digits, "el2n", cfg, MLP, TRAIN, progress=False, work_dir=work)
     assert trained == [[0], [1], [2]]
     assert len(list(work.glob("*/seed*.npz"))) == 2
 
@@ -194,17 +201,23 @@ def test_el2n_resumes_with_only_the_missing_seeds(digits, tmp_path, monkeypatch)
     monkeypatch.setattr(
         module, "train_ensemble", lambda *a, **k: (trained.append(a[3]), real(*a, **k))[1]
     )
-    resumed = score_el2n(digits, cfg, MLP, TRAIN, progress=False, work_dir=work)
+    resumed = score(digits, "el2n", cfg, MLP, TRAIN, progress=False, work_dir=work)
     assert trained == [[2]]
-    fresh = score_el2n(digits, cfg, MLP, TRAIN, progress=False)
+    fresh = score(digits, "el2n", cfg, MLP, TRAIN, progress=False)
     np.testing.assert_allclose(resumed.values, fresh.values, rtol=1e-6)
     assert resumed.metadata["seeds"] == [0, 1, 2]
     assert resumed.metadata["seconds"] > 0
 
     # Other settings never reuse these parts.
     trained.clear()
-    score_el2n(
-        digits, cfg.model_copy(update={"epochs": 1}), MLP, TRAIN, progress=False, work_dir=work
+    score(
+        digits,
+        "el2n",
+        cfg.model_copy(update={"epochs": 1}),
+        MLP,
+        TRAIN,
+        progress=False,
+        work_dir=work,
     )
     assert trained == [[0], [1], [2]]
 
@@ -229,4 +242,4 @@ def test_el2n_refuses_bad_inputs(digits, change, message):
         y[7] = change["y_train"]
         bad = replace(digits, y_train=y)
     with pytest.raises(DataPruningError, match=message):
-        score_el2n(bad, ScoringConfig(seeds=1, epochs=1), MLP, TRAIN, progress=False)
+        score(bad, "el2n", ScoringConfig(seeds=1, epochs=1), MLP, TRAIN, progress=False)

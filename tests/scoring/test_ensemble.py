@@ -9,7 +9,7 @@ import torch
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
-from datapruning.scoring.el2n import score_el2n
+from datapruning.scoring import score
 from datapruning.scoring.ensemble import can_batch, train_ensemble
 from datapruning.train.evaluation import predict
 from datapruning.train.loop import train
@@ -49,9 +49,9 @@ def test_each_member_matches_its_sequential_run(digits, model, warmup_epochs):
 
 def test_batched_and_sequential_el2n_agree(digits):
     kwargs = {"seeds": 3, "epochs": 2, "ensemble_size": 2}
-    batched = score_el2n(digits, ScoringConfig(**kwargs), MLP, TRAIN, progress=False)
-    sequential = score_el2n(
-        digits, ScoringConfig(**kwargs, batched=False), MLP, TRAIN, progress=False
+    batched = score(digits, "el2n", ScoringConfig(**kwargs), MLP, TRAIN, progress=False)
+    sequential = score(
+        digits, "el2n", ScoringConfig(**kwargs, batched=False), MLP, TRAIN, progress=False
     )
     assert batched.metadata["params"]["batched"] is True
     assert sequential.metadata["params"]["batched"] is False
@@ -110,10 +110,9 @@ def test_batch_norm_models_train_alone_like_the_loop():
 
 
 def test_forgetting_with_a_batch_norm_model():
-    from datapruning.scoring.forgetting import score_forgetting
-
-    scores = score_forgetting(
+    scores = score(
         tiny_images(),
+        "forgetting",
         ScoringConfig(seeds=2, epochs=3),
         ModelConfig(name="resnet18", params={"width": 4}),
         TrainConfig(batch_size=16, lr=0.05),

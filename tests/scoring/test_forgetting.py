@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import load_dataset
-from datapruning.scoring import get_metric
+from datapruning.scoring import get_metric, score
 from datapruning.scoring.forgetting import ForgettingCounter, score_forgetting
 
 
@@ -47,7 +47,7 @@ def test_counter_keeps_models_apart():
 
 def test_score_forgetting_ranks_flipped_labels_hard():
     digits = load_dataset("digits")
-    assert get_metric("forgetting") is score_forgetting
+    assert get_metric("forgetting").function is score_forgetting
     rng = np.random.default_rng(0)
     n = digits.num_train
     flipped = rng.choice(n, size=n // 10, replace=False)
@@ -56,8 +56,9 @@ def test_score_forgetting_ranks_flipped_labels_hard():
     noisy = replace(digits, y_train=y)
     is_flipped = np.zeros(n, dtype=bool)
     is_flipped[flipped] = True
-    scores = score_forgetting(
+    scores = score(
         noisy,
+        "forgetting",
         ScoringConfig(seeds=2, epochs=6),
         ModelConfig(name="mlp", params={"hidden": 64}),
         TrainConfig(batch_size=32, lr=0.1),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.models import build_model
-from datapruning.scoring import get_metric
+from datapruning.scoring import get_metric, score
 from datapruning.scoring.grand import grad_norms, last_layer_names, score_grand
 
 MLP = ModelConfig(name="mlp", params={"hidden": 16})
@@ -53,10 +53,15 @@ def test_last_layer_norm_has_the_closed_form():
 
 def test_score_grand_records_the_variant():
     digits = load_dataset("digits")
-    assert get_metric("grand") is score_grand
-    full = score_grand(digits, ScoringConfig(seeds=2, epochs=1), MLP, TRAIN, progress=False)
-    last = score_grand(
-        digits, ScoringConfig(seeds=2, epochs=1, grand_layer="last"), MLP, TRAIN, progress=False
+    assert get_metric("grand").function is score_grand
+    full = score(digits, "grand", ScoringConfig(seeds=2, epochs=1), MLP, TRAIN, progress=False)
+    last = score(
+        digits,
+        "grand",
+        ScoringConfig(seeds=2, epochs=1, params={"grand": {"layer": "last"}}),
+        MLP,
+        TRAIN,
+        progress=False,
     )
     assert full.metadata["metric"] == "grand"
     assert full.metadata["params"]["layer"] == "all"

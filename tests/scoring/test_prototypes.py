@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from datapruning.config import ModelConfig, ProtoConfig, ScoringConfig
+from datapruning.config import ModelConfig, ScoringConfig
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
-from datapruning.scoring import _common, get_metric
+from datapruning.scoring import _common, get_metric, score
+from datapruning.scoring.params import ProtoParams
 from datapruning.scoring.prototypes import (
     augment,
     default_k,
@@ -20,7 +21,7 @@ from datapruning.scoring.prototypes import (
 )
 
 # A short encoder run: enough to check the plumbing, not the quality.
-QUICK = ProtoConfig(encoder_epochs=2, embedding_dim=16, batch_size=128)
+QUICK = ProtoParams(encoder_epochs=2, embedding_dim=16, batch_size=128)
 
 
 def blobs(n_per=100, k=4, dim=8, seed=0):
@@ -133,7 +134,7 @@ class LabelFreeView:
 
 def test_proto_reads_no_labels(digits):
     view = LabelFreeView(digits)
-    scores = score_proto(view, ScoringConfig(proto=QUICK), progress=False)
+    scores = score(view, "proto", ScoringConfig(params={"proto": QUICK}), progress=False)
     # The only read fills the label column after the scores are computed.
     assert view.readers == [f"{_common.__name__}.build_scores"]
     assert len(scores) == digits.num_train
@@ -144,15 +145,16 @@ def test_proto_reads_no_labels(digits):
     shuffled.num_train = digits.num_train
     shuffled.input_shape = digits.input_shape
     shuffled.fingerprint = digits.fingerprint
-    again = score_proto(shuffled, ScoringConfig(proto=QUICK), progress=False)
+    again = score(shuffled, "proto", ScoringConfig(params={"proto": QUICK}), progress=False)
     np.testing.assert_array_equal(again.values, scores.values)
 
 
 def test_score_proto_trains_an_encoder_and_records_it(digits):
-    assert get_metric("proto") is score_proto
-    scores = score_proto(
+    assert get_metric("proto").function is score_proto
+    scores = score(
         digits,
-        ScoringConfig(proto=QUICK),
+        "proto",
+        ScoringConfig(params={"proto": QUICK}),
         ModelConfig(name="mlp", params={"hidden": 32}),
         progress=False,
     )
@@ -173,8 +175,11 @@ def test_score_proto_with_user_embeddings(digits, tmp_path):
     path = tmp_path / "emb.npy"
     # The raw pixels as "embeddings": no encoder is trained.
     np.save(path, digits.x_train)
-    scores = score_proto(
-        digits, ScoringConfig(proto=ProtoConfig(embeddings=path, k=7)), progress=False
+    scores = score(
+        digits,
+        "proto",
+        ScoringConfig(params={"proto": ProtoParams(embeddings=path, k=7)}),
+        progress=False,
     )
     assert scores.metadata["params"]["encoder"] == {"name": "user", "path": str(path)}
     assert scores.metadata["params"]["k"] == 7
@@ -198,6 +203,6 @@ def test_score_proto_refuses_bad_input(digits, tmp_path, embeddings, k, message)
             embeddings[3, 0] = np.nan
         path = tmp_path / "emb.npy"
         np.save(path, embeddings)
-    cfg = ScoringConfig(proto=ProtoConfig(embeddings=path, k=k))
+    cfg = ScoringConfig(params={"proto": ProtoParams(embeddings=path, k=k)})
     with pytest.raises(DataPruningError, match=message):
-        score_proto(digits, cfg, progress=False)
+        score(digits, "proto", cfg, progress=False)

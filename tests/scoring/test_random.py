@@ -2,14 +2,14 @@ import numpy as np
 
 from datapruning.config import ScoringConfig
 from datapruning.data.sources import load_dataset
-from datapruning.scoring import get_metric
+from datapruning.scoring import get_metric, score
 from datapruning.scoring.random import score_random
 
 
 def test_random_scores_are_seeded_uniform_draws():
     digits = load_dataset("digits")
-    assert get_metric("random") is score_random
-    scores = score_random(digits, ScoringConfig(seeds=3))
+    assert get_metric("random").function is score_random
+    scores = score(digits, "random", ScoringConfig(seeds=3))
     table = scores.table
     assert list(table.columns) == [
         "index",
@@ -25,5 +25,5 @@ def test_random_scores_are_seeded_uniform_draws():
     assert table["score_seed0"].min() >= 0 and table["score_seed0"].max() < 1
     assert scores.metadata["metric"] == "random" and scores.metadata["seeds"] == [0, 1, 2]
     np.testing.assert_array_equal(
-        score_random(digits, ScoringConfig(seeds=3)).values, scores.values
+        score(digits, "random", ScoringConfig(seeds=3)).values, scores.values
     )

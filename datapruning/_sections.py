@@ -1,0 +1,37 @@
+"""The base of every config section (config.py's and the metrics' own params models).
+
+It imports only pydantic, so validating a config never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+
+class Section(BaseModel):
+    # inf and nan are no learning rate, epoch count or fraction: refused in every float field.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads true/yes/on as a bool, which pydantic would take as the number 1.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+            raise ValueError(f"{value} is true/false; give a {_kind(field.annotation)}")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    return annotation is bool or annotation is Any or bool in get_args(annotation)
+
+
+def _kind(annotation: Any) -> str:
+    args = set(get_args(annotation)) or {annotation}
+    return "number" if args & {int, float} else "value of the right type"
+
+
+# Seeds reach numpy (which takes no negative seed) and torch.manual_seed (nothing from 2**64).
+Seed = Annotated[int, Field(ge=0, lt=2**64)]

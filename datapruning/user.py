@@ -1,0 +1,220 @@
+"""Your own model and data in the Python API: what ``train`` and the metrics accept.
+
+The CLI and configs name registered models and datasets. In Python, people
+arrive with an ``nn.Module`` and a ``torch.utils.data.Dataset`` of their own, so
+:func:`datapruning.train.loop.train` and :func:`datapruning.scoring.score` also take
+
+- a model: a :class:`~datapruning.config.ModelConfig` (the registry), an
+  ``nn.Module``, or a factory (a callable with no arguments returning a fresh
+  ``nn.Module``). ``train`` trains a module as given, in place; a factory is
+  called under the run's seed, as a registered model is built. Scoring trains
+  one model per seed: a factory is called once per seed, a module is copied and
+  re-initialised per seed (each submodule's ``reset_parameters``, under the seed);
+- data: a :class:`~datapruning.data.sources.Dataset`, ``(x, y)`` arrays, or a
+  ``torch.utils.data.Dataset`` whose items are ``(x, y)``; :func:`as_dataset`
+  turns the last two into a ``Dataset`` (read into memory once: streaming
+  sources are not built yet), with your test split or a stratified held-out one.
+
+A user model is recorded (scores' provenance, a run's config hash and summary)
+as ``user:<module.Class>`` with a hash of its initial weights, so a resume or a
+reused scoring part never mixes two different models.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from datapruning.config import ModelConfig
+from datapruning.data.sources import Dataset, fingerprint_arrays
+from datapruning.errors import DataPruningError
+
+# What the Python API accepts as a model.
+ModelSpec = ModelConfig | nn.Module | Callable[[], nn.Module]
+# What it accepts as data: a Dataset, (x, y) arrays, or a torch Dataset of (x, y) items.
+DataSpec = Any
+
+
+def is_user_model(model: ModelSpec) -> bool:
+    return not isinstance(model, ModelConfig)
+
+
+def build(model: ModelSpec, dataset: Dataset, num_outputs: int | None = None) -> nn.Module:
+    """A fresh model from the current torch RNG: a registered one, a factory's, or the module.
+
+    ``num_outputs`` overrides the dataset's number of classes (registered models only:
+    a user model's outputs are its own).
+    """
+    from datapruning.models import build_model
+
+    if isinstance(model, ModelConfig):
+        name = model.name or dataset.default_model
+        outputs = num_outputs if num_outputs is not None else dataset.num_classes
+        return build_model(name, dataset.input_shape, outputs, **model.params)
+    if isinstance(model, nn.Module):
+        return model
+    if not callable(model):
+        raise DataPruningError(
+            f"model {model!r} is neither a ModelConfig, an nn.Module nor a factory returning one"
+        )
+    built = model()
+    if not isinstance(built, nn.Module):
+        raise DataPruningError(
+            f"the model factory {_name(model)} returned {type(built).__name__}, not an nn.Module"
+        )
+    return built
+
+
+def per_seed(model: ModelSpec) -> ModelSpec:
+    """``model`` as something that builds a new, differently initialised model per seed.
+
+    A module becomes a factory of re-initialised copies (called under each seed);
+    configs and factories already are.
+    """
+    if not isinstance(model, nn.Module):
+        return model
+    template = model
+
+    def reinitialised() -> nn.Module:
+        fresh = copy.deepcopy(template)
+        for module in fresh.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        return fresh
+
+    reinitialised.__qualname__ = _name(template)
+    return reinitialised
+
+
+def record(model: ModelSpec, dataset: Dataset) -> dict[str, Any]:
+    """The model in provenance records: registry name and params, or the user's class and a
+    hash of its (seed 0) initial weights."""
+    if isinstance(model, ModelConfig):
+        return {"name": model.name or dataset.default_model, "params": model.params}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        probe = build(model, dataset)
+    return {"name": f"user:{_name(model)}", "params": {"weights": weights_hash(probe)}}
+
+
+def weights_hash(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _name(model: Any) -> str:
+    kind = model if isinstance(model, type) else type(model)
+    if not isinstance(model, nn.Module) and callable(model):
+        return getattr(model, "__qualname__", repr(model))
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def as_dataset(
+    data: DataSpec,
+    *,
+    test: DataSpec | None = None,
+    num_classes: int | None = None,
+    name: str = "user",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """A :class:`Dataset` from ``data``: a Dataset (returned as is), ``(x, y)`` arrays, or a
+    ``torch.utils.data.Dataset`` whose items are ``(x, y)`` (read once into memory).
+
+    ``test`` is the test split in the same forms; without it ``test_fraction`` of
+    each class is held out (seeded). ``num_classes`` defaults to the largest label + 1.
+    """
+    from datapruning.data import files
+
+    # A Dataset, or an object with its attributes (a view over one), passes through; its
+    # labels are not touched here (proto must be able to prove it never reads them).
+    if isinstance(data, Dataset) or (hasattr(data, "x_train") and hasattr(data, "num_classes")):
+        if test is not None:
+            raise DataPruningError("a Dataset carries its own test split; drop test=")
+        return data
+    x, y = _arrays(data, "data")
+    if test is None:
+        x, y, x_test, y_test = files.split_arrays(x, y, test_fraction, seed)
+    else:
+        x_test, y_test = _arrays(test, "test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataPruningError(
+                f"test inputs have shape {x_test.shape[1:]} per example; the training inputs "
+                f"{x.shape[1:]}: give both splits the same shape"
+            )
+    classes = num_classes or files.infer_num_classes(y, y_test)
+    for split, labels in (("train", y), ("test", y_test)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise DataPruningError(
+                f"{split} labels must lie in 0..{classes - 1}; found {int(labels.min())}.."
+                f"{int(labels.max())} (set num_classes, or relabel)"
+            )
+    if not np.all(np.isfinite(x)):
+        raise DataPruningError("training inputs contain NaN or inf; clean them first")
+    is_image = x.ndim == 4 and x.shape[1] in (1, 3)
+    return Dataset(
+        name=name,
+        x_train=x,
+        y_train=y,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=classes,
+        params={"source": "python", "fingerprint": fingerprint_arrays(x, y)},
+        default_model="resnet18" if is_image else "mlp",
+    )
+
+
+def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 inputs and int64 labels from (x, y) arrays or a torch Dataset of (x, y)."""
+    if isinstance(data, tuple | list) and len(data) == 2 and not _is_item_dataset(data):
+        x, y = (
+            np.asarray(part.detach().cpu() if isinstance(part, torch.Tensor) else part)
+            for part in data
+        )
+    elif _is_item_dataset(data):
+        try:
+            items = [data[i] for i in range(len(data))]
+        except Exception as exc:
+            raise DataPruningError(
+                f"{what}: reading the dataset's items failed ({exc.__class__.__name__}: {exc})"
+            ) from None
+        if not items:
+            raise DataPruningError(f"{what}: the dataset is empty")
+        if not all(isinstance(item, tuple | list) and len(item) == 2 for item in items[:1]):
+            raise DataPruningError(f"{what}: dataset items must be (x, y) pairs")
+        x = np.stack([np.asarray(_numpy(item[0]), dtype=np.float32) for item in items])
+        y = np.asarray([int(_numpy(item[1])) for item in items])
+    else:
+        raise DataPruningError(
+            f"{what} must be a datapruning Dataset, (x, y) arrays, or a torch Dataset of (x, y) "
+            f"items; got {type(data).__name__}"
+        )
+    if len(x) != len(y) or y.ndim != 1:
+        raise DataPruningError(
+            f"{what}: x has {len(x)} rows and y shape {y.shape}; give one label per example"
+        )
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
+        raise DataPruningError(f"{what}: labels must be integer class ids, got {y.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+
+
+def _is_item_dataset(data: Any) -> bool:
+    return isinstance(data, torch.utils.data.Dataset) or (
+        hasattr(data, "__getitem__")
+        and hasattr(data, "__len__")
+        and not isinstance(data, tuple | list | str | bytes | dict | np.ndarray)
+    )
+
+
+def _numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
