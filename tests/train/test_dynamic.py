@@ -194,3 +194,18 @@ def test_infobatch_with_a_step_budget_is_refused(digits, tmp_path):
     with pytest.raises(DataPruningError, match=r"train\.steps=30"):
         train(digits, MLP, cfg(steps=30, data=INFOBATCH), run_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_online_selection_with_an_online_teacher_scores_with_its_logits():
+    torch.manual_seed(1)
+    model, teacher = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    x, y, index = torch.randn(12, 5), torch.randint(0, 3, (12,)), torch.arange(12)
+
+    def kd(logits, labels, rows):  # rows: the teacher's logits, as the loop's online KD loss takes
+        assert rows.shape == logits.shape
+        return (logits.softmax(1) - rows.softmax(1)).abs().sum(1)
+
+    _, _, chosen = OnlineSelection(model, kd, keep=0.25, teacher=teacher)(x, y, index)
+    with torch.no_grad():
+        expected = kd(model(x), y, teacher(x)).topk(3).indices
+    assert chosen.tolist() == expected.tolist()
