@@ -19,6 +19,7 @@ _EXPORTS = {
     "SOURCES": "datapruning.data.sources",
     "Scores": "datapruning.scores",
     "IndexSampler": "datapruning.data.samplers",
+    "InfoBatchSampler": "datapruning.data.infobatch",
     "MagnitudePruner": "datapruning.train.sparsity",
     "RS2Sampler": "datapruning.data.samplers",
     "SparsityConfig": "datapruning.config",
@@ -33,6 +34,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from datapruning.config import PipelineConfig, SparsityConfig, load_config
+    from datapruning.data.infobatch import InfoBatchSampler
     from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler
     from datapruning.data.sources import SOURCES, Dataset, load_dataset
     from datapruning.errors import DataPruningError
@@ -57,6 +59,7 @@ __all__ = [
     "DataPruningError",
     "Dataset",
     "IndexSampler",
+    "InfoBatchSampler",
     "MagnitudePruner",
     "PipelineConfig",
     "RS2Sampler",

@@ -71,10 +71,16 @@ class DataConfig(_Section):
     parquet from ``datapruning score``) with ``keep`` and ``strategy``. ``rs2``
     draws ``fraction`` of the training set every epoch (Okanovic et al. 2023),
     without replacement across epochs unless ``replacement``; ``stratify`` draws
-    each class in proportion.
+    each class in proportion. ``infobatch`` prunes during training from the
+    losses (Qin et al. 2024, :class:`~datapruning.data.infobatch.InfoBatchSampler`):
+    each epoch leaves out a share ``prune`` (default 0.5) of the below-mean-loss
+    examples, weighs up the rest, and takes every example in the last ``anneal``
+    (default 0.125) of the epochs. ``online`` scores candidate batches of
+    ``batch_size / keep`` examples with the student (no gradient) and trains on
+    the highest-loss ``keep`` share of each.
     """
 
-    mode: Literal["full", "subset", "rs2"] = "full"
+    mode: Literal["full", "subset", "rs2", "infobatch", "online"] = "full"
     indices: Path | None = None
     scores: Path | None = None
     keep: float | None = None
@@ -82,11 +88,29 @@ class DataConfig(_Section):
     fraction: float | None = None
     replacement: bool = False
     stratify: bool = False
+    prune: float | None = Field(None, ge=0, lt=1)
+    anneal: float | None = Field(None, ge=0, le=1)
 
     @field_validator("keep", "fraction")
     @classmethod
     def _fraction(cls, value: float | None) -> float | None:
         return None if value is None else check_fraction(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infobatch_defaults(cls, data: Any) -> Any:
+        # InfoBatch's published setting (prune 0.5, anneal 0.125) where the config leaves them out.
+        if isinstance(data, dict) and data.get("mode") == "infobatch":
+            data = {"prune": 0.5, "anneal": 0.125, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _dynamic(self) -> DataConfig:
+        if self.mode != "infobatch" and (self.prune is not None or self.anneal is not None):
+            raise ValueError(f"prune and anneal apply to mode infobatch, not {self.mode}")
+        if self.mode == "online" and self.keep is None:
+            raise ValueError("mode online needs keep (the share of each candidate batch trained)")
+        return self
 
     @field_validator("strategy")
     @classmethod
@@ -98,6 +122,8 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
         subset_keys = {"indices": self.indices, "scores": self.scores, "keep": self.keep}
+        if self.mode == "online":  # keep is online's share of each candidate batch
+            subset_keys.pop("keep")
         if self.mode == "subset":
             if (self.indices is None) == (self.scores is None):
                 raise ValueError("mode subset needs exactly one of indices (.npy) or scores")
@@ -462,15 +488,19 @@ class StudentsConfig(_Section):
     """The grid of student runs: every fraction x strategy x kd x seed.
 
     A strategy selects a fixed subset from the scores (``hard``, ``random``, ...),
-    or is ``rs2``: a fresh random subset of the fraction every epoch.
+    or is ``rs2``: a fresh random subset of the fraction every epoch, or is
+    ``infobatch``: all the data, pruned during training by loss, once for each
+    value of ``prune`` instead of each fraction (no scores are read or charged).
     """
 
     fractions: list[float] = Field(default_factory=lambda: [0.3, 0.5])
+    # The InfoBatch students' prune values (used only when strategies include infobatch).
+    prune: list[float] = Field(default_factory=lambda: [0.5])
     strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
     kd: list[bool] = Field(default_factory=lambda: [False, True])
     seeds: list[Seed] = Field(default_factory=lambda: [0])
 
-    @field_validator("fractions", "strategies", "kd", "seeds")
+    @field_validator("fractions", "strategies", "kd", "seeds", "prune")
     @classmethod
     def _not_empty(cls, values: list[Any]) -> list[Any]:
         if not values:
@@ -484,12 +514,20 @@ class StudentsConfig(_Section):
             check_fraction(fraction)
         return fractions
 
+    @field_validator("prune")
+    @classmethod
+    def _prune(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not 0 <= value < 1:
+                raise ValueError(f"prune {value} must lie in [0, 1)")
+        return values
+
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, strategies: list[str]) -> list[str]:
         from datapruning.scores import STRATEGIES
 
-        choices = (*STRATEGIES, RS2_STRATEGY)
+        choices = (*STRATEGIES, RS2_STRATEGY, INFOBATCH_STRATEGY)
         return [_check_name("student strategy", s, choices) for s in strategies]
 
 
@@ -533,6 +571,8 @@ class SweepConfig(_Section):
 
 # The students grid's strategy that trains on RS2 instead of a fixed subset.
 RS2_STRATEGY = "rs2"
+# ... and the one that trains on all the data with InfoBatch's dynamic pruning.
+INFOBATCH_STRATEGY = "infobatch"
 
 
 class ReportConfig(_Section):

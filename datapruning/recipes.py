@@ -1,7 +1,9 @@
 """The student grid of a pipeline config, and the subset each recipe trains on.
 
 A recipe is one student run: a kept fraction, a selection strategy (or ``rs2``:
-a fresh random subset of that fraction every epoch), whether it distils from the
+a fresh random subset of that fraction every epoch; or ``infobatch``: all the
+data pruned by loss during training, with a ``prune`` value instead of a
+fraction), whether it distils from the
 full-data teacher, and a seed. Prefect flows iterate these;
 the library can run them without Prefect.
 """
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datapruning.config import RS2_STRATEGY, DataConfig, PipelineConfig
+from datapruning.config import INFOBATCH_STRATEGY, RS2_STRATEGY, DataConfig, PipelineConfig
 from datapruning.errors import DataPruningError
 from datapruning.report import FULL_RECIPE
 from datapruning.scores import Scores, select
@@ -27,33 +29,44 @@ class Recipe:
     metric: str
     # A sweep's sparsity target for the student (None: the config's train.sparsity as is).
     sparsity: float | None = None
+    # InfoBatch's prune value (its recipes keep all the data: fraction 1).
+    prune: float | None = None
 
     @property
     def label(self) -> str:
         """What the subset is: ``random``, ``rs2``, or metric and strategy such as ``el2n-hard``;
         a sparse student of a sweep adds its target: ``el2n-hard-sp0.5``."""
         base = self.strategy if not self.needs_scores else f"{self.metric}-{self.strategy}"
+        if self.is_infobatch:
+            base = f"{self.strategy}-p{self.prune:g}"
         return base + (f"-sp{self.sparsity:g}" if self.sparsity else "")
 
     @property
     def run_name(self) -> str:
-        return f"{self.label}-f{self.fraction:g}{'-kd' if self.kd else ''}-s{self.seed}"
+        fraction = "" if self.is_infobatch else f"-f{self.fraction:g}"
+        return f"{self.label}{fraction}{'-kd' if self.kd else ''}-s{self.seed}"
 
     @property
     def needs_scores(self) -> bool:
-        return self.strategy not in ("random", RS2_STRATEGY)
+        return self.strategy not in ("random", RS2_STRATEGY, INFOBATCH_STRATEGY)
+
+    @property
+    def is_infobatch(self) -> bool:
+        return self.strategy == INFOBATCH_STRATEGY
 
     @property
     def is_rs2(self) -> bool:
         return self.strategy == RS2_STRATEGY
 
     def data(self) -> DataConfig:
-        """The loop's data mode for an RS2 recipe (fixed subsets pass indices instead)."""
+        """The loop's data mode for an RS2 or InfoBatch recipe (fixed subsets pass indices instead)."""
+        if self.is_infobatch:
+            return DataConfig(mode="infobatch", prune=self.prune)
         return DataConfig(mode="rs2", fraction=self.fraction) if self.is_rs2 else DataConfig()
 
     def indices(self, num_train: int, scores: Scores | None) -> np.ndarray | None:
         """The training-set indices this recipe keeps (None for RS2: all, drawn per epoch)."""
-        if self.is_rs2:
+        if self.is_rs2 or self.is_infobatch:
             return None
         if not self.needs_scores:
             return select(np.zeros(num_train), self.fraction, "random", self.seed)
@@ -81,13 +94,24 @@ def student_recipes(
         recipe.run_name: recipe
         for metric in metrics or [cfg.scoring.metric]
         for sparsity in sparsities or [None]
-        for fraction in students.fractions
+        for grid_fraction in students.fractions
         for strategy in students.strategies
+        # InfoBatch's recipes repeat for every grid fraction; the dict keeps one of each.
+        for fraction, prune in _fractions(strategy, grid_fraction, students.prune)
         for kd in students.kd
         for seed in students.seeds
-        for recipe in [Recipe(fraction, strategy, kd, seed, metric, sparsity)]
+        for recipe in [Recipe(fraction, strategy, kd, seed, metric, sparsity, prune)]
     }
     return list(recipes.values())
+
+
+def _fractions(
+    strategy: str, fraction: float, prunes: list[float]
+) -> list[tuple[float, float | None]]:
+    """(fraction, prune) of a strategy's recipes: InfoBatch keeps all data, once per prune value."""
+    if strategy == INFOBATCH_STRATEGY:
+        return [(1.0, prune) for prune in prunes]
+    return [(fraction, None)]
 
 
 def check_pipeline_config(cfg: PipelineConfig) -> None:

@@ -157,7 +157,7 @@ def test_target_outside_unit_interval(tmp_path):
             "students:\n  strategies: [hard, middle]\n",
             "students.strategies",
             "middle",
-            (*STRATEGIES, "rs2"),
+            (*STRATEGIES, "rs2", "infobatch"),
         ),
     ],
 )

@@ -46,3 +46,34 @@ def test_rs2_recipe_trains_on_all_indices_with_a_fresh_draw_per_epoch():
     assert rs2.indices(100, None) is None
     data = rs2.data()
     assert (data.mode, data.fraction, data.replacement) == ("rs2", 0.1, False)
+
+
+def test_infobatch_students_take_the_prune_values_instead_of_fractions():
+    cfg = PipelineConfig.model_validate(
+        {
+            "students": {
+                "fractions": [0.3, 0.5],
+                "strategies": ["random", "infobatch"],
+                "prune": [0.3, 0.7],
+                "kd": [True],
+                "seeds": [0],
+            }
+        }
+    )
+    names = [r.run_name for r in student_recipes(cfg)]
+    assert names == [
+        "random-f0.3-kd-s0",
+        "infobatch-p0.3-kd-s0",
+        "infobatch-p0.7-kd-s0",
+        "random-f0.5-kd-s0",
+    ]
+    recipe = Recipe(1.0, "infobatch", kd=True, seed=0, metric="el2n", prune=0.7)
+    assert not recipe.needs_scores  # no scores read, none charged
+    assert recipe.indices(100, None) is None
+    data = recipe.data()
+    assert (data.mode, data.prune, data.anneal) == ("infobatch", 0.7, 0.125)
+
+
+def test_prune_values_are_checked():
+    with pytest.raises(ValueError, match=r"prune 1\.0"):
+        PipelineConfig.model_validate({"students": {"prune": [1.0]}})

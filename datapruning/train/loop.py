@@ -16,6 +16,13 @@ schedule. The recipe (optimizer, cosine LR over the steps actually taken, so
 a run on a subset, RS2 or a step budget anneals fully in its own steps) is
 :mod:`datapruning.train.schedule`'s; evaluation is :mod:`datapruning.train.evaluation`'s.
 
+Dynamic data (:mod:`datapruning.train.dynamic`) plugs into the same step:
+``infobatch`` passes the sampler's per-example weights to the step, records the
+losses in an after-step hook and plans its epochs' lengths through
+:class:`~datapruning.train.schedule.DynamicStepPlan`; ``online`` picks each
+batch's top-loss share before the step. summary.json's ``cost`` says what any
+run forwarded and backpropagated against full data, and what choosing cost.
+
 The time-to-accuracy clock counts training only: it runs over stretches of
 steps and synchronises an asynchronous device (CUDA) when it starts and stops;
 evaluation runs every ``eval_every`` epochs on its own clock. A run directory
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +55,19 @@ from tqdm.auto import tqdm
 from datapruning._interrupt import StopRequest, deferred_stop
 from datapruning._io import remove_stale_temporaries, write_json, write_text
 from datapruning.config import KDConfig, TrainConfig
+from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
 from datapruning.errors import Interrupted
 from datapruning.kernels import use_triton
 from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
+from datapruning.train.dynamic import (
+    LossRecorder,
+    OnlineSelection,
+    cost_summary,
+    full_data_examples,
+)
 from datapruning.train.evaluation import evaluate
 from datapruning.train.kd import OnlineTeacher
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
@@ -195,7 +210,9 @@ def _fit(run: Run) -> dict[str, Any]:
     if pruner is not None:
 
         def prune(result: StepResult) -> None:  # the schedule's masks, to the masked optimizer
-            pruner.step(result.step, optimizer)
+            # A dynamic plan's short epoch may pass several of the schedule's steps at once.
+            for schedule_step in plan.schedule_steps(result.step):
+                pruner.step(schedule_step, optimizer)
 
         after_step.append(prune)
     online = run.kd is not None and isinstance(run.kd.teacher, OnlineTeacher)
@@ -206,6 +223,30 @@ def _fit(run: Run) -> dict[str, Any]:
         if run.kd is not None
         else make_loss_fn()
     )
+    # Dynamic data: InfoBatch weighs the losses and records them; online selection
+    # scores each candidate batch first. Both report what choosing cost.
+    infobatch = sampler if isinstance(sampler, InfoBatchSampler) else None
+    recorder = LossRecorder(infobatch) if infobatch is not None else None
+    if recorder is not None:
+        after_step.append(recorder)
+    select = None
+    if run.data.online_keep is not None:
+        select = OnlineSelection(
+            model,
+            loss_fn,
+            run.data.online_keep,
+            run.precision,
+            synchronizer(device),
+            teacher=run.kd.teacher.model if run.kd is not None and online else None,
+        )
+    selection_before, scored_before, planning = progress.selection_seconds, progress.scored, [0.0]
+
+    def count_selection() -> None:
+        progress.selection_seconds = selection_before + planning[0]
+        progress.selection_seconds += recorder.seconds if recorder is not None else 0.0
+        progress.selection_seconds += select.seconds if select is not None else 0.0
+        progress.scored = scored_before + (select.scored if select is not None else 0)
+
     step: TrainStep | CompileTimer = TrainStep(
         model,
         loss_fn,
@@ -233,6 +274,7 @@ def _fit(run: Run) -> dict[str, Any]:
         progress.train_seconds, progress.eval_seconds = train_clock.seconds, eval_clock.seconds
         if compile_timer is not None:
             progress.compile_seconds = compiled_before + compile_timer.seconds
+        count_selection()
         state.save(run.run_dir / RESUME_NAME, run.config_hash)
 
     def interrupted(stop: StopRequest) -> Interrupted:
@@ -263,10 +305,16 @@ def _fit(run: Run) -> dict[str, Any]:
     try:
         with deferred_stop() as stop:
             for epoch in range(progress.epoch, plan.epochs):
+                # From here: InfoBatch plans the epoch in set_epoch, and that is training time.
+                train_clock.start()
+                planned = time.perf_counter()
                 sampler.set_epoch(epoch)
+                if infobatch is not None:
+                    planning[0] += time.perf_counter() - planned
                 model.train()
                 epoch_steps = plan.steps_in_epoch(epoch)
                 skip, progress.batch = (progress.batch, 0) if epoch == progress.epoch else (0, 0)
+                plan.begin_epoch(epoch, progress.step - skip, epoch_steps)
                 if not skip:
                     progress.loss_sum, progress.seen = 0.0, 0
                 # On the device: adding the loss to a host number would wait for every step.
@@ -275,14 +323,19 @@ def _fit(run: Run) -> dict[str, Any]:
                 for _ in range(skip):  # a resumed epoch: the batches already taken
                     next(batch_iter)
                 checkpoint_due = False
-                train_clock.start()
                 for batch in range(skip, epoch_steps):
                     if progress.step >= plan.total_steps:
                         break
                     x, y, index = to_device(next(batch_iter))
-                    loss = step(x, y, index, progress.step + 1)
+                    if select is not None:
+                        x, y, index = select(x, y, index)
+                    if infobatch is None:
+                        loss = step(x, y, index, progress.step + 1)
+                    else:  # InfoBatch weighs up the low-loss examples it kept
+                        loss = step(x, y, index, progress.step + 1, infobatch.weights(index))
                     loss_sum += loss.double() * len(y)
                     progress.seen += len(y)
+                    progress.examples += len(y)
                     progress.step += 1
                     bar.update()
                     if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
@@ -302,7 +355,8 @@ def _fit(run: Run) -> dict[str, Any]:
                         raise interrupted(stop)
                 train_clock.stop()
                 progress.loss_sum = float(loss_sum)
-                finished = progress.step >= plan.total_steps
+                # A dynamic plan's epochs may end short of total_steps: the last epoch ends it.
+                finished = progress.step >= plan.total_steps or epoch + 1 == plan.epochs
                 if finished or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                     with eval_clock.running():
                         test_loss, test_acc = evaluate(
@@ -334,6 +388,7 @@ def _fit(run: Run) -> dict[str, Any]:
         bar.close()  # before an interruption's message
         if log is not None:
             log.close()
+    count_selection()
     accuracies = [acc for _, acc in progress.curve]
     last = progress.lines[-1]
     return {
@@ -354,6 +409,15 @@ def _fit(run: Run) -> dict[str, Any]:
         "resumed_from_step": resume_step,
         "sparsity": run.pruner.report() if run.pruner is not None else None,
         "kernels": _kernel_paths(run, optimizer),
+        "cost": cost_summary(
+            trained=progress.examples,
+            scored=progress.scored,
+            full_data=full_data_examples(
+                run.dataset.num_train, plan.epochs, cfg.steps, cfg.batch_size
+            ),
+            selection_seconds=progress.selection_seconds,
+            sampler=infobatch,
+        ),
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from datapruning import __version__
 from datapruning._io import read_indices
 from datapruning.config import DataConfig, KDConfig, TrainConfig
+from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch, make_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
 from datapruning.data.sources import Dataset
@@ -41,6 +43,7 @@ from datapruning.train.device import (
     resolve_device,
     resolve_precision,
 )
+from datapruning.train.dynamic import candidate_batch
 from datapruning.train.kd import (
     OnlineTeacher,
     TeacherLogits,
@@ -48,7 +51,7 @@ from datapruning.train.kd import (
     resolve_alpha,
     teacher_logits,
 )
-from datapruning.train.schedule import StepPlan, plan_steps
+from datapruning.train.schedule import DynamicStepPlan, StepPlan, plan_steps
 from datapruning.train.sparsity import Pruner, build_pruner
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, rng_state
 from datapruning.train.tta import reference_accuracy, resolve_targets
@@ -68,6 +71,9 @@ class RunData:
     examples_per_epoch: int
     scoring_seconds: float | None = None
     identity: str = ""
+    # mode online: the loader's candidate batch and the share of it trained on.
+    candidate_batch: int | None = None
+    online_keep: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,13 +175,15 @@ def resolve_run(
         x_train,
         y_train,
         data.sampler,
-        train_cfg.batch_size,
+        data.candidate_batch or train_cfg.batch_size,
         dataset=dataset,
         beton=train_cfg.beton,
         device=device,
         pin_memory=device.type == "cuda",
     )
     plan = plan_steps(train_cfg, len(batches))
+    if isinstance(data.sampler, InfoBatchSampler):  # epochs as long as the sampler makes them
+        plan = _dynamic_plan(plan, data.sampler, train_cfg.batch_size)
     config_hash = _config_hash(dataset, model_name, model_params, train_cfg, data, kd_settings)
     run_path = Path(run_dir) if run_dir is not None else None
     resume = TrainState.read(run_path / RESUME_NAME, config_hash) if run_path else None
@@ -284,6 +292,30 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> Run
             f"indices were given but train.data.mode is {spec.mode}; give the data once"
         )
     scoring_seconds = None
+    if spec.mode == "infobatch":
+        assert spec.prune is not None and spec.anneal is not None  # the config fills them in
+        if cfg.steps is not None:
+            raise DataPruningError(
+                f"train.steps={cfg.steps} with train.data.mode infobatch: InfoBatch prunes "
+                "whole epochs, so give train.epochs and drop train.steps"
+            )
+        sampler = InfoBatchSampler(n, cfg.epochs, spec.prune, spec.anneal, seed=cfg.seed)
+        # kept_fraction 1: every example stays available (alpha "auto" as for full data).
+        return RunData(
+            sampler, "infobatch", 1.0, n, identity=f"infobatch:{spec.prune}:{spec.anneal}"
+        )
+    if spec.mode == "online":
+        assert spec.keep is not None  # the config checks it
+        candidates = candidate_batch(cfg.batch_size, spec.keep)
+        return RunData(
+            SubsetSampler(np.arange(n), shuffle=True, seed=cfg.seed),
+            "online",
+            1.0,
+            n,
+            identity=f"online:{spec.keep}",
+            candidate_batch=candidates,
+            online_keep=spec.keep,
+        )
     if spec.mode == "rs2":
         assert spec.fraction is not None  # the config checks it
         sampler: IndexSampler = RS2Sampler(
@@ -320,6 +352,18 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> Run
     sampler = SubsetSampler(kept, shuffle=True, seed=cfg.seed)
     identity = hashlib.sha256(kept.tobytes()).hexdigest()[:16]
     return RunData(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
+
+
+def _dynamic_plan(plan: StepPlan, sampler: InfoBatchSampler, batch_size: int) -> DynamicStepPlan:
+    """``plan`` (the full-data one) with epochs as long as ``sampler`` makes them."""
+
+    def epoch_steps(epoch: int) -> int:
+        sampler.set_epoch(epoch)  # a no-op when the loop has set it already
+        return math.ceil(len(sampler) / batch_size)
+
+    return DynamicStepPlan(
+        plan.steps_per_epoch, plan.total_steps, plan.epochs, plan.warmup_steps, epoch_steps
+    )
 
 
 # What TrainState.state_dict writes and load_state_dict reads back.

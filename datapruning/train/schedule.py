@@ -21,7 +21,7 @@ scoring ensemble) updates each model exactly as its own optimizer would.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +53,13 @@ class StepPlan:
         """Optimizer steps that epoch ``epoch`` (0-based) holds at most."""
         return self.steps_per_epoch
 
+    def begin_epoch(self, epoch: int, first_step: int, steps: int) -> None:
+        """The loop starts epoch ``epoch`` at optimizer step ``first_step`` with ``steps`` steps."""
+
+    def schedule_steps(self, step: int) -> range:
+        """The sparsity schedule's steps that the ``step``-th optimizer step (1-based) reaches."""
+        return range(step, step + 1)
+
     def lr_factor(self, step: int) -> float:
         """The LR multiplier for the ``step``-th optimizer step (0-based)."""
         if step < self.warmup_steps:
@@ -60,6 +67,55 @@ class StepPlan:
         decay = self.total_steps - self.warmup_steps
         progress = min(step - self.warmup_steps, decay) / decay
         return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class DynamicStepPlan(StepPlan):
+    """A plan whose epochs are as long as a dynamic sampler makes them (InfoBatch).
+
+    How many steps a pruned epoch holds is known only when it starts (from the
+    losses so far), so the schedules run on *planned work done*: within epoch
+    ``e`` of ``L`` steps, after ``k`` of them, the run stands at
+    ``(e + k / L) * steps_per_epoch`` nominal (full-data) steps. The LR cosine
+    and the sparsity schedule are set over the nominal ``total_steps``
+    (``epochs`` x full-data steps per epoch) and read at that position, so both
+    end exactly at the last step of the last epoch however much each epoch was
+    pruned (tests/train/test_dynamic.py). A short epoch moves the schedules on
+    faster per step; the sparsity schedule is handed every nominal step that a
+    real step passes, so no mask update is skipped. ``epoch_steps(epoch)`` gives
+    an epoch's length once its sampler epoch is set.
+    """
+
+    epoch_steps: Callable[[int], int] | None = None
+    _epoch: tuple[int, int, int] = (0, 0, 1)  # (epoch, first step, steps in it)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        assert self.epoch_steps is not None
+        return self.epoch_steps(epoch)
+
+    def begin_epoch(self, epoch: int, first_step: int, steps: int) -> None:
+        self._epoch = (epoch, first_step, max(1, steps))
+
+    def _position(self, step: int) -> tuple[int, int, int]:
+        """``step`` steps into the run as (nominal steps of whole epochs, numerator, epoch steps)."""
+        epoch, first, steps = self._epoch
+        done = min(max(step - first, 0), steps)
+        return epoch * self.steps_per_epoch, done * self.steps_per_epoch, steps
+
+    def nominal(self, step: int) -> float:
+        """Nominal (full-data) steps done after ``step`` real steps."""
+        whole, numerator, steps = self._position(step)
+        return whole + numerator / steps
+
+    def lr_factor(self, step: int) -> float:
+        return StepPlan.lr_factor(self, self.nominal(step))  # type: ignore[arg-type]
+
+    def schedule_steps(self, step: int) -> range:
+        def reached(count: int) -> int:
+            whole, numerator, steps = self._position(count)
+            return whole + numerator // steps
+
+        return range(reached(step - 1) + 1, reached(step) + 1)
 
 
 def plan_steps(

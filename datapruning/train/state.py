@@ -51,6 +51,9 @@ class Progress:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     compile_seconds: float = 0.0
+    examples: int = 0  # examples trained on (forward and backward), the whole run
+    scored: int = 0  # examples only scored (forward without gradient: online selection)
+    selection_seconds: float = 0.0  # choosing examples: online scoring, InfoBatch's plan/updates
     curve: list[tuple[float, float]] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
 

@@ -1,0 +1,211 @@
+"""Dynamic data in the loop: InfoBatch (with KD and sparsity), online selection, their cost."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datapruning.config import DataConfig, KDConfig, ModelConfig, SparsityConfig, TrainConfig
+from datapruning.data.sources import load_dataset
+from datapruning.errors import DataPruningError
+from datapruning.train.dynamic import OnlineSelection
+from datapruning.train.loop import RESUME_NAME, train
+from datapruning.train.schedule import DynamicStepPlan
+
+MLP = ModelConfig(name="mlp", params={"hidden": 32})
+KD = KDConfig(alpha=0.5, temperature=2.0)
+INFOBATCH = DataConfig(mode="infobatch", prune=0.5, anneal=0.25)
+# end=1.0: the final masks fall on the run's very last step, wherever the pruned epochs put it.
+GMP = SparsityConfig(target=0.8, scope="global", start=0.1, end=1.0, every=5)
+
+
+def cfg(**overrides):
+    base = {"epochs": 4, "batch_size": 64, "lr": 0.1, "seed": 0, "targets": [0.5]}
+    return TrainConfig(**{**base, **overrides})
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    return train(digits, MLP, cfg(epochs=3), progress=False).model
+
+
+def test_plan_schedules_end_where_they_should_whatever_the_epoch_lengths():
+    lengths = [10, 4, 7, 1, 10]  # full, pruned..., full: as InfoBatch's epochs come out
+    plan = DynamicStepPlan(10, 50, 5, 3, epoch_steps=lambda e: lengths[e])
+    reached, factors, step = [], [], 0
+    for epoch, steps in enumerate(lengths):
+        assert plan.steps_in_epoch(epoch) == steps
+        plan.begin_epoch(epoch, step, steps)
+        for _ in range(steps):
+            factors.append(plan.lr_factor(step))
+            step += 1
+            reached.extend(plan.schedule_steps(step))
+    assert reached == list(range(1, 51))  # every nominal step once, in order, the last one last
+    assert plan.nominal(step) == 50
+    assert plan.lr_factor(step) == 0.0  # the cosine has ended
+    assert factors[:3] == [1 / 3, 2 / 3, 1.0]  # warm-up over full epoch 0 as planned
+    assert all(a >= b for a, b in itertools.pairwise(factors[2:]))
+
+
+def test_infobatch_with_kd_and_sparsity_ends_its_schedules(digits, teacher, tmp_path):
+    result = train(
+        digits, MLP, cfg(data=INFOBATCH, sparsity=GMP), teacher=teacher, kd=KD,
+        run_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    summary, n = result.summary, digits.num_train
+    cost = summary["cost"]
+    sizes = cost["epoch_examples"]
+    assert sizes[0] == sizes[3] == n  # epoch 0 has no losses yet; the last is the anneal epoch
+    assert sizes[1] < n and sizes[2] < n
+    assert cost["examples_trained"] == cost["backward_examples"] == sum(sizes)
+    assert cost["full_data_examples"] == 4 * n
+    assert cost["backward_fraction"] == pytest.approx(sum(sizes) / (4 * n))
+    assert cost["selection_seconds"] > 0
+    assert summary["steps"] == sum(math.ceil(size / 64) for size in sizes)
+    assert summary["steps"] < summary["steps_per_epoch"] * 4
+    assert summary["data_mode"] == "infobatch"
+    assert summary["kd"]["alpha"] == 0.5
+    assert summary["sparsity"]["sparsity"] == pytest.approx(0.8, abs=1e-3)  # reached at the end
+    lines = metrics(tmp_path)
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert lines[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["final_test_acc"] > 0.6  # it learned (80% sparse, 4 epochs)
+
+
+def test_infobatch_weighs_the_kept_low_loss_examples(digits, monkeypatch):
+    import datapruning.train.step as step_module
+
+    seen = []
+    real = step_module.reduce_losses
+
+    def spy(losses, weights=None):
+        seen.append(None if weights is None else weights.clone())
+        return real(losses, weights)
+
+    monkeypatch.setattr(step_module, "reduce_losses", spy)
+    train(digits, MLP, cfg(epochs=4, data=INFOBATCH), progress=False)
+    values = torch.cat([w for w in seen if w is not None]).unique().tolist()
+    assert values == pytest.approx([1.0, 2.0])  # 1 / (1 - prune) for the kept low-loss ones
+    assert all(w is not None for w in seen)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "crash_at"),
+    [
+        ({"checkpoint_every": 7}, 3),  # mid-epoch, inside the pruned epochs
+        ({"checkpoint_every": 5, "sparsity": GMP}, 2),
+    ],
+    ids=["mid-epoch", "gmp"],
+)
+def test_infobatch_resume_after_a_crash_is_bit_exact(
+    digits, teacher, tmp_path, monkeypatch, overrides, crash_at
+):
+    import datapruning.train.loop as loop
+
+    class Crash(Exception):
+        pass
+
+    train_cfg = cfg(deterministic=True, data=INFOBATCH, **overrides)
+    whole = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "a")
+    calls = {"n": 0}
+    real = loop.evaluate
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= crash_at:
+            raise Crash
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "evaluate", evaluate)
+        with pytest.raises(Crash):
+            train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
+    assert (tmp_path / "b" / RESUME_NAME).exists()
+    resumed = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
+    assert resumed.summary["resumed_from_step"] > 0
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    keys = ("epoch", "step", "test_acc", "train_loss", "lr")
+    assert [[line[k] for k in keys] for line in metrics(tmp_path / "b")] == [
+        [line[k] for k in keys] for line in metrics(tmp_path / "a")
+    ]
+    for key in ("examples_trained", "epoch_examples", "full_data_examples"):
+        assert resumed.summary["cost"][key] == whole.summary["cost"][key]
+
+
+def test_online_trains_on_the_top_loss_share_of_each_candidate_batch(digits, tmp_path):
+    n = digits.num_train
+    result = train(
+        digits, MLP, cfg(data=DataConfig(mode="online", keep=0.5)), run_dir=tmp_path,
+        progress=False,
+    )  # fmt: skip
+    summary = result.summary
+    candidates = 128  # batch_size / keep
+    per_epoch = math.ceil(n / candidates)
+    assert summary["steps"] == summary["steps_per_epoch"] * 4 == per_epoch * 4
+    cost = summary["cost"]
+    assert cost["examples_scored"] == 4 * n
+    last = n - (per_epoch - 1) * candidates
+    assert cost["examples_trained"] == 4 * ((per_epoch - 1) * 64 + max(1, round(0.5 * last)))
+    assert cost["forward_examples"] == cost["examples_scored"] + cost["examples_trained"]
+    assert cost["selection_seconds"] > 0
+    assert metrics(tmp_path)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_online_selection_keeps_the_highest_losses():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.BatchNorm1d(3))
+    x, y, index = torch.randn(10, 5), torch.randint(0, 3, (10,)), torch.arange(10) + 100
+
+    def loss_fn(logits, labels, _index):
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    select = OnlineSelection(model, loss_fn, keep=0.3)
+    running = model[1].running_mean.clone()
+    sx, sy, sindex = select(x, y, index)
+    assert model.training and torch.equal(model[1].running_mean, running)  # scored in eval mode
+    model.eval()
+    with torch.no_grad():
+        losses = loss_fn(model(x), y, index)
+    assert sindex.tolist() == (losses.topk(3).indices + 100).tolist()
+    assert torch.equal(sx, x[sindex - 100]) and torch.equal(sy, y[sindex - 100])
+    assert select.scored == 10 and select.seconds > 0
+
+
+def test_full_data_reports_its_cost_as_the_reference(digits):
+    cost = train(digits, MLP, cfg(epochs=2), progress=False).summary["cost"]
+    assert cost["backward_fraction"] == cost["forward_fraction"] == 1.0
+    assert cost["examples_scored"] == 0 and cost["selection_seconds"] == 0.0
+
+
+def test_infobatch_with_a_step_budget_is_refused(digits, tmp_path):
+    with pytest.raises(DataPruningError, match=r"train\.steps=30"):
+        train(digits, MLP, cfg(steps=30, data=INFOBATCH), run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_online_selection_with_an_online_teacher_scores_with_its_logits():
+    torch.manual_seed(1)
+    model, teacher = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    x, y, index = torch.randn(12, 5), torch.randint(0, 3, (12,)), torch.arange(12)
+
+    def kd(logits, labels, rows):  # rows: the teacher's logits, as the loop's online KD loss takes
+        assert rows.shape == logits.shape
+        return (logits.softmax(1) - rows.softmax(1)).abs().sum(1)
+
+    _, _, chosen = OnlineSelection(model, kd, keep=0.25, teacher=teacher)(x, y, index)
+    with torch.no_grad():
+        expected = kd(model(x), y, teacher(x)).topk(3).indices
+    assert chosen.tolist() == expected.tolist()
