@@ -86,7 +86,7 @@ def _cron_of(api: str, name: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path, monkeypatch, capsys):
+def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = os.environ | {
@@ -130,16 +130,15 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path, monkey
         _wait_healthy(api, server)
         done = call("-m", "prefect", "work-pool", "create", "e2e", "--type", "process")
         assert done.returncode == 0, done.stdout + done.stderr
-        # In this process (the real CLI's main, which runs `prefect deploy` as a subprocess),
-        # with a schedule far from now (1 January, 03:00) that no worker picks up meanwhile.
-        for key in ("PREFECT_HOME", "PREFECT_API_URL"):
-            monkeypatch.setenv(key, env[key])
+        # A schedule far from now (1 January, 03:00) that no worker picks up meanwhile.
+        done = call("-m", "datapruning.cli", "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "registered 1 deployments: pipeline" in done.stdout
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        # This process talks to the server through settings only: environment variables
+        # set here would outlive the test in Prefect's settings.
         with temporary_settings({PREFECT_API_URL: api}):
-            code, out, err = run_cli(capsys, "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
-            assert code == 0, out + err
-            assert "registered 1 deployments: pipeline" in out
             assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
             worker = subprocess.Popen(
                 [py, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],

@@ -155,9 +155,13 @@ def test_a_prefect_server_that_does_not_start_is_a_one_line_error(tmp_path, caps
     def times_out(self, timeout=None):
         raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
 
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.setattr(SubprocessASGIServer, "start", times_out)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    code, _, err = run_cli(capsys, "run", write_config(tmp_path))
+    # No API configured, even when the session's test server has already started.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        code, _, err = run_cli(capsys, "run", write_config(tmp_path))
     assert_one_line_error(code, err, "did not start within", "prefect server start")
     assert not (tmp_path / "runs").exists()
 

@@ -151,7 +151,9 @@ class InfoBatchSampler(IndexSampler):
                 mean = losses[seen].astype(np.float64).mean()
                 low = np.flatnonzero(seen & (losses < mean))
                 kept_low = math.floor((1 - self.prune) * len(low) + 1e-9)
-                dropped = rng.choice(low, len(low) - kept_low, replace=False)
+                # Never so few left that a rank gets none (a tiny set split over many ranks).
+                drop = min(len(low) - kept_low, max(0, n - self.num_replicas))
+                dropped = rng.choice(low, drop, replace=False)
                 keep[dropped] = False
                 weights[low] = 1 / (1 - self.prune)
                 weights[dropped] = 1.0  # not yielded; 1 keeps weights(index) harmless
