@@ -85,7 +85,13 @@ def task_runner(
     from distributed import Client, LocalCluster
 
     n = workers or _cores()
-    with dask.config.set(QUIET_WORKERS):
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand
+    # memory back sooner; glibc then maps and unmaps every large tensor, which made each
+    # cell's training 1.4-1.7x slower than in a plain process (bench/orchestration.py).
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    quiet = QUIET_WORKERS | {"distributed.nanny.pre-spawn-environ": environ}
+    with dask.config.set(quiet):
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
         )
