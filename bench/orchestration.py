@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     SWEEP["train"]["epochs"] = args.epochs
     SWEEP["dataset"]["params"]["num_samples"] = args.samples
     SWEEP["model"]["params"]["channels"] = args.channels
-    record = provenance(__file__, argv, packages=("prefect", "prefect-dask", "distributed"))
+    recorded = provenance(__file__, argv, packages=("prefect", "prefect-dask", "distributed"))
 
     from datapruning.data.sources import load_dataset
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     ratios = [cell["ratio_of_medians"] for cell in per_cell.values()]
     seq_wall, dask_wall = statistics.median(walls["sequential"]), statistics.median(walls["dask"])
     result = {
-        **record,
+        **recorded,
         "sweep": SWEEP,
         "cells": len(per_cell),
         "workers": args.workers,

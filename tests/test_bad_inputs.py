@@ -623,6 +623,16 @@ CASES = [
     Case("data-rs2-without-fraction", train("train.data.mode=rs2"), "fraction"),
     Case("data-rs2-fraction-zero", train("train.data.mode=rs2", "train.data.fraction=0"), "0"),
     Case("data-rs2-fraction-two", train("train.data.mode=rs2", "train.data.fraction=2"), "2"),
+    # --- dynamic pruning and augmentation (landed after the first catalogue) -----------------
+    Case("infobatch-prune-one", train("train.data.mode=infobatch", "train.data.prune=1"), "1"),
+    Case(
+        "infobatch-anneal-negative",
+        train("train.data.mode=infobatch", "train.data.anneal=-0.5"),
+        "-0.5",
+    ),
+    Case("infobatch-with-steps", train("train.data.mode=infobatch", "train.steps=5"), "steps"),
+    Case("online-keep-zero", train("train.data.mode=online", "train.data.keep=0"), "0"),
+    Case("augment-unknown", train("train.augment=rotate"), "rotate"),
     Case("data-keep-without-scores", train("train.data.keep=0.5"), "keep"),
     Case("sparsity-target-one", train("train.sparsity.target=1.0"), "1.0"),
     Case("sparsity-target-negative", train("train.sparsity.target=-0.1"), "-0.1"),
