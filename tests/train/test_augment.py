@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from weights_helper import assert_same_weights
 
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import Dataset, load_dataset
@@ -29,13 +30,6 @@ def images(n=96, size=8, seed=0):
 def cfg(**overrides):
     base = {"epochs": 3, "batch_size": 16, "lr": 0.05, "seed": 0, "targets": [0.5]}
     return TrainConfig(**{**base, **overrides})
-
-
-def assert_same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 def test_config_choices_are_the_registry():

@@ -13,8 +13,8 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from cli_helper import run_cli
+from weights_helper import assert_same_weights
 
 import datapruning.train.loop as loop
 from datapruning._interrupt import deferred_stop, immediate_stop
@@ -53,13 +53,6 @@ def signal_at_step(monkeypatch, at: int, *signals: int) -> None:
             return super().__call__(x, y, index, step)
 
     monkeypatch.setattr(loop, "TrainStep", Signalling)
-
-
-def assert_same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 # 11 steps an epoch (1347 examples, batches of 128): step 5 is mid-epoch, 11 an epoch's last.

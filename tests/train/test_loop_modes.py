@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from weights_helper import assert_same_weights
 
 from datapruning._io import write_npy
 from datapruning.config import (
@@ -35,13 +36,6 @@ def cfg(**overrides):
 
 def read_metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 @pytest.fixture(scope="module")

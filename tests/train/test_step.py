@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from runs_helper import SUMMARY_KEYS
+from weights_helper import assert_same_weights
 
 from datapruning.config import KDConfig, ModelConfig, TrainConfig, parse_config
 from datapruning.data.sources import load_dataset
@@ -27,13 +28,6 @@ MLP = ModelConfig(name="mlp", params={"hidden": 32})
 def cfg(**overrides):
     base = {"epochs": 3, "batch_size": 64, "lr": 0.1, "seed": 0, "targets": [0.5]}
     return TrainConfig(**{**base, **overrides})
-
-
-def assert_same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 class Crash(Exception):
