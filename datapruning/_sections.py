@@ -5,9 +5,10 @@ It imports only pydantic, so validating a config never imports torch.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Section(BaseModel):
@@ -31,6 +32,21 @@ def _admits_bool(annotation: Any) -> bool:
 def _kind(annotation: Any) -> str:
     args = set(get_args(annotation)) or {annotation}
     return "number" if args & {int, float} else "value of the right type"
+
+
+def _finite(value: Any) -> Any:
+    # Free-form params (a dataset's, a model's) reach JSON records, where inf and nan
+    # turn into null: refused here as in every typed float field.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    for child in (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    ):
+        _finite(child)
+    return value
+
+
+FiniteParams = Annotated[dict[str, Any], AfterValidator(_finite)]
 
 
 # Seeds reach numpy (which takes no negative seed) and torch.manual_seed (nothing from 2**64).

@@ -27,15 +27,13 @@ from pydantic import (
     model_validator,
 )
 
-from datapruning._sections import Section, Seed
+from datapruning._sections import FiniteParams, Section, Seed
 from datapruning.errors import ConfigError, describe_validation_error
 
-_Section = Section
 
-
-class DatasetConfig(_Section):
+class DatasetConfig(Section):
     name: str = "mnist1d"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: FiniteParams = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -51,10 +49,10 @@ class DatasetConfig(_Section):
         return name
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     # None picks the dataset's default model (convnet1d for mnist1d, mlp for digits).
     name: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: FiniteParams = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -64,7 +62,7 @@ class ModelConfig(_Section):
         return None if name is None else _check_name("model", name, MODELS)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """What the loop trains on: all examples, a fixed subset, or RS2 (a fresh subset per epoch).
 
     ``subset`` takes ``indices`` (a .npy of training-set indices) or ``scores`` (a
@@ -168,7 +166,7 @@ def parse_target(target: float | str) -> tuple[float, bool]:
 StepOrFraction = StrictInt | StrictFloat
 
 
-class SparsityConfig(_Section):
+class SparsityConfig(Section):
     """Gradual magnitude pruning (Zhu & Gupta 2017) of conv/linear weights.
 
     Off by default (target 0, scope global). Sparsity follows the cubic
@@ -283,7 +281,7 @@ class SparsityConfig(_Section):
         return self.target > 0 or self.scope == "nm"
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """One training run: SGD (or AdamW) and a cosine LR over the steps taken."""
 
     epochs: int = Field(60, ge=1)
@@ -393,7 +391,7 @@ ADAMW_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.05}
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
-class KDConfig(_Section):
+class KDConfig(Section):
     """Knowledge distillation: (1-alpha)*CE + alpha*T^2*KL(teacher_T || student_T)."""
 
     # A weight in [0, 1], or auto: set from the kept fraction (datapruning.train.kd.auto_alpha).
@@ -444,7 +442,7 @@ _MOVED_SCORING_KEYS = {
 }
 
 
-class ScoringConfig(_Section):
+class ScoringConfig(Section):
     """What the trained-model driver shares across metrics; each metric's own settings
     live under ``params.<metric>`` (datapruning.scoring.params)."""
 
@@ -484,7 +482,7 @@ class ScoringConfig(_Section):
         return getattr(self.params, metric)
 
 
-class StudentsConfig(_Section):
+class StudentsConfig(Section):
     """The grid of student runs: every fraction x strategy x kd x seed.
 
     A strategy selects a fixed subset from the scores (``hard``, ``random``, ...),
@@ -531,7 +529,7 @@ class StudentsConfig(_Section):
         return [_check_name("student strategy", s, choices) for s in strategies]
 
 
-class SweepConfig(_Section):
+class SweepConfig(Section):
     """Axes a sweep adds to the students grid; an unset axis is the config's single value.
 
     Every dataset x model pair is one experiment (its own teachers, scores and
@@ -575,12 +573,12 @@ RS2_STRATEGY = "rs2"
 INFOBATCH_STRATEGY = "infobatch"
 
 
-class ReportConfig(_Section):
+class ReportConfig(Section):
     # The report's target accuracy is the full-data run's final accuracy minus this.
     target_drop: float = Field(0.01, ge=0, lt=1)
 
 
-class PipelineConfig(_Section):
+class PipelineConfig(Section):
     """The whole experiment that ``datapruning run`` executes."""
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")

@@ -199,6 +199,9 @@ def test_the_unmutated_rich_config_loads(config_file: Path) -> None:
 @example(raw={**BASE, "train": {**BASE["train"], "seed": -1}})  # numpy takes no negative seed
 @example(raw={**BASE, "students": {**BASE["students"], "seeds": [2**64]}})  # nor torch this one
 @example(raw={**BASE, "scoring": {**BASE["scoring"], "params": {"proto": {"seed": -5}}}})
+@example(  # inf in free-form params became null in the run's JSON record
+    raw={**BASE, "dataset": {"name": "mnist1d", "params": {"num_samples": 500, "x": math.inf}}}
+)
 @example(  # OverflowError from re.compile
     raw={**BASE, "train": {**BASE["train"], "sparsity": {"include": ["a{99999999999}"]}}}
 )

@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from datapruning.data.samplers import IndexSampler
+from datapruning.data.samplers import IndexSampler, _integer
 from datapruning.errors import DataPruningError
 
 
@@ -96,11 +96,8 @@ class InfoBatchSampler(IndexSampler):
         drop_last: bool = False,
     ) -> None:
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
-        if num_samples < 1:
-            raise DataPruningError(f"num_samples must be at least 1, got {num_samples}")
-        if epochs < 1:
-            raise DataPruningError(f"epochs must be at least 1, got {epochs}")
-        self.num_samples, self.epochs = int(num_samples), int(epochs)
+        self.num_samples = _integer("num_samples", num_samples, 1)
+        self.epochs = _integer("epochs", epochs, 1)
         self.prune, self.anneal = check_prune(prune), check_anneal(anneal)
         # Epochs from this one on take every example.
         self.full_from = self.epochs - round(self.anneal * self.epochs)
