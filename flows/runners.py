@@ -28,9 +28,12 @@ RUNNERS = ("sequential", "processes", "dask")
 # A worker's statistical profiler samples its threads every 10 ms, on the core the
 # training task is pinned to, and its event loop checks itself every 20 ms: neither
 # is needed to run cells, and both take time from the run's own clock.
+# Cells go to the cluster only when a worker is free (flows/pipeline.py), so there is
+# nothing to steal, and the scheduler need not look every second.
 QUIET_WORKERS = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
+    "distributed.scheduler.work-stealing": False,
 }
 # Seconds to wait for Prefect's temporary server (it took 25-46 s to start in
 # bench/results/orchestration*.json; Prefect's own default wait is 20 s).
@@ -102,8 +105,14 @@ def task_runner(
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     quiet = QUIET_WORKERS | {"distributed.nanny.pre-spawn-environ": environ}
     with dask.config.set(quiet):
+        # memory_limit=0: no memory monitor polling every 100 ms on the cell's core, and no
+        # worker paused or restarted at a share of the RAM: a cell's memory is its own.
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
         )
     try:
         with Client(cluster) as client:
