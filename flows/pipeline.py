@@ -6,7 +6,8 @@
 1. train the full-data model of each seed (the baseline and the KD teacher) and
    its logits on the training set;
 2. score the training set with each metric a student uses; the seed groups of
-   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file;
+   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file,
+   and with ``scoring.shards`` the per-example passes too (flows.tasks.submit_scores);
 3. train every student, each as soon as the teacher and scores it reads are
    done (one that reads neither starts with the teachers); a cell that fails
    for good is reported with its error and the others finish;
@@ -39,11 +40,10 @@ from datapruning.errors import DataPruningError
 from datapruning.flows.runners import task_runner
 from datapruning.flows.tasks import (
     artifact_key,
-    merge_scores_task,
     report_task,
     retrying,
-    score_group_task,
     student_task,
+    submit_scores,
     teacher_task,
 )
 from datapruning.recipes import Recipe, full_run_name
@@ -122,8 +122,6 @@ def cells(
     cfg = load_config(config, overrides)
     exps = orch.experiments(cfg)
     teacher_t = retrying(teacher_task, retries, retry_delay)
-    group_t = retrying(score_group_task, retries, retry_delay)
-    merge_t = retrying(merge_scores_task, retries, retry_delay)
     student_t = retrying(student_task, retries, retry_delay)
     total = sum(len(e.teacher_seeds) + len(e.scored_metrics) + len(e.recipes) for e in exps)
     progress = _Progress(cfg.name, total)
@@ -138,8 +136,8 @@ def cells(
         for metric in exp.scored_metrics:
             if refresh:
                 orch.clear_scores(exp.cfg, metric)
-            groups = [group_t.submit(exp.cfg, metric, g) for g in orch.seed_groups(exp.cfg, metric)]
-            upstream[merge_t.submit(exp.cfg, metric, wait_for=groups)] = ("scores", i, metric)
+            merge = submit_scores(exp.cfg, metric, retries, retry_delay)
+            upstream[merge] = ("scores", i, metric)
     records: list[dict[str, Any]] = []
     done: dict[tuple[str, int, Any], Any] = {}
     waiting = [(i, recipe) for i, exp in enumerate(exps) for recipe in exp.recipes]
