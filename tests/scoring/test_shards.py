@@ -346,3 +346,34 @@ def test_orchestration_shards_and_merges_with_the_cache_key(tmp_path):
     merged, one = Scores.load(record["path"]), Scores.load(whole["path"])
     assert_same_scores(merged, one)
     assert merged.metadata["model"] == {"name": "mlp", "params": {"hidden": 8}}
+
+
+@pytest.mark.slow
+def test_score_flow_fans_out_groups_then_shards_and_merges(tmp_path, prefect_server):
+    import yaml
+
+    from datapruning.flows.score import score as score_flow
+
+    raw = {
+        "name": "flow-shards",
+        "output_dir": str(tmp_path / "runs"),
+        "dataset": {"name": "mnist1d", "params": {"num_samples": 300}},
+        "model": {"name": "mlp", "params": {"hidden": 16}},
+        "scoring": {"metric": "el2n", "seeds": 2, "epochs": 1, "ensemble_size": 1, "shards": 3},
+        "sweep": {"metrics": ["el2n", "proto"]},
+    }
+    raw["scoring"]["params"] = {"proto": {"encoder_epochs": 1}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    records = {r["metric"]: r for r in score_flow(str(config))["scores"]}
+    assert set(records) == {"el2n", "proto"} and not any(r["reused"] for r in records.values())
+    for metric, record in records.items():
+        merged = Scores.load(record["path"])
+        assert merged.metadata["shards"] == 3
+        path = orch.scores_path(parse_config(raw), metric)
+        assert not path.with_name(path.name + ".parts").exists()
+        one_pass = parse_config(raw | {"output_dir": str(tmp_path / "one")})
+        one_pass = one_pass.model_copy(update={"scoring": changed(one_pass.scoring, shards=1)})
+        assert_same_scores(merged, Scores.load(orch.merge_scores(one_pass, metric)["path"]))
+    again = score_flow(str(config))["scores"]
+    assert all(r["reused"] for r in again)
