@@ -9,6 +9,11 @@ tests/test_crash_resume.py); SIGINT/SIGTERM stop at once with
 :class:`~datapruning.errors.Interrupted` saying how many seeds are saved.
 :func:`build_scores` assembles the table and its provenance record (with the
 seeds taken from the work directory as ``reused_seeds``).
+
+A :class:`Shard` (``--shard i/n``, 1-based) is a contiguous block of rows; a
+shard's scores carry its rows and the cost of what the shards share, and
+:func:`merge_shards` joins every shard into the table and provenance that one
+unsharded pass writes (``seconds`` aside), refusing shards of other settings.
 """
 
 from __future__ import annotations

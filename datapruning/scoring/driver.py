@@ -9,6 +9,13 @@ seeds as one batched ensemble (:mod:`datapruning.scoring.ensemble`,
 loop, and saving each group of ``scoring.ensemble_size`` seeds to ``work_dir``
 as it finishes, so an interrupted run resumes with the missing seeds. A metric
 module supplies only what it computes from a trained group.
+
+Sharded scoring (``job.shard``, ``datapruning score --shard i/n``) splits only
+the per-example evaluation: the groups still train on every example, once,
+and are saved in the work dir (:class:`ModelStore`), where every shard reads
+them; so a shard's columns are the rows of the unsharded ones, bit for bit
+(tests/scoring/test_shards.py, EL2N and GraNd on a 192-example set, 3 shards).
+Forgetting is counted during training and has no such pass to split.
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ Embeddings are L2-normalised and clustered by spherical ``faiss.Kmeans``; an
 example's score is its cosine distance to the nearest centroid: far from every
 prototype = hard, close = easy (prototypical).
 
+The encoder and centroids are fitted once (:func:`prepare_proto`) and, with a
+work dir, saved there: the k-means runs on a seeded sample of ``k x 256`` rows
+(faiss subsamples to that many points per centroid anyway; every row when the
+set is smaller, as before), so a sharded scoring (``--shard i/n``) embeds and
+assigns each shard's rows against the same centroids and merges to the
+unsharded scores bit for bit (tests/scoring/test_shards.py).
+
 ``k`` defaults to the dataset's number of classes (the paper's choice, known
 without reading any label), else ``sqrt(N) / 2`` capped at 1000.
 
