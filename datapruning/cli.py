@@ -128,7 +128,11 @@ def score(
         typer.Option(help="Take dataset, model, training and scoring settings from this config."),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Scoring model (default: the dataset's).")
+        str | None,
+        typer.Option(
+            help="Scoring model: sets scoring.model.name when the config has a scoring.model "
+            "(a proxy), else model.name (default: the dataset's)."
+        ),
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Number of scoring models to average.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs each scoring model trains.")] = None,
@@ -210,6 +214,9 @@ def score(
         ),
     ]
     cfg = _config(config, overrides)
+    if model is not None and cfg.scoring.model is not None:
+        # The config's proxy scores, so --model names the proxy, not the student.
+        cfg = _config(config, [*overrides, *_option_overrides({"scoring.model.name": model})])
     check_output_path(out)  # before minutes of work, not after
     if one_shard is not None or prepare:
         check_shardable(cfg.scoring.metric)

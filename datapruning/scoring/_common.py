@@ -421,6 +421,7 @@ class SeedStore:
                         done[seed] = (row, seconds)
         except Interrupted as exc:
             where = f" in {str(self.root)!r}" if self.root is not None else " (no work dir)"
-            saved = len(done) if self.root is not None else 0
+            # Counted on disk: the signal may land between a seed's save and its entry in done.
+            saved = len(self.load(seeds, num_rows)) if self.root is not None else 0
             raise Interrupted(exc.signum, f"{saved} of {len(seeds)} seeds saved{where}") from None
         return done

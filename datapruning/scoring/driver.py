@@ -87,7 +87,11 @@ def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
     )
 
 
-def _recipe(job: MetricJob) -> tuple[TrainConfig, dict[str, Any], bool]:
+# The scoring models' recipe, the model's provenance record, and whether groups batch.
+Recipe = tuple[TrainConfig, dict[str, Any], bool]
+
+
+def _recipe(job: MetricJob) -> Recipe:
     """The scoring models' recipe, the model's provenance record, and whether groups batch."""
     dataset, scoring, model_cfg = job.dataset, job.scoring, job.model
     check_features(dataset.x_train)
@@ -114,6 +118,7 @@ def score_seed_groups(
     job: MetricJob,
     extra_params: dict[str, Any] | None = None,
     prepare_seconds: float = 0.0,
+    recipe: Recipe | None = None,
 ) -> Scores:
     """A metric computed by scoring models, per group of seeds (batched or one by one).
 
@@ -122,7 +127,7 @@ def score_seed_groups(
     ``job.shard``, ``compute`` returns that shard's rows only.
     """
     dataset, scoring = job.dataset, job.scoring
-    train_cfg, model, batched = _recipe(job)
+    train_cfg, model, batched = recipe or _recipe(job)
     params = {
         "epochs": scoring.epochs,
         "seeds": scoring.seeds,
@@ -160,7 +165,8 @@ def score_seed_groups(
     )
 
 
-# The layout of a saved group (group-A-B.pt: seeds, params, buffers, seconds); part of the key.
+# The layout of a saved group (group-A-B.pt: seeds, params, buffers; group-A-B.json: its
+# training seconds); part of the key.
 MODELS_FORMAT = 1
 
 
@@ -176,9 +182,9 @@ class ModelStore:
     recipe share their models. Without a ``work_dir`` the groups stay in memory.
     """
 
-    def __init__(self, job: MetricJob) -> None:
+    def __init__(self, job: MetricJob, recipe: Recipe | None = None) -> None:
         self.job = job
-        self.recipe, model, self.batched = _recipe(job)
+        self.recipe, model, self.batched = recipe or _recipe(job)
         scoring = job.scoring
         self.size = scoring.ensemble_size if self.batched else 1
         identity = {
@@ -194,6 +200,7 @@ class ModelStore:
         key = hashlib.blake2b(blob, digest_size=8).hexdigest()
         self.dir = Path(job.work_dir) / f"models-{key}" if job.work_dir is not None else None
         self._memory: dict[tuple[int, ...], tuple[Ensemble, float]] = {}
+        self._base: torch.nn.Module | None = None  # the architecture, on the meta device
 
     def groups(self) -> list[list[int]]:
         return seed_groups_of(range(self.job.scoring.seeds), self.size)
@@ -222,13 +229,13 @@ class ModelStore:
         try:
             state = torch.load(path, map_location=self.recipe.device, weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-            return None  # a damaged file is trained again
+            return None  # damaged: ensemble() says which file to delete
         if state.get("seeds") != list(group):
             return None
-        probe = build_models(self.job.dataset, self.job.model, [0], torch.device("cpu"))[0]
-        return Ensemble(
-            copy.deepcopy(probe).to("meta"), state["params"], state["buffers"], list(group)
-        )
+        if self._base is None:
+            probe = build_models(self.job.dataset, self.job.model, [0], torch.device("cpu"))[0]
+            self._base = copy.deepcopy(probe).to("meta")
+        return Ensemble(copy.deepcopy(self._base), state["params"], state["buffers"], list(group))
 
     def ensure(self, group: Sequence[int]) -> float:
         """Train ``group`` unless it is saved; its training seconds (whoever trained it)."""
@@ -287,14 +294,14 @@ class ModelStore:
         raise ValueError(f"seeds {list(seeds)} span several groups")
 
 
-def prepare_models(job: MetricJob) -> float:
+def prepare_models(job: MetricJob, store: ModelStore | None = None) -> float:
     """Train and save the scoring models of every seed group a shard will read.
 
     Under :func:`~datapruning.scoring._common.only_seeds` only the groups
     holding those seeds (one fan-out cell each). Returns the training seconds of
     the groups prepared (recorded by whichever worker trained them).
     """
-    store = ModelStore(job)
+    store = store or ModelStore(job)
     only = current_only_seeds()
     total = 0.0
     for group in store.groups():
@@ -316,11 +323,12 @@ def score_with_models(
     """
     dataset = job.dataset
     rows = job.rows()
-    store = ModelStore(job) if job.shard is not None else None
+    recipe = _recipe(job)
+    store = ModelStore(job, recipe) if job.shard is not None else None
     prepare_seconds = 0.0
     if store is not None:
-        with only_seeds(range(job.scoring.seeds)):
-            prepare_seconds = prepare_models(job)
+        with only_seeds(range(job.scoring.seeds)):  # a shard reads every group
+            prepare_seconds = prepare_models(job, store)
 
     def compute(chunk: list[int], recipe: TrainConfig, batched: bool) -> np.ndarray:
         x = torch.as_tensor(dataset.x_train[rows.start : rows.stop], device=recipe.device)
@@ -340,7 +348,7 @@ def score_with_models(
                     out.append(scorer(store.ensemble(seeds), x, y).cpu().numpy())
         return np.concatenate(out)
 
-    return score_seed_groups(metric, compute, job, extra_params, prepare_seconds)
+    return score_seed_groups(metric, compute, job, extra_params, prepare_seconds, recipe)
 
 
 def train_group(

@@ -317,6 +317,32 @@ def test_cli_shards_then_merge_equal_one_pass(tmp_path, capsys, monkeypatch):
     assert_one_line_error(code, err, "--shard", "--merge")
 
 
+def test_cli_proxy_scoring_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(4)
+    np.savez(
+        tmp_path / "d.npz",
+        x=rng.normal(size=(100, 6)).astype(np.float32),
+        y=rng.integers(0, 3, 100),
+    )
+    (tmp_path / "c.yaml").write_text(
+        f"dataset: {{name: 'npz:{tmp_path / 'd.npz'}'}}\n"
+        "model: {name: mlp, params: {hidden: 32}}\n"
+        "scoring: {seeds: 1, epochs: 1, model: {name: convnet1d, params: {channels: 4}}}\n"
+    )
+    code, _, err = run_cli(capsys, "score", "--config", "c.yaml", "--out", "p.parquet")
+    assert code == 0, err
+    metadata = Scores.load(tmp_path / "p.parquet").metadata
+    assert metadata["model"] == {"name": "convnet1d", "params": {"channels": 4}}
+    assert metadata["model_source"] == "scoring.model"
+    # With a proxy in the config, --model names the proxy (the model that scores).
+    argv = ["score", "--config", "c.yaml", "--model", "mlp", "--set", "scoring.model.params={}"]
+    code, _, err = run_cli(capsys, *argv, "--out", "q.parquet")
+    assert code == 0, err
+    # Not the student's mlp (hidden 32): the proxy renamed, with its params.
+    assert Scores.load(tmp_path / "q.parquet").metadata["model"] == {"name": "mlp", "params": {}}
+
+
 def test_orchestration_shards_and_merges_with_the_cache_key(tmp_path):
     raw = {
         "name": "sharded",
