@@ -38,7 +38,7 @@ def score(
     cfg = load_config(config, overrides)
     orch.experiments(cfg)
     with task_runner(runner, cfg.run_root, dask_address=dask_address, workers=workers) as tr:
-        return score_cells.with_options(task_runner=tr)(
+        return score_cells.with_options(task_runner=tr.task_runner)(
             config, overrides, refresh, retries, retry_delay
         )
 

@@ -403,3 +403,27 @@ def test_score_flow_fans_out_groups_then_shards_and_merges(tmp_path, prefect_ser
         assert_same_scores(merged, Scores.load(orch.merge_scores(one_pass, metric)["path"]))
     again = score_flow(str(config))["scores"]
     assert all(r["reused"] for r in again)
+
+
+@pytest.mark.slow
+def test_pipeline_flow_scores_in_shards_before_its_students(tmp_path, prefect_server):
+    import yaml
+
+    from datapruning.flows.pipeline import pipeline
+
+    raw = {
+        "name": "pipe-shards",
+        "output_dir": str(tmp_path / "runs"),
+        "dataset": {"name": "mnist1d", "params": {"num_samples": 300}},
+        "model": {"name": "mlp", "params": {"hidden": 16}},
+        "train": {"epochs": 1, "batch_size": 50, "targets": [0.2]},
+        "scoring": {"metric": "el2n", "seeds": 2, "epochs": 1, "ensemble_size": 1, "shards": 2},
+        "students": {"fractions": [0.5], "strategies": ["hard"], "kd": [False], "seeds": [0]},
+    }
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = pipeline(str(config))
+    assert result["counts"] == {"trained": 2, "reused": 0, "failed": 0}
+    scores = Scores.load(orch.scores_path(parse_config(raw), "el2n"))
+    assert scores.metadata["shards"] == 2
+    assert scores.metadata[orch.SCORES_KEY] == orch.scores_key(parse_config(raw), "el2n")
