@@ -458,6 +458,14 @@ class ScoringConfig(Section):
     # torch threads while a batched ensemble trains (None: every core, at most one
     # per model). One wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
+    # The scoring model when it differs from the student's (``model:``): a small
+    # proxy makes scoring cheap. None: the student's model. Recorded in the scores'
+    # provenance and part of their cache key.
+    model: ModelConfig | None = None
+    # Pipelines and the score flow split the per-example passes of el2n, grand and
+    # proto into this many shards (contiguous row blocks), one cell each, then merge
+    # them (``datapruning score --shard i/n`` by hand). Other metrics ignore it.
+    shards: int = Field(1, ge=1)
     # Each metric's own settings under its name, e.g. {grand: {layer: last}, proto: {k: 20}}.
     params: MetricParamsSection = Field(default_factory=MetricParamsSection)  # type: ignore[valid-type]
 

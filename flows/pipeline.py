@@ -6,7 +6,8 @@
 1. train the full-data model of each seed (the baseline and the KD teacher) and
    its logits on the training set;
 2. score the training set with each metric a student uses; the seed groups of
-   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file;
+   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file,
+   and with ``scoring.shards`` the per-example passes too (prepare, shards, merge);
 3. train every student, each as soon as the teacher and scores it reads are
    done (one that reads neither starts with the teachers); a cell that fails
    for good is reported with its error and the others finish;
@@ -42,9 +43,11 @@ from datapruning.flows.runners import task_runner
 from datapruning.flows.tasks import (
     artifact_key,
     merge_scores_task,
+    prepare_shards_task,
     report_task,
     retrying,
     score_group_task,
+    score_shard_task,
     student_task,
     teacher_task,
 )
@@ -130,6 +133,8 @@ def cells(
     exps = orch.experiments(cfg)
     teacher_t = retrying(teacher_task, retries, retry_delay)
     group_t = retrying(score_group_task, retries, retry_delay)
+    prepare_t = retrying(prepare_shards_task, retries, retry_delay)
+    shard_t = retrying(score_shard_task, retries, retry_delay)
     merge_t = retrying(merge_scores_task, retries, retry_delay)
     student_t = retrying(student_task, retries, retry_delay)
     total = sum(len(e.teacher_seeds) + len(e.scored_metrics) + len(e.recipes) for e in exps)
@@ -143,9 +148,23 @@ def cells(
             if refresh:
                 orch.clear_scores(exp.cfg, metric)
             groups = []
-            for n, seeds in enumerate(orch.seed_groups(exp.cfg, metric)):
-                groups.append(("group", i, metric, n))
-                queue.add(groups[-1], _SCORING, [], group_t, exp.cfg, metric, seeds)
+            count = orch.shard_count(exp.cfg, metric)
+            if count > 1:
+                # The seed groups train and save their models (proto: one cell fits the
+                # encoder and centroids), then each shard scores its rows with them.
+                prepared = []
+                for n, seeds in enumerate(orch.seed_groups(exp.cfg, metric) or [None]):
+                    prepared.append(("prepare", i, metric, n))
+                    queue.add(prepared[-1], _SCORING, [], prepare_t, exp.cfg, metric, seeds)
+                for number in range(1, count + 1):
+                    groups.append(("shard", i, metric, number))
+                    queue.add(
+                        groups[-1], _SCORING, prepared, shard_t, exp.cfg, metric, number, count
+                    )
+            else:
+                for n, seeds in enumerate(orch.seed_groups(exp.cfg, metric)):
+                    groups.append(("group", i, metric, n))
+                    queue.add(groups[-1], _SCORING, [], group_t, exp.cfg, metric, seeds)
             queue.add(("scores", i, metric), _MERGE, groups, merge_t, exp.cfg, metric)
         for recipe in exp.recipes:
             teacher = ("teacher", i, recipe.seed) if recipe.kd else None
@@ -166,7 +185,7 @@ def cells(
     for key, value in queue.run():
         kind, i = key[0], key[1]
         exp = exps[i]
-        if kind == "group":
+        if kind in ("group", "prepare", "shard"):
             continue  # its merge reports the scoring
         progress.step()
         if kind == "teacher":
