@@ -75,7 +75,10 @@ class DataConfig(Section):
     examples, weighs up the rest, and takes every example in the last ``anneal``
     (default 0.125) of the epochs. ``online`` scores candidate batches of
     ``batch_size / keep`` examples with the student (no gradient) and trains on
-    the highest-loss ``keep`` share of each.
+    the highest-loss ``keep`` share of each; with ``proxy`` (a registered model
+    and its params, e.g. ``{name: convnet1d, params: {channels: 4}}``) a small
+    separate model scores them instead and is trained on the kept share
+    (:class:`~datapruning.train.dynamic.ProxySelection`).
     """
 
     mode: Literal["full", "subset", "rs2", "infobatch", "online"] = "full"
@@ -88,6 +91,7 @@ class DataConfig(Section):
     stratify: bool = False
     prune: float | None = Field(None, ge=0, lt=1)
     anneal: float | None = Field(None, ge=0, le=1)
+    proxy: ModelConfig | None = None
 
     @field_validator("keep", "fraction")
     @classmethod
@@ -108,6 +112,8 @@ class DataConfig(Section):
             raise ValueError(f"prune and anneal apply to mode infobatch, not {self.mode}")
         if self.mode == "online" and self.keep is None:
             raise ValueError("mode online needs keep (the share of each candidate batch trained)")
+        if self.mode != "online" and self.proxy is not None:
+            raise ValueError(f"proxy applies to mode online, not {self.mode}")
         return self
 
     @field_validator("strategy")
