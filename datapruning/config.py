@@ -77,8 +77,8 @@ class DataConfig(Section):
     ``batch_size / keep`` examples with the student (no gradient) and trains on
     the highest-loss ``keep`` share of each; with ``proxy`` (a registered model
     and its params, e.g. ``{name: convnet1d, params: {channels: 4}}``) a small
-    separate model scores them instead and is trained on the kept share
-    (:class:`~datapruning.train.dynamic.ProxySelection`).
+    separate model scores them instead and is trained on the kept share of
+    every ``proxy_every``-th batch (:class:`~datapruning.train.dynamic.ProxySelection`).
     """
 
     mode: Literal["full", "subset", "rs2", "infobatch", "online"] = "full"
@@ -92,6 +92,8 @@ class DataConfig(Section):
     prune: float | None = Field(None, ge=0, lt=1)
     anneal: float | None = Field(None, ge=0, le=1)
     proxy: ModelConfig | None = None
+    # The proxy trains on every proxy_every-th batch (and only scores the others).
+    proxy_every: int = Field(1, ge=1)
 
     @field_validator("keep", "fraction")
     @classmethod
@@ -114,6 +116,8 @@ class DataConfig(Section):
             raise ValueError("mode online needs keep (the share of each candidate batch trained)")
         if self.mode != "online" and self.proxy is not None:
             raise ValueError(f"proxy applies to mode online, not {self.mode}")
+        if self.proxy is None and self.proxy_every != 1:
+            raise ValueError(f"proxy_every={self.proxy_every} applies with a proxy; give proxy")
         return self
 
     @field_validator("strategy")

@@ -639,6 +639,11 @@ CASES = [
     ),
     Case("proxy-without-online", train("train.data.proxy.name=mlp"), "proxy"),
     Case(
+        "proxy-every-without-proxy",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy_every=2"),
+        "proxy_every",
+    ),
+    Case(
         "online-proxy-unknown-option",
         train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy.params.bogus=1"),
         "bogus",

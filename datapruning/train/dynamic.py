@@ -21,10 +21,11 @@ Two recipes choose what to train on from the losses while training runs:
   -> 27.3 A100-seconds at 96%) does, with one difference: airbench trains the
   proxy first, in a run of its own over the same batch order, and replays its
   masks, while here the proxy trains alongside, step by step, so one run
-  serves any sampler and a resume restores both models. Its one forward per
-  candidate batch, in train mode, serves both the scoring and its own
-  backward, as in airbench's proxy steps; everything the proxy costs (forward,
-  backward, optimizer step) is in the training clock and in
+  serves any sampler and a resume restores both models. The proxy scores
+  the candidates without gradient and then trains on the kept rows alone
+  (airbench backpropagates a masked loss through the whole candidate batch,
+  which costs the backward of every candidate); everything the proxy costs
+  (scoring, forward, backward, optimizer step) is in the training clock and in
   ``cost.selection_seconds``, and summary.json's ``cost.proxy`` names it with
   its size. Why a proxy at all: the student's no-grad forward over twice the
   examples it trains on is not cheap (``online`` spent 6.1 of its 20.1 s
@@ -109,13 +110,18 @@ class ProxySelection:
     """Score each candidate batch with a small proxy model and train the proxy on the kept share.
 
     ``ProxySelection(proxy, loss_fn, keep, optimizer, scheduler)(x, y, index)``
-    runs the proxy (train mode, under the run's autocast) on the candidates,
-    keeps the rows of the ``round(keep * len(y))`` largest per-example losses
-    (at least one, in descending loss order), takes one optimizer step of the
-    proxy on their mean loss and one step of its LR schedule, and returns them.
+    scores the candidates with the proxy without gradient in eval mode (as
+    :class:`OnlineSelection` does with the student), keeps the rows of the
+    ``round(keep * len(y))`` largest per-example losses (at least one, in
+    descending loss order), takes one optimizer step of the proxy (train mode)
+    on their mean loss and one step of its LR schedule, and returns them.
+    With ``every`` > 1 the proxy trains on every ``every``-th call only (the
+    first included) and only scores on the others, as airbench96_faster's
+    proxy backpropagates every 4th batch; its LR schedule steps on every call.
     ``seconds`` (device synchronised when ``sync`` is given) counts all of it;
-    ``scored`` counts the candidates. :meth:`state_dict` holds what a resume
-    needs (the proxy's weights, optimizer, schedule and gradient scaler).
+    ``scored`` counts the candidates, ``trained`` the rows the proxy trained
+    on. :meth:`state_dict` holds what a resume needs (the proxy's weights,
+    optimizer, schedule, gradient scaler and ``trained``).
     """
 
     def __init__(
@@ -129,28 +135,47 @@ class ProxySelection:
         scaler: torch.amp.GradScaler | None = None,
         sync: Callable[[], None] | None = None,
         teacher: nn.Module | None = None,
+        every: int = 1,
     ) -> None:
-        self.model, self.loss_fn, self.keep = proxy.train(), loss_fn, keep
+        self.model, self.loss_fn, self.keep, self.every = proxy.train(), loss_fn, keep, every
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.teacher = teacher  # an online teacher: the KD loss takes its logits on the batch
         self.autocast = precision.autocast if precision is not None else nullcontext
         self.sync = sync or (lambda: None)
         self.seconds = 0.0
         self.scored = 0
+        self.trained = 0
 
     def __call__(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
         self.sync()
         start = time.perf_counter()
         count = max(1, round(self.keep * len(y)))
+        # The schedule's step count is the calls so far, and it is in the resume state.
+        learn = self.scheduler.last_epoch % self.every == 0
         rows = index
-        if self.teacher is not None:
-            with torch.no_grad(), self.autocast():
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            if self.teacher is not None:
                 rows = self.teacher(x).float()
+            scores = self.loss_fn(self.model(x), y, rows)
+        top = scores.topk(count).indices
+        self.model.train()
+        if learn:
+            self._learn(x[top], y[top], rows[top])
+            self.trained += count
+        self.scheduler.step()
+        selected = (x[top], y[top], index[top])
+        self.sync()
+        self.seconds += time.perf_counter() - start
+        self.scored += len(y)
+        return selected
+
+    def _learn(self, x: Tensor, y: Tensor, rows: Tensor) -> None:
+        # The kept rows only: a backward through the whole candidate batch (airbench
+        # masks the loss instead) would cost the proxy the backward of every candidate.
         with self.autocast():
             logits = self.model(x)
-        losses = self.loss_fn(logits, y, rows)
-        top = losses.detach().topk(count).indices
-        loss = losses[top].mean()
+        loss = self.loss_fn(logits, y, rows).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -159,12 +184,6 @@ class ProxySelection:
         else:
             loss.backward()
             self.optimizer.step()
-        self.scheduler.step()
-        selected = (x[top], y[top], index[top])
-        self.sync()
-        self.seconds += time.perf_counter() - start
-        self.scored += len(y)
-        return selected
 
     @property
     def parameters(self) -> int:
@@ -172,6 +191,7 @@ class ProxySelection:
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "trained": self.trained,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -179,6 +199,7 @@ class ProxySelection:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trained = int(state["trained"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -220,8 +241,8 @@ def cost_summary(
     ``scored`` candidates were scored without gradient (online selection) by
     the student, or by a ``proxy`` model when one is described: then the
     forward and backward counts are the student's alone and ``cost.proxy``
-    holds the proxy's own (it forwards every candidate and backpropagates the
-    kept share); its time is in ``selection_seconds``. ``full_data`` is what
+    holds the proxy's own (it scores every candidate; ``proxy`` gives its
+    ``backward_examples``); its time is in ``selection_seconds``. ``full_data`` is what
     full data would have trained on over the same epochs.
     """
     forward = trained + (scored if proxy is None else 0)
@@ -239,7 +260,7 @@ def cost_summary(
         cost["epoch_examples"] = list(sampler.sizes)
         cost["prune"], cost["anneal"] = sampler.prune, sampler.anneal
     if proxy is not None:
-        cost["proxy"] = {**proxy, "forward_examples": scored, "backward_examples": trained}
+        cost["proxy"] = {"forward_examples": scored, **proxy}
     return cost
 
 

@@ -20,7 +20,9 @@ Dynamic data (:mod:`datapruning.train.dynamic`) plugs into the same step:
 ``infobatch`` passes the sampler's per-example weights to the step, records the
 losses in an after-step hook and plans its epochs' lengths through
 :class:`~datapruning.train.schedule.DynamicStepPlan`; ``online`` picks each
-batch's top-loss share before the step. summary.json's ``cost`` says what any
+batch's top-loss share before the step, scored by the student or by a proxy
+model that trains on what it keeps (:class:`~datapruning.train.dynamic.ProxySelection`,
+part of the resume state). summary.json's ``cost`` says what any
 run forwarded and backpropagated against full data, and what choosing cost.
 
 The time-to-accuracy clock counts training only: it runs over stretches of
@@ -236,6 +238,7 @@ def _fit(run: Run) -> dict[str, Any]:
             run.precision.scaler(),
             synchronizer(device),
             teacher=online_teacher,
+            every=cfg.data.proxy_every,
         )
     elif run.data.online_keep is not None:
         select = OnlineSelection(
@@ -453,6 +456,8 @@ def _proxy_record(run: Run, select: Any) -> dict[str, Any] | None:
     return {
         "model": spec.name or run.dataset.default_model,
         "params": dict(spec.params),
+        "every": select.every,
+        "backward_examples": select.trained,
         "parameters": select.parameters,
         "student_parameters": sum(p.numel() for p in run.model.parameters()),
     }

@@ -271,7 +271,10 @@ def test_online_proxy_runs_are_seeded_and_resume_bit_exact(digits, teacher, tmp_
     class Crash(Exception):
         pass
 
-    train_cfg = cfg(deterministic=True, checkpoint_every=7, data=PROXY)
+    # The proxy learns on every third batch: where the run resumes, that count goes on.
+    train_cfg = cfg(
+        deterministic=True, checkpoint_every=7, data=PROXY.model_copy(update={"proxy_every": 3})
+    )
     whole = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "a")
     again = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, progress=False)
     other = train(
@@ -309,9 +312,34 @@ def test_online_proxy_runs_are_seeded_and_resume_bit_exact(digits, teacher, tmp_
         assert resumed.summary["cost"][key] == whole.summary["cost"][key]
 
 
+def test_a_proxy_that_learns_every_few_batches_only_scores_the_others():
+    torch.manual_seed(0)
+    proxy = torch.nn.Linear(5, 3)
+    optimizer = torch.optim.SGD(proxy.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def loss_fn(logits, labels, _index):
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    select = ProxySelection(proxy, loss_fn, 0.5, optimizer, scheduler, every=2)
+    changed = []
+    for _ in range(5):
+        before = copy.deepcopy(proxy.state_dict())
+        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        _, _, chosen = select(x, y, torch.arange(8))
+        logits = x @ before["weight"].T + before["bias"]  # the proxy before this call
+        assert chosen.tolist() == loss_fn(logits, y, None).topk(4).indices.tolist()
+        changed.append(not torch.equal(before["weight"], proxy.weight))
+    assert changed == [True, False, True, False, True]
+    assert select.trained == 3 * 4 and select.scored == 5 * 8
+    assert scheduler.last_epoch == 5  # the schedule follows every call
+
+
 def test_a_proxy_outside_online_mode_is_refused():
     with pytest.raises(ValueError, match="proxy applies to mode online"):
         DataConfig(mode="infobatch", proxy=ModelConfig(name="mlp"))
+    with pytest.raises(ValueError, match="proxy_every=2 applies with a proxy"):
+        DataConfig(mode="online", keep=0.5, proxy_every=2)
 
 
 def test_a_proxy_that_cannot_be_built_fails_before_the_run_starts(digits, tmp_path):
