@@ -19,11 +19,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictFloat,
     StrictInt,
     ValidationError,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -99,6 +101,16 @@ class DataConfig(Section):
     @classmethod
     def _fraction(cls, value: float | None) -> float | None:
         return None if value is None else check_fraction(value)
+
+    @model_serializer(mode="wrap")
+    def _without_unused_proxy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Runs without a proxy dump as they did before it existed, so their config hashes
+        # (resume points, the pipeline's cached cells) stay what they were.
+        data = handler(self)
+        if self.proxy is None and self.proxy_every == 1:
+            data.pop("proxy", None)
+            data.pop("proxy_every", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
