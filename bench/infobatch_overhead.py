@@ -31,7 +31,9 @@ is the median rep:
 bench/results/infobatch_overhead_before.json is the same script run, just
 before, on the library as it was before this change (``library`` in the JSON:
 a copy of commit a381203's datapruning/ and models/), one after the other on
-the same machine.
+the same machine. bench/results/infobatch_overhead_40k.json is the loop pairs
+on the dataset size of bench/dynamic.py (``--reps 10 --loop-samples 50000
+--loop-epochs 4 --loop-reps 5``).
 """
 
 from __future__ import annotations
