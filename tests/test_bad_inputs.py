@@ -662,6 +662,22 @@ CASES = [
     ),
     Case("infobatch-with-steps", train("train.data.mode=infobatch", "train.steps=5"), "steps"),
     Case("online-keep-zero", train("train.data.mode=online", "train.data.keep=0"), "0"),
+    Case(
+        "online-proxy-unknown-model",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy.name=nosuch"),
+        "nosuch",
+    ),
+    Case("proxy-without-online", train("train.data.proxy.name=mlp"), "proxy"),
+    Case(
+        "proxy-every-without-proxy",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy_every=2"),
+        "proxy_every",
+    ),
+    Case(
+        "online-proxy-unknown-option",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy.params.bogus=1"),
+        "bogus",
+    ),
     Case("augment-unknown", train("train.augment=rotate"), "rotate"),
     Case("data-keep-without-scores", train("train.data.keep=0.5"), "keep"),
     Case("sparsity-target-one", train("train.sparsity.target=1.0"), "1.0"),
