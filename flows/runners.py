@@ -94,10 +94,18 @@ def task_runner(
         threads = check_scheduler(dask_address, run_root)
         yield Runner(DaskTaskRunner(address=dask_address), threads)
         return
+    n = workers or _cores()
+    with local_cluster(n) as address:
+        yield Runner(DaskTaskRunner(address=address), n)
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[str]:
+    """A Dask cluster of ``workers`` single-threaded, pinned, quiet worker processes on this
+    machine, for as long as the block runs; yields the scheduler's address."""
     import dask
     from distributed import Client, LocalCluster
 
-    n = workers or _cores()
     # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand
     # memory back sooner; glibc then maps and unmaps every large tensor, which made each
     # cell's training 1.4-1.7x slower than in a plain process (bench/orchestration.py).
@@ -108,7 +116,7 @@ def task_runner(
         # memory_limit=0: no memory monitor polling every 100 ms on the cell's core, and no
         # worker paused or restarted at a share of the RAM: a cell's memory is its own.
         cluster = LocalCluster(
-            n_workers=n,
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
@@ -117,9 +125,24 @@ def task_runner(
     try:
         with Client(cluster) as client:
             pin_workers(client)
-        yield Runner(DaskTaskRunner(address=cluster.scheduler_address), n)
+        yield cluster.scheduler_address
     finally:
+        # The nanny kills a worker still running 4 s after it is told to close: what
+        # Prefect holds for the server goes first. (Closing takes 2-4 s here anyway, most
+        # of it the workers' interpreters unloading torch and Prefect.)
+        with contextlib.suppress(Exception), Client(cluster) as client:
+            client.run(_drain_prefect)
         cluster.close()
+
+
+def _drain_prefect() -> None:
+    """Send what Prefect still holds for the server (logs, task-run events) and stop its
+    threads, so that a worker exits at once instead of being killed 4 s later."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 @contextmanager
