@@ -32,6 +32,7 @@ from datapruning import __version__
 from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import ExampleSource, check_finite
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scores import Scores
 
@@ -58,19 +59,15 @@ class MetricJob:
     work_dir: str | os.PathLike[str] | None = None
 
 
-def check_features(x: np.ndarray, what: str = "features") -> None:
+def check_features(x: np.ndarray | ExampleSource, what: str = "features") -> None:
     """Refuse NaN or inf inputs: every metric would turn them into garbage scores."""
-    if not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).any(axis=1)))
-        raise DataPruningError(
-            f"{what} contain NaN or inf in {bad} rows; clean or drop those examples first"
-        )
+    check_finite(x, what)
 
 
 def check_labels(dataset: Dataset) -> None:
     """Refuse labels outside 0..num_classes-1 (one-hot targets would be wrong)."""
     y = np.asarray(dataset.y_train)
-    if y.ndim != 1 or len(y) != len(dataset.x_train):
+    if y.ndim != 1 or len(y) != dataset.num_train:
         raise DataPruningError(
             f"dataset {dataset.name!r}: y_train must hold one label per training example"
         )
@@ -86,7 +83,7 @@ def dataset_record(dataset: Dataset) -> dict[str, Any]:
         "name": dataset.name,
         "params": dict(dataset.params),
         "fingerprint": dataset.fingerprint,
-        "num_train": len(dataset.x_train),
+        "num_train": dataset.num_train,
         "num_classes": dataset.num_classes,
     }
 
@@ -108,7 +105,7 @@ def build_scores(
     # metrics (proto) never look at it while scoring.
     table = pd.DataFrame(
         {
-            "index": np.arange(len(dataset.x_train), dtype=np.int64),
+            "index": np.arange(dataset.num_train, dtype=np.int64),
             "score": np.mean(np.stack(list(columns.values())), axis=0),
             "label": np.asarray(dataset.y_train, dtype=np.int64),
             **columns,

@@ -23,6 +23,7 @@ import torch
 from datapruning import user
 from datapruning.config import DataConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import train_rows
 from datapruning.scores import Scores
 from datapruning.scoring._common import (
     MetricJob,
@@ -84,7 +85,7 @@ def score_seed_groups(
     """
     dataset, scoring, model_cfg = job.dataset, job.scoring, job.model
     train_cfg = scoring_train_config(job.train, scoring.epochs)
-    check_features(dataset.x_train)
+    check_features(dataset.x_train)  # a streaming set chunk by chunk
     check_labels(dataset)
     model = user.record(model_cfg, dataset)
     # Models with BatchNorm cannot train in a batched ensemble: one seed per group.
@@ -136,7 +137,7 @@ def score_with_models(
         ensemble = train_group(
             dataset, job.model, recipe, job.scoring, chunk, batched, metric, job.progress
         )
-        x = torch.as_tensor(dataset.x_train, device=recipe.device)
+        x = train_rows(dataset, recipe.device)  # a streaming set is read in batches
         y = torch.as_tensor(dataset.y_train, device=recipe.device)
         with torch.no_grad():
             return scorer(ensemble, x, y).cpu().numpy()

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from datapruning import user
 from datapruning.config import ModelConfig
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import ExampleSource, as_rows
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import MetricJob, build_scores, check_features
@@ -165,7 +166,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def train_encoder(
-    x: np.ndarray,
+    x: np.ndarray | ExampleSource,
     model_name: str,
     model_params: dict[str, Any],
     proto: ProtoParams,
@@ -180,7 +181,7 @@ def train_encoder(
     from datapruning.models import build_model
 
     start = time.perf_counter()
-    data = torch.as_tensor(x)
+    data = as_rows(x)  # a streaming set: each batch read from the source
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(proto.seed)
         if build is None:
@@ -244,8 +245,8 @@ def train_encoder(
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    data = torch.as_tensor(x)
+def embed(encoder: nn.Module, x: np.ndarray | ExampleSource, batch_size: int = 1024) -> np.ndarray:
+    data = as_rows(x)
     return torch.cat(
         [encoder(chunk).reshape(len(chunk), -1) for chunk in data.split(batch_size)]
     ).numpy()

@@ -147,7 +147,11 @@ def test_sidecar_records_the_dataset_fingerprint(tmp_path, vectors):
     assert meta["fingerprint"] == dataset.fingerprint
     assert (meta["dataset"], meta["num_samples"], meta["input_shape"]) == ("toy", 230, [7])
     assert read_meta(path, dataset.fingerprint)["params"] == {"k": 1}
-    assert {p.name for p in tmp_path.iterdir()} == {"toy.beton", "toy.beton.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "toy.beton",
+        "toy.beton.json",
+        "toy.beton.test.npz",
+    }
 
 
 def test_sidecar_of_another_format_version_is_refused(tmp_path, vectors):
