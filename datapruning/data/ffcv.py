@@ -302,8 +302,7 @@ def read_meta(path: str | os.PathLike[str], fingerprint: str | None = None) -> d
             meta.get("fingerprint"),
             fingerprint,
             f"beton {str(path)!r} (dataset {meta.get('dataset')!r})",
-            "write it again with `datapruning convert`, or point train.beton at this "
-            "dataset's beton",
+            "convert this dataset with `datapruning convert` or point train.beton at its beton",
         )
     return meta
 

@@ -157,10 +157,10 @@ def test_sidecar_records_the_dataset_fingerprint(tmp_path, vectors):
 def test_sidecar_of_another_format_version_is_refused(tmp_path, vectors):
     path = to_beton(vectors, tmp_path / "v.beton")
     meta = json.loads(meta_path(path).read_text())
-    assert meta["format"] == "datapruning-beton/1"
-    meta["format"] = "datapruning-beton/2"
+    assert meta["format"] == "datapruning-beton/2"
+    meta["format"] = "datapruning-beton/1"
     meta_path(path).write_text(json.dumps(meta))
-    with pytest.raises(DataPruningError, match="format 'datapruning-beton/2', which this"):
+    with pytest.raises(DataPruningError, match="format 'datapruning-beton/1', which this"):
         read_meta(path)
     meta["format"] = "something-else"
     meta_path(path).write_text(json.dumps(meta))
@@ -170,7 +170,7 @@ def test_sidecar_of_another_format_version_is_refused(tmp_path, vectors):
 
 def test_a_beton_of_another_dataset_is_refused(vector_beton, vectors):
     with pytest.raises(FingerprintMismatchError, match="convert this dataset"):
-        make_loader(vector_beton, batch_size=4, fingerprint="0123456789abcdef")
+        make_loader(vector_beton, batch_size=4, fingerprint="v2:0123456789abcdef")
 
 
 def test_missing_or_changed_sidecar_is_refused(tmp_path, vectors):
