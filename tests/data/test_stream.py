@@ -124,9 +124,12 @@ def test_streams_read_the_same_rows_and_batches(forms):
                 assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True)), (name, kind)
 
 
-@pytest.mark.parametrize("metric", ["el2n", "forgetting"])
+@pytest.mark.parametrize(
+    "metric",
+    ["el2n", "forgetting", *(pytest.param(m, marks=pytest.mark.slow) for m in ("grand", "proto"))],
+)
 def test_scores_are_the_same_bit_for_bit(forms, metric):
-    scoring = ScoringConfig(seeds=2, epochs=2)
+    scoring = ScoringConfig(seeds=2, epochs=1)
     recipe = TrainConfig(batch_size=16, lr=0.1)
     expected = score(forms["memory"], metric, scoring, MLP, recipe, progress=False)
     for name in ("beton", "folder"):
