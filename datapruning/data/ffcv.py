@@ -421,7 +421,7 @@ def cached_beton(dataset: Dataset) -> Path:
     """A beton of ``dataset`` in :func:`cache_dir`, keyed by its fingerprint; written once."""
     import fcntl
 
-    path = cache_dir() / "beton" / f"{dataset.name}-{dataset.fingerprint}.beton"
+    path = cache_dir() / "beton" / f"{dataset.name}-{dataset.fingerprint.replace(':', '-')}.beton"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Parallel runs (the pipeline's students) share one beton: the first writes
     # it under the lock, the others wait and then find it.

@@ -67,7 +67,7 @@ def check_features(x: np.ndarray | ExampleSource, what: str = "features") -> Non
 def check_labels(dataset: Dataset) -> None:
     """Refuse labels outside 0..num_classes-1 (one-hot targets would be wrong)."""
     y = np.asarray(dataset.y_train)
-    if y.ndim != 1 or len(y) != dataset.num_train:
+    if y.ndim != 1 or len(y) != len(dataset.x_train):
         raise DataPruningError(
             f"dataset {dataset.name!r}: y_train must hold one label per training example"
         )
@@ -83,7 +83,7 @@ def dataset_record(dataset: Dataset) -> dict[str, Any]:
         "name": dataset.name,
         "params": dict(dataset.params),
         "fingerprint": dataset.fingerprint,
-        "num_train": dataset.num_train,
+        "num_train": len(dataset.x_train),
         "num_classes": dataset.num_classes,
     }
 
@@ -105,7 +105,7 @@ def build_scores(
     # metrics (proto) never look at it while scoring.
     table = pd.DataFrame(
         {
-            "index": np.arange(dataset.num_train, dtype=np.int64),
+            "index": np.arange(len(dataset.x_train), dtype=np.int64),
             "score": np.mean(np.stack(list(columns.values())), axis=0),
             "label": np.asarray(dataset.y_train, dtype=np.int64),
             **columns,

@@ -18,7 +18,7 @@ def score_random(job: MetricJob) -> Scores:
     """One uniform [0, 1) column per seed (seeds 0..scoring.seeds-1), averaged."""
     dataset, scoring = job.dataset, job.scoring
     start = time.perf_counter()
-    num_examples = dataset.num_train
+    num_examples = len(dataset.x_train)
     per_seed = {
         seed: np.random.default_rng(seed).random(num_examples) for seed in range(scoring.seeds)
     }

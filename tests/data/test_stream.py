@@ -200,3 +200,22 @@ def test_old_fingerprints_are_refused_with_the_fix(forms, tmp_path):
     meta_path(beton).write_text(json.dumps(meta))
     with pytest.raises(DataPruningError, match="datapruning convert"):
         load_dataset(f"beton:{beton}")
+
+
+def test_cifar_batches_stay_uint8_when_streamed(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    memory = load_dataset("cifar10", {"root": str(tmp_path), "stream": False})
+    streamed = load_dataset("cifar10", {"root": str(tmp_path), "stream": True})
+    assert isinstance(streamed.x_train, ArrayExamples) and streamed.x_train.dtype == np.uint8
+    assert memory.x_train.dtype == np.float32 and not memory.streaming
+    assert streamed.fingerprint == memory.fingerprint
+    assert np.array_equal(streamed.read_train(np.arange(20)), memory.x_train)
+    assert np.array_equal(streamed.x_test, memory.x_test)
