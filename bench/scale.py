@@ -247,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # machine (5 s at batch 128), so the two training steps take minutes, not an hour.
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32, help="training batch")
-    parser.add_argument("--score-batch-size", type=int, default=256)
+    parser.add_argument(
+        "--score-batch-size", type=int, default=None, help="scoring batch (default: --batch-size)"
+    )
     parser.add_argument("--width", type=int, default=16, help="resnet18 base width")
     parser.add_argument("--score-model", default="mlp")
     parser.add_argument("--threads", type=int, default=2)
@@ -291,10 +293,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
     }
     recipe = [
-        "--set",
-        f"train.batch_size={args.batch_size}",
-        "--set",
-        f"train.threads={args.threads}",
+        *("--set", f"train.batch_size={args.score_batch_size or args.batch_size}"),
+        *("--set", f"train.threads={args.threads}"),
     ]
     for name, (data, extra, dataset) in storages.items():
         scores, kept = work / f"{name}.parquet", work / f"{name}-kept.npy"
