@@ -22,6 +22,13 @@ tensor itself for in-memory data, else a :class:`SourceRows` view with the
 tensor operations the readers use (``rows[index]``, ``rows.split(n)``,
 ``len``, ``shape``), so the scoring and teacher passes read a streaming set in
 batches with bounded memory and an in-memory one exactly as before.
+
+On 200,000 generated 32x32 images (``bench/results/scale.json``) every CLI step
+stayed under 2 GiB peak RSS: EL2N scoring from a beton peaked at 1.57 GiB, 0.88
+GiB of it the beton's mapped file pages; the same set as float32 is 2.4 GB.
+Reading in the main process is the slow path (8,711 images/s from a beton,
+2,559 from PNG files, against 104,537 slicing an in-memory tensor); FFCV's
+loader over the beton read 193,714: use ``train.loader: ffcv`` at scale.
 """
 
 from __future__ import annotations
