@@ -61,6 +61,34 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
     return Path(path)
 
 
+def write_once(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> bool:
+    """Like :func:`atomic_write`, but the first writer wins: an existing ``path`` is kept.
+
+    Workers that may compute the same file at once (scoring shards training the
+    same seed group) all read back the one that landed first, so none of them
+    goes on with a copy that differs from the others' in its last bits. Returns
+    whether this call wrote the file.
+    """
+    path = check_output_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        try:
+            os.link(tmp_path, path)  # fails if path exists: an atomic create-if-absent
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: check, then rename
+            if path.exists():
+                return False
+            os.replace(tmp_path, path)
+        return True
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
@@ -128,7 +128,11 @@ def score(
         typer.Option(help="Take dataset, model, training and scoring settings from this config."),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Scoring model (default: the dataset's).")
+        str | None,
+        typer.Option(
+            help="Scoring model: sets scoring.model.name when the config has a scoring.model "
+            "(a proxy), else model.name (default: the dataset's)."
+        ),
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Number of scoring models to average.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs each scoring model trains.")] = None,
@@ -151,21 +155,48 @@ def score(
             "--batched/--sequential", help="Train the scoring models at once or one by one."
         ),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Score only shard I of N (I/N, counting from 1: rows (I-1)*len/N to I*len/N) "
+            "into OUT.parts/shard-I-of-N.parquet; el2n, grand, proto. Trained models or "
+            "centroids are shared through OUT.parts/. Then run the same command with --merge."
+        ),
+    ] = None,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge", help="Join the shards in OUT.parts/ into OUT (a missing shard is an error)."
+        ),
+    ] = False,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare",
+            help="Only compute what every shard reads (the trained seed groups, or proto's "
+            "encoder and centroids) into OUT.parts/, so parallel shards do not each compute it.",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Score every training example with a pruning metric and save the scores as parquet.
 
     Finished seeds are kept in OUT.parts/ until the scores are written, so a rerun
-    of an interrupted (or killed) command computes only the missing ones.
+    of an interrupted (or killed) command computes only the missing ones. With
+    --shard I/N each command scores one block of rows; --merge writes OUT from them.
     """
     from datapruning._io import check_output_path
-    from datapruning.scoring import get_metric
+    from datapruning.scoring import check_shardable, get_metric
     from datapruning.scoring import score as score_with
+    from datapruning.scoring._common import Shard
 
     # Options given on the command line override the config; unknown names fail
     # here, before any work.
     if metric is not None:
         get_metric(metric)
+    if sum([shard is not None, merge, prepare]) > 1:
+        raise DataPruningError("give one of --shard, --merge and --prepare")
+    one_shard = Shard.parse(shard) if shard is not None else None
     overrides = [
         *(set_ or []),
         *_dataset_overrides(dataset, root),
@@ -183,12 +214,34 @@ def score(
         ),
     ]
     cfg = _config(config, overrides)
+    if model is not None and cfg.scoring.model is not None:
+        # The config's proxy scores, so --model names the proxy, not the student.
+        cfg = _config(config, [*overrides, *_option_overrides({"scoring.model.name": model})])
     check_output_path(out)  # before minutes of work, not after
+    if one_shard is not None or prepare:
+        check_shardable(cfg.scoring.metric)
 
     from datapruning.data.sources import load_dataset
 
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
     parts = out.with_name(out.name + ".parts")
+    if merge:
+        _merge_shards(parts, out, cfg.scoring.metric, data.fingerprint)
+        return
+    if one_shard is not None:
+        one_shard.rows(data.num_train)  # refuses more shards than examples, before work
+    if prepare:
+        from datapruning.scoring import prepare as prepare_with
+
+        seconds = prepare_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
+        typer.echo(
+            f"prepared the shards of {cfg.scoring.metric} on {data.name} ({seconds:.1f} s) "
+            f"in {parts}; now run --shard I/N for every I"
+        )
+        return
+    if one_shard is not None:
+        _score_shard(data, cfg, one_shard, parts)
+        return
     scores = score_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
     scores.save(out)
     shutil.rmtree(parts, ignore_errors=True)
@@ -197,6 +250,49 @@ def score(
     typer.echo(
         f"wrote {len(scores)} {cfg.scoring.metric} scores for {data.name} "
         f"({scores.metadata['seconds']:.1f} s{resumed}) to {out}"
+    )
+
+
+def _score_shard(data: Any, cfg: PipelineConfig, shard: Any, parts: Path) -> None:
+    from datapruning.scoring import score as score_with
+    from datapruning.scoring._common import Shard
+
+    parts.mkdir(exist_ok=True)
+    scores = score_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts, shard=shard)
+    path = scores.save(parts / shard.file_name)
+    rows = scores.metadata["shard"]["rows"]
+    missing = [
+        number
+        for number in range(1, shard.count + 1)
+        if not (parts / Shard(number, shard.count).file_name).is_file()
+    ]
+    then = (
+        f"{len(missing)} of {shard.count} shards to go"
+        if missing
+        else f"all {shard.count} shards are done: run the same command with --merge"
+    )
+    typer.echo(
+        f"wrote {cfg.scoring.metric} scores of shard {shard} (rows {rows[0]}..{rows[1] - 1}) "
+        f"for {data.name} to {path}; {then}"
+    )
+
+
+def _merge_shards(parts: Path, out: Path, metric: str, fingerprint: str) -> None:
+    from datapruning.scoring._common import load_shards, merge_shards
+
+    shards = load_shards(parts, fingerprint)
+    found = shards[0].metadata.get("metric")
+    if found != metric:
+        raise DataPruningError(
+            f"the shards in {str(parts)!r} hold {found} scores, not {metric}; "
+            f"merge with --metric {found}"
+        )
+    scores = merge_shards(shards)
+    scores.save(out)
+    shutil.rmtree(parts, ignore_errors=True)
+    typer.echo(
+        f"merged {len(shards)} shards into {len(scores)} {metric} scores "
+        f"({scores.metadata['seconds']:.1f} s in all) -> {out}"
     )
 
 

@@ -19,11 +19,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictFloat,
     StrictInt,
     ValidationError,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -75,7 +77,10 @@ class DataConfig(Section):
     examples, weighs up the rest, and takes every example in the last ``anneal``
     (default 0.125) of the epochs. ``online`` scores candidate batches of
     ``batch_size / keep`` examples with the student (no gradient) and trains on
-    the highest-loss ``keep`` share of each.
+    the highest-loss ``keep`` share of each; with ``proxy`` (a registered model
+    and its params, e.g. ``{name: convnet1d, params: {channels: 4}}``) a small
+    separate model scores them instead and is trained on the kept share of
+    every ``proxy_every``-th batch (:class:`~datapruning.train.dynamic.ProxySelection`).
     """
 
     mode: Literal["full", "subset", "rs2", "infobatch", "online"] = "full"
@@ -88,11 +93,24 @@ class DataConfig(Section):
     stratify: bool = False
     prune: float | None = Field(None, ge=0, lt=1)
     anneal: float | None = Field(None, ge=0, le=1)
+    proxy: ModelConfig | None = None
+    # The proxy trains on every proxy_every-th batch (and only scores the others).
+    proxy_every: int = Field(1, ge=1)
 
     @field_validator("keep", "fraction")
     @classmethod
     def _fraction(cls, value: float | None) -> float | None:
         return None if value is None else check_fraction(value)
+
+    @model_serializer(mode="wrap")
+    def _without_unused_proxy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Runs without a proxy dump as they did before it existed, so their config hashes
+        # (resume points, the pipeline's cached cells) stay what they were.
+        data = handler(self)
+        if self.proxy is None and self.proxy_every == 1:
+            data.pop("proxy", None)
+            data.pop("proxy_every", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +126,10 @@ class DataConfig(Section):
             raise ValueError(f"prune and anneal apply to mode infobatch, not {self.mode}")
         if self.mode == "online" and self.keep is None:
             raise ValueError("mode online needs keep (the share of each candidate batch trained)")
+        if self.mode != "online" and self.proxy is not None:
+            raise ValueError(f"proxy applies to mode online, not {self.mode}")
+        if self.proxy is None and self.proxy_every != 1:
+            raise ValueError(f"proxy_every={self.proxy_every} applies with a proxy; give proxy")
         return self
 
     @field_validator("strategy")
@@ -462,6 +484,14 @@ class ScoringConfig(Section):
     # torch threads while a batched ensemble trains (None: every core, at most one
     # per model). One wide ensemble can use more cores than one small model can.
     ensemble_threads: int | None = Field(None, ge=1)
+    # The scoring model when it differs from the student's (``model:``): a small
+    # proxy makes scoring cheap. None: the student's model. Recorded in the scores'
+    # provenance and part of their cache key.
+    model: ModelConfig | None = None
+    # Pipelines and the score flow split the per-example passes of el2n, grand and
+    # proto into this many shards (contiguous row blocks), one cell each, then merge
+    # them (``datapruning score --shard i/n`` by hand). Other metrics ignore it.
+    shards: int = Field(1, ge=1)
     # Each metric's own settings under its name, e.g. {grand: {layer: last}, proto: {k: 20}}.
     params: MetricParamsSection = Field(default_factory=MetricParamsSection)  # type: ignore[valid-type]
 

@@ -53,7 +53,8 @@ SCORES_KEY = "cache_key"
 TEACHER_LOGITS_NAME = "teacher_logits.npy"
 # Settings that change how fast a run goes, not what it computes.
 _SPEED_ONLY = {"threads", "checkpoint_every"}
-_SCORING_SPEED_ONLY = {"ensemble_threads"}
+# Sharded scores merge equal to unsharded ones (tests/scoring/test_shards.py).
+_SCORING_SPEED_ONLY = {"ensemble_threads", "shards"}
 # Modules that do not change what a run or a score computes: editing them reuses results.
 _NOT_COMPUTING = {"cli.py", "report.py", "orchestration.py"}
 
@@ -273,7 +274,7 @@ def scores_path(cfg: PipelineConfig, metric: str) -> Path:
 
 def scores_key(cfg: PipelineConfig, metric: str) -> str:
     scoring = cfg.scoring.model_dump(
-        mode="json", exclude=_SCORING_SPEED_ONLY | {"metric", "params"}
+        mode="json", exclude=_SCORING_SPEED_ONLY | {"metric", "params", "model"}
     )
     # Only this metric's own settings: another metric's params never invalidate its scores.
     scoring["params"] = cfg.scoring.params_for(metric).model_dump(mode="json")
@@ -282,7 +283,8 @@ def scores_key(cfg: PipelineConfig, metric: str) -> str:
             "metric": metric,
             "scoring": scoring,
             "dataset": dataset_of(cfg).fingerprint,
-            "model": cfg.model.model_dump(mode="json"),
+            # The model that scores: scoring.model (a proxy) when set, else the student's.
+            "model": (cfg.scoring.model or cfg.model).model_dump(mode="json"),
             "train": _train_identity(cfg.train),
         }
     )
@@ -326,6 +328,18 @@ def seed_groups(cfg: PipelineConfig, metric: str) -> list[list[int]]:
     return groups if len(groups) > 1 else []
 
 
+def shard_count(cfg: PipelineConfig, metric: str) -> int:
+    """How many shards a scoring's per-example pass fans out into (1: not sharded).
+
+    ``scoring.shards`` for the metrics that have a per-example pass to split
+    (el2n, grand, proto); the others score as one pass whatever it says. (More
+    shards than examples fail in each shard cell, in one line.)
+    """
+    from datapruning.scoring import SHARDABLE_METRICS
+
+    return cfg.scoring.shards if metric in SHARDABLE_METRICS else 1
+
+
 def _parts_dir(cfg: PipelineConfig, metric: str) -> Path:
     path = scores_path(cfg, metric)
     return path.with_name(path.name + ".parts")
@@ -356,13 +370,29 @@ def score_group(cfg: PipelineConfig, metric: str, seeds: Sequence[int]) -> list[
     return list(seeds)
 
 
-def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
-    """Score every seed still missing, write the scores file with its key, and record it."""
-    from datapruning.scoring import score
+def prepare_shards(cfg: PipelineConfig, metric: str, seeds: Sequence[int] | None) -> float:
+    """Compute what the shards of a scoring share (one fan-out cell): the trained models of
+    ``seeds`` (None: every seed group; proto: its encoder and centroids); its seconds."""
+    from datapruning.scoring import prepare
+    from datapruning.scoring._common import only_seeds
 
-    path = scores_path(cfg, metric)
-    path.parent.mkdir(parents=True, exist_ok=True)
     parts = _parts_dir(cfg, metric)
+    parts.mkdir(parents=True, exist_ok=True)
+    args = (dataset_of(cfg), metric, cfg.scoring, cfg.model, cfg.train)
+    if seeds is None:
+        return prepare(*args, progress=False, work_dir=parts)
+    with only_seeds(seeds):
+        return prepare(*args, progress=False, work_dir=parts)
+
+
+def score_shard(cfg: PipelineConfig, metric: str, number: int, count: int) -> str:
+    """Score shard ``number`` of ``count`` (1-based) and save it in the parts directory."""
+    from datapruning.scoring import score
+    from datapruning.scoring._common import Shard
+
+    shard = Shard(number, count)
+    parts = _parts_dir(cfg, metric)
+    parts.mkdir(parents=True, exist_ok=True)
     scores = score(
         dataset_of(cfg),
         metric,
@@ -371,7 +401,33 @@ def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
         cfg.train,
         progress=False,
         work_dir=parts,
+        shard=shard,
     )
+    return str(scores.save(parts / shard.file_name))
+
+
+def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
+    """Score every seed still missing (or join the saved shards, when ``scoring.shards`` > 1),
+    write the scores file with its key, and record it."""
+    from datapruning.scoring import score
+    from datapruning.scoring._common import load_shards, merge_shards
+
+    path = scores_path(cfg, metric)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = _parts_dir(cfg, metric)
+    shards = shard_count(cfg, metric)
+    if shards > 1:
+        scores = merge_shards(load_shards(parts, dataset_of(cfg).fingerprint, shards))
+    else:
+        scores = score(
+            dataset_of(cfg),
+            metric,
+            cfg.scoring,
+            cfg.model,
+            cfg.train,
+            progress=False,
+            work_dir=parts,
+        )
     scores.metadata[SCORES_KEY] = scores_key(cfg, metric)
     scores.save(path)
     shutil.rmtree(parts, ignore_errors=True)

@@ -6,7 +6,8 @@
 1. train the full-data model of each seed (the baseline and the KD teacher) and
    its logits on the training set;
 2. score the training set with each metric a student uses; the seed groups of
-   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file;
+   seed-group metrics (el2n, grand, forgetting) fan out and merge into one file,
+   and with ``scoring.shards`` the per-example passes too (prepare, shards, merge);
 3. train every student, each as soon as the teacher and scores it reads are
    done (one that reads neither starts with the teachers); a cell that fails
    for good is reported with its error and the others finish;
@@ -23,6 +24,8 @@ so a deployment can run them with plain parameters.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -40,9 +43,11 @@ from datapruning.flows.runners import task_runner
 from datapruning.flows.tasks import (
     artifact_key,
     merge_scores_task,
+    prepare_shards_task,
     report_task,
     retrying,
     score_group_task,
+    score_shard_task,
     student_task,
     teacher_task,
 )
@@ -103,8 +108,8 @@ def _run(
     orch.experiments(cfg)  # bad grids fail before a runner starts
     with task_runner(runner, cfg.run_root, dask_address=dask_address, workers=workers) as tr:
         # The cells run in a subflow: a flow's task runner is fixed when it starts.
-        result = cells.with_options(task_runner=tr)(
-            config, overrides, refresh, retries, retry_delay
+        result = cells.with_options(task_runner=tr.task_runner)(
+            config, overrides, refresh, retries, retry_delay, tr.slots
         )
     get_run_logger().info(orch.describe_tally(result["counts"]))
     return result
@@ -117,77 +122,82 @@ def cells(
     refresh: bool = False,
     retries: int = 2,
     retry_delay: float = 2.0,
+    slots: int | None = None,
 ) -> dict[str, Any]:
-    """Fan the cells of every experiment out on this flow's task runner."""
+    """Fan the cells of every experiment out on this flow's task runner.
+
+    ``slots``: how many cells the runner runs at once (None: send every cell as
+    soon as it can start and let the runner queue them).
+    """
     cfg = load_config(config, overrides)
     exps = orch.experiments(cfg)
     teacher_t = retrying(teacher_task, retries, retry_delay)
     group_t = retrying(score_group_task, retries, retry_delay)
+    prepare_t = retrying(prepare_shards_task, retries, retry_delay)
+    shard_t = retrying(score_shard_task, retries, retry_delay)
     merge_t = retrying(merge_scores_task, retries, retry_delay)
     student_t = retrying(student_task, retries, retry_delay)
     total = sum(len(e.teacher_seeds) + len(e.scored_metrics) + len(e.recipes) for e in exps)
     progress = _Progress(cfg.name, total)
+    queue = _CellQueue(slots)
 
-    # Teachers and scores of every experiment start at once; each student starts as
-    # soon as what it reads is done (one without KD or scores starts with the
-    # teachers), so no worker idles while a cell it does not need finishes.
-    upstream: dict[Any, tuple[str, int, Any]] = {}
     for i, exp in enumerate(exps):
         for seed in exp.teacher_seeds:
-            upstream[teacher_t.submit(exp.cfg, seed, refresh)] = ("teacher", i, seed)
+            queue.add(("teacher", i, seed), _TEACHER, [], teacher_t, exp.cfg, seed, refresh)
         for metric in exp.scored_metrics:
             if refresh:
                 orch.clear_scores(exp.cfg, metric)
-            groups = [group_t.submit(exp.cfg, metric, g) for g in orch.seed_groups(exp.cfg, metric)]
-            upstream[merge_t.submit(exp.cfg, metric, wait_for=groups)] = ("scores", i, metric)
+            groups = []
+            count = orch.shard_count(exp.cfg, metric)
+            if count > 1:
+                # The seed groups train and save their models (proto: one cell fits the
+                # encoder and centroids), then each shard scores its rows with them.
+                prepared = []
+                for n, seeds in enumerate(orch.seed_groups(exp.cfg, metric) or [None]):
+                    prepared.append(("prepare", i, metric, n))
+                    queue.add(prepared[-1], _SCORING, [], prepare_t, exp.cfg, metric, seeds)
+                for number in range(1, count + 1):
+                    groups.append(("shard", i, metric, number))
+                    queue.add(
+                        groups[-1], _SCORING, prepared, shard_t, exp.cfg, metric, number, count
+                    )
+            else:
+                for n, seeds in enumerate(orch.seed_groups(exp.cfg, metric)):
+                    groups.append(("group", i, metric, n))
+                    queue.add(groups[-1], _SCORING, [], group_t, exp.cfg, metric, seeds)
+            queue.add(("scores", i, metric), _MERGE, groups, merge_t, exp.cfg, metric)
+        for recipe in exp.recipes:
+            teacher = ("teacher", i, recipe.seed) if recipe.kd else None
+            table = ("scores", i, recipe.metric) if recipe.needs_scores else None
+            queue.add(
+                ("student", i, recipe.run_name),
+                (_STUDENT, -_expected_cost(recipe)),
+                [key for key in (teacher, table) if key is not None],
+                student_t,
+                exp.cfg,
+                recipe,
+                _Result(table),
+                _Result(teacher),
+                refresh,
+            )
+
     records: list[dict[str, Any]] = []
-    done: dict[tuple[str, int, Any], Any] = {}
-    waiting = [(i, recipe) for i, exp in enumerate(exps) for recipe in exp.recipes]
-    students: dict[Any, tuple[orch.Experiment, Recipe]] = {}
-
-    def start_ready() -> None:
-        nonlocal waiting
-        blocked = []
-        for i, recipe in waiting:
-            exp = exps[i]
-            needs = [("teacher", i, recipe.seed)] if recipe.kd else []
-            needs += [("scores", i, recipe.metric)] if recipe.needs_scores else []
-            if any(key not in done for key in needs):
-                blocked.append((i, recipe))
-                continue
-            teacher = done[needs[0]] if recipe.kd else None
-            table = done[needs[-1]] if recipe.needs_scores else None
-            missing = next((x for x in (teacher, table) if isinstance(x, Failure)), None)
-            if missing is not None:
-                what = "teacher" if isinstance(teacher, Failure) else "scoring"
-                error = orch.record_failure(
-                    exp.root / recipe.run_name, recipe, f"{what} failed: {missing}"
-                )
-                records.append(error | {"experiment": exp.cfg.name})
-                progress.step()
-                continue
-            students[student_t.submit(exp.cfg, recipe, table, teacher, refresh)] = (exp, recipe)
-        waiting = blocked
-
-    start_ready()
-    for future in as_completed(list(upstream)):
-        progress.step()
-        kind, i, what = key = upstream[future]
-        value = done[key] = _outcome(future)
+    for key, value in queue.run():
+        kind, i = key[0], key[1]
         exp = exps[i]
+        if kind in ("group", "prepare", "shard"):
+            continue  # its merge reports the scoring
+        progress.step()
         if kind == "teacher":
             if isinstance(value, Failure):
-                records.append(_failed(exp, full_run_name(what), "full", value))
+                records.append(_failed(exp, full_run_name(key[2]), "full", value))
             else:
                 records.append(value | {"experiment": exp.cfg.name})
-        start_ready()
-    for future in as_completed(list(students)):
-        progress.step()
-        exp, recipe = students[future]
-        value = _outcome(future)
-        if isinstance(value, Failure):
-            value = orch.record_failure(exp.root / recipe.run_name, recipe, value)
-        records.append(value | {"experiment": exp.cfg.name})
+        elif kind == "student":
+            recipe = next(r for r in exp.recipes if r.run_name == key[2])
+            if isinstance(value, Failure):
+                value = orch.record_failure(exp.root / recipe.run_name, recipe, value)
+            records.append(value | {"experiment": exp.cfg.name})
     records.sort(key=lambda record: (record["experiment"], record["run"]))
 
     reports = []
@@ -209,6 +219,88 @@ def cells(
 
 class Failure(str):
     """Why a cell failed for good, in one line (a task's result is never one)."""
+
+
+# Which ready cell goes to the runner first (lower first): a merge of scores (quick,
+# and every student of that metric waits for it), teachers and scoring groups (students
+# wait for them), then students.
+_MERGE, _TEACHER, _SCORING, _STUDENT = (0,), (1,), (2,), 3
+
+
+def _expected_cost(recipe: Recipe) -> float:
+    """A student's training work relative to full data's: longest first ends the sweep
+    on short cells, not with one worker training the longest while the others idle."""
+    examples = 1 - recipe.prune / 2 if recipe.is_infobatch and recipe.prune else recipe.fraction
+    return examples * (1.1 if recipe.kd else 1.0)  # the teacher's forward pass, roughly
+
+
+@dataclass(frozen=True)
+class _Result:
+    """An argument filled with another cell's result when this cell is sent (None: none)."""
+
+    key: tuple[Any, ...] | None
+
+
+class _CellQueue:
+    """Cells wait here until what they read is done and a runner slot is free.
+
+    Sent all at once, cells queue in the runner first come, first served: on Dask
+    with 2 workers a 0.1 s merge of scores waited behind two students of 20 s while
+    six students waited for it (bench/orchestration.py, a profile at stop 12). Here
+    a cell goes to the runner only when one of ``slots`` is free, the most urgent
+    ready one first (see ``_MERGE``); ``slots=None`` sends each as soon as it can
+    start. A cell whose input failed for good is not sent: it fails with that reason.
+    """
+
+    def __init__(self, slots: int | None) -> None:
+        self.slots = slots
+        self.waiting: dict[tuple[Any, ...], tuple[Any, int, list[Any], Any, tuple[Any, ...]]] = {}
+        self.done: dict[tuple[Any, ...], Any] = {}
+
+    def add(
+        self, key: tuple[Any, ...], priority: Any, needs: list[Any], task_: Any, *args: Any
+    ) -> None:
+        self.waiting[key] = (priority, len(self.waiting), needs, task_, args)
+
+    def run(self) -> Iterator[tuple[tuple[Any, ...], Any]]:
+        """Yield ``(key, result or Failure)`` of every cell as it finishes."""
+        running: dict[Any, tuple[Any, ...]] = {}
+        while self.waiting or running:
+            for key, failure in self._doomed():
+                yield key, failure
+            ready = sorted(
+                (entry[:2], key)
+                for key, entry in self.waiting.items()
+                if all(need in self.done for need in entry[2])
+            )
+            for _, key in ready:
+                if self.slots is not None and len(running) >= self.slots:
+                    break
+                _, _, _, task_, args = self.waiting.pop(key)
+                filled = [self.done.get(a.key) if isinstance(a, _Result) else a for a in args]
+                running[task_.submit(*filled)] = key
+            if not running:
+                continue  # cells whose input failed were just resolved; look again
+            future = next(as_completed(list(running)))
+            key = running.pop(future)
+            self.done[key] = _outcome(future)
+            yield key, self.done[key]
+
+    def _doomed(self) -> list[tuple[tuple[Any, ...], Failure]]:
+        """Resolve the waiting cells whose input failed for good, and say why."""
+        doomed = []
+        for key, (_, _, needs, _, _) in list(self.waiting.items()):
+            failed = next((n for n in needs if isinstance(self.done.get(n), Failure)), None)
+            if failed is None:
+                continue
+            reason = self.done[failed]
+            what = "teacher" if failed[0] == "teacher" else "scoring"
+            if not reason.startswith(f"{what} failed: "):
+                reason = Failure(f"{what} failed: {reason}")
+            del self.waiting[key]
+            self.done[key] = reason
+            doomed.append((key, reason))
+        return doomed
 
 
 def _outcome(future: Any) -> Any:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from datapruning.errors import DataPruningError
 
@@ -28,9 +28,12 @@ RUNNERS = ("sequential", "processes", "dask")
 # A worker's statistical profiler samples its threads every 10 ms, on the core the
 # training task is pinned to, and its event loop checks itself every 20 ms: neither
 # is needed to run cells, and both take time from the run's own clock.
+# Cells go to the cluster only when a worker is free (flows/pipeline.py), so there is
+# nothing to steal, and the scheduler need not look every second.
 QUIET_WORKERS = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
+    "distributed.scheduler.work-stealing": False,
 }
 # Seconds to wait for Prefect's temporary server (it took 25-46 s to start in
 # bench/results/orchestration*.json; Prefect's own default wait is 20 s).
@@ -56,6 +59,13 @@ def check_runner(runner: str, dask_address: str | None, workers: int | None) -> 
         )
 
 
+class Runner(NamedTuple):
+    """A Prefect task runner and how many cells it runs at once."""
+
+    task_runner: Any
+    slots: int
+
+
 @contextmanager
 def task_runner(
     runner: str,
@@ -63,23 +73,26 @@ def task_runner(
     *,
     dask_address: str | None = None,
     workers: int | None = None,
-) -> Iterator[Any]:
+) -> Iterator[Runner]:
     """The Prefect task runner for ``runner``; a local Dask cluster lives as long as the block."""
     check_runner(runner, dask_address, workers)
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
     if runner == "sequential":
         # One task at a time in the flow's process: today's behaviour.
-        yield ThreadPoolTaskRunner(max_workers=1)
+        yield Runner(ThreadPoolTaskRunner(max_workers=1), 1)
         return
     if runner == "processes":
-        yield ProcessPoolTaskRunner(max_workers=workers or _cores())
+        n = workers or _cores()
+        yield Runner(ProcessPoolTaskRunner(max_workers=n), n)
         return
     from prefect_dask import DaskTaskRunner
 
     if dask_address is not None:
-        check_scheduler(dask_address, run_root)
-        yield DaskTaskRunner(address=dask_address)
+        # The workers there when the flow starts; one that joins later gets cells too
+        # once a slot frees, which is all the flow needs.
+        threads = check_scheduler(dask_address, run_root)
+        yield Runner(DaskTaskRunner(address=dask_address), threads)
         return
     import dask
     from distributed import Client, LocalCluster
@@ -92,13 +105,19 @@ def task_runner(
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     quiet = QUIET_WORKERS | {"distributed.nanny.pre-spawn-environ": environ}
     with dask.config.set(quiet):
+        # memory_limit=0: no memory monitor polling every 100 ms on the cell's core, and no
+        # worker paused or restarted at a share of the RAM: a cell's memory is its own.
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
         )
     try:
         with Client(cluster) as client:
             pin_workers(client)
-        yield DaskTaskRunner(address=cluster.scheduler_address)
+        yield Runner(DaskTaskRunner(address=cluster.scheduler_address), n)
     finally:
         cluster.close()
 
@@ -143,8 +162,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def check_scheduler(address: str, run_root: Path) -> None:
-    """An existing scheduler must answer, run one task per worker, and share ``run_root``."""
+def check_scheduler(address: str, run_root: Path) -> int:
+    """An existing scheduler must answer, run one task per worker, and share ``run_root``.
+
+    Returns how many workers it has.
+    """
     from distributed import Client
 
     try:
@@ -165,6 +187,7 @@ def check_scheduler(address: str, run_root: Path) -> None:
                 "clock; start them with `dask worker --nthreads 1`"
             )
         check_shared(client, run_root)
+        return len(workers)
 
 
 def check_shared(client: Any, run_root: Path) -> None:

@@ -58,6 +58,20 @@ def score_group_task(cfg: PipelineConfig, metric: str, seeds: list[int]) -> list
     return orch.score_group(cfg, metric, seeds)
 
 
+@task(name="prepare-shards", cache_policy=NO_CACHE)
+def prepare_shards_task(cfg: PipelineConfig, metric: str, seeds: list[int] | None) -> float:
+    if orch.reusable_scores(cfg, metric) is not None:
+        return 0.0
+    return orch.prepare_shards(cfg, metric, seeds)
+
+
+@task(name="score-shard", cache_policy=NO_CACHE)
+def score_shard_task(cfg: PipelineConfig, metric: str, number: int, count: int) -> str | None:
+    if orch.reusable_scores(cfg, metric) is not None:
+        return None
+    return orch.score_shard(cfg, metric, number, count)
+
+
 @task(name="merge-scores", cache_policy=NO_CACHE)
 def merge_scores_task(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     record = orch.reusable_scores(cfg, metric) or orch.merge_scores(cfg, metric)
@@ -69,6 +83,34 @@ def merge_scores_task(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
         record["path"],
     )
     return record
+
+
+def submit_scores(cfg: PipelineConfig, metric: str, retries: int, retry_delay: float) -> Any:
+    """Fan one scoring out on the flow's task runner; the future of its merge cell.
+
+    Unsharded: one cell per seed group (orch.seed_groups), then the merge scores
+    whatever is missing. With ``scoring.shards`` = N > 1 (el2n, grand, proto): the
+    seed groups train and save their models (proto: one cell fits the encoder and
+    centroids), then N cells each score one block of rows with them, then the
+    merge joins the N shard files.
+    """
+    merge_t = retrying(merge_scores_task, retries, retry_delay)
+    groups = orch.seed_groups(cfg, metric)
+    count = orch.shard_count(cfg, metric)
+    if count > 1:
+        prepare_t = retrying(prepare_shards_task, retries, retry_delay)
+        shard_t = retrying(score_shard_task, retries, retry_delay)
+        prepared = [prepare_t.submit(cfg, metric, group) for group in groups] or [
+            prepare_t.submit(cfg, metric, None)
+        ]
+        cells = [
+            shard_t.submit(cfg, metric, number, count, wait_for=prepared)
+            for number in range(1, count + 1)
+        ]
+    else:
+        group_t = retrying(score_group_task, retries, retry_delay)
+        cells = [group_t.submit(cfg, metric, group) for group in groups]
+    return merge_t.submit(cfg, metric, wait_for=cells)
 
 
 @task(name="train-student", cache_policy=NO_CACHE)

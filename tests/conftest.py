@@ -3,7 +3,8 @@
 Prefect reads its settings when first imported, so its home and telemetry are
 pointed at a throw-away directory here, before any test imports it. Tests that
 need a Prefect API use the session-scoped ``prefect_server`` fixture: one
-temporary server (SQLite) for the whole run, started only if asked for.
+``prefect server start`` (SQLite) for the whole run, started only if asked for
+(tests/server_helper.py).
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
+    from server_helper import prefect_server
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with prefect_server() as api:
+        yield api
 
 
 @pytest.fixture

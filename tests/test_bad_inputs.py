@@ -188,6 +188,15 @@ def _bytes(name: str, content: bytes) -> Callable[[Paths], None]:
     return setup
 
 
+def _shard_file(p: Paths, number: int, count: int) -> None:
+    """A shard file left by ``score --shard NUMBER/COUNT`` (its content is never read here)."""
+    parts = p.out / "scores.parquet.parts"
+    parts.mkdir()
+    (parts / f"shard-{number}-of-{count}.parquet").write_bytes(
+        (p.assets / "scores.parquet").read_bytes()
+    )
+
+
 def _truncated(source: str, name: str, keep: float = 0.5) -> Callable[[Paths], None]:
     def setup(p: Paths) -> None:
         blob = (p.assets / source).read_bytes()
@@ -495,6 +504,27 @@ CASES = [
         "mnist1d",
     ),
     Case("score-cifar-without-root", score("--dataset", "cifar10", config=False), "--root"),
+    # --- sharded scoring (--shard I/N, 1-based; --merge; --prepare) and scoring.model
+    Case("score-shard-zero", score("--shard", "0/2"), "0/2"),
+    Case("score-shard-past-count", score("--shard", "3/2"), "3/2"),
+    Case("score-shard-not-i-of-n", score("--shard", "half"), "half"),
+    Case("score-shard-more-than-examples", score("--shard", "1/49"), "at most 48 shards"),
+    Case(
+        "score-shard-forgetting",
+        score("--metric", "forgetting", "--shard", "1/2"),
+        "forgetting",
+    ),
+    Case("score-shard-random", score("--metric", "random", "--prepare"), "random"),
+    Case("score-shard-and-merge", score("--shard", "1/2", "--merge"), "--merge"),
+    Case("score-merge-without-shards", score("--merge"), "no shard files"),
+    Case(
+        "score-merge-missing-shard",
+        score("--merge"),
+        "shard-1-of-2.parquet",
+        lambda p: _shard_file(p, 2, 2),
+    ),
+    Case("score-shards-zero", score("--set", "scoring.shards=0"), "scoring.shards"),
+    Case("score-scoring-model-unknown", score("--set", "scoring.model.name=nope"), "nope"),
     Case("select-keep-zero", select(None, "--keep", "0"), "0.0"),
     Case("select-keep-above-one", select(None, "--keep", "1.5"), "1.5"),
     Case("select-unknown-strategy", select(None, "--strategy", "median"), "median"),
@@ -632,6 +662,22 @@ CASES = [
     ),
     Case("infobatch-with-steps", train("train.data.mode=infobatch", "train.steps=5"), "steps"),
     Case("online-keep-zero", train("train.data.mode=online", "train.data.keep=0"), "0"),
+    Case(
+        "online-proxy-unknown-model",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy.name=nosuch"),
+        "nosuch",
+    ),
+    Case("proxy-without-online", train("train.data.proxy.name=mlp"), "proxy"),
+    Case(
+        "proxy-every-without-proxy",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy_every=2"),
+        "proxy_every",
+    ),
+    Case(
+        "online-proxy-unknown-option",
+        train("train.data.mode=online", "train.data.keep=0.5", "train.data.proxy.params.bogus=1"),
+        "bogus",
+    ),
     Case("augment-unknown", train("train.augment=rotate"), "rotate"),
     Case("data-keep-without-scores", train("train.data.keep=0.5"), "keep"),
     Case("sparsity-target-one", train("train.sparsity.target=1.0"), "1.0"),

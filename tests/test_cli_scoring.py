@@ -6,6 +6,8 @@ Bad input prints one line, exits 2 and leaves neither a parquet file nor a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -211,9 +213,11 @@ def test_proto_on_mnist1d_end_to_end(capsys, tmp_path, monkeypatch):
             readers.append("y_test")
             return self._dataset.y_test
 
-    real = prototypes._score_proto
+    real = prototypes.score_proto
     monkeypatch.setattr(
-        prototypes, "_score_proto", lambda dataset, *a, **k: real(LabelWatch(dataset), *a, **k)
+        prototypes,
+        "score_proto",
+        lambda job: real(dataclasses.replace(job, dataset=LabelWatch(job.dataset))),
     )
     out = tmp_path / "p.parquet"
     code, stdout, err = run_cli(

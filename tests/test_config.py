@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from datapruning.config import PipelineConfig, apply_override, load_config, parse_config
+from datapruning.config import (
+    DataConfig,
+    ModelConfig,
+    PipelineConfig,
+    TrainConfig,
+    apply_override,
+    load_config,
+    parse_config,
+)
 from datapruning.data.sources import SOURCES
 from datapruning.errors import ConfigError
 from datapruning.models import MODELS
@@ -255,3 +263,16 @@ def test_metric_params_are_each_metrics_own_model():
 def test_shipped_configs_load():
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_a_data_config_without_a_proxy_dumps_as_before_the_proxy_existed():
+    # Config hashes (resume points, the pipeline's cached cells) are taken from these dumps.
+    assert (
+        "proxy" not in DataConfig().model_dump()
+        and "proxy_every"
+        not in TrainConfig(data=DataConfig(mode="online", keep=0.5)).model_dump(mode="json")["data"]
+    )
+    spec = DataConfig(mode="online", keep=0.5, proxy=ModelConfig(name="mlp"), proxy_every=2)
+    dumped = spec.model_dump(mode="json")
+    assert dumped["proxy"] == {"name": "mlp", "params": {}} and dumped["proxy_every"] == 2
+    assert DataConfig(**dumped) == spec

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from cli_helper import assert_one_line_error, run_cli
+from server_helper import stop
 
 from datapruning.deploy import deployment_names, load_deployments
 
@@ -41,37 +38,6 @@ def test_deploy_refuses_an_unknown_deployment_name(capsys):
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"prefect server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError("prefect server did not become healthy")
-
-
-def _stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 CRON = "0 3 1 1 *"
 
 
@@ -86,14 +52,12 @@ def _cron_of(api: str, name: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
+def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path, prefect_server):
+    # prefect_server is a real `prefect server start` on 127.0.0.1 (tests/server_helper.py),
+    # shared with the session's other flow tests.
+    api = prefect_server
     env = os.environ | {
-        "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
         # The worker asks for runs every second instead of every 10 s.
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
@@ -111,60 +75,46 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path):
             }
         )
     )
-    py = sys.executable
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
 
-    def call(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [py, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-        )
-
-    server = worker = None
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="e2e", type="process"))
+    # A schedule far from now (1 January, 03:00) that no worker picks up meanwhile.
+    deploy = ["deploy", "pipeline", "--pool", "e2e", "--cron", CRON]
+    done = subprocess.run(
+        [sys.executable, "-m", "datapruning.cli", *deploy],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "registered 1 deployments: pipeline" in done.stdout
+    assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        server = subprocess.Popen(
-            [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        flow_run = run_deployment(
+            "datapruning-pipeline/pipeline",
+            parameters={"config": str(config)},
+            timeout=420,
+            poll_interval=1,
+            as_subflow=False,
         )
-        _wait_healthy(api, server)
-        done = call("-m", "prefect", "work-pool", "create", "e2e", "--type", "process")
-        assert done.returncode == 0, done.stdout + done.stderr
-        # A schedule far from now (1 January, 03:00) that no worker picks up meanwhile.
-        done = call("-m", "datapruning.cli", "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "registered 1 deployments: pipeline" in done.stdout
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        # This process talks to the server through settings only: environment variables
-        # set here would outlive the test in Prefect's settings.
-        with temporary_settings({PREFECT_API_URL: api}):
-            assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
-            worker = subprocess.Popen(
-                [py, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            from prefect.deployments import run_deployment
-
-            flow_run = run_deployment(
-                "datapruning-pipeline/pipeline",
-                parameters={"config": str(config)},
-                timeout=420,
-                poll_interval=1,
-                as_subflow=False,
-            )
-        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
-        report = tmp_path / "runs" / "served" / "report.md"
-        assert report.is_file()
-        assert "| el2n-hard | 50% | no | 1 |" in report.read_text()
-        summary = json.loads(
-            (tmp_path / "runs" / "served" / "full-s0" / "summary.json").read_text()
-        )
-        assert summary["pid"] != os.getpid()
     finally:
-        _stop(worker)
-        _stop(server)
+        stop(worker)
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    report = tmp_path / "runs" / "served" / "report.md"
+    assert report.is_file()
+    assert "| el2n-hard | 50% | no | 1 |" in report.read_text()
+    summary = json.loads((tmp_path / "runs" / "served" / "full-s0" / "summary.json").read_text())
+    assert summary["pid"] != os.getpid()

@@ -281,6 +281,56 @@ def test_a_student_that_reads_neither_teacher_nor_scores_starts_before_they_fini
     assert [r["run"] for r in result["records"]] == sorted(STUDENTS | {"full-s0"})
 
 
+def test_one_slot_runs_what_students_wait_for_first_then_the_longest_students(
+    tmp_path, prefect_server, monkeypatch
+):
+    # With one slot the order is the queue's: the teacher, scoring's groups and merge before
+    # any student, then students longest first; a scoring group that fails for good fails
+    # the students that read its scores without sending them.
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from datapruning.flows.pipeline import cells
+
+    ran: list[str] = []
+    done = {"final_test_acc": 0.5, "train_seconds": 1.0}
+
+    def teacher(cfg, seed, *, refresh=False):
+        ran.append("teacher")
+        return {"run": "full-s0", "status": "trained", **done, "logits_seconds": 0.0}
+
+    def group(cfg, metric, seeds):
+        ran.append(f"group{seeds[0]}")
+        if seeds == [1]:
+            raise ValueError("scoring model diverged")
+        return list(seeds)
+
+    def student(cfg, recipe, scores, teacher, *, refresh=False):
+        ran.append(recipe.run_name)
+        return {"run": recipe.run_name, "status": "trained", **done}
+
+    monkeypatch.setattr(orch, "run_teacher", teacher)
+    monkeypatch.setattr(orch, "run_student", student)
+    monkeypatch.setattr(orch, "score_group", group)
+    monkeypatch.setattr(orch, "reusable_scores", lambda cfg, metric: None)
+    students = {"fractions": [0.3, 0.7], "strategies": ["random", "hard"], "kd": [False, True]}
+    config = write_config(tmp_path, name="queue", students=students | {"seeds": [0]})
+    result = cells.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
+        str(config), retries=0, slots=1
+    )
+    assert ran == [
+        "teacher",
+        "group0",
+        "group1",
+        "random-f0.7-kd-s0",
+        "random-f0.7-s0",
+        "random-f0.3-kd-s0",
+        "random-f0.3-s0",
+    ]
+    failed = {r["run"]: r["error"] for r in result["records"] if r["status"] == "failed"}
+    assert set(failed) == {f"el2n-hard-f{f}{kd}-s0" for f in (0.3, 0.7) for kd in ("", "-kd")}
+    assert all(e == "scoring failed: ValueError: scoring model diverged" for e in failed.values())
+
+
 @pytest.mark.slow
 def test_dask_runner_on_a_local_cluster_of_two_workers(tmp_path, prefect_server):
     from datapruning.flows.pipeline import pipeline

@@ -75,6 +75,13 @@ class ExampleSource(ABC):
     def shape(self) -> tuple[int, ...]:
         return (len(self), *self.example_shape)
 
+    def __getitem__(self, index: Any) -> Any:
+        """``source[a:b]``: a lazy view of those rows (a shard's); ``source[indices]``: those
+        rows as float32, as numpy indexing of the in-memory array gives them."""
+        if isinstance(index, slice):
+            return SliceExamples(self, range(len(self))[index])
+        return self.read_float(np.asarray(index, dtype=np.int64))
+
     def read_float(self, indices: np.ndarray) -> np.ndarray:
         """Rows ``indices`` as float32 (uint8 pixels -> p / 255): what a batch holds."""
         return canonical(self.read(np.asarray(indices, dtype=np.int64)))
@@ -153,6 +160,25 @@ class ArrayExamples(ExampleSource):
     def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
         for start in range(0, len(self), size):
             yield self.array[start : start + size]
+
+
+class SliceExamples(ExampleSource):
+    """Rows ``rows`` (a range) of another source, read from it on demand."""
+
+    def __init__(self, source: ExampleSource, rows: range) -> None:
+        self.source, self.rows = source, rows
+        self.dtype = source.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return self.source.example_shape
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        positions = np.asarray(indices, dtype=np.int64)
+        return self.source.read(self.rows.start + self.rows.step * positions)
 
 
 class ImageFileExamples(ExampleSource):

@@ -9,6 +9,13 @@ Embeddings are L2-normalised and clustered by spherical ``faiss.Kmeans``; an
 example's score is its cosine distance to the nearest centroid: far from every
 prototype = hard, close = easy (prototypical).
 
+The encoder and centroids are fitted once (:func:`prepare_proto`) and, with a
+work dir, saved there: the k-means runs on a seeded sample of ``k x 256`` rows
+(faiss subsamples to that many points per centroid anyway; every row when the
+set is smaller, as before), so a sharded scoring (``--shard i/n``) embeds and
+assigns each shard's rows against the same centroids and merges to the
+unsharded scores bit for bit (tests/scoring/test_shards.py).
+
 ``k`` defaults to the dataset's number of classes (the paper's choice, known
 without reading any label), else ``sqrt(N) / 2`` capped at 1000.
 
@@ -19,10 +26,15 @@ applies that rule (see there for the threshold).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +45,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datapruning import user
+from datapruning._io import write_once
 from datapruning.config import ModelConfig
-from datapruning.data.sources import Dataset
 from datapruning.data.stream import ExampleSource, as_rows
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import MetricJob, build_scores, check_features
 from datapruning.scoring.params import ProtoParams
 from datapruning.train.evaluation import eval_mode
-from datapruning.user import ModelSpec
 
 MAX_DEFAULT_K = 1000
 
@@ -83,48 +94,85 @@ def kmeanspp_init(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(centres, dtype=np.float32), size
 
 
-def prototype_scores(
-    embeddings: np.ndarray, k: int, niter: int = 25, seed: int = 0
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Cosine distance of each row to its nearest spherical k-means centroid.
+# faiss trains k-means on at most this many points per centroid (its
+# ``max_points_per_centroid``); the sample clustered here is that size, drawn
+# with the seed, so faiss clusters all of it and every shard of a scoring
+# reads the same centroids.
+SAMPLE_POINTS_PER_CENTROID = 256
+
+
+def sample_rows(num_rows: int, k: int, seed: int) -> np.ndarray:
+    """The rows k-means clusters: all of them up to k x 256, else a seeded sample (sorted)."""
+    size = min(num_rows, k * SAMPLE_POINTS_PER_CENTROID)
+    if size == num_rows:
+        return np.arange(num_rows)
+    return np.sort(np.random.default_rng(seed).choice(num_rows, size=size, replace=False))
+
+
+def normalised(embeddings: np.ndarray) -> np.ndarray:
+    """Rows of ``embeddings`` scaled to unit length (float32), refusing bad input."""
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise DataPruningError(f"embeddings must be a 2-D array (N, d), got shape {x.shape}")
+    check_features(x, "embeddings")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise DataPruningError("embeddings contain all-zero rows, which have no direction")
+    return x / norms
+
+
+def cluster(x: np.ndarray, k: int, niter: int = 25, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Spherical k-means centroids (k, d) of unit rows ``x``, and a record of the clustering.
 
     faiss's k-means starts from k random points, which on well-separated
     clusters often leaves two centroids in one cluster and none in another
     (10% worse inertia than scikit-learn in bench/scoring.py); it is seeded
     here with k-means++ on a sample of k x 48 points.
-
-    Returns the scores (N,) and a record of the clustering (k, niter, init,
-    objective, cluster sizes).
     """
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if x.ndim != 2:
-        raise DataPruningError(f"embeddings must be a 2-D array (N, d), got shape {x.shape}")
-    check_features(x, "embeddings")
     if not 1 <= k <= len(x):
         raise DataPruningError(f"k={k} clusters for {len(x)} examples; choose k in 1..{len(x)}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise DataPruningError("embeddings contain all-zero rows, which have no direction")
-    x = x / norms
     kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, spherical=True, seed=seed, verbose=False)
     init, sample_size = kmeanspp_init(x, k, seed)
     kmeans.train(x, init_centroids=init)
-    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(centroids)
-    similarity, assignment = index.search(x, 1)
-    scores = 1.0 - similarity[:, 0].astype(np.float64)
     info = {
         "k": k,
         "niter": niter,
         "init": f"k-means++ on {sample_size} sampled rows",
         "objective": float(kmeans.obj[-1]) if len(kmeans.obj) else None,
-        "cluster_sizes": np.bincount(assignment[:, 0], minlength=k).tolist(),
     }
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32), info
+
+
+def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine distance of each unit row of ``x`` to its nearest centroid, and that centroid."""
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    similarity, assignment = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
     # Rounding can leave a point a hair inside its centroid's direction.
-    return np.clip(scores, 0.0, 2.0), info
+    return np.clip(1.0 - similarity[:, 0].astype(np.float64), 0.0, 2.0), assignment[:, 0]
+
+
+def prototype_scores(
+    embeddings: np.ndarray, k: int, niter: int = 25, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cosine distance of each row to its nearest spherical k-means centroid.
+
+    The centroids are fitted on :func:`sample_rows` (every row up to k x 256).
+    Returns the scores (N,) and a record of the clustering (k, niter, init,
+    objective, cluster sizes).
+    """
+    x = normalised(embeddings)
+    if not 1 <= k <= len(x):
+        raise DataPruningError(f"k={k} clusters for {len(x)} examples; choose k in 1..{len(x)}")
+    sample = sample_rows(len(x), k, seed)
+    centroids, info = cluster(x[sample], k, niter, seed)
+    scores, assignment = assign(x, centroids)
+    info["cluster_sizes"] = np.bincount(assignment, minlength=k).tolist()
+    return scores, info
 
 
 # ----------------------------------------------------------------- encoder
@@ -165,6 +213,25 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(similarity, targets)
 
 
+def new_encoder(
+    example: np.ndarray,
+    model_name: str,
+    model_params: dict[str, Any],
+    proto: ProtoParams,
+    build: Callable[[], nn.Module] | None = None,
+) -> tuple[nn.Module, int]:
+    """An untrained encoder (from torch's RNG) and its embedding size; ``example``: 2 rows."""
+    from datapruning.models import build_model
+
+    if build is None:
+        dim = proto.embedding_dim
+        return build_model(model_name, tuple(example.shape[1:]), dim, **model_params), dim
+    encoder = build()
+    with torch.no_grad(), eval_mode(encoder):
+        dim = int(encoder(torch.as_tensor(example)).reshape(len(example), -1).shape[1])
+    return encoder, dim
+
+
 def train_encoder(
     x: np.ndarray | ExampleSource,
     model_name: str,
@@ -178,19 +245,11 @@ def train_encoder(
     ``build`` makes the user's own encoder instead of the registered ``model_name``
     with ``proto.embedding_dim`` outputs; its outputs are then the embedding.
     """
-    from datapruning.models import build_model
-
     start = time.perf_counter()
     data = as_rows(x)  # a streaming set: each batch read from the source
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(proto.seed)
-        if build is None:
-            dim = proto.embedding_dim
-            encoder = build_model(model_name, tuple(x.shape[1:]), dim, **model_params)
-        else:
-            encoder = build()
-            with torch.no_grad(), eval_mode(encoder):
-                dim = int(encoder(data[:2]).reshape(2, -1).shape[1])
+        encoder, dim = new_encoder(np.asarray(data[:2]), model_name, model_params, proto, build)
         head = nn.Sequential(
             nn.ReLU(), nn.Linear(dim, dim)
         )  # the projection head; scores use the encoder's output before it
@@ -257,7 +316,8 @@ def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarr
     if not path.is_file():
         raise DataPruningError(f"embeddings file {str(path)!r} not found")
     try:
-        array = np.load(path, allow_pickle=False)
+        # Memory-mapped: a shard reads only its own rows.
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError, EOFError):  # EOFError: an empty file
         raise DataPruningError(f"{str(path)!r} is not a .npy array of embeddings") from None
     if array.ndim != 2:
@@ -272,56 +332,185 @@ def load_embeddings(path: str | os.PathLike[str], num_examples: int) -> np.ndarr
     return array
 
 
-def score_proto(job: MetricJob) -> Scores:
-    """Self-supervised prototype scores; reads only ``dataset.x_train``, never labels.
+@dataclass
+class Prepared:
+    """What every shard of a proto scoring shares: the encoder (None: user embeddings),
+    the centroids, and the record of both."""
 
-    The encoder has its own recipe (``scoring.params.proto``); of ``job.train``
-    only ``threads`` applies. There is one run, nothing to resume in ``work_dir``.
-    """
-    previous_threads = torch.get_num_threads()
-    if job.train.threads:
-        torch.set_num_threads(job.train.threads)
-    try:
-        return _score_proto(job.dataset, job.params, job.model, job.progress)
-    finally:
-        torch.set_num_threads(previous_threads)
+    encoder: nn.Module | None
+    centroids: np.ndarray
+    params: dict[str, Any]
+    model: dict[str, Any] | None
+    seconds: float
+    # The embeddings of every row when the clustered sample was the whole set
+    # (kept in memory for an unsharded scoring, so nothing is embedded twice).
+    embeddings: np.ndarray | None = None
 
 
-def _score_proto(
-    dataset: Dataset, proto: ProtoParams, model_cfg: ModelSpec, progress: bool | None
-) -> Scores:
-    start = time.perf_counter()
-    x = dataset.x_train
-    num_examples = len(x)
-    k = proto.k if proto.k is not None else default_k(num_examples, dataset.num_classes)
+# The layout of prepared.pt (encoder state, centroids, record); part of the key.
+PREPARED_FORMAT = 1
+
+
+def _threads(job: MetricJob) -> AbstractContextManager[None]:
+    """Of ``job.train`` only ``threads`` applies to proto (the encoder has its own recipe)."""
+
+    @contextmanager
+    def limited() -> Iterator[None]:
+        previous = torch.get_num_threads()
+        if job.train.threads:
+            torch.set_num_threads(job.train.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    return limited()
+
+
+def _k(job: MetricJob) -> int:
+    proto, num_examples = job.params, job.dataset.num_train
+    k = proto.k if proto.k is not None else default_k(num_examples, job.dataset.num_classes)
     if k > num_examples:
         raise DataPruningError(
             f"scoring.params.proto.k={k} is larger than the {num_examples} training examples; lower k"
         )
+    return k
+
+
+def _prepared_path(job: MetricJob, model: dict[str, Any] | None, k: int) -> Path | None:
+    if job.work_dir is None:
+        return None
+    identity = {
+        "dataset": job.dataset.fingerprint,
+        "params": job.params.model_dump(mode="json"),
+        "model": model,
+        "k": k,
+        "format": PREPARED_FORMAT,
+    }
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return Path(job.work_dir) / f"proto-{hashlib.blake2b(blob, digest_size=8).hexdigest()}.pt"
+
+
+def _encoder_builder(job: MetricJob) -> Callable[[], nn.Module] | None:
+    return None if isinstance(job.model, ModelConfig) else user.per_seed(job.model)
+
+
+def _prepare(job: MetricJob, keep_embeddings: bool = False) -> Prepared:
+    """Train the encoder (or read the user's embeddings), embed the clustered sample and
+    fit the centroids; saved in ``job.work_dir`` and read back from there by every shard."""
+    start = time.perf_counter()
+    dataset, proto = job.dataset, job.params
+    x = dataset.x_train
+    k = _k(job)
     check_features(x)
+    model = None if proto.embeddings is not None else user.record(job.model, dataset)
+    path = _prepared_path(job, model, k)
+    if path is not None and path.is_file():
+        prepared = _load_prepared(job, path, model)
+        if prepared is not None:
+            return prepared
+    sample = sample_rows(dataset.num_train, k, proto.seed)
+    encoder = None
     if proto.embeddings is not None:
-        embeddings = load_embeddings(proto.embeddings, num_examples)
+        source = load_embeddings(proto.embeddings, dataset.num_train)
+        embeddings = np.asarray(source if len(sample) == len(source) else source[sample])
         encoder_record: dict[str, Any] = {"name": "user", "path": str(proto.embeddings)}
-        model = None
     else:
-        model = user.record(model_cfg, dataset)
-        build = None if isinstance(model_cfg, ModelConfig) else user.per_seed(model_cfg)
+        assert model is not None
         encoder, encoder_record = train_encoder(
-            x, model["name"], model["params"], proto, progress, build=build
+            x, model["name"], model["params"], proto, job.progress, build=_encoder_builder(job)
         )
-        embeddings = embed(encoder, x)
-    values, clustering = prototype_scores(embeddings, k, proto.niter, proto.seed)
+        embeddings = embed(encoder, x if len(sample) == dataset.num_train else x[sample])
+    centroids, clustering = cluster(normalised(embeddings), k, proto.niter, proto.seed)
     params = {
         **clustering,
+        "clustered_rows": len(sample),
         "embedding_dim": int(embeddings.shape[1]),
         "encoder": encoder_record,
         "seed": proto.seed,
     }
-    return build_scores(
-        dataset,
-        "proto",
-        {proto.seed: values},
-        params=params,
-        model=model,
-        seconds=time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    if path is not None:
+        state = {
+            "encoder": encoder.state_dict() if encoder is not None else None,
+            "centroids": torch.from_numpy(centroids),
+            "record": json.dumps({"params": params, "seconds": seconds}),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not write_once(path, lambda tmp: torch.save(state, tmp)):
+            # Another shard saved first: use its encoder and centroids, as every shard does.
+            prepared = _load_prepared(job, path, model)
+            if prepared is not None:
+                return prepared
+    whole = keep_embeddings and len(sample) == dataset.num_train
+    return Prepared(encoder, centroids, params, model, seconds, embeddings if whole else None)
+
+
+def _load_prepared(job: MetricJob, path: Path, model: dict[str, Any] | None) -> Prepared | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        record = json.loads(state["record"])
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError):
+        return None  # a damaged file is prepared again
+    encoder = None
+    if state["encoder"] is not None:
+        assert model is not None
+        encoder, _ = new_encoder(
+            job.dataset.read_train(np.arange(2)),  # from memory or the stream
+            model["name"],
+            model["params"],
+            job.params,
+            _encoder_builder(job),
+        )
+        encoder.load_state_dict(state["encoder"])
+        encoder.eval()
+    return Prepared(
+        encoder, state["centroids"].numpy(), record["params"], model, float(record["seconds"])
     )
+
+
+def prepare_proto(job: MetricJob) -> float:
+    """Encoder and centroids of a sharded proto scoring, saved in ``job.work_dir``; seconds."""
+    with _threads(job):
+        return _prepare(job).seconds
+
+
+def score_proto(job: MetricJob) -> Scores:
+    """Self-supervised prototype scores; reads only ``dataset.x_train``, never labels.
+
+    The encoder has its own recipe (``scoring.params.proto``); of ``job.train``
+    only ``threads`` applies. The encoder and centroids are computed once
+    (:func:`prepare_proto`); with ``job.shard`` they are read from ``work_dir``
+    when a shard saved them there, and only the shard's rows are embedded and assigned.
+    """
+    with _threads(job):
+        prepared = _prepare(job, keep_embeddings=job.shard is None)
+        began = time.perf_counter()
+        rows = job.rows()
+        if prepared.embeddings is not None:
+            embeddings = prepared.embeddings
+        elif prepared.encoder is None:
+            source = load_embeddings(job.params.embeddings, job.dataset.num_train)
+            embeddings = np.asarray(source[rows.start : rows.stop])
+        else:
+            embeddings = embed(prepared.encoder, job.dataset.x_train[rows.start : rows.stop])
+        values, assignment = assign(normalised(embeddings), prepared.centroids)
+        params = dict(prepared.params)
+        params["cluster_sizes"] = np.bincount(
+            assignment, minlength=len(prepared.centroids)
+        ).tolist()
+        seconds = time.perf_counter() - began
+        prepare_seconds = prepared.seconds
+        if job.shard is None:
+            seconds, prepare_seconds = seconds + prepare_seconds, 0.0
+        # else the preparation is counted once, when the shards merge
+        return build_scores(
+            job.dataset,
+            "proto",
+            {job.params.seed: values},
+            params=params,
+            model=prepared.model,
+            seconds=seconds,
+            shard=job.shard,
+            prepare_seconds=prepare_seconds,
+        )

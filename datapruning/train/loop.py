@@ -20,7 +20,9 @@ Dynamic data (:mod:`datapruning.train.dynamic`) plugs into the same step:
 ``infobatch`` passes the sampler's per-example weights to the step, records the
 losses in an after-step hook and plans its epochs' lengths through
 :class:`~datapruning.train.schedule.DynamicStepPlan`; ``online`` picks each
-batch's top-loss share before the step. summary.json's ``cost`` says what any
+batch's top-loss share before the step, scored by the student or by a proxy
+model that trains on what it keeps (:class:`~datapruning.train.dynamic.ProxySelection`,
+part of the resume state). summary.json's ``cost`` says what any
 run forwarded and backpropagated against full data, and what choosing cost.
 
 The time-to-accuracy clock counts training only: it runs over stretches of
@@ -65,6 +67,7 @@ from datapruning.train.device import synchronizer
 from datapruning.train.dynamic import (
     LossRecorder,
     OnlineSelection,
+    ProxySelection,
     cost_summary,
     full_data_examples,
 )
@@ -197,15 +200,6 @@ def _fit(run: Run) -> dict[str, Any]:
     optimizer = make_optimizer(model.parameters(), cfg, masks=masks)
     scheduler = make_scheduler(optimizer, plan)
     scaler = run.precision.scaler()
-    state = TrainState(
-        model, optimizer, scheduler, sampler, run.pruner, scaler, device, run.augmenter
-    )
-    resume_step = None
-    if run.resume is not None:
-        state.load_state_dict(run.resume)
-        resume_step = state.progress.step
-    progress = state.progress
-
     after_step: list[AfterStep] = []
     if pruner is not None:
 
@@ -229,16 +223,48 @@ def _fit(run: Run) -> dict[str, Any]:
     recorder = LossRecorder(infobatch) if infobatch is not None else None
     if recorder is not None:
         after_step.append(recorder)
-    select = None
-    if run.data.online_keep is not None:
+    select: OnlineSelection | ProxySelection | None = None
+    online_teacher = run.kd.teacher.model if run.kd is not None and online else None
+    if run.data.online_keep is not None and run.proxy is not None:
+        # The proxy trains with the run's recipe: its own optimizer and the same LR schedule.
+        proxy_optimizer = make_optimizer(run.proxy.parameters(), cfg)
+        select = ProxySelection(
+            run.proxy,
+            loss_fn,
+            run.data.online_keep,
+            proxy_optimizer,
+            make_scheduler(proxy_optimizer, plan),
+            run.precision,
+            run.precision.scaler(),
+            synchronizer(device),
+            teacher=online_teacher,
+            every=cfg.data.proxy_every,
+        )
+    elif run.data.online_keep is not None:
         select = OnlineSelection(
             model,
             loss_fn,
             run.data.online_keep,
             run.precision,
             synchronizer(device),
-            teacher=run.kd.teacher.model if run.kd is not None and online else None,
+            teacher=online_teacher,
         )
+    state = TrainState(
+        model,
+        optimizer,
+        scheduler,
+        sampler,
+        run.pruner,
+        scaler,
+        device,
+        run.augmenter,
+        select if isinstance(select, ProxySelection) else None,
+    )
+    resume_step = None
+    if run.resume is not None:
+        state.load_state_dict(run.resume)
+        resume_step = state.progress.step
+    progress = state.progress
     selection_before, scored_before, planning = progress.selection_seconds, progress.scored, [0.0]
 
     def count_selection() -> None:
@@ -417,7 +443,23 @@ def _fit(run: Run) -> dict[str, Any]:
             ),
             selection_seconds=progress.selection_seconds,
             sampler=infobatch,
+            proxy=_proxy_record(run, select),
         ),
+    }
+
+
+def _proxy_record(run: Run, select: Any) -> dict[str, Any] | None:
+    """What the summary's cost says about online selection's proxy model."""
+    if not isinstance(select, ProxySelection) or run.cfg.data.proxy is None:
+        return None
+    spec = run.cfg.data.proxy
+    return {
+        "model": spec.name or run.dataset.default_model,
+        "params": dict(spec.params),
+        "every": select.every,
+        "backward_examples": select.trained,
+        "parameters": select.parameters,
+        "student_parameters": sum(p.numel() for p in run.model.parameters()),
     }
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from datapruning import __version__
 from datapruning._io import read_indices
-from datapruning.config import DataConfig, KDConfig, TrainConfig
+from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch, make_batches, make_source_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
@@ -121,6 +121,8 @@ class Run:
     progress: bool | None = None
     # Per-batch augmentation with the run's own generator (None: the inputs as they are).
     augmenter: Augmenter | None = None
+    # mode online with train.data.proxy: the proxy model that scores the candidates.
+    proxy: nn.Module | None = None
 
 
 def resolve_run(
@@ -206,6 +208,9 @@ def resolve_run(
         # A registered model or a factory's is built under the seed; a module is used as given.
         model = user.build(model_cfg, dataset).to(device)
         rng = rng_state(device)  # fit continues from here: as if it ran right after
+        # The proxy from the stream after the student's: seeded by the run's seed, and
+        # the student's own training draws are unchanged by it.
+        proxy = _build_proxy(train_cfg.data.proxy, dataset, device)
     if resume is not None and run_path is not None:
         _check_resume(resume, model, run_path / RESUME_NAME)
     if train_cfg.channels_last:
@@ -245,6 +250,7 @@ def resolve_run(
         y_test=torch.as_tensor(dataset.y_test, device=device),
         progress=progress,
         augmenter=Augmenter(recipe, train_cfg.seed, device) if recipe is not None else None,
+        proxy=proxy,
     )
 
 
@@ -365,6 +371,20 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> Run
     sampler = SubsetSampler(kept, shuffle=True, seed=cfg.seed)
     identity = hashlib.sha256(kept.tobytes()).hexdigest()[:16]
     return RunData(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
+
+
+def _build_proxy(
+    spec: ModelConfig | None, dataset: Dataset, device: torch.device
+) -> nn.Module | None:
+    """Online selection's proxy model (from the current torch RNG), or None without one."""
+    from datapruning import user
+
+    if spec is None:
+        return None
+    try:
+        return user.build(spec, dataset).to(device)
+    except DataPruningError as exc:  # the message names the model: say it is the proxy
+        raise DataPruningError(f"train.data.proxy: {exc}") from None
 
 
 def _dynamic_plan(plan: StepPlan, sampler: InfoBatchSampler, batch_size: int) -> DynamicStepPlan:

@@ -2,7 +2,8 @@
 
 One object gathers what used to be spread over the loop: model, optimizer, LR
 scheduler, fp16 gradient scaler, sampler (epoch and draws), pruner (masks and
-schedule position), the augmentation's generator, the random states (torch, CUDA, numpy, Python) and the
+schedule position), the augmentation's generator, online selection's proxy
+model (weights, optimizer, schedule), the random states (torch, CUDA, numpy, Python) and the
 loop's own progress (step, position in the epoch, running loss, clocks, the
 evaluations logged so far). ``save`` writes it atomically as ``resume.pt``;
 ``read`` refuses a file from a run with other settings (its config hash) or
@@ -77,11 +78,15 @@ class TrainState:
         scaler: torch.amp.GradScaler | None = None,
         device: torch.device | None = None,
         augmenter: Any | None = None,
+        proxy: Any | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.sampler, self.pruner, self.scaler = sampler, pruner, scaler
         # The augmentation's own generator (datapruning.train.augment.Augmenter).
         self.augmenter = augmenter
+        # Online selection's proxy (datapruning.train.dynamic.ProxySelection): its model,
+        # optimizer and schedule.
+        self.proxy = proxy
         self.device = device or torch.device("cpu")
         self.progress = Progress()
 
@@ -98,6 +103,7 @@ class TrainState:
             "progress": json.dumps(asdict(self.progress)),
             "rng": rng_state(self.device),
             "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
+            "proxy": self.proxy.state_dict() if self.proxy is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -116,6 +122,8 @@ class TrainState:
         set_rng_state(state["rng"], self.device)
         if self.augmenter is not None and state.get("augment") is not None:
             self.augmenter.load_state_dict(state["augment"])
+        if self.proxy is not None and state.get("proxy") is not None:
+            self.proxy.load_state_dict(state["proxy"])
 
     def save(self, path: Path, config_hash: str) -> None:
         save_checkpoint(path, self.state_dict(config_hash))

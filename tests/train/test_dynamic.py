@@ -1,5 +1,6 @@
 """Dynamic data in the loop: InfoBatch (with KD and sparsity), online selection, their cost."""
 
+import copy
 import itertools
 import json
 import math
@@ -11,7 +12,8 @@ import torch.nn.functional as F
 from datapruning.config import DataConfig, KDConfig, ModelConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
-from datapruning.train.dynamic import OnlineSelection
+from datapruning.models import build_model
+from datapruning.train.dynamic import OnlineSelection, ProxySelection
 from datapruning.train.loop import RESUME_NAME, train
 from datapruning.train.schedule import DynamicStepPlan
 
@@ -209,3 +211,139 @@ def test_online_selection_with_an_online_teacher_scores_with_its_logits():
     with torch.no_grad():
         expected = kd(model(x), y, teacher(x)).topk(3).indices
     assert chosen.tolist() == expected.tolist()
+
+
+PROXY = DataConfig(mode="online", keep=0.5, proxy=ModelConfig(name="mlp", params={"hidden": 8}))
+
+
+def test_online_proxy_scores_the_candidates_and_reports_its_cost(digits, tmp_path):
+    n = digits.num_train
+    summary = train(digits, MLP, cfg(data=PROXY), run_dir=tmp_path, progress=False).summary
+    cost = summary["cost"]
+    assert cost["examples_scored"] == 4 * n
+    # The student forwards only what it trains on; the proxy forwards every candidate.
+    assert cost["forward_examples"] == cost["backward_examples"] == cost["examples_trained"]
+    proxy = cost["proxy"]
+    assert (proxy["model"], proxy["params"]) == ("mlp", {"hidden": 8})
+    assert proxy["forward_examples"] == 4 * n
+    assert proxy["backward_examples"] == cost["examples_trained"]
+    built = build_model("mlp", digits.input_shape, digits.num_classes, hidden=8)
+    assert proxy["parameters"] == sum(p.numel() for p in built.parameters())
+    assert proxy["student_parameters"] > proxy["parameters"]
+    assert cost["selection_seconds"] > 0
+    assert summary["config"]["train"]["data"]["proxy"] == {"name": "mlp", "params": {"hidden": 8}}
+
+
+def test_proxy_selection_keeps_its_top_losses_and_trains_on_them():
+    torch.manual_seed(0)
+    proxy = torch.nn.Linear(5, 3)
+    reference = copy.deepcopy(proxy)
+    x, y, index = torch.randn(10, 5), torch.randint(0, 3, (10,)), torch.arange(10) + 100
+
+    def loss_fn(logits, labels, _index):
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    def sgd(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+
+    optimizer, scheduler = sgd(proxy)
+    select = ProxySelection(proxy, loss_fn, 0.3, optimizer, scheduler)
+    sx, sy, sindex = select(x, y, index)
+    with torch.no_grad():
+        top = loss_fn(reference(x), y, index).topk(3).indices
+    assert sindex.tolist() == (top + 100).tolist()
+    assert torch.equal(sx, x[top]) and torch.equal(sy, y[top])
+    # One step of the proxy's own optimizer and schedule on the kept rows' mean loss.
+    ref_optimizer, ref_scheduler = sgd(reference)
+    loss_fn(reference(x[top]), y[top], index[top]).mean().backward()
+    ref_optimizer.step()
+    ref_scheduler.step()
+    for mine, theirs in zip(proxy.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+    assert scheduler.get_last_lr() == ref_scheduler.get_last_lr() == [0.25]
+    assert select.scored == 10 and select.seconds > 0
+
+
+def test_online_proxy_runs_are_seeded_and_resume_bit_exact(digits, teacher, tmp_path, monkeypatch):
+    import datapruning.train.loop as loop
+
+    class Crash(Exception):
+        pass
+
+    # The proxy learns on every third batch: where the run resumes, that count goes on.
+    train_cfg = cfg(
+        deterministic=True, checkpoint_every=7, data=PROXY.model_copy(update={"proxy_every": 3})
+    )
+    whole = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "a")
+    again = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, progress=False)
+    other = train(
+        digits, MLP, cfg(data=DataConfig(mode="online", keep=0.5)), teacher=teacher, kd=KD
+    )
+    calls = {"n": 0}
+    real = loop.evaluate
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise Crash
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "evaluate", evaluate)
+        with pytest.raises(Crash):
+            train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
+    assert (tmp_path / "b" / RESUME_NAME).exists()
+    resumed = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
+    assert resumed.summary["resumed_from_step"] > 0
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key]), key
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    # The proxy, not the student, chose: the weights differ from student-scored selection.
+    assert any(
+        not torch.equal(value, other.model.state_dict()[key])
+        for key, value in whole.model.state_dict().items()
+    )
+    keys = ("epoch", "step", "test_acc", "train_loss", "lr")
+    assert [[line[k] for k in keys] for line in metrics(tmp_path / "b")] == [
+        [line[k] for k in keys] for line in metrics(tmp_path / "a")
+    ]
+    for key in ("examples_trained", "examples_scored", "proxy"):
+        assert resumed.summary["cost"][key] == whole.summary["cost"][key]
+
+
+def test_a_proxy_that_learns_every_few_batches_only_scores_the_others():
+    torch.manual_seed(0)
+    proxy = torch.nn.Linear(5, 3)
+    optimizer = torch.optim.SGD(proxy.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def loss_fn(logits, labels, _index):
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    select = ProxySelection(proxy, loss_fn, 0.5, optimizer, scheduler, every=2)
+    changed = []
+    for _ in range(5):
+        before = copy.deepcopy(proxy.state_dict())
+        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        _, _, chosen = select(x, y, torch.arange(8))
+        logits = x @ before["weight"].T + before["bias"]  # the proxy before this call
+        assert chosen.tolist() == loss_fn(logits, y, None).topk(4).indices.tolist()
+        changed.append(not torch.equal(before["weight"], proxy.weight))
+    assert changed == [True, False, True, False, True]
+    assert select.trained == 3 * 4 and select.scored == 5 * 8
+    assert scheduler.last_epoch == 5  # the schedule follows every call
+
+
+def test_a_proxy_outside_online_mode_is_refused():
+    with pytest.raises(ValueError, match="proxy applies to mode online"):
+        DataConfig(mode="infobatch", proxy=ModelConfig(name="mlp"))
+    with pytest.raises(ValueError, match="proxy_every=2 applies with a proxy"):
+        DataConfig(mode="online", keep=0.5, proxy_every=2)
+
+
+def test_a_proxy_that_cannot_be_built_fails_before_the_run_starts(digits, tmp_path):
+    bad = DataConfig(mode="online", keep=0.5, proxy=ModelConfig(name="mlp", params={"bogus": 1}))
+    with pytest.raises(DataPruningError, match=r"train\.data\.proxy: .*bogus"):
+        train(digits, MLP, cfg(data=bad), run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
