@@ -219,3 +219,26 @@ def test_cifar_batches_stay_uint8_when_streamed(tmp_path):
     assert streamed.fingerprint == memory.fingerprint
     assert np.array_equal(streamed.read_train(np.arange(20)), memory.x_train)
     assert np.array_equal(streamed.x_test, memory.x_test)
+
+
+@pytest.mark.parametrize("metric", ["el2n", "proto"])
+def test_shards_of_a_streaming_set_merge_to_the_in_memory_scores(forms, metric, tmp_path):
+    from datapruning.scoring._common import merge_shards
+
+    scoring = ScoringConfig(seeds=1, epochs=1)
+    recipe = TrainConfig(batch_size=16, lr=0.1)
+    expected = score(forms["memory"], metric, scoring, MLP, recipe, progress=False)
+    shards = [
+        score(
+            forms["beton"],
+            metric,
+            scoring,
+            MLP,
+            recipe,
+            progress=False,
+            work_dir=tmp_path,
+            shard=f"{number}/3",
+        )
+        for number in (1, 2, 3)
+    ]
+    assert np.array_equal(merge_shards(shards).values, expected.values)
