@@ -330,9 +330,13 @@ class TrainConfig(Section):
     targets: list[float | str] = Field(default_factory=lambda: [0.8, 0.9])
     # The run (directory or its summary.json) whose final accuracy scales relative targets.
     reference: Path | None = None
-    # memory: batches sliced from in-memory tensors; torch: a torch DataLoader;
-    # ffcv: an FFCV loader over a .beton (needs the ffcv extra).
+    # memory: batches sliced from in-memory tensors (a streaming set: read in the main
+    # process); torch: a torch DataLoader; ffcv: an FFCV loader over a .beton (needs the
+    # ffcv extra). A streaming set keeps uint8 images until the batch with every loader.
     loader: Literal["memory", "torch", "ffcv"] = "memory"
+    # DataLoader processes that read a streaming set's batches with loader torch (0: the
+    # main process). Not part of what a run computes: a resume may change it.
+    workers: int = Field(0, ge=0)
     # The .beton for loader ffcv (`datapruning convert`); None: one written once
     # per dataset into the cache ($DATAPRUNING_CACHE_DIR, else ~/.cache/datapruning).
     beton: Path | None = None

@@ -80,6 +80,11 @@ class Scores:
 
     def check_dataset(self, fingerprint: str) -> None:
         """Refuse scores computed on a different training set."""
+        from datapruning.data.fingerprint import check_current
+
+        check_current(
+            self.fingerprint, "this scores file", "score the dataset again with `datapruning score`"
+        )
         if self.fingerprint != fingerprint:
             raise FingerprintMismatchError(
                 f"scores belong to dataset {self.fingerprint}, not to this one ({fingerprint}); "

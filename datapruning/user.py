@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from datapruning.config import ModelConfig
-from datapruning.data.sources import Dataset, fingerprint_arrays
+from datapruning.data.fingerprint import fingerprint_arrays
+from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 
 # What the Python API accepts as a model.
@@ -127,9 +128,16 @@ def as_dataset(
     name: str = "user",
     test_fraction: float = 0.2,
     seed: int = 0,
+    stream: bool | None = None,
 ) -> Dataset:
     """A :class:`Dataset` from ``data``: a Dataset (returned as is), ``(x, y)`` arrays, or a
-    ``torch.utils.data.Dataset`` whose items are ``(x, y)`` (read once into memory).
+    ``torch.utils.data.Dataset`` whose items are ``(x, y)``.
+
+    A torch Dataset is read into memory, or with ``stream`` read item by item when
+    the training inputs are used (:class:`~datapruning.data.stream.TorchExamples`:
+    uint8 items stay uint8 until the batch); ``stream=None`` streams when it would
+    take more than 512 MiB as float32. A streamed dataset needs ``test=`` (the test
+    split is held in memory) and is not split.
 
     ``test`` is the test split in the same forms; without it ``test_fraction`` of
     each class is held out (seeded). ``num_classes`` defaults to the largest label + 1.
@@ -142,6 +150,10 @@ def as_dataset(
         if test is not None:
             raise DataPruningError("a Dataset carries its own test split; drop test=")
         return data
+    if _is_item_dataset(data) and not isinstance(data, tuple | list):
+        streamed = _streamed(data, test, num_classes, name, stream)
+        if streamed is not None:
+            return streamed
     x, y = _arrays(data, "data")
     if test is None:
         x, y, x_test, y_test = files.split_arrays(x, y, test_fraction, seed)
@@ -153,12 +165,7 @@ def as_dataset(
                 f"{x.shape[1:]}: give both splits the same shape"
             )
     classes = num_classes or files.infer_num_classes(y, y_test)
-    for split, labels in (("train", y), ("test", y_test)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-            raise DataPruningError(
-                f"{split} labels must lie in 0..{classes - 1}; found {int(labels.min())}.."
-                f"{int(labels.max())} (set num_classes, or relabel)"
-            )
+    _check_classes(classes, y, y_test)
     if not np.all(np.isfinite(x)):
         raise DataPruningError("training inputs contain NaN or inf; clean them first")
     is_image = x.ndim == 4 and x.shape[1] in (1, 3)
@@ -172,6 +179,65 @@ def as_dataset(
         params={"source": "python", "fingerprint": fingerprint_arrays(x, y)},
         default_model="resnet18" if is_image else "mlp",
     )
+
+
+def _streamed(
+    data: Any, test: DataSpec | None, num_classes: int | None, name: str, stream: bool | None
+) -> Dataset | None:
+    """``data`` as a streaming Dataset, or None when it is to be read into memory."""
+    from datapruning.data import files
+    from datapruning.data.sources import STREAM_ABOVE_BYTES
+    from datapruning.data.stream import TorchExamples
+
+    if stream is False or len(data) == 0:
+        return None
+    first = data[0]
+    if not (isinstance(first, tuple | list) and len(first) == 2):
+        raise DataPruningError("data: dataset items must be (x, y) pairs")
+    source = TorchExamples(data, first[0])
+    if (
+        stream is None
+        and 4 * len(source) * int(np.prod(source.example_shape)) <= STREAM_ABOVE_BYTES
+    ):
+        return None
+    if test is None:
+        raise DataPruningError(
+            "a streamed dataset is not split: give test= (its test split, read into memory), "
+            "or stream=False to read it into memory and split it"
+        )
+    targets = getattr(data, "targets", None)
+    if targets is not None and len(targets) == len(data):
+        y = np.asarray(_numpy(torch.as_tensor(targets)), dtype=np.int64)
+    else:  # one pass over the items for their labels
+        y = np.asarray([int(_numpy(data[i][1])) for i in range(len(data))], dtype=np.int64)
+    x_test, y_test = _arrays(test, "test")
+    if x_test.shape[1:] != source.example_shape:
+        raise DataPruningError(
+            f"test inputs have shape {x_test.shape[1:]} per example; the training inputs "
+            f"{source.example_shape}: give both splits the same shape"
+        )
+    classes = num_classes or files.infer_num_classes(y, y_test)
+    _check_classes(classes, y, y_test)
+    is_image = len(source.example_shape) == 3 and source.example_shape[0] in (1, 3)
+    return Dataset(
+        name=name,
+        x_train=source,
+        y_train=y,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=classes,
+        params={"source": "python", "fingerprint": source.fingerprint(y), "streaming": True},
+        default_model="resnet18" if is_image else "mlp",
+    )
+
+
+def _check_classes(classes: int, y: np.ndarray, y_test: np.ndarray) -> None:
+    for split, labels in (("train", y), ("test", y_test)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise DataPruningError(
+                f"{split} labels must lie in 0..{classes - 1}; found {int(labels.min())}.."
+                f"{int(labels.max())} (set num_classes, or relabel)"
+            )
 
 
 def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -990,7 +990,7 @@ CASES = [
         "scores-other-dataset-in-train",
         train("train.data.mode=subset", "train.data.scores=s.parquet", "train.data.keep=0.5"),
         "score this dataset",
-        _scores("s.parquet", lambda t, m: m["dataset"].update(fingerprint="0" * 16)),
+        _scores("s.parquet", lambda t, m: m["dataset"].update(fingerprint="v2:" + "0" * 16)),
     ),
     Case(
         "scores-index-out-of-range",
@@ -1013,7 +1013,7 @@ CASES = [
         "teacher-other-dataset",
         teacher("t.pt"),
         "train a teacher on this dataset",
-        _checkpoint("t.pt", lambda s: s.update(dataset_fingerprint="0" * 16)),
+        _checkpoint("t.pt", lambda s: s.update(dataset_fingerprint="v2:" + "0" * 16)),
     ),
     Case(
         "teacher-other-classes",
@@ -1064,7 +1064,7 @@ CASES = [
             "l.npy",
             {
                 "format": "datapruning-logits/1",
-                "dataset_fingerprint": "0" * 16,
+                "dataset_fingerprint": "v2:" + "0" * 16,
                 "shape": [N_TRAIN, NUM_CLASSES],
             },
         ),
@@ -1133,7 +1133,7 @@ CASES = [
         "beton-size-changed",
         train("train.loader=ffcv", "train.beton=d.beton"),
         "size",
-        _beton(lambda p, size: {"format": "datapruning-beton/1", "beton_bytes": size + 1}),
+        _beton(lambda p, size: {"format": "datapruning-beton/2", "beton_bytes": size + 1}),
     ),
     Case(
         "beton-other-dataset",
@@ -1141,9 +1141,9 @@ CASES = [
         "0000000000000000",
         _beton(
             lambda p, size: {
-                "format": "datapruning-beton/1",
+                "format": "datapruning-beton/2",
                 "beton_bytes": size,
-                "fingerprint": "0" * 16,
+                "fingerprint": "v2:" + "0" * 16,
                 "num_samples": N_TRAIN,
             }
         ),

@@ -12,7 +12,7 @@ from datapruning.scores import SCORES_FORMAT, STRATEGIES, Scores, select
 METADATA = {
     "metric": "el2n",
     "params": {"epochs": 3, "seeds": 2},
-    "dataset": {"name": "digits", "fingerprint": "0123456789abcdef", "num_train": 6},
+    "dataset": {"name": "digits", "fingerprint": "v2:0123456789abcdef", "num_train": 6},
     "model": {"name": "mlp", "params": {"hidden": 8}},
     "seeds": [0, 1],
     "seconds": 1.5,
@@ -46,7 +46,7 @@ def test_round_trip(tmp_path):
     loaded = Scores.load(path)
     pd.testing.assert_frame_equal(loaded.table, scores.table)
     assert loaded.metadata == METADATA
-    assert loaded.fingerprint == "0123456789abcdef"
+    assert loaded.fingerprint == "v2:0123456789abcdef"
     assert len(loaded) == 6
     np.testing.assert_array_equal(loaded.values, scores.table["score"].to_numpy())
     # It is real parquet with the metadata in the schema.
@@ -147,14 +147,14 @@ def test_save_into_missing_directory(tmp_path):
 
 def test_fingerprint_mismatch(tmp_path):
     path = make_scores().save(tmp_path / "scores.parquet")
-    assert Scores.load(path, fingerprint="0123456789abcdef").fingerprint == "0123456789abcdef"
+    assert Scores.load(path, fingerprint="v2:0123456789abcdef").fingerprint == "v2:0123456789abcdef"
     with pytest.raises(FingerprintMismatchError) as info:
-        Scores.load(path, fingerprint="ffffffffffffffff")
-    assert "ffffffffffffffff" in str(info.value)
-    assert "0123456789abcdef" in str(info.value)
+        Scores.load(path, fingerprint="v2:ffffffffffffffff")
+    assert "v2:ffffffffffffffff" in str(info.value)
+    assert "v2:0123456789abcdef" in str(info.value)
     assert isinstance(info.value, DataPruningError)
     with pytest.raises(FingerprintMismatchError):
-        make_scores(metadata={}).check_dataset("0123456789abcdef")
+        make_scores(metadata={}).check_dataset("v2:0123456789abcdef")
 
 
 def test_load_missing_file(tmp_path):

@@ -5,7 +5,16 @@
 ``RGBImageField``, raw by default so values round-trip exactly), ``y``
 (``IntField``) and ``index`` (``IntField``, the example's position in the
 training set). A JSON sidecar ``train.beton.json`` records the dataset's
-fingerprint, so a loader refuses a beton made from another dataset.
+fingerprint, so a loader refuses a beton made from another dataset, and what a
+``beton:PATH`` dataset needs (name, classes, default model and augmentation);
+the test split goes beside it as ``train.beton.test.npz`` (uint8 images when
+they are 8-bit). A streaming training set is written example by example, never
+whole in memory.
+
+:class:`BetonExamples` reads rows of a raw-image or ndarray beton by index
+through a memory map (FFCV's own ``Reader`` for the layout), so a ``beton:PATH``
+dataset streams without FFCV's loader: scoring passes and the ``memory`` and
+``torch`` loaders read it in batches; ``train.loader: ffcv`` reads it with FFCV.
 
 ``make_loader(path, ...)`` yields ``(x, y, index)`` torch batches like
 :func:`datapruning.data.loaders.make_batches`:
@@ -37,9 +46,11 @@ import numpy as np
 import torch
 
 from datapruning._io import atomic_path, cache_dir, check_output_path, write_json
+from datapruning.data.fingerprint import canonical, check_fingerprint, fingerprint_arrays
 from datapruning.data.samplers import IndexSampler, RS2Sampler, as_index_array
-from datapruning.data.sources import Dataset, fingerprint_arrays
-from datapruning.errors import DataPruningError, FingerprintMismatchError
+from datapruning.data.sources import Dataset
+from datapruning.data.stream import ExampleSource
+from datapruning.errors import DataPruningError
 
 if TYPE_CHECKING:
     from ffcv.loader import Loader
@@ -48,7 +59,9 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 ImageMode = Literal["raw", "jpg", "ndarray"]
 
 META_SUFFIX = ".json"
-META_FORMAT = "datapruning-beton/1"
+TEST_SUFFIX = ".test.npz"
+# 2: fingerprint v2 (datapruning.data.fingerprint), dataset defaults and the test split.
+META_FORMAT = "datapruning-beton/2"
 INSTALL_HINT = (
     "FFCV is not installed; install it with pip install 'datapruning-tta[ffcv]' "
     "(needs Debian's pkg-config libopencv-dev libturbojpeg0-dev) or use loader torch"
@@ -70,8 +83,14 @@ def meta_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + META_SUFFIX)
 
 
-def _is_image(x: np.ndarray) -> bool:
-    return x.ndim == 4 and x.shape[1] == 3
+def test_path(path: str | os.PathLike[str]) -> Path:
+    """The test split beside a beton: ``X.beton`` -> ``X.beton.test.npz``."""
+    path = Path(path)
+    return path.with_name(path.name + TEST_SUFFIX)
+
+
+def _is_image(x: np.ndarray | ExampleSource) -> bool:
+    return len(x.shape) == 4 and x.shape[1] == 3
 
 
 def _to_uint8_hwc(x: np.ndarray) -> np.ndarray:
@@ -109,6 +128,49 @@ class _Records:
         return self.x[i], int(self.y[i]), int(i)
 
 
+class _SourceRecords(_Records):
+    """Records read from an :class:`ExampleSource` one at a time, in the writer's workers."""
+
+    def __init__(self, source: ExampleSource, y: np.ndarray, rgb: bool) -> None:
+        self.source, self.y, self.rgb = source, y, rgb
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, int]:
+        row = self.source.read(np.array([i]))
+        x = _to_uint8_hwc(row)[0] if self.rgb else canonical(row)[0]
+        return x, int(self.y[i]), int(i)
+
+
+def _as_uint8(x: np.ndarray) -> np.ndarray | None:
+    """``x`` as uint8 when it holds 8-bit images (uint8, or floats k/255), else None."""
+    if x.dtype == np.uint8:
+        return x
+    if not _is_image(x):
+        return None
+    pixels = np.rint(np.asarray(x, dtype=np.float32) * 255)
+    if len(x) and (
+        pixels.min() < 0 or pixels.max() > 255 or np.any(canonical(pixels.astype(np.uint8)) != x)
+    ):
+        return None
+    return pixels.astype(np.uint8)
+
+
+def _write_test_split(path: Path, dataset: Dataset) -> None:
+    from datapruning._io import atomic_write
+
+    x_test = np.asarray(dataset.x_test)
+    pixels = _as_uint8(x_test)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(
+                handle,
+                x=pixels if pixels is not None else np.asarray(x_test, dtype=np.float32),
+                y=np.asarray(dataset.y_test, dtype=np.int64),
+            )
+
+    atomic_write(path, write)
+
+
 def to_beton(
     source: Dataset | tuple[np.ndarray, np.ndarray],
     path: str | os.PathLike[str],
@@ -136,16 +198,20 @@ def to_beton(
     if image_mode not in ("raw", "jpg", "ndarray"):
         raise DataPruningError(f"image_mode {image_mode!r} must be one of: raw, jpg, ndarray")
     path = check_output_path(path)
-    if isinstance(source, Dataset):
-        x, y = source.x_train, source.y_train
+    dataset = source if isinstance(source, Dataset) else None
+    if dataset is not None:
+        x: np.ndarray | ExampleSource = dataset.x_train
+        y = dataset.y_train
         info: dict[str, Any] = {
-            "dataset": source.name,
-            "params": dict(source.params),
-            "fingerprint": source.fingerprint,
-            "num_classes": source.num_classes,
+            "dataset": dataset.name,
+            "params": dict(dataset.params),
+            "fingerprint": dataset.fingerprint,
+            "num_classes": dataset.num_classes,
+            "default_model": dataset.default_model,
+            "default_augment": dataset.default_augment,
         }
     else:
-        x, y = (np.asarray(a) for a in source)
+        x, y = (np.asarray(a) for a in source)  # type: ignore[union-attr]
         if len(x) != len(y):
             raise DataPruningError(
                 f"x has {len(x)} rows but y has {len(y)}; give one label per row"
@@ -155,15 +221,21 @@ def to_beton(
         raise DataPruningError("the training set is empty; nothing to write")
     y = np.asarray(y, dtype=np.int64)
 
+    records: _Records
     if _is_image(x) and image_mode != "ndarray":
-        records_x = _to_uint8_hwc(x)
+        records = (
+            _SourceRecords(x, y, rgb=True)
+            if isinstance(x, ExampleSource)
+            else _Records(_to_uint8_hwc(x), y)
+        )
         x_field: Any = RGBImageField(write_mode=image_mode, jpeg_quality=jpeg_quality)
         x_kind = "rgb_image"
     else:
-        if x.dtype == np.uint8 and _is_image(x):  # pixels -> [0, 1], as images load
-            x = x.astype(np.float32) / 255
-        records_x = np.ascontiguousarray(x, dtype=np.float32)
-        x_field = NDArrayField(np.dtype(np.float32), tuple(records_x.shape[1:]))
+        if isinstance(x, ExampleSource):
+            records = _SourceRecords(x, y, rgb=False)
+        else:  # uint8 pixels -> [0, 1], as images load
+            records = _Records(canonical(x), y)
+        x_field = NDArrayField(np.dtype(np.float32), tuple(x.shape[1:]))
         x_kind = "ndarray"
     fields = {"x": x_field, "y": IntField(), "index": IntField()}
 
@@ -174,11 +246,13 @@ def to_beton(
         writer = DatasetWriter(
             str(tmp),
             fields,
-            page_size=_page_size(records_x[0].nbytes),
+            page_size=_page_size(records[0][0].nbytes),
             num_workers=num_workers or os.cpu_count() or 1,
         )
-        writer.from_indexed_dataset(_Records(records_x, y))
+        writer.from_indexed_dataset(records)
         size = tmp.stat().st_size
+    if dataset is not None:
+        _write_test_split(test_path(path), dataset)
     write_json(
         meta,
         {
@@ -223,20 +297,131 @@ def read_meta(path: str | os.PathLike[str], fingerprint: str | None = None) -> d
         raise DataPruningError(
             f"beton {str(path)!r} does not match its sidecar (size changed); rewrite it"
         )
-    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
-        raise FingerprintMismatchError(
-            f"beton {str(path)!r} holds dataset {meta.get('dataset')!r} with fingerprint "
-            f"{meta.get('fingerprint')}, not this training set ({fingerprint}); "
-            "convert this dataset or point train.beton at its beton"
+    if fingerprint is not None:
+        check_fingerprint(
+            meta.get("fingerprint"),
+            fingerprint,
+            f"beton {str(path)!r} (dataset {meta.get('dataset')!r})",
+            "convert this dataset with `datapruning convert` or point train.beton at its beton",
         )
     return meta
+
+
+class BetonExamples(ExampleSource):
+    """Rows of a beton (raw RGB images as uint8, or float32 arrays), read by index.
+
+    FFCV's ``Reader`` gives each example's data pointer; rows are gathered from a
+    read-only memory map of the file, so what is read sits in the page cache
+    (file pages, shared and reclaimable), not in the process heap.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        with _keep_torch_threads():
+            from ffcv.reader import Reader
+
+        self.path = Path(path)
+        reader = Reader(str(self.path))
+        x_meta, self.labels = reader.metadata["f0"], reader.metadata["f1"].astype(np.int64)
+        self.meta = meta
+        self._shape = tuple(int(d) for d in meta["input_shape"])
+        if meta["x_field"] == "rgb_image":
+            if np.any(x_meta["mode"] != 1):  # ffcv's IMAGE_MODES["raw"]
+                raise DataPruningError(
+                    f"beton {str(self.path)!r} holds JPEG images; a beton: dataset reads raw "
+                    "ones: write it with `datapruning convert --image-mode raw`"
+                )
+            if np.any(x_meta["height"] != self._shape[1]) or np.any(
+                x_meta["width"] != self._shape[2]
+            ):
+                raise DataPruningError(
+                    f"beton {str(self.path)!r} holds images of several sizes; convert it again"
+                )
+            self.dtype = np.dtype(np.uint8)
+            self._pointers = x_meta["data_ptr"].astype(np.int64)
+            self._row_bytes = int(np.prod(self._shape))
+        else:
+            self.dtype = np.dtype(np.float32)
+            self._pointers = np.asarray(x_meta, dtype=np.int64)
+            self._row_bytes = 4 * int(np.prod(self._shape))
+        self._map: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return len(self._pointers)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_map": None}  # each worker maps the file itself
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        offsets = self._pointers[np.asarray(indices, dtype=np.int64)]
+        # One slice copy per row: half the time of a fancy-indexed gather (2.5 against
+        # 4.7 ms for 128 CIFAR-size rows on this machine).
+        raw = np.empty((len(offsets), self._row_bytes), dtype=np.uint8)
+        for row, offset in enumerate(offsets.tolist()):
+            raw[row] = self._map[offset : offset + self._row_bytes]
+        if self.dtype == np.uint8:
+            channels_last = raw.reshape(len(offsets), self._shape[1], self._shape[2], 3)
+            return np.ascontiguousarray(channels_last.transpose(0, 3, 1, 2))
+        return raw.view(np.float32).reshape(len(offsets), *self._shape)
+
+    def identity(self) -> str:
+        from datapruning.data.stream import file_identity
+
+        return f"beton|{file_identity([self.path])}"
+
+    def _fingerprint(self, labels: np.ndarray) -> str:
+        return str(self.meta["fingerprint"])  # written by to_beton; load_beton_dataset checks it
+
+
+def load_beton_dataset(path: str | os.PathLike[str], params: dict[str, Any]) -> Dataset:
+    """A :class:`Dataset` streaming its training set from a beton written by :func:`to_beton`,
+    with the test split from beside it (in memory)."""
+    path = Path(path).expanduser()
+    meta = read_meta(path)
+    check_fingerprint(
+        meta.get("fingerprint"),
+        str(meta.get("fingerprint")),
+        f"beton {str(path)!r}",
+        "write it again with `datapruning convert`",
+    )
+    if meta.get("num_classes") is None:
+        raise DataPruningError(
+            f"beton {str(path)!r} was written from arrays without a dataset (no classes "
+            "recorded); write it with `datapruning convert`"
+        )
+    tests = test_path(path)
+    try:
+        with np.load(tests, allow_pickle=False) as split:
+            x_test, y_test = canonical(split["x"]), split["y"].astype(np.int64)
+    except (OSError, ValueError, KeyError):
+        raise DataPruningError(
+            f"beton {str(path)!r} has no readable test split {str(tests)!r}; write it again "
+            "with `datapruning convert`"
+        ) from None
+    source = BetonExamples(path, meta)
+    return Dataset(
+        name=str(meta.get("dataset") or "beton"),
+        x_train=source,
+        y_train=source.labels,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=int(meta["num_classes"]),
+        params=params,
+        default_model=str(meta.get("default_model") or "mlp"),
+        default_augment=str(meta.get("default_augment") or "none"),
+    )
 
 
 def cached_beton(dataset: Dataset) -> Path:
     """A beton of ``dataset`` in :func:`cache_dir`, keyed by its fingerprint; written once."""
     import fcntl
 
-    path = cache_dir() / "beton" / f"{dataset.name}-{dataset.fingerprint}.beton"
+    path = cache_dir() / "beton" / f"{dataset.name}-{dataset.fingerprint.replace(':', '-')}.beton"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Parallel runs (the pipeline's students) share one beton: the first writes
     # it under the lock, the others wait and then find it.

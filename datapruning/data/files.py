@@ -1,8 +1,11 @@
 """Datasets read from the user's files: CIFAR pickle batches, image folders, npz arrays.
 
 Each reader returns plain arrays; ``datapruning.data.sources`` wraps them in a
-``Dataset``. Images become float32 arrays of shape ``(N, 3, H, W)`` in [0, 1],
-the layout torch models take. Every malformed input raises ``DataPruningError``
+``Dataset``. Images are read as uint8 arrays of shape ``(N, 3, H, W)``, the
+layout torch models take; the source keeps them as uint8 (streaming) or makes
+them float32 in [0, 1] (``p / 255``). An image folder can also be listed without
+decoding (:func:`list_image_folder`), its images decoded one by one when read
+(:func:`decode_image`). Every malformed input raises ``DataPruningError``
 naming the file and what to change.
 """
 
@@ -76,7 +79,7 @@ CIFAR_LAYOUTS = {
 def read_cifar(root: str | os.PathLike[str], num_classes: int, coarse: bool = False) -> Arrays:
     """Read a CIFAR-10/100 python-pickle folder (the extracted ``*-python.tar.gz``).
 
-    ``root`` is the folder holding the batch files, or its parent.
+    ``root`` is the folder holding the batch files, or its parent. Images are uint8.
     """
     folder, train_names, test_name, label_key = CIFAR_LAYOUTS[num_classes]
     if coarse:
@@ -121,14 +124,29 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
             f"{len(labels)} labels; expected (N, 3072) and N labels"
         )
     # Rows are 1024 red, then green, then blue values of a 32x32 image, row-major.
-    images = data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
-    return images, labels
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def read_image_folder(
     root: str | os.PathLike[str], size: int, test_fraction: float, seed: int
 ) -> tuple[Arrays, list[str]]:
-    """Read a class-per-folder tree of images, resized to ``size`` x ``size`` RGB.
+    """Read a class-per-folder tree of images, resized to ``size`` x ``size`` RGB, as uint8.
+
+    The layout and split are :func:`list_image_folder`'s.
+    """
+    train_files, y_train, test_files, y_test, classes = list_image_folder(root, test_fraction, seed)
+    return (
+        read_images(train_files, size, "train"),
+        y_train,
+        read_images(test_files, size, "test"),
+        y_test,
+    ), classes
+
+
+def list_image_folder(
+    root: str | os.PathLike[str], test_fraction: float, seed: int
+) -> tuple[list[Path], np.ndarray, list[Path], np.ndarray, list[str]]:
+    """The image files of a class-per-folder tree and their labels, train and test.
 
     ``root/<class>/<image>`` is split into train and test with a stratified,
     seeded draw of ``test_fraction``; a tree with ``root/train/<class>/...`` and
@@ -141,12 +159,13 @@ def read_image_folder(
     test_dir = next((path / n for n in ("test", "val") if (path / n).is_dir()), None)
     if (path / "train").is_dir() and test_dir is not None:
         classes = _classes(path / "train")
-        x_train, y_train = _read_images(path / "train", classes, size)
-        x_test, y_test = _read_images(test_dir, classes, size)
-        return (x_train, y_train, x_test, y_test), classes
+        train_files, y_train = _list_images(path / "train", classes)
+        test_files, y_test = _list_images(test_dir, classes)
+        return train_files, y_train, test_files, y_test, classes
     classes = _classes(path)
-    x, y = _read_images(path, classes, size)
-    return split_arrays(x, y, test_fraction, seed), classes
+    found, y = _list_images(path, classes)
+    train, y_train, test, y_test = split_arrays(np.arange(len(found)), y, test_fraction, seed)
+    return [found[i] for i in train], y_train, [found[i] for i in test], y_test, classes
 
 
 def _classes(path: Path) -> list[str]:
@@ -159,9 +178,7 @@ def _classes(path: Path) -> list[str]:
     return classes
 
 
-def _read_images(path: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
+def _list_images(path: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(classes):
         folder = path / name
@@ -178,21 +195,31 @@ def _read_images(path: Path, classes: list[str], size: int) -> tuple[np.ndarray,
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}); add some or remove the folder"
             )
         files += [(p, label) for p in found]
-    images = np.empty((len(files), 3, size, size), dtype=np.float32)
-    for i, (file, _) in enumerate(
-        tqdm(files, desc=f"reading {path.name}", unit="img", disable=None)
-    ):
-        try:
-            with Image.open(file) as image:
-                rgb = image.convert("RGB")
-                if rgb.size != (size, size):
-                    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        except (UnidentifiedImageError, OSError):
-            raise DataPruningError(
-                f"{str(file)!r} is not a readable image; remove or replace it"
-            ) from None
-        images[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return images, np.array([label for _, label in files], dtype=np.int64)
+    return [p for p, _ in files], np.array([label for _, label in files], dtype=np.int64)
+
+
+def decode_image(file: Path, size: int) -> np.ndarray:
+    """One image file as (3, size, size) uint8 RGB (resized bilinearly when it differs)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            rgb = image.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    except (UnidentifiedImageError, OSError):
+        raise DataPruningError(
+            f"{str(file)!r} is not a readable image; remove or replace it"
+        ) from None
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def read_images(files: list[Path], size: int, what: str = "images") -> np.ndarray:
+    """Every image of ``files`` decoded, as (N, 3, size, size) uint8."""
+    images = np.empty((len(files), 3, size, size), dtype=np.uint8)
+    for i, file in enumerate(tqdm(files, desc=f"reading {what}", unit="img", disable=None)):
+        images[i] = decode_image(file, size)
+    return images
 
 
 def read_npz(path: str | os.PathLike[str], test_fraction: float, seed: int) -> Arrays:

@@ -11,7 +11,14 @@ and the user's own files (``datapruning.data.files``):
 
 - ``cifar10`` / ``cifar100``: the python-pickle batch folder (``--root DIR``);
 - ``imagefolder``: a class-per-folder tree of images (``--root DIR``);
-- ``npz``: arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``.
+- ``npz``: arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``;
+- ``beton``: a training set written by ``datapruning convert`` (``beton:PATH``),
+  read through a memory map, with the test split ``convert`` wrote beside it.
+
+Image sources stream when asked (``stream: true``) or, by default, when their
+training set would take more than 512 MiB as float32 (CIFAR-10 takes 614 MB;
+kept as uint8 it takes 154 MB): CIFAR batches stay uint8 in memory, an image
+folder is decoded image by image when read (:mod:`datapruning.data.stream`).
 
 A file source may also be named with its location, ``npz:PATH`` or
 ``cifar10:DIR``: the part after the colon fills its ``path``/``root`` parameter.
@@ -22,7 +29,6 @@ that identifies the training set, so scores can be checked against it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from datapruning._io import cached_arrays
 from datapruning.data import files
+from datapruning.data.fingerprint import canonical, fingerprint_arrays
+from datapruning.data.stream import ArrayExamples, ExampleSource, ImageFileExamples
 from datapruning.errors import (
     ConfigError,
     DataPruningError,
@@ -44,14 +52,18 @@ from datapruning.errors import (
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/test arrays of one dataset, in memory.
+    """Train/test data of one dataset.
 
-    ``x_*`` are float32 arrays of shape ``(N, *input_shape)``; ``y_*`` are int64
-    class labels in ``0..num_classes-1``.
+    ``x_train`` is a float32 array of shape ``(N, *input_shape)`` in memory, or an
+    :class:`~datapruning.data.stream.ExampleSource` that reads examples on demand
+    (a beton, an image folder, uint8 CIFAR batches, a user torch Dataset); read it
+    through :func:`~datapruning.data.stream.train_rows` or :meth:`read_train`.
+    ``x_test`` is always a float32 array in memory (the test split is small).
+    ``y_*`` are int64 class labels in ``0..num_classes-1``, in memory.
     """
 
     name: str
-    x_train: np.ndarray
+    x_train: np.ndarray | ExampleSource
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
@@ -70,9 +82,23 @@ class Dataset:
     def num_train(self) -> int:
         return len(self.y_train)
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the training inputs are read on demand rather than held as float32."""
+        return isinstance(self.x_train, ExampleSource)
+
+    def read_train(self, indices: np.ndarray) -> np.ndarray:
+        """Training inputs ``indices`` as float32, from memory or from the source."""
+        if isinstance(self.x_train, ExampleSource):
+            return self.x_train.read_float(indices)
+        return self.x_train[indices]
+
     @cached_property
     def fingerprint(self) -> str:
-        """Hash of the training set's shape, values and labels (16 hex digits)."""
+        """``v2:`` + a hash of the training inputs' float32 values, shape and labels
+        (:mod:`datapruning.data.fingerprint`): the same for every way of storing them."""
+        if isinstance(self.x_train, ExampleSource):
+            return self.x_train.fingerprint(self.y_train)
         return fingerprint_arrays(self.x_train, self.y_train)
 
     def describe(self) -> str:
@@ -86,14 +112,6 @@ class Dataset:
 IMAGE_MODEL = "resnet18"
 # The augmentation natural-image sources default to (npz arrays may be anything: none).
 NATURAL_IMAGE_AUGMENT = "crop_flip"
-
-
-def fingerprint_arrays(x: np.ndarray, y: np.ndarray) -> str:
-    digest = hashlib.blake2b(digest_size=8)
-    for array in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 class _Params(BaseModel):
@@ -122,7 +140,22 @@ class DigitsParams(_Params):
     seed: int = 0
 
 
-class CifarParams(_Params):
+# Image sets larger than this as float32 stream by default (stream: null).
+STREAM_ABOVE_BYTES = 512 << 20
+
+
+class _StreamParam(_Params):
+    # True: read examples on demand (uint8 until the batch); False: float32 in memory;
+    # None: stream when the float32 training set would exceed STREAM_ABOVE_BYTES.
+    stream: bool | None = None
+
+    def streams(self, count: int, example_shape: tuple[int, ...]) -> bool:
+        if self.stream is not None:
+            return self.stream
+        return 4 * count * int(np.prod(example_shape)) > STREAM_ABOVE_BYTES
+
+
+class CifarParams(_StreamParam):
     root: str = Field(description="folder holding the batch files, or its parent")
 
 
@@ -131,11 +164,15 @@ class Cifar100Params(CifarParams):
     coarse: bool = False
 
 
-class ImageFolderParams(_Params):
+class ImageFolderParams(_StreamParam):
     root: str = Field(description="ROOT/<class>/<image>, or ROOT/train|test/<class>/<image>")
     size: int = Field(32, ge=1, description="images are resized to size x size RGB")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
+
+
+class BetonParams(_Params):
+    path: str = Field(description="a .beton written by `datapruning convert`")
 
 
 class NpzParams(_Params):
@@ -205,21 +242,45 @@ def _load_digits(params: DigitsParams) -> Dataset:
 
 
 def _load_cifar10(params: CifarParams) -> Dataset:
-    arrays = files.read_cifar(params.root, 10)
+    arrays = _cifar_arrays(params, files.read_cifar(params.root, 10))
     return _file_dataset("cifar10", params, arrays, 10, augment=NATURAL_IMAGE_AUGMENT)
 
 
 def _load_cifar100(params: Cifar100Params) -> Dataset:
-    arrays = files.read_cifar(params.root, 100, coarse=params.coarse)
+    arrays = _cifar_arrays(params, files.read_cifar(params.root, 100, coarse=params.coarse))
     classes = 20 if params.coarse else 100
     return _file_dataset("cifar100", params, arrays, classes, augment=NATURAL_IMAGE_AUGMENT)
 
 
-def _load_image_folder(params: ImageFolderParams) -> Dataset:
-    arrays, classes = files.read_image_folder(
-        params.root, params.size, params.test_fraction, params.seed
+def _cifar_arrays(params: CifarParams, arrays: files.Arrays) -> _Arrays:
+    x_train, y_train, x_test, y_test = arrays
+    train: np.ndarray | ExampleSource = (
+        ArrayExamples(x_train)
+        if params.streams(len(x_train), x_train.shape[1:])
+        else canonical(x_train)
     )
+    return train, y_train, canonical(x_test), y_test
+
+
+def _load_image_folder(params: ImageFolderParams) -> Dataset:
+    train_files, y_train, test_files, y_test, classes = files.list_image_folder(
+        params.root, params.test_fraction, params.seed
+    )
+    size = params.size
+    train: np.ndarray | ExampleSource
+    if params.streams(len(train_files), (3, size, size)):
+        train = ImageFileExamples(train_files, size)
+    else:
+        train = canonical(files.read_images(train_files, size, "train"))
+    x_test = canonical(files.read_images(test_files, size, "test"))
+    arrays = (train, y_train, x_test, y_test)
     return _file_dataset("imagefolder", params, arrays, len(classes), augment=NATURAL_IMAGE_AUGMENT)
+
+
+def _load_beton(params: BetonParams) -> Dataset:
+    from datapruning.data.ffcv import load_beton_dataset
+
+    return load_beton_dataset(params.path, params.model_dump())
 
 
 def _load_npz(params: NpzParams) -> Dataset:
@@ -230,10 +291,14 @@ def _load_npz(params: NpzParams) -> Dataset:
     return _file_dataset("npz", params, arrays, num_classes, IMAGE_MODEL if is_image else "mlp")
 
 
+# Train inputs (in memory or streamed), train labels, test inputs, test labels.
+_Arrays = tuple[np.ndarray | ExampleSource, np.ndarray, np.ndarray, np.ndarray]
+
+
 def _file_dataset(
     name: str,
     params: _Params,
-    arrays: files.Arrays,
+    arrays: files.Arrays | _Arrays,
     num_classes: int,
     default_model: str = IMAGE_MODEL,
     augment: str = "none",
@@ -297,6 +362,13 @@ SOURCES: dict[str, Source] = {
             ImageFolderParams,
             _load_image_folder,
             location="root",
+        ),
+        Source(
+            "beton",
+            "a training set written by `datapruning convert`, streamed from beton:PATH",
+            BetonParams,
+            _load_beton,
+            location="path",
         ),
         Source(
             "npz",

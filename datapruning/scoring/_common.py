@@ -37,6 +37,7 @@ from datapruning import __version__
 from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import ExampleSource, check_finite
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scores import Scores
 
@@ -117,13 +118,9 @@ class MetricJob:
         return self.shard.rows(num_rows) if self.shard is not None else range(num_rows)
 
 
-def check_features(x: np.ndarray, what: str = "features") -> None:
+def check_features(x: np.ndarray | ExampleSource, what: str = "features") -> None:
     """Refuse NaN or inf inputs: every metric would turn them into garbage scores."""
-    if not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).any(axis=1)))
-        raise DataPruningError(
-            f"{what} contain NaN or inf in {bad} rows; clean or drop those examples first"
-        )
+    check_finite(x, what)
 
 
 def check_labels(dataset: Dataset) -> None:

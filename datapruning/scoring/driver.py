@@ -36,6 +36,7 @@ from datapruning import user
 from datapruning._io import write_once
 from datapruning.config import DataConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import as_rows
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import (
@@ -94,7 +95,7 @@ Recipe = tuple[TrainConfig, dict[str, Any], bool]
 def _recipe(job: MetricJob) -> Recipe:
     """The scoring models' recipe, the model's provenance record, and whether groups batch."""
     dataset, scoring, model_cfg = job.dataset, job.scoring, job.model
-    check_features(dataset.x_train)
+    check_features(dataset.x_train)  # a streaming set chunk by chunk
     check_labels(dataset)
     model = user.record(model_cfg, dataset)
     # Models with BatchNorm cannot train in a batched ensemble: one seed per group.
@@ -331,7 +332,8 @@ def score_with_models(
             prepare_seconds = prepare_models(job, store)
 
     def compute(chunk: list[int], recipe: TrainConfig, batched: bool) -> np.ndarray:
-        x = torch.as_tensor(dataset.x_train[rows.start : rows.stop], device=recipe.device)
+        # A streaming set: a lazy view of the shard's rows, read in batches.
+        x = as_rows(dataset.x_train[rows.start : rows.stop], recipe.device)
         y = torch.as_tensor(dataset.y_train[rows.start : rows.stop], device=recipe.device)
         if store is None:
             ensemble = train_group(

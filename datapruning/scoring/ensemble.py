@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from datapruning.config import TrainConfig
 from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import train_rows
 from datapruning.errors import DataPruningError
 from datapruning.scoring.folded import fold_model
 from datapruning.train.evaluation import eval_mode
@@ -193,7 +194,7 @@ def train_ensemble(
     """
     device = torch.device(train_cfg.device)
     seeds = list(seeds)
-    x_train = torch.as_tensor(dataset.x_train, device=device)
+    x_train = train_rows(dataset, device)  # a streaming set: each batch read from the source
     y_train = torch.as_tensor(dataset.y_train, device=device)
     num_train = len(y_train)
     previous_threads = torch.get_num_threads()

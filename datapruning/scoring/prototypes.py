@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from datapruning import user
 from datapruning._io import write_once
 from datapruning.config import ModelConfig
+from datapruning.data.stream import ExampleSource, as_rows
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
 from datapruning.scoring._common import MetricJob, build_scores, check_features
@@ -232,7 +233,7 @@ def new_encoder(
 
 
 def train_encoder(
-    x: np.ndarray,
+    x: np.ndarray | ExampleSource,
     model_name: str,
     model_params: dict[str, Any],
     proto: ProtoParams,
@@ -245,10 +246,10 @@ def train_encoder(
     with ``proto.embedding_dim`` outputs; its outputs are then the embedding.
     """
     start = time.perf_counter()
-    data = torch.as_tensor(x)
+    data = as_rows(x)  # a streaming set: each batch read from the source
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(proto.seed)
-        encoder, dim = new_encoder(x[:2], model_name, model_params, proto, build)
+        encoder, dim = new_encoder(np.asarray(data[:2]), model_name, model_params, proto, build)
         head = nn.Sequential(
             nn.ReLU(), nn.Linear(dim, dim)
         )  # the projection head; scores use the encoder's output before it
@@ -303,8 +304,8 @@ def train_encoder(
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    data = torch.as_tensor(x)
+def embed(encoder: nn.Module, x: np.ndarray | ExampleSource, batch_size: int = 1024) -> np.ndarray:
+    data = as_rows(x)
     return torch.cat(
         [encoder(chunk).reshape(len(chunk), -1) for chunk in data.split(batch_size)]
     ).numpy()
@@ -455,7 +456,7 @@ def _load_prepared(job: MetricJob, path: Path, model: dict[str, Any] | None) -> 
     if state["encoder"] is not None:
         assert model is not None
         encoder, _ = new_encoder(
-            job.dataset.x_train[:2],
+            job.dataset.read_train(np.arange(2)),  # from memory or the stream
             model["name"],
             model["params"],
             job.params,

@@ -66,6 +66,14 @@ def load_model(
             f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it was not written by "
             "datapruning's training loop: retrain the teacher"
         )
+    if fingerprint is not None:
+        from datapruning.data.fingerprint import check_current
+
+        check_current(
+            state.get("dataset_fingerprint"),
+            f"checkpoint {str(path)!r}",
+            "train it again with `datapruning train`",
+        )
     if fingerprint is not None and state.get("dataset_fingerprint") != fingerprint:
         raise FingerprintMismatchError(
             f"checkpoint {str(path)!r} was trained on dataset {state.get('dataset_fingerprint')}, "

@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from datapruning._io import file_hash, write_json, write_npy
+from datapruning.data.fingerprint import check_current
 from datapruning.data.sources import Dataset
+from datapruning.data.stream import train_rows
 from datapruning.errors import DataPruningError
 from datapruning.kernels.kd_loss import kd_loss_reference as per_example_kd_loss
 from datapruning.train.evaluation import predict
@@ -107,7 +109,7 @@ def teacher_logits(
     """
     from datapruning.train.checkpoint import CHECKPOINT_NAME, load_model
 
-    x_train = torch.as_tensor(dataset.x_train)
+    x_train = train_rows(dataset)  # a streaming set is read in batches
     if isinstance(teacher, nn.Module):
         start = time.perf_counter()
         device = next(teacher.parameters()).device
@@ -123,7 +125,7 @@ def teacher_logits(
                 checkpoint, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes
             )
             cache_path = checkpoint.parent / (
-                f"teacher_logits-{dataset.fingerprint[:16]}-{file_hash(checkpoint)}.npy"
+                f"teacher_logits-{dataset.fingerprint.replace(':', '-')}-{file_hash(checkpoint)}.npy"
             )
             # A cache from before logits carried their sidecar is recomputed once.
             if cache and cache_path.is_file() and logits_sidecar(cache_path).is_file():
@@ -262,6 +264,11 @@ def _check_sidecar(path: Path, dataset: Dataset) -> None:
             f"{str(sidecar)!r} has format {found_format!r}; this datapruning reads "
             f"{LOGITS_FORMAT!r}: recompute the logits"
         )
+    check_current(
+        fingerprint,
+        f"teacher logits {str(path)!r}",
+        "delete them and re-run `datapruning train` (they are computed again from the teacher)",
+    )
     if fingerprint != dataset.fingerprint:
         raise DataPruningError(
             f"teacher logits {str(path)!r} were computed on dataset {str(fingerprint)[:16]}, "

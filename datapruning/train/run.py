@@ -31,7 +31,7 @@ from datapruning import __version__
 from datapruning._io import read_indices
 from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
 from datapruning.data.infobatch import InfoBatchSampler
-from datapruning.data.loaders import Batch, make_batches
+from datapruning.data.loaders import Batch, make_batches, make_source_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
@@ -58,7 +58,7 @@ from datapruning.train.tta import reference_accuracy, resolve_targets
 from datapruning.user import ModelSpec
 
 # Settings that do not change what a run computes: a resume may differ in them.
-_NOT_HASHED = {"checkpoint_every"}
+_NOT_HASHED = {"checkpoint_every", "workers"}
 
 
 @dataclass
@@ -167,23 +167,36 @@ def resolve_run(
     targets = resolve_targets(train_cfg.targets, reference)
     model_record = user.record(model_cfg, dataset)
     model_name, model_params = model_record["name"], dict(model_record["params"])
-    # In-memory batches are sliced on the device; streaming loaders copy each
-    # batch there (from pinned memory, without blocking the host).
-    streaming = train_cfg.loader != "memory"
-    x_train = torch.as_tensor(dataset.x_train, device="cpu" if streaming else device)
-    y_train = torch.as_tensor(dataset.y_train, device="cpu" if streaming else device)
-    batches = make_batches(
-        train_cfg.loader,
-        x_train,
-        y_train,
-        data.sampler,
-        data.candidate_batch or train_cfg.batch_size,
-        dataset=dataset,
-        beton=train_cfg.beton,
-        device=device,
-        pin_memory=device.type == "cuda",
-    )
-    plan = plan_steps(train_cfg, len(batches))
+    batch_size = data.candidate_batch or train_cfg.batch_size
+    batches: Iterable[Batch]
+    if dataset.streaming:  # read on demand in batches, never the whole set
+        batches = make_source_batches(
+            train_cfg.loader,
+            dataset,
+            data.sampler,
+            batch_size,
+            device=device,
+            beton=train_cfg.beton,
+            workers=train_cfg.workers,
+        )
+    else:
+        # In-memory batches are sliced on the device; the torch and ffcv loaders copy
+        # each batch there (from pinned memory, without blocking the host).
+        streaming = train_cfg.loader != "memory"
+        x_train = torch.as_tensor(dataset.x_train, device="cpu" if streaming else device)
+        y_train = torch.as_tensor(dataset.y_train, device="cpu" if streaming else device)
+        batches = make_batches(
+            train_cfg.loader,
+            x_train,
+            y_train,
+            data.sampler,
+            batch_size,
+            dataset=dataset,
+            beton=train_cfg.beton,
+            device=device,
+            pin_memory=device.type == "cuda",
+        )
+    plan = plan_steps(train_cfg, len(batches))  # type: ignore[arg-type]
     if isinstance(data.sampler, InfoBatchSampler):  # epochs as long as the sampler makes them
         plan = _dynamic_plan(plan, data.sampler, train_cfg.batch_size)
     config_hash = _config_hash(dataset, model_name, model_params, train_cfg, data, kd_settings)

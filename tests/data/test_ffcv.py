@@ -147,16 +147,20 @@ def test_sidecar_records_the_dataset_fingerprint(tmp_path, vectors):
     assert meta["fingerprint"] == dataset.fingerprint
     assert (meta["dataset"], meta["num_samples"], meta["input_shape"]) == ("toy", 230, [7])
     assert read_meta(path, dataset.fingerprint)["params"] == {"k": 1}
-    assert {p.name for p in tmp_path.iterdir()} == {"toy.beton", "toy.beton.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "toy.beton",
+        "toy.beton.json",
+        "toy.beton.test.npz",
+    }
 
 
 def test_sidecar_of_another_format_version_is_refused(tmp_path, vectors):
     path = to_beton(vectors, tmp_path / "v.beton")
     meta = json.loads(meta_path(path).read_text())
-    assert meta["format"] == "datapruning-beton/1"
-    meta["format"] = "datapruning-beton/2"
+    assert meta["format"] == "datapruning-beton/2"
+    meta["format"] = "datapruning-beton/1"
     meta_path(path).write_text(json.dumps(meta))
-    with pytest.raises(DataPruningError, match="format 'datapruning-beton/2', which this"):
+    with pytest.raises(DataPruningError, match="format 'datapruning-beton/1', which this"):
         read_meta(path)
     meta["format"] = "something-else"
     meta_path(path).write_text(json.dumps(meta))
@@ -166,7 +170,7 @@ def test_sidecar_of_another_format_version_is_refused(tmp_path, vectors):
 
 def test_a_beton_of_another_dataset_is_refused(vector_beton, vectors):
     with pytest.raises(FingerprintMismatchError, match="convert this dataset"):
-        make_loader(vector_beton, batch_size=4, fingerprint="0123456789abcdef")
+        make_loader(vector_beton, batch_size=4, fingerprint="v2:0123456789abcdef")
 
 
 def test_missing_or_changed_sidecar_is_refused(tmp_path, vectors):
@@ -230,7 +234,7 @@ def test_cached_beton_is_written_once_per_dataset(tmp_path, monkeypatch, vectors
     monkeypatch.setenv("DATAPRUNING_CACHE_DIR", str(tmp_path))
     dataset = Dataset("toy", x, y, x[:5], y[:5], num_classes=5)
     path = cached_beton(dataset)
-    assert path.parent == tmp_path / "beton" and dataset.fingerprint in path.name
+    assert path.parent == tmp_path / "beton" and dataset.fingerprint.replace(":", "-") in path.name
     written = path.stat().st_mtime_ns
     assert cached_beton(dataset) == path
     assert path.stat().st_mtime_ns == written

@@ -248,8 +248,8 @@ def test_ranks_get_disjoint_equal_shares_padded_like_distributed_sampler():
 
 def test_from_scores_selects_the_subset_of_a_scores_file(tmp_path):
     table = pd.DataFrame({"index": np.arange(50), "score": np.arange(50.0), "label": 0})
-    path = Scores(table, {"dataset": {"fingerprint": "abc"}}).save(tmp_path / "s.parquet")
-    sampler = SubsetSampler.from_scores(path, keep=0.2, strategy="hard", fingerprint="abc")
+    path = Scores(table, {"dataset": {"fingerprint": "v2:abc"}}).save(tmp_path / "s.parquet")
+    sampler = SubsetSampler.from_scores(path, keep=0.2, strategy="hard", fingerprint="v2:abc")
     assert sorted(sampler) == list(range(40, 50))
     easy = SubsetSampler.from_scores(path, keep=0.1, strategy="easy", num_replicas=5, rank=0)
     assert len(easy) == 1

@@ -69,8 +69,8 @@ def test_mnist1d_different_seed_gives_different_data():
 
 def test_fingerprint_is_stable_and_identifies_the_training_set(digits):
     fp = digits.fingerprint
-    assert len(fp) == 16
-    int(fp, 16)  # hex digits
+    assert fp.startswith("v2:") and len(fp) == 19  # the version, then 16 hex digits
+    int(fp.removeprefix("v2:"), 16)
     assert digits.fingerprint == fp
     assert load_dataset("digits").fingerprint == fp
     # A copy of the arrays hashes the same.
