@@ -9,15 +9,16 @@
    seed-group metrics (el2n, grand, forgetting) fan out and merge into one file,
    and with ``scoring.shards`` the per-example passes too (prepare, shards, merge);
 3. train every student, each as soon as the teacher and scores it reads are
-   done (one that reads neither starts with the teachers); a cell that fails
+   done (one that reads neither can start with the teachers); a cell that fails
    for good is reported with its error and the others finish;
 4. write report.md + tta.png per experiment, publish them as a markdown artifact,
    the results as a table artifact, and the progress while cells finish.
 
 Cells run on the task runner chosen by ``runner`` (flows/runners.py): one after
 another in this process (``sequential``, the default), a process pool, or Dask
-workers. Everything a cell does is in ``datapruning.orchestration``; this
-module only orders the cells. Both flows take the config's path and overrides,
+workers. A cell goes to the runner only when one of its slots is free, the
+most urgent ready cell first (``_CellQueue``). Everything a cell does is in
+``datapruning.orchestration``; this module only orders the cells. Both flows take the config's path and overrides,
 so a deployment can run them with plain parameters.
 """
 
