@@ -53,6 +53,10 @@ def one_thread():
 
 
 def pytest_collection_modifyitems(config, items):
+    if any("prefect_server" in getattr(item, "fixturenames", ()) for item in items):
+        from server_helper import start_early
+
+        start_early()  # boots while the tests before the first that needs it run
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

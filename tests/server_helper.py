@@ -8,6 +8,7 @@ test harness and a CLI server took 27 s and 17 s to start at stop 11).
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -50,17 +51,21 @@ def stop(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
-@contextmanager
-def prefect_server() -> Iterator[str]:
-    """Start the server (its database in this session's PREFECT_HOME), point Prefect at it
-    as ``prefect_test_harness`` does, and yield its API URL."""
-    import prefect.context
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+_early: tuple[subprocess.Popen, str] | None = None
 
+
+def start_early() -> None:
+    """Start the server now, without waiting for it: it takes 27-30 s to start here (most
+    of it a fresh database), which the session's first tests then overlap."""
+    global _early
+    if _early is None:
+        _early = _start()
+        # Deselected (-k) after collection, no test may ask for it: it still stops.
+        atexit.register(stop, _early[0])
+
+
+def _start() -> tuple[subprocess.Popen, str]:
     port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
     command = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(
         [sys.executable, "-m", *command],
@@ -68,6 +73,22 @@ def prefect_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    return server, f"http://127.0.0.1:{port}/api"
+
+
+@contextmanager
+def prefect_server() -> Iterator[str]:
+    """The server (its database in this session's PREFECT_HOME; started here unless
+    :func:`start_early` did), Prefect pointed at it as ``prefect_test_harness`` does; yields
+    its API URL."""
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    global _early
+    server, api = _early or _start()
+    _early = None
     try:
         wait_healthy(api, server)
         with ExitStack() as stack:

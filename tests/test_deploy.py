@@ -52,7 +52,9 @@ def _cron_of(api: str, name: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path, prefect_server):
+def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(
+    tmp_path, prefect_server, capsys, monkeypatch
+):
     # prefect_server is a real `prefect server start` on 127.0.0.1 (tests/server_helper.py),
     # shared with the session's other flow tests.
     api = prefect_server
@@ -81,18 +83,13 @@ def test_a_worker_runs_the_pipeline_deployment_on_a_real_server(tmp_path, prefec
 
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="e2e", type="process"))
-    # A schedule far from now (1 January, 03:00) that no worker picks up meanwhile.
-    deploy = ["deploy", "pipeline", "--pool", "e2e", "--cron", CRON]
-    done = subprocess.run(
-        [sys.executable, "-m", "datapruning.cli", *deploy],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "registered 1 deployments: pipeline" in done.stdout
+    # A schedule far from now (1 January, 03:00) that no worker picks up meanwhile. The
+    # command runs in this process; the `prefect deploy` it starts finds the server
+    # through the environment.
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    code, out, err = run_cli(capsys, "deploy", "pipeline", "--pool", "e2e", "--cron", CRON)
+    assert code == 0, (out, err)
+    assert "registered 1 deployments: pipeline" in out
     assert _cron_of(api, "datapruning-pipeline/pipeline") == [CRON]
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "e2e", "--limit", "1"],
