@@ -353,21 +353,29 @@ def clear_scores(cfg: PipelineConfig, metric: str) -> None:
 
 def score_group(cfg: PipelineConfig, metric: str, seeds: Sequence[int]) -> list[int]:
     """Compute and save the scores of ``seeds`` (one fan-out cell of a scoring)."""
-    from datapruning.scoring import score
     from datapruning.scoring._common import only_seeds
 
     _parts_dir(cfg, metric).parent.mkdir(parents=True, exist_ok=True)
     with only_seeds(seeds):
-        score(
-            dataset_of(cfg),
-            metric,
-            cfg.scoring,
-            cfg.model,
-            cfg.train,
-            progress=False,
-            work_dir=_parts_dir(cfg, metric),
-        )
+        _score(cfg, metric)
     return list(seeds)
+
+
+def _score(cfg: PipelineConfig, metric: str, shard: Any = None) -> Any:
+    """The config's scoring of ``metric`` (or of one shard), saving what it shares and
+    resumes from in the parts directory."""
+    from datapruning.scoring import score
+
+    return score(
+        dataset_of(cfg),
+        metric,
+        cfg.scoring,
+        cfg.model,
+        cfg.train,
+        progress=False,
+        work_dir=_parts_dir(cfg, metric),
+        shard=shard,
+    )
 
 
 def prepare_shards(cfg: PipelineConfig, metric: str, seeds: Sequence[int] | None) -> float:
@@ -387,29 +395,17 @@ def prepare_shards(cfg: PipelineConfig, metric: str, seeds: Sequence[int] | None
 
 def score_shard(cfg: PipelineConfig, metric: str, number: int, count: int) -> str:
     """Score shard ``number`` of ``count`` (1-based) and save it in the parts directory."""
-    from datapruning.scoring import score
     from datapruning.scoring._common import Shard
 
     shard = Shard(number, count)
     parts = _parts_dir(cfg, metric)
     parts.mkdir(parents=True, exist_ok=True)
-    scores = score(
-        dataset_of(cfg),
-        metric,
-        cfg.scoring,
-        cfg.model,
-        cfg.train,
-        progress=False,
-        work_dir=parts,
-        shard=shard,
-    )
-    return str(scores.save(parts / shard.file_name))
+    return str(_score(cfg, metric, shard).save(parts / shard.file_name))
 
 
 def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     """Score every seed still missing (or join the saved shards, when ``scoring.shards`` > 1),
     write the scores file with its key, and record it."""
-    from datapruning.scoring import score
     from datapruning.scoring._common import load_shards, merge_shards
 
     path = scores_path(cfg, metric)
@@ -419,15 +415,7 @@ def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     if shards > 1:
         scores = merge_shards(load_shards(parts, dataset_of(cfg).fingerprint, shards))
     else:
-        scores = score(
-            dataset_of(cfg),
-            metric,
-            cfg.scoring,
-            cfg.model,
-            cfg.train,
-            progress=False,
-            work_dir=parts,
-        )
+        scores = _score(cfg, metric)
     scores.metadata[SCORES_KEY] = scores_key(cfg, metric)
     scores.save(path)
     shutil.rmtree(parts, ignore_errors=True)
