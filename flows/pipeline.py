@@ -141,6 +141,7 @@ def cells(
     total = sum(len(e.teacher_seeds) + len(e.scored_metrics) + len(e.recipes) for e in exps)
     progress = _Progress(cfg.name, total)
     queue = _CellQueue(slots)
+    students: dict[tuple[Any, ...], Recipe] = {}
 
     for i, exp in enumerate(exps):
         for seed in exp.teacher_seeds:
@@ -168,6 +169,7 @@ def cells(
                     queue.add(groups[-1], _SCORING, [], group_t, exp.cfg, metric, seeds)
             queue.add(("scores", i, metric), _MERGE, groups, merge_t, exp.cfg, metric)
         for recipe in exp.recipes:
+            students[("student", i, recipe.run_name)] = recipe
             teacher = ("teacher", i, recipe.seed) if recipe.kd else None
             table = ("scores", i, recipe.metric) if recipe.needs_scores else None
             queue.add(
@@ -195,7 +197,7 @@ def cells(
             else:
                 records.append(value | {"experiment": exp.cfg.name})
         elif kind == "student":
-            recipe = next(r for r in exp.recipes if r.run_name == key[2])
+            recipe = students[key]
             if isinstance(value, Failure):
                 value = orch.record_failure(exp.root / recipe.run_name, recipe, value)
             records.append(value | {"experiment": exp.cfg.name})
@@ -267,8 +269,8 @@ class _CellQueue:
         """Yield ``(key, result or Failure)`` of every cell as it finishes."""
         running: dict[Any, tuple[Any, ...]] = {}
         while self.waiting or running:
-            for key, failure in self._doomed():
-                yield key, failure
+            doomed = self._doomed()
+            yield from doomed
             ready = sorted(
                 (entry[:2], key)
                 for key, entry in self.waiting.items()
@@ -281,6 +283,8 @@ class _CellQueue:
                 filled = [self.done.get(a.key) if isinstance(a, _Result) else a for a in args]
                 running[task_.submit(*filled)] = key
             if not running:
+                if not doomed:  # nothing runs, nothing failed: the rest can never start
+                    raise RuntimeError(f"cells wait for inputs no cell makes: {list(self.waiting)}")
                 continue  # cells whose input failed were just resolved; look again
             future = next(as_completed(list(running)))
             key = running.pop(future)

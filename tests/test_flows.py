@@ -149,6 +149,15 @@ def test_run_refuses_bad_input_before_any_work(tmp_path, capsys, monkeypatch, ar
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_cell_waiting_for_an_input_no_cell_makes_is_an_error_not_a_hang():
+    from datapruning.flows.pipeline import _CellQueue
+
+    queue = _CellQueue(slots=1)
+    queue.add(("student", 0, "el2n-hard-f0.5-s0"), (3, -0.5), [("scores", 0, "el2n")], None)
+    with pytest.raises(RuntimeError, match="no cell makes"):
+        list(queue.run())
+
+
 def test_a_prefect_server_that_does_not_start_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     from prefect.server.api.server import SubprocessASGIServer
 
