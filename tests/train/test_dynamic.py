@@ -103,24 +103,13 @@ def test_infobatch_weighs_the_kept_low_loss_examples(digits, monkeypatch):
     assert all(w is not None for w in seen)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "crash_at"),
-    [
-        ({"checkpoint_every": 7}, 3),  # mid-epoch, inside the pruned epochs
-        ({"checkpoint_every": 5, "sparsity": GMP}, 2),
-    ],
-    ids=["mid-epoch", "gmp"],
-)
-def test_infobatch_resume_after_a_crash_is_bit_exact(
-    digits, teacher, tmp_path, monkeypatch, overrides, crash_at
-):
+def crash_then_resume(monkeypatch, crash_at, digits, train_cfg, teacher, run_dir):
+    """Crash the run at its ``crash_at``-th evaluation, then run the same command again."""
     import datapruning.train.loop as loop
 
     class Crash(Exception):
         pass
 
-    train_cfg = cfg(deterministic=True, data=INFOBATCH, **overrides)
-    whole = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "a")
     calls = {"n": 0}
     real = loop.evaluate
 
@@ -133,10 +122,27 @@ def test_infobatch_resume_after_a_crash_is_bit_exact(
     with monkeypatch.context() as patch:
         patch.setattr(loop, "evaluate", evaluate)
         with pytest.raises(Crash):
-            train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
-    assert (tmp_path / "b" / RESUME_NAME).exists()
-    resumed = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
+            train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=run_dir)
+    assert (run_dir / RESUME_NAME).exists()
+    resumed = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=run_dir)
     assert resumed.summary["resumed_from_step"] > 0
+    return resumed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "crash_at"),
+    [
+        ({"checkpoint_every": 7}, 3),  # mid-epoch, inside the pruned epochs
+        ({"checkpoint_every": 5, "sparsity": GMP}, 2),
+    ],
+    ids=["mid-epoch", "gmp"],
+)
+def test_infobatch_resume_after_a_crash_is_bit_exact(
+    digits, teacher, tmp_path, monkeypatch, overrides, crash_at
+):
+    train_cfg = cfg(deterministic=True, data=INFOBATCH, **overrides)
+    whole = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "a")
+    resumed = crash_then_resume(monkeypatch, crash_at, digits, train_cfg, teacher, tmp_path / "b")
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     keys = ("epoch", "step", "test_acc", "train_loss", "lr")
@@ -266,11 +272,6 @@ def test_proxy_selection_keeps_its_top_losses_and_trains_on_them():
 
 
 def test_online_proxy_runs_are_seeded_and_resume_bit_exact(digits, teacher, tmp_path, monkeypatch):
-    import datapruning.train.loop as loop
-
-    class Crash(Exception):
-        pass
-
     # The proxy learns on every third batch: where the run resumes, that count goes on.
     train_cfg = cfg(
         deterministic=True, checkpoint_every=7, data=PROXY.model_copy(update={"proxy_every": 3})
@@ -280,22 +281,7 @@ def test_online_proxy_runs_are_seeded_and_resume_bit_exact(digits, teacher, tmp_
     other = train(
         digits, MLP, cfg(data=DataConfig(mode="online", keep=0.5)), teacher=teacher, kd=KD
     )
-    calls = {"n": 0}
-    real = loop.evaluate
-
-    def evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] >= 3:
-            raise Crash
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(loop, "evaluate", evaluate)
-        with pytest.raises(Crash):
-            train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
-    assert (tmp_path / "b" / RESUME_NAME).exists()
-    resumed = train(digits, MLP, train_cfg, teacher=teacher, kd=KD, run_dir=tmp_path / "b")
-    assert resumed.summary["resumed_from_step"] > 0
+    resumed = crash_then_resume(monkeypatch, 3, digits, train_cfg, teacher, tmp_path / "b")
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key]), key
         assert torch.equal(value, resumed.model.state_dict()[key]), key
