@@ -522,7 +522,15 @@ class StudentsConfig(Section):
     A strategy selects a fixed subset from the scores (``hard``, ``random``, ...),
     or is ``rs2``: a fresh random subset of the fraction every epoch, or is
     ``infobatch``: all the data, pruned during training by loss, once for each
-    value of ``prune`` instead of each fraction (no scores are read or charged).
+    value of ``prune`` instead of each fraction (no scores are read or charged),
+    or is ``short``: all the data on a shortened schedule, the fraction's share
+    of the full-data steps with the cosine annealed over them (the baseline a
+    sceptic compares pruning with; recipe ``full-short``).
+
+    ``budgets`` sets how long a subset student trains: ``epochs`` (the
+    config's epochs over its subset, so fewer steps) and/or ``steps`` (as many
+    optimizer steps as the full-data run: equal compute). InfoBatch and
+    ``short`` students have their own length and run once, under ``epochs``.
     """
 
     fractions: list[float] = Field(default_factory=lambda: [0.3, 0.5])
@@ -531,8 +539,9 @@ class StudentsConfig(Section):
     strategies: list[str] = Field(default_factory=lambda: ["random", "hard"])
     kd: list[bool] = Field(default_factory=lambda: [False, True])
     seeds: list[Seed] = Field(default_factory=lambda: [0])
+    budgets: list[Literal["epochs", "steps"]] = Field(default_factory=lambda: ["epochs"])
 
-    @field_validator("fractions", "strategies", "kd", "seeds", "prune")
+    @field_validator("fractions", "strategies", "kd", "seeds", "prune", "budgets")
     @classmethod
     def _not_empty(cls, values: list[Any]) -> list[Any]:
         if not values:
@@ -559,8 +568,41 @@ class StudentsConfig(Section):
     def _strategies(cls, strategies: list[str]) -> list[str]:
         from datapruning.scores import STRATEGIES
 
-        choices = (*STRATEGIES, RS2_STRATEGY, INFOBATCH_STRATEGY)
+        choices = (*STRATEGIES, RS2_STRATEGY, INFOBATCH_STRATEGY, SHORT_STRATEGY)
         return [_check_name("student strategy", s, choices) for s in strategies]
+
+
+class SweepDatasetConfig(DatasetConfig):
+    """A sweep's dataset, with what its experiment changes from the config.
+
+    ``label`` names the experiment's directory (default ``<dataset>-<model>``;
+    needed when one dataset appears at several sizes). ``train``, ``scoring``
+    and ``students`` are merged key by key into the config's sections for this
+    experiment only, e.g. fewer seeds at the largest size; ``metrics`` replaces
+    the sweep's metrics for it.
+    """
+
+    label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    train: dict[str, Any] | None = None
+    scoring: dict[str, Any] | None = None
+    students: dict[str, Any] | None = None
+    # The metrics this experiment scores (default: the sweep's metrics).
+    metrics: list[str] | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: list[str] | None) -> list[str] | None:
+        from datapruning.scoring import METRICS
+
+        return None if metrics is None else [_check_name("metric", m, METRICS) for m in metrics]
+
+    @property
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        sections = {"train": self.train, "scoring": self.scoring, "students": self.students}
+        return {name: value for name, value in sections.items() if value}
+
+    def plain(self) -> DatasetConfig:
+        return DatasetConfig(name=self.name, params=self.params)
 
 
 class SweepConfig(Section):
@@ -573,7 +615,7 @@ class SweepConfig(Section):
     they run once per experiment, not once per metric.
     """
 
-    datasets: list[DatasetConfig] | None = None
+    datasets: list[SweepDatasetConfig] | None = None
     models: list[ModelConfig] | None = None
     metrics: list[str] | None = None
     sparsity: list[float] | None = None
@@ -605,6 +647,8 @@ class SweepConfig(Section):
 RS2_STRATEGY = "rs2"
 # ... and the one that trains on all the data with InfoBatch's dynamic pruning.
 INFOBATCH_STRATEGY = "infobatch"
+# ... and the one that trains on all the data for the fraction's share of the steps.
+SHORT_STRATEGY = "short"
 
 
 class ReportConfig(Section):
@@ -629,6 +673,37 @@ class PipelineConfig(Section):
     @property
     def run_root(self) -> Path:
         return self.output_dir / self.name
+
+    @model_validator(mode="after")
+    def _sweep_overrides(self) -> PipelineConfig:
+        for i, dataset in enumerate(self.sweep.datasets or []):
+            try:
+                self.sections_for(dataset)
+            except ValidationError as exc:
+                raise ValueError(
+                    f"sweep.datasets[{i}] ({dataset.label or dataset.name}): "
+                    f"{describe_validation_error(exc)}"
+                ) from None
+        return self
+
+    def sections_for(self, dataset: SweepDatasetConfig) -> dict[str, Section]:
+        """This config's sections with a sweep dataset's overrides merged in."""
+        merged: dict[str, Section] = {}
+        for name, overrides in dataset.overrides.items():
+            section = getattr(self, name)
+            raw = _merge(section.model_dump(mode="python"), overrides)
+            merged[name] = type(section).model_validate(raw)
+        return merged
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` set key by key (nested mappings merged the same way)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def check_fraction(fraction: float) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from datapruning._io import file_hash, write_json, write_npy
-from datapruning.config import PipelineConfig, SparsityConfig, TrainConfig
+from datapruning.config import PipelineConfig, SparsityConfig, SweepDatasetConfig, TrainConfig
 from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
@@ -69,7 +69,10 @@ def source_hash() -> str:
     for package in (datapruning, datapruning.models):
         root = Path(package.__file__).parent
         for path in sorted(root.rglob("*.py")):
-            if path.name in _NOT_COMPUTING and path.parent == root:
+            # The report (a module, or a package of them) reads results; it computes none.
+            if (path.parent == root and path.name in _NOT_COMPUTING) or (
+                path.relative_to(root).parts[0] == "report"
+            ):
                 continue
             digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}".encode())
             digest.update(path.read_bytes())
@@ -138,10 +141,18 @@ def experiments(cfg: PipelineConfig) -> list[Experiment]:
     for dataset in datasets:
         for model in models:
             update: dict[str, Any] = {"dataset": dataset, "model": model}
+            own_metrics = metrics
+            if isinstance(dataset, SweepDatasetConfig):
+                update |= {"dataset": dataset.plain(), **cfg.sections_for(dataset)}
+                own_metrics = tuple(dataset.metrics or metrics)
             if several:
                 name = _slug(f"{dataset.name}-{model.name or 'default'}")
+                if isinstance(dataset, SweepDatasetConfig) and dataset.label:
+                    name = dataset.label + (
+                        "" if len(models) == 1 else f"-{_slug(str(model.name))}"
+                    )
                 update |= {"output_dir": cfg.run_root, "name": name}
-            found.append(Experiment(cfg.model_copy(update=update), metrics, sparsities))
+            found.append(Experiment(cfg.model_copy(update=update), own_metrics, sparsities))
     roots = [str(exp.root) for exp in found]
     if len(set(roots)) != len(roots):
         raise DataPruningError(
@@ -433,8 +444,17 @@ def augments(train_cfg: TrainConfig, dataset: Dataset) -> bool:
     return recipe is not None
 
 
+def full_steps(cfg: PipelineConfig) -> int:
+    """The optimizer steps of the experiment's full-data run (train.steps, else its epochs)."""
+    if cfg.train.steps is not None:
+        return cfg.train.steps
+    return cfg.train.epochs * math.ceil(dataset_of(cfg).num_train / cfg.train.batch_size)
+
+
 def student_train(cfg: PipelineConfig, recipe: Recipe) -> TrainConfig:
     update: dict[str, Any] = {"seed": recipe.seed, "data": recipe.data()}
+    if recipe.is_short or recipe.budget == "steps":
+        update["steps"] = recipe.steps(full_steps(cfg))
     if recipe.sparsity is not None:
         sparsity = cfg.train.sparsity.model_copy(update={"target": recipe.sparsity})
         update["sparsity"] = sparsity if sparsity.enabled else SparsityConfig()
@@ -452,7 +472,8 @@ def student_key(
             "dataset": dataset_of(cfg).fingerprint,
             "model": cfg.model.model_dump(mode="json"),
             "train": _train_identity(student_train(cfg, recipe)),
-            "recipe": [recipe.label, recipe.fraction, recipe.strategy, recipe.seed],
+            "recipe": [recipe.label, recipe.fraction, recipe.strategy, recipe.seed]
+            + ([recipe.budget] if recipe.budget != "epochs" else []),
             "scores": scores["hash"] if recipe.needs_scores and scores else None,
             "kd": [cfg.kd.model_dump(mode="json"), teacher["checkpoint_hash"]]
             if recipe.kd and teacher
@@ -494,7 +515,11 @@ def run_student(
         "strategy": recipe.strategy,
         "seed": recipe.seed,
         "sparsity_target": recipe.sparsity,
+        "budget": recipe.budget,
         RUN_KEY: key,
+        # A shortened full-data run trains on everything for its fraction of the steps: the
+        # report and its pruning curve place it at that share of the full-data work.
+        **({"kept_fraction": recipe.fraction} if recipe.is_short else {}),
         **_where(),
     }
     # With augmentation the student runs the teacher online on its augmented batches

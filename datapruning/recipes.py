@@ -3,8 +3,10 @@
 A recipe is one student run: a kept fraction, a selection strategy (or ``rs2``:
 a fresh random subset of that fraction every epoch; or ``infobatch``: all the
 data pruned by loss during training, with a ``prune`` value instead of a
-fraction), whether it distils from the
-full-data teacher, and a seed. Prefect flows iterate these;
+fraction; or ``short``: all the data for the fraction's share of the full-data
+steps), whether it distils from the full-data teacher, a seed, and a budget
+(``epochs``: the config's epochs over the subset; ``steps``: as many steps as
+the full-data run). Prefect flows iterate these;
 the library can run them without Prefect.
 """
 
@@ -14,7 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datapruning.config import INFOBATCH_STRATEGY, RS2_STRATEGY, DataConfig, PipelineConfig
+from datapruning.config import (
+    INFOBATCH_STRATEGY,
+    RS2_STRATEGY,
+    SHORT_STRATEGY,
+    DataConfig,
+    PipelineConfig,
+)
 from datapruning.errors import DataPruningError
 from datapruning.report import FULL_RECIPE
 from datapruning.scores import Scores, select
@@ -31,6 +39,8 @@ class Recipe:
     sparsity: float | None = None
     # InfoBatch's prune value (its recipes keep all the data: fraction 1).
     prune: float | None = None
+    # epochs: the config's epochs over the subset; steps: the full-data run's step count.
+    budget: str = "epochs"
 
     @property
     def label(self) -> str:
@@ -39,16 +49,29 @@ class Recipe:
         base = self.strategy if not self.needs_scores else f"{self.metric}-{self.strategy}"
         if self.is_infobatch:
             base = f"{self.strategy}-p{self.prune:g}"
+        if self.is_short:
+            base = f"{FULL_RECIPE}-{SHORT_STRATEGY}"
         return base + (f"-sp{self.sparsity:g}" if self.sparsity else "")
 
     @property
     def run_name(self) -> str:
         fraction = "" if self.is_infobatch else f"-f{self.fraction:g}"
-        return f"{self.label}{fraction}{'-kd' if self.kd else ''}-s{self.seed}"
+        steps = "-steps" if self.budget == "steps" else ""
+        return f"{self.label}{fraction}{steps}{'-kd' if self.kd else ''}-s{self.seed}"
 
     @property
     def needs_scores(self) -> bool:
-        return self.strategy not in ("random", RS2_STRATEGY, INFOBATCH_STRATEGY)
+        return self.strategy not in ("random", RS2_STRATEGY, INFOBATCH_STRATEGY, SHORT_STRATEGY)
+
+    @property
+    def is_short(self) -> bool:
+        return self.strategy == SHORT_STRATEGY
+
+    def steps(self, full_steps: int) -> int | None:
+        """The step budget given the full-data run's steps (None: the config's epochs)."""
+        if self.is_short:
+            return max(1, round(self.fraction * full_steps))
+        return full_steps if self.budget == "steps" else None
 
     @property
     def is_infobatch(self) -> bool:
@@ -66,7 +89,7 @@ class Recipe:
 
     def indices(self, num_train: int, scores: Scores | None) -> np.ndarray | None:
         """The training-set indices this recipe keeps (None for RS2: all, drawn per epoch)."""
-        if self.is_rs2 or self.is_infobatch:
+        if self.is_rs2 or self.is_infobatch or self.is_short:
             return None
         if not self.needs_scores:
             return select(np.zeros(num_train), self.fraction, "random", self.seed)
@@ -100,7 +123,20 @@ def student_recipes(
         for fraction, prune in _fractions(strategy, grid_fraction, students.prune)
         for kd in students.kd
         for seed in students.seeds
-        for recipe in [Recipe(fraction, strategy, kd, seed, metric, sparsity, prune)]
+        # InfoBatch and short runs set their own length: one budget (the dict keeps one).
+        for budget in students.budgets
+        for recipe in [
+            Recipe(
+                fraction,
+                strategy,
+                kd,
+                seed,
+                metric,
+                sparsity,
+                prune,
+                budget if strategy not in (INFOBATCH_STRATEGY, SHORT_STRATEGY) else "epochs",
+            )
+        ]
     }
     return list(recipes.values())
 

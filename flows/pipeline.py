@@ -234,6 +234,8 @@ def _expected_cost(recipe: Recipe) -> float:
     """A student's training work relative to full data's: longest first ends the sweep
     on short cells, not with one worker training the longest while the others idle."""
     examples = 1 - recipe.prune / 2 if recipe.is_infobatch and recipe.prune else recipe.fraction
+    if recipe.budget == "steps":
+        examples = 1.0
     return examples * (1.1 if recipe.kd else 1.0)  # the teacher's forward pass, roughly
 
 

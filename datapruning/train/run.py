@@ -291,6 +291,7 @@ def describe(
             "name": dataset.name,
             "params": dict(dataset.params),
             "fingerprint": dataset.fingerprint,
+            "num_train": dataset.num_train,
         },
         "config": {
             "model": {"name": run.model_name, "params": run.model_params},
