@@ -211,6 +211,13 @@ def cells(
             get_run_logger().error("no report for %s: %s", exp.root, value)
         else:
             reports.append(value)
+    if len(exps) > 1 and reports:
+        # The sweep's own report: every experiment side by side (speed-up against size).
+        value = _outcome(report_task.submit(cfg, cfg.name, cfg.run_root))
+        if isinstance(value, Failure):
+            get_run_logger().error("no report for %s: %s", cfg.run_root, value)
+        else:
+            reports.append(value)
     counts = orch.tally(records)
     create_table_artifact(
         key=artifact_key("results", cfg.name),

@@ -11,6 +11,7 @@ worker); bad input fails at once.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -133,8 +134,9 @@ def student_task(
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(cfg: PipelineConfig, title: str) -> str:
-    path, text = write_report(cfg.run_root, cfg.report.target_drop, title=title)
+def report_task(cfg: PipelineConfig, title: str, root: Path | None = None) -> str:
+    """The report of one experiment, or with ``root`` of a whole sweep (every experiment)."""
+    path, text = write_report(root or cfg.run_root, cfg.report.target_drop, title=title)
     create_markdown_artifact(
         key=artifact_key("tta-report", title),
         markdown=text,

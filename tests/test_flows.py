@@ -401,4 +401,9 @@ def test_sweep_flow_runs_every_model_and_sparsity_target(tmp_path, prefect_serve
         assert (root / experiment / "report.md").is_file()
         sparse = summary(root / experiment, "random-hard-sp0.5-f0.5-s0")
         assert sparse["config"]["train"]["sparsity"]["target"] == 0.5
-    assert len(result["reports"]) == 2
+    # One report per experiment, and the sweep's own beside them.
+    assert result["reports"] == [
+        str(root / "mnist1d-convnet1d" / "report.md"),
+        str(root / "mnist1d-mlp" / "report.md"),
+        str(root / "report.md"),
+    ]

@@ -77,3 +77,50 @@ def test_infobatch_students_take_the_prune_values_instead_of_fractions():
 def test_prune_values_are_checked():
     with pytest.raises(ValueError, match=r"prune 1\.0"):
         PipelineConfig.model_validate({"students": {"prune": [1.0]}})
+
+
+def test_short_recipe_trains_all_the_data_for_its_share_of_the_full_steps():
+    short = Recipe(0.3, "short", kd=True, seed=2, metric="el2n")
+    assert (short.label, short.run_name, short.needs_scores) == (
+        "full-short",
+        "full-short-f0.3-kd-s2",
+        False,
+    )
+    assert short.indices(100, None) is None
+    assert short.data().mode == "full"
+    assert short.steps(1000) == 300
+    assert Recipe(0.001, "short", kd=False, seed=0, metric="el2n").steps(100) == 1
+
+
+def test_step_budget_gives_subsets_the_full_data_step_count_once_per_recipe():
+    cfg = PipelineConfig.model_validate(
+        {
+            "students": {
+                "fractions": [0.3],
+                "strategies": ["hard", "rs2", "short", "infobatch"],
+                "kd": [False],
+                "seeds": [0],
+                "budgets": ["epochs", "steps"],
+            }
+        }
+    )
+    names = sorted(recipe.run_name for recipe in student_recipes(cfg))
+    # InfoBatch and short runs set their own length: no step-budget twin.
+    assert names == [
+        "el2n-hard-f0.3-s0",
+        "el2n-hard-f0.3-steps-s0",
+        "full-short-f0.3-s0",
+        "infobatch-p0.5-s0",
+        "rs2-f0.3-s0",
+        "rs2-f0.3-steps-s0",
+    ]
+    by_name = {recipe.run_name: recipe for recipe in student_recipes(cfg)}
+    assert by_name["el2n-hard-f0.3-steps-s0"].steps(600) == 600
+    assert by_name["el2n-hard-f0.3-s0"].steps(600) is None
+
+
+def test_budgets_and_strategies_are_checked():
+    with pytest.raises(ValueError, match="budgets"):
+        PipelineConfig.model_validate({"students": {"budgets": ["minutes"]}})
+    with pytest.raises(ValueError, match="budgets"):
+        PipelineConfig.model_validate({"students": {"budgets": []}})
