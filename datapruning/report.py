@@ -696,7 +696,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                 "runs": str(row.runs),
                 "budget": row.budget,
                 "sparsity": "" if math.isnan(row.sparsity) else f"{row.sparsity:.0%}",
-                "final acc": f"{row.final_acc:.1%} ± {row.final_std:.1%}",
+                "final acc": f"{row.final_acc:.1%}"
+                + (f" ± {row.final_std:.1%}" if row.runs > 1 else ""),
                 "reached": f"{row.reached}/{row.runs}",
                 "student s to target [min–max]": _tta_cell(row),
                 "speed-up": _speedup(row.speedup),
@@ -787,8 +788,8 @@ def _context(experiment: Experiment) -> str:
     size = f"{experiment.num_train:,}" if experiment.num_train else "?"
     return (
         f"Dataset `{experiment.dataset}` (fingerprint `{fingerprint}`, {size} training "
-        f"examples), model `{full.get('model', '?')}`, {full.get('epochs', '?')} epochs "
-        f"per full-data run."
+        f"examples), model `{full.get('model', '?')}`, {full.get('epochs', '?')} "
+        f"epoch{'' if full.get('epochs') == 1 else 's'} per full-data run."
     )
 
 
@@ -923,12 +924,35 @@ def _family(recipe: str) -> str:
     return _SPARSE_SUFFIX.sub("", recipe)
 
 
+_LINE_STYLES = {
+    (False, "epochs"): ("-", "no KD"),
+    (True, "epochs"): ("--", "KD"),
+    (False, "steps"): ("-.", "no KD, equal steps"),
+    (True, "steps"): ((0, (1, 1)), "KD, equal steps"),
+}
+
+
+def _legend(
+    ax: Any, colours: dict[str, Any], styles: Iterable[tuple[bool, str]], **kw: Any
+) -> None:
+    """One entry per colour (recipe) and one per line style (KD, budget): a legend that
+    stays short however many combinations the panel holds."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour, label=name) for name, colour in colours.items()]
+    handles += [
+        Line2D([], [], color="grey", linestyle=_LINE_STYLES[key][0], label=_LINE_STYLES[key][1])
+        for key in sorted(set(styles), key=list(_LINE_STYLES).index)
+    ]
+    ax.legend(handles=handles, fontsize=7, **kw)
+
+
 def plot_curves(runs: list[RunRecord], target: float) -> bytes:
     """Test accuracy against training seconds: one panel per kept fraction.
 
     Each panel shows the full-data runs in black and every recipe at that
-    fraction in its own colour (all seeds, solid without KD, dashed with KD);
-    the target accuracy is a dotted line.
+    fraction in its own colour (all seeds; the line style says KD and budget);
+    the target accuracy is a dotted grey line.
     """
     plt = _pyplot()
     full = [run for run in runs if run.recipe == FULL_RECIPE]
@@ -941,27 +965,21 @@ def plot_curves(runs: list[RunRecord], target: float) -> bytes:
     for ax, fraction in zip(axes[0], fractions, strict=True):
         members = [run for run in runs if run.recipe != FULL_RECIPE and _kept(run) == fraction]
         for run in full + members:
-            label = (
-                run.recipe
-                + (" + KD" if run.kd else "")
-                + (" (steps)" if run.budget == "steps" else "")
-            )
             ax.plot(
                 [point["train_seconds"] for point in run.curve],
                 [point["test_acc"] for point in run.curve],
                 color="black" if run.recipe == FULL_RECIPE else colours[run.recipe],
-                linestyle="--" if run.kd else "-",
+                linestyle=_LINE_STYLES[run.kd, run.budget][0],
                 linewidth=1.2,
-                label=label,
             )
         ax.axhline(target, linestyle=":", color="grey", linewidth=1)
         ax.set_title(f"kept {fraction:.0%}")
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylim(max(0.0, target - 0.3), 1.0)
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles, strict=True))  # one entry per recipe, not per seed
-        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+        shown = {"full data": "black"} if full else {}
+        shown |= {name: colours[name] for name in sorted({run.recipe for run in members})}
+        _legend(ax, shown, [(run.kd, run.budget) for run in full + members], loc="lower right")
     axes[0][0].set_ylabel("test accuracy")
     fig.tight_layout()
     return _png(fig)
@@ -969,12 +987,13 @@ def plot_curves(runs: list[RunRecord], target: float) -> bytes:
 
 def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
     """Final test accuracy (mean ± std over seeds) against kept fraction, one line per
-    metric, dashed with KD; full data a black point at 1.0 and a dotted line across."""
+    recipe (metric), dashed with KD, one panel per budget; full data a black square at
+    1.0 and a dotted line across."""
     plt = _pyplot()
     budgets = sorted({run.budget for run in runs})
     full = [run.summary["final_test_acc"] for run in runs if run.recipe == FULL_RECIPE]
     others = [run for run in runs if run.recipe != FULL_RECIPE]
-    colours = _colours(_family(run.recipe) for run in others)
+    colours = _colours(run.recipe for run in others)
     fig, axes = plt.subplots(
         1, len(budgets), figsize=(5.5 * len(budgets), 4.0), sharey=True, squeeze=False
     )
@@ -982,21 +1001,20 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
         lines: dict[tuple[str, bool], dict[float, list[float]]] = {}
         for run in others:
             if run.budget == budget:
-                points = lines.setdefault((_family(run.recipe), run.kd), {})
+                points = lines.setdefault((run.recipe, run.kd), {})
                 points.setdefault(_kept(run), []).append(run.summary["final_test_acc"])
-        for (family, kd), points in sorted(lines.items()):
+        for (recipe, kd), points in sorted(lines.items()):
             xs = sorted(points)
             ax.errorbar(
                 xs,
                 [_mean(points[x]) for x in xs],
                 yerr=[_std(points[x]) for x in xs],
-                color=colours[family],
-                linestyle="--" if kd else "-",
+                color=colours[recipe],
+                linestyle=_LINE_STYLES[kd, budget][0],
                 marker="o",
                 markersize=4,
                 capsize=3,
                 linewidth=1.2,
-                label=family + (" + KD" if kd else ""),
             )
         if full:
             ax.axhline(_mean(full), color="black", linestyle=":", linewidth=1)
@@ -1007,13 +1025,14 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
                 color="black",
                 marker="s",
                 capsize=3,
-                label="full data",
             )
         ax.set_title(f"budget: {budget}")
         ax.set_xlabel("kept fraction of the training set")
         ax.set_xlim(0, 1.05)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", ncol=2)
+        shown = {"full data": "black"} if full else {}
+        shown |= {recipe: colours[recipe] for recipe, _ in sorted(lines)}
+        _legend(ax, shown, [(kd, budget) for _, kd in lines], loc="lower right", ncol=2)
     axes[0][0].set_ylabel("final test accuracy")
     fig.tight_layout()
     return _png(fig)
