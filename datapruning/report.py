@@ -398,7 +398,7 @@ def recipe_name(row: Any) -> str:
         return "full data"
     kept = "" if row["kept"] == 1.0 else f" {row['kept']:.0%}"
     kd = " + KD" if row["kd"] else ""
-    budget = ", equal steps" if row["budget"] == "steps" else ""
+    budget = {"epochs": "", "steps": ", equal steps"}.get(row["budget"], f", {row['budget']}")
     return f"{row['recipe']}{kept}{kd}{budget}"
 
 
@@ -932,6 +932,16 @@ _LINE_STYLES = {
 }
 
 
+def _style(kd: bool, budget: str) -> Any:
+    return _LINE_STYLES.get((kd, budget), _LINE_STYLES[kd, "epochs"])[0]
+
+
+def _style_label(kd: bool, budget: str) -> str:
+    if (kd, budget) in _LINE_STYLES:
+        return _LINE_STYLES[kd, budget][1]
+    return f"{'KD' if kd else 'no KD'}, budget {budget}"
+
+
 def _legend(
     ax: Any, colours: dict[str, Any], styles: Iterable[tuple[bool, str]], **kw: Any
 ) -> None:
@@ -941,8 +951,8 @@ def _legend(
 
     handles = [Line2D([], [], color=colour, label=name) for name, colour in colours.items()]
     handles += [
-        Line2D([], [], color="grey", linestyle=_LINE_STYLES[key][0], label=_LINE_STYLES[key][1])
-        for key in sorted(set(styles), key=list(_LINE_STYLES).index)
+        Line2D([], [], color="grey", linestyle=_style(*key), label=_style_label(*key))
+        for key in sorted(set(styles), key=lambda key: (key[1] != "epochs", key))
     ]
     ax.legend(handles=handles, fontsize=7, **kw)
 
@@ -969,7 +979,7 @@ def plot_curves(runs: list[RunRecord], target: float) -> bytes:
                 [point["train_seconds"] for point in run.curve],
                 [point["test_acc"] for point in run.curve],
                 color="black" if run.recipe == FULL_RECIPE else colours[run.recipe],
-                linestyle=_LINE_STYLES[run.kd, run.budget][0],
+                linestyle=_style(run.kd, run.budget),
                 linewidth=1.2,
             )
         ax.axhline(target, linestyle=":", color="grey", linewidth=1)
@@ -1010,7 +1020,7 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
                 [_mean(points[x]) for x in xs],
                 yerr=[_std(points[x]) for x in xs],
                 color=colours[recipe],
-                linestyle=_LINE_STYLES[kd, budget][0],
+                linestyle=_style(kd, budget),
                 marker="o",
                 markersize=4,
                 capsize=3,
@@ -1205,11 +1215,14 @@ def environment(command: str | None = None) -> dict[str, str]:
         "cpu": f"{cpu} ({os.cpu_count()} cores)",
         "python": platform.python_version(),
     }
-    for package in ("torch", "numpy", "pandas", "matplotlib", "datapruning"):
+    for package in ("torch", "numpy", "pandas", "matplotlib"):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             info[package] = "not installed"
+    from datapruning import __version__
+
+    info["datapruning"] = __version__
     info["command"] = command if command is not None else shlex.join(sys.argv)
     return info
 
@@ -1222,6 +1235,7 @@ def _md_inline(text: str) -> str:
     """Bold and code spans of an answer line, as HTML."""
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 

@@ -13,6 +13,7 @@ import re
 import pytest
 from runs_helper import write_run
 
+import datapruning
 from datapruning.report import HTML_NAME, REPORT_NAME, RunRecord, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,6 +95,7 @@ def test_html_is_self_contained_with_plots_tables_and_provenance(tmp_path):
     assert "datapruning report exp --target-drop 0" in page
     for key in ("platform", "cpu", "python", "torch", "numpy", "pandas", "datapruning"):
         assert f"<td>{key}</td>" in page
+    assert f"<td>{datapruning.__version__}</td>" in page
     assert "<b>el2n-hard 50%</b>" in page  # the answer line, bold as in the markdown
 
 
