@@ -915,8 +915,10 @@ def _png(fig: Any) -> bytes:
 
 
 def _colours(names: Iterable[str]) -> dict[str, Any]:
-    cmap = _pyplot().get_cmap("tab10")
-    return {name: cmap(i % 10) for i, name in enumerate(sorted(set(names)))}
+    names = sorted(set(names))
+    # tab10 is the most distinct; past ten recipes, tab20 keeps every colour unique.
+    cmap = _pyplot().get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
 def _family(recipe: str) -> str:
