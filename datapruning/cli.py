@@ -539,19 +539,35 @@ def deploy(
 
 @app.command()
 def report(
-    runs: Annotated[Path, typer.Argument(help="Directory holding the runs of one experiment.")],
+    runs: Annotated[
+        Path,
+        typer.Argument(
+            help="Directory of finished runs: one experiment, or a study whose "
+            "subdirectories are experiments."
+        ),
+    ],
     target_drop: Annotated[
-        float, typer.Option(help="Target = full-data accuracy minus this.")
+        float, typer.Option(help="Target = full-data mean final accuracy minus this.")
     ] = 0.01,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Extra target, one table each: an accuracy like 0.9, or a share of "
+            "full data's accuracy like 0.99r (repeatable)."
+        ),
+    ] = None,
 ) -> None:
-    """Rewrite report.md and tta.png from finished runs."""
-    from datapruning.report import write_report
+    """Write report.md, report.html and the plots (PNG) from finished runs."""
+    from datapruning.report import HTML_NAME, write_report
 
     if not 0 <= target_drop < 1:
         raise DataPruningError(f"--target-drop {target_drop} must lie in [0, 1)")
-    path, text = write_report(runs, target_drop)
+    command = ["datapruning", "report", str(runs), "--target-drop", f"{target_drop:g}"]
+    for extra in target or []:
+        command += ["--target", extra]
+    path, text = write_report(runs, target_drop, targets=target or (), command=shlex.join(command))
     typer.echo(text)
-    typer.echo(f"report written to {path}")
+    typer.echo(f"report written to {path} and {path.with_name(HTML_NAME)}")
 
 
 def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:

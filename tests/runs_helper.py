@@ -34,8 +34,21 @@ def write_run(
     teacher_seconds=0.0,
     eval_seconds=0.25,
     kd_teacher=None,
+    seed=0,
+    teacher_logits_seconds=0.0,
+    teacher=None,
+    budget=None,
+    dataset="digits",
+    num_train=None,
+    sparsity=None,
 ):
-    """A finished run: ``curve`` is a list of (train_seconds, test_acc) evaluations."""
+    """A finished run: ``curve`` is a list of (train_seconds, test_acc) evaluations.
+
+    ``teacher``: the teacher run's name (KD only; default full-s<seed>), recorded as the
+    path of its logits as the pipeline does; ``num_train``: the experiment's training-set
+    size (summary ``dataset.num_train``); ``sparsity``: the achieved sparsity, recorded as
+    the pruner's report.
+    """
     run = root / name
     run.mkdir(parents=True)
     accs = [acc for _, acc in curve]
@@ -43,7 +56,12 @@ def write_run(
         "format_version": 1,
         "recipe": recipe,
         "kept_fraction": kept,
-        "kd": kd,
+        "kd": (
+            {**kd, "teacher": str(root / (teacher or f"full-s{seed}") / "teacher_logits.npy")}
+            if kd
+            else None
+        ),
+        "seed": seed,
         "kd_teacher": kd_teacher if kd_teacher is not None else ("cached" if kd else None),
         "final_test_acc": accs[-1],
         "best_test_acc": max(accs),
@@ -51,11 +69,17 @@ def write_run(
         "eval_seconds": eval_seconds,
         "scoring_seconds": scoring_seconds,
         "teacher_seconds": teacher_seconds,
+        "teacher_logits_seconds": teacher_logits_seconds,
+        "sparsity": None if sparsity is None else {"sparsity": sparsity, "layers": {}},
         "model": "mlp",
         "epochs": len(curve),
         "num_train_examples": round(1000 * kept),
-        "dataset": {"name": "digits", "params": {}, "fingerprint": "0123456789abcdef"},
+        "dataset": {"name": dataset, "params": {}, "fingerprint": "0123456789abcdef"},
     }
+    if budget is not None:
+        summary["budget"] = budget
+    if num_train is not None:
+        summary["dataset"]["num_train"] = num_train
     (run / "summary.json").write_text(json.dumps(summary))
     lines = [
         json.dumps({"epoch": i + 1, "train_seconds": s, "test_acc": a})

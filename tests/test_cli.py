@@ -388,6 +388,26 @@ def test_report_prints_table_and_writes_markdown(capsys, tmp_path):
     (rand,) = [line for line in rows if line.startswith("| random |")]
     assert "not reached" in rand
     assert str(report) in stdout
+    assert str(root / "report.html") in stdout
+
+
+def test_report_extra_targets_and_command_in_html(capsys, tmp_path):
+    root = tmp_path / "exp"
+    # From 0.25 at 2 s to 0.75 at 4 s, full data crosses 0.5 at 3 s, 0.625 at 3.5 s and
+    # 0.375 at 2.5 s.
+    write_run(root, "full-s0", [(2.0, 0.25), (4.0, 0.75), (6.0, 0.75)], recipe="full")
+    write_run(root, "hard-s0", [(1.0, 0.625)], recipe="el2n-hard", kept=0.3)
+    args = ["report", root, "--target-drop", "0.25", "--target", "0.625", "--target", "0.5r"]
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    # Targets 0.5 (drop), 0.625 (absolute), 0.375 (half of 0.75): one table each.
+    headings = [line.split()[2] for line in stdout.splitlines() if line.startswith("### Target")]
+    assert headings == ["50.0%", "62.5%", "37.5%"]
+    full = [line for line in stdout.splitlines() if line.startswith("| full | 100% |")]
+    assert [line.split("|")[9].strip() for line in full] == ["3.00", "3.50", "2.50"]
+    page = (root / "report.html").read_text()
+    expected = f"datapruning report {root} --target-drop 0.25 --target 0.625 --target 0.5r"
+    assert expected in page
 
 
 @pytest.mark.parametrize(
@@ -397,6 +417,8 @@ def test_report_prints_table_and_writes_markdown(capsys, tmp_path):
         ("empty", [], "no finished runs"),
         ("no-full", [], "full"),
         ("full", ["--target-drop", "1.5"], "--target-drop"),
+        ("full", ["--target", "1.5"], "1.5"),
+        ("full", ["--target", "ninety"], "ninety"),
     ],
 )
 def test_report_errors_exit_2_with_one_line(capsys, tmp_path, make, args, fragment):

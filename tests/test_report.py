@@ -1,8 +1,9 @@
-"""Time-to-accuracy reports built from hand-made run directories.
+"""Time-to-accuracy tables built from hand-made run directories.
 
 Every run directory here is written by :func:`write_run` in the format the
-training loop writes (summary.json + metrics.jsonl), with accuracy curves
-chosen so that each expected number can be worked out by hand.
+training loop writes (summary.json + metrics.jsonl). Accuracies are multiples of
+1/8 and times small integers or halves, so each interpolated crossing, median and
+speed-up below is exact and worked out by hand in the comments.
 """
 
 from __future__ import annotations
@@ -13,30 +14,37 @@ import pytest
 from runs_helper import write_run
 
 from datapruning.errors import DataPruningError
-from datapruning.report import find_runs, render_markdown, tta_table, verdict, write_report
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
+from datapruning.report import (
+    crossing_seconds,
+    find_runs,
+    tta_table,
+    verdict,
+    write_report,
+)
 
 KD = {"alpha": 0.5, "temperature": 4.0}
-TARGET_DROP = 0.02
+TARGET_DROP = 0.125
+TEACHER = {"teacher_seconds": 4.5, "teacher_logits_seconds": 0.5}
 
 
 @pytest.fixture
 def experiment(tmp_path):
-    """Two full-data seeds, a hard subset with and without KD, and a half-reached random one.
+    """Full data, el2n-hard 30% with and without KD, random 50% with and without KD.
 
-    Full-data final accuracies 0.90 and 0.88: target = 0.89 - 0.02 = 0.87.
+    Full-data final accuracies 0.875 and 0.875: target = 0.875 - 0.125 = 0.75.
+    Each teacher (full-s0, full-s1) has two KD students: hard-kd and random-kd.
     """
     root = tmp_path / "exp"
-    # full: first >= 0.87 at 3.0 s and 5.0 s -> mean 4.0 s.
-    write_run(root, "full-s0", [(1.0, 0.50), (2.0, 0.80), (3.0, 0.875), (4.0, 0.90)], recipe="full")
-    write_run(root, "full-s1", [(1.5, 0.55), (2.5, 0.82), (3.5, 0.86), (5.0, 0.88)], recipe="full")
-    # el2n-hard 30 % without KD: 1.0 s and 1.2 s -> 1.1 s; scoring adds 0.5 s.
+    # full-s0 reaches 0.75 exactly at 4 s; full-s1 crosses it halfway from 4 s to 6 s: 5 s.
+    # Median 4.5 s, range 4-5 s.
+    write_run(root, "full-s0", [(2.0, 0.5), (4.0, 0.75), (6.0, 0.875)], recipe="full")
+    write_run(root, "full-s1", [(2.0, 0.5), (4.0, 0.625), (6.0, 0.875)], recipe="full", seed=1)
+    # el2n-hard 30 %: 0.5 + 0.25 / 0.5 * 0.5 = 0.75 s; first evaluation already there: 1 s.
+    # Median 0.875 s; end to end + 0.5 s scoring = 1.375 s (no teacher in any view).
     write_run(
         root,
         "hard-s0",
-        [(0.5, 0.60), (1.0, 0.88), (1.5, 0.89)],
+        [(0.5, 0.5), (1.0, 1.0)],
         recipe="el2n-hard",
         kept=0.3,
         scoring_seconds=0.5,
@@ -44,25 +52,52 @@ def experiment(tmp_path):
     write_run(
         root,
         "hard-s1",
-        [(0.4, 0.70), (0.8, 0.86), (1.2, 0.90)],
+        [(1.0, 0.75), (2.0, 0.875)],
         recipe="el2n-hard",
         kept=0.3,
+        seed=1,
         scoring_seconds=0.5,
     )
-    # el2n-hard 30 % with KD: 0.6 s alone, but 0.6 + 0.5 + 4.5 = 5.6 s end to end.
+    # el2n-hard 30 % + KD: 0.5 s for both seeds. Teacher 4.5 s training + 0.5 s logits:
+    # per student 0.5 + 0.5 + 5.0 = 6.0 s; once per sweep (2 students per teacher)
+    # 0.5 + 0.5 + 2.5 = 3.5 s; owned 0.5 + 0.5 + 0.25 = 1.25 s.
     write_run(
         root,
         "hard-kd-s0",
-        [(0.3, 0.80), (0.6, 0.871), (0.9, 0.88)],
+        [(0.25, 0.5), (0.5, 0.75)],
         recipe="el2n-hard",
         kept=0.3,
         kd=KD,
         scoring_seconds=0.5,
-        teacher_seconds=4.5,
+        **TEACHER,
     )
-    # random 50 %: seed 0 reaches 0.87 at 2.0 s, seed 1 never does (best 0.86).
-    write_run(root, "random-s0", [(1.0, 0.70), (2.0, 0.88)], recipe="random", kept=0.5)
-    write_run(root, "random-s1", [(1.0, 0.70), (2.0, 0.86)], recipe="random", kept=0.5)
+    write_run(
+        root,
+        "hard-kd-s1",
+        [(0.5, 0.875)],
+        recipe="el2n-hard",
+        kept=0.3,
+        kd=KD,
+        seed=1,
+        scoring_seconds=0.5,
+        **TEACHER,
+    )
+    # random 50 % + KD: 1 s and 1 + 0.25 / 0.5 * 2 = 2 s, median 1.5 s; per student
+    # 1.5 + 5 = 6.5 s, once per sweep 1.5 + 2.5 = 4 s, owned 1.5 + 0.25 = 1.75 s.
+    write_run(root, "rand-kd-s0", [(1.0, 0.75)], recipe="random", kept=0.5, kd=KD, **TEACHER)
+    write_run(
+        root,
+        "rand-kd-s1",
+        [(1.0, 0.5), (3.0, 1.0)],
+        recipe="random",
+        kept=0.5,
+        kd=KD,
+        seed=1,
+        **TEACHER,
+    )
+    # random 50 %: seed 0 reaches 0.75 at 1.5 s, seed 1 never does (best 0.625).
+    write_run(root, "random-s0", [(1.0, 0.5), (2.0, 1.0)], recipe="random", kept=0.5)
+    write_run(root, "random-s1", [(1.0, 0.5), (2.0, 0.625)], recipe="random", kept=0.5, seed=1)
     return root
 
 
@@ -70,12 +105,41 @@ def rows_by_key(table):
     return {(row.recipe, row.kept, bool(row.kd)): row for row in table.itertuples()}
 
 
+def table_lines(text, recipe):
+    return [line for line in text.splitlines() if line.startswith(f"| {recipe} |")]
+
+
+def cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+# ---------------------------------------------------------------- the crossing
+
+
+@pytest.mark.parametrize(
+    ("points", "expected"),
+    [
+        ([(1.0, 0.25), (3.0, 0.75)], 2.0),  # halfway between the two evaluations
+        ([(1.0, 0.25), (2.0, 0.375), (4.0, 0.625)], 3.0),  # bracketed by the 2nd and 3rd
+        ([(1.0, 0.5), (2.0, 0.875)], 1.0),  # the first evaluation already reached it
+        ([(1.0, 0.25), (2.0, 0.5), (3.0, 0.25), (4.0, 1.0)], 2.0),  # first touch counts
+        ([(1.0, 0.25), (2.0, 0.375)], None),  # never
+    ],
+    ids=["halfway", "later-bracket", "first-eval", "touch-then-dip", "never"],
+)
+def test_crossing_is_interpolated_between_the_bracketing_evaluations(points, expected):
+    assert crossing_seconds(points, 0.5) == expected
+
+
+# ---------------------------------------------------------------- the table
+
+
 def test_target_is_mean_full_final_accuracy_minus_drop(experiment):
     _, target = tta_table(find_runs(experiment), TARGET_DROP)
-    assert target == pytest.approx((0.90 + 0.88) / 2 - TARGET_DROP)
+    assert target == 0.75
 
 
-def test_one_row_per_recipe_fraction_and_kd(experiment):
+def test_one_row_per_recipe_fraction_kd_and_budget(experiment):
     table, _ = tta_table(find_runs(experiment), TARGET_DROP)
     rows = rows_by_key(table)
     assert set(rows) == {
@@ -83,136 +147,200 @@ def test_one_row_per_recipe_fraction_and_kd(experiment):
         ("el2n-hard", 0.3, False),
         ("el2n-hard", 0.3, True),
         ("random", 0.5, False),
+        ("random", 0.5, True),
     }
     assert table.iloc[0]["recipe"] == "full"  # the baseline comes first
-    assert rows["full", 1.0, False].runs == 2
-    assert rows["el2n-hard", 0.3, False].runs == 2
-    assert rows["el2n-hard", 0.3, True].runs == 1
-    assert rows["el2n-hard", 0.3, False].final_acc == pytest.approx((0.89 + 0.90) / 2)
-    assert rows["el2n-hard", 0.3, False].best_acc == pytest.approx((0.89 + 0.90) / 2)
-    assert rows["random", 0.5, False].best_acc == pytest.approx((0.88 + 0.86) / 2)
+    assert all(row.runs == 2 for row in rows.values())
+    assert rows["el2n-hard", 0.3, False].final_acc == pytest.approx((1.0 + 0.875) / 2)
+    assert rows["el2n-hard", 0.3, False].final_std == pytest.approx(0.125 / math.sqrt(2))
+    assert rows["random", 0.5, False].best_acc == pytest.approx((1.0 + 0.625) / 2)
 
 
-def test_times_to_target_and_speedups(experiment):
+def test_medians_ranges_and_speedups(experiment):
     table, _ = tta_table(find_runs(experiment), TARGET_DROP)
     rows = rows_by_key(table)
-    full_tta = (3.0 + 5.0) / 2
 
     full = rows["full", 1.0, False]
-    assert full.tta_s == pytest.approx(full_tta)
-    assert full.speedup == pytest.approx(1.0)
-    assert full.e2e_tta_s == pytest.approx(full_tta)  # no scoring or teacher cost
+    assert (full.tta_s, full.tta_min, full.tta_max) == (4.5, 4.0, 5.0)
+    assert full.speedup == 1.0
+    assert full.e2e_student_s == full.e2e_sweep_s == full.e2e_zero_s == 4.5
 
     hard = rows["el2n-hard", 0.3, False]
-    assert hard.reached == 2
-    assert hard.tta_s == pytest.approx((1.0 + 1.2) / 2)
-    assert hard.speedup == pytest.approx(full_tta / 1.1)
-    assert hard.e2e_tta_s == pytest.approx(1.1 + 0.5)  # + scoring
-    assert hard.e2e_speedup == pytest.approx(full_tta / 1.6)
+    assert (hard.tta_s, hard.tta_min, hard.tta_max) == (0.875, 0.75, 1.0)
+    assert hard.speedup == 4.5 / 0.875
+    # Scoring is charged in full; no teacher, so all three views agree.
+    assert hard.e2e_student_s == hard.e2e_sweep_s == hard.e2e_zero_s == 1.375
+    assert hard.e2e_sweep_speedup == 4.5 / 1.375
 
+
+def test_teacher_cost_three_ways(experiment):
+    table, _ = tta_table(find_runs(experiment), TARGET_DROP)
+    rows = rows_by_key(table)
     hard_kd = rows["el2n-hard", 0.3, True]
-    assert hard_kd.tta_s == pytest.approx(0.6)
-    assert hard_kd.speedup == pytest.approx(full_tta / 0.6)
-    assert hard_kd.e2e_tta_s == pytest.approx(0.6 + 0.5 + 4.5)  # + scoring + teacher
-    assert hard_kd.e2e_speedup == pytest.approx(full_tta / 5.6)
+    assert hard_kd.tta_s == 0.5
+    assert hard_kd.speedup == 9.0
+    assert hard_kd.e2e_student_s == 6.0  # 0.5 + scoring 0.5 + teacher 4.5 + logits 0.5
+    assert hard_kd.e2e_tta_s == 6.0  # the per-student view keeps its old name
+    assert hard_kd.e2e_sweep_s == 3.5  # teacher and logits shared by its 2 students
+    assert hard_kd.e2e_zero_s == 1.25  # only the logits, shared
+    assert hard_kd.e2e_student_speedup == 0.75
+    assert hard_kd.e2e_zero_speedup == 4.5 / 1.25
+    rand_kd = rows["random", 0.5, True]
+    assert (rand_kd.tta_s, rand_kd.tta_min, rand_kd.tta_max) == (1.5, 1.0, 2.0)
+    assert (rand_kd.e2e_student_s, rand_kd.e2e_sweep_s, rand_kd.e2e_zero_s) == (6.5, 4.0, 1.75)
 
 
 def test_recipe_reached_by_only_some_seeds_gets_no_time(experiment):
-    table, target = tta_table(find_runs(experiment), TARGET_DROP)
+    table, _ = tta_table(find_runs(experiment), TARGET_DROP)
     rand = rows_by_key(table)["random", 0.5, False]
     assert rand.runs == 2
     assert rand.reached == 1
-    assert math.isnan(rand.tta_s)
-    assert math.isnan(rand.speedup)
-    assert math.isnan(rand.e2e_tta_s)
+    assert (rand.tta_min, rand.tta_max) == (1.5, 1.5)  # the seed that did
+    for value in (rand.tta_s, rand.speedup, rand.e2e_student_s, rand.e2e_sweep_s):
+        assert math.isnan(value)
 
-    text = render_markdown(table, target, TARGET_DROP, "exp")
-    (row,) = [line for line in text.splitlines() if line.startswith("| random |")]
-    assert "not reached" in row
-    assert "1/2" in row
+    _, text = write_report(experiment, TARGET_DROP)
+    (row,) = [line for line in table_lines(text, "random") if cells(line)[2] == "no"]
+    assert "not reached (1/2 reached it: 1.50–1.50)" in row
+    assert "| 1/2 |" in row
 
 
-def test_time_is_first_evaluation_at_or_above_target(tmp_path):
-    # Binary fractions keep the arithmetic exact: target = 0.75 - 0.25 = 0.5.
-    write_run(tmp_path, "full", [(1.0, 0.25), (4.0, 0.5), (8.0, 0.75)], recipe="full")
-    # Touches the target exactly at 2 s, dips below, then climbs: the first touch counts.
-    write_run(
-        tmp_path,
-        "rand",
-        [(1.0, 0.25), (2.0, 0.5), (3.0, 0.375), (4.0, 0.625)],
-        recipe="random",
-        kept=0.5,
-    )
-    # Crosses the target between evaluations: the later evaluation counts.
-    write_run(tmp_path, "easy", [(1.5, 0.4375), (3.0, 0.5625)], recipe="el2n-easy", kept=0.5)
+def test_never_reached_says_not_reached(tmp_path):
+    write_run(tmp_path, "full-s0", [(1.0, 0.5), (2.0, 1.0)], recipe="full")
+    write_run(tmp_path, "rand-s0", [(1.0, 0.25), (2.0, 0.5)], recipe="random", kept=0.5)
     table, target = tta_table(find_runs(tmp_path), 0.25)
+    assert target == 0.75
+    row = rows_by_key(table)["random", 0.5, False]
+    assert row.reached == 0
+    assert math.isnan(row.tta_min)
+    _, text = write_report(tmp_path, 0.25)
+    (line,) = table_lines(text, "random")
+    assert cells(line)[8] == "not reached"  # student time to target
+    assert cells(line)[9] == "—"  # speed-up
+
+
+def test_one_seed_has_a_time_without_range(tmp_path):
+    # Full: crosses 0.5 a quarter of the way from 2 s to 6 s: 3 s. Hard: 0.75 s.
+    write_run(tmp_path, "full-s0", [(2.0, 0.25), (6.0, 1.25)], recipe="full")
+    write_run(tmp_path, "hard-s0", [(0.5, 0.25), (1.0, 0.75)], recipe="el2n-hard", kept=0.5)
+    table, target = tta_table(find_runs(tmp_path), 0.75)
     assert target == 0.5
     rows = rows_by_key(table)
-    assert rows["full", 1.0, False].tta_s == 4.0
-    assert rows["random", 0.5, False].tta_s == 2.0
-    assert rows["random", 0.5, False].speedup == pytest.approx(2.0)
-    assert rows["el2n-easy", 0.5, False].tta_s == 3.0
+    assert rows["full", 1.0, False].tta_s == 3.0
+    assert rows["el2n-hard", 0.5, False].tta_s == 0.75
+    assert rows["el2n-hard", 0.5, False].final_std == 0.0
+    _, text = write_report(tmp_path, 0.75)
+    (line,) = table_lines(text, "el2n-hard")
+    assert cells(line)[8] == "0.75"  # no [min–max] with one seed
+    assert cells(line)[9] == "4.00×"
 
 
-def test_zero_drop_targets_the_full_run_final_accuracy(tmp_path):
-    write_run(tmp_path, "full", [(1.0, 0.5), (2.0, 0.75), (3.0, 0.625)], recipe="full")
-    write_run(tmp_path, "rand", [(0.5, 0.625), (1.0, 0.6875)], recipe="random", kept=0.3)
-    table, target = tta_table(find_runs(tmp_path), 0.0)
-    assert target == 0.625
+def test_budget_and_sparsity_split_rows_and_show(tmp_path):
+    write_run(tmp_path, "full-s0", [(1.0, 0.5), (2.0, 1.0)], recipe="full")
+    write_run(tmp_path, "hard-s0", [(1.0, 1.0)], recipe="el2n-hard", kept=0.5)
+    write_run(tmp_path, "hard-steps-s0", [(1.0, 1.0)], recipe="el2n-hard", kept=0.5, budget="steps")
+    write_run(
+        tmp_path, "hard-sp-s0", [(1.0, 1.0)], recipe="el2n-hard-sp0.5", kept=0.5, sparsity=0.5
+    )
+    table, _ = tta_table(find_runs(tmp_path), 0.0)
+    assert sorted(zip(table["recipe"], table["budget"], strict=True)) == [
+        ("el2n-hard", "epochs"),
+        ("el2n-hard", "steps"),
+        ("el2n-hard-sp0.5", "epochs"),
+        ("full", "epochs"),
+    ]
+    _, text = write_report(tmp_path, 0.0)
+    budgets = sorted(cells(line)[4] for line in table_lines(text, "el2n-hard"))
+    assert budgets == ["epochs", "steps"]
+    (sparse,) = table_lines(text, "el2n-hard-sp0.5")
+    assert cells(sparse)[5] == "50%"
+    assert all(cells(line)[5] == "" for line in table_lines(text, "el2n-hard"))
+
+
+def test_full_short_is_a_recipe_not_the_reference(tmp_path):
+    # Only recipe "full" sets the target: 1.0 - 0.25 = 0.75 (full-short ends at 0.5).
+    write_run(tmp_path, "full-s0", [(2.0, 0.5), (4.0, 1.0)], recipe="full")
+    write_run(tmp_path, "short-s0", [(1.0, 0.25), (2.0, 0.5)], recipe="full-short")
+    table, target = tta_table(find_runs(tmp_path), 0.25)
+    assert target == 0.75
     rows = rows_by_key(table)
-    assert rows["full", 1.0, False].tta_s == 2.0  # 0.75 at 2 s is the first >= 0.625
-    assert rows["random", 0.3, False].tta_s == 0.5
-    assert rows["random", 0.3, False].speedup == pytest.approx(4.0)
+    assert rows["full", 1.0, False].tta_s == 3.0
+    assert math.isnan(rows["full-short", 1.0, False].tta_s)
 
 
-def test_verdict_names_fastest_pruned_recipe(experiment):
+# ---------------------------------------------------------------- the answer line
+
+
+def test_answer_line_uses_teacher_once_per_sweep(experiment):
     table, target = tta_table(find_runs(experiment), TARGET_DROP)
-    sentence = verdict(table, target)
-    # Fastest student: el2n-hard 30 % with KD at 0.6 s, 4.0 / 0.6 = 6.67x the full run.
-    assert "el2n-hard 30% + KD" in sentence
-    assert "0.60" in sentence
-    assert f"{4.0 / 0.6:.2f}" in sentence
-    assert "random" not in sentence
+    sentence = verdict(table, target, "digits", 1000)
+    # End to end, once per sweep: el2n-hard 1.375 s < KD 3.5 s < random KD 4 s < full 4.5 s.
+    assert sentence.startswith(
+        "To reach 75.0% soonest on digits (1,000 training examples), use **el2n-hard 30%** "
+        f"(1.38 s end to end, {4.5 / 1.375:.2f}× full data's 4.50 s), "
+        "teacher counted once per sweep."
+    )
+    # The fastest student alone: el2n-hard + KD at 0.5 s, 9x.
+    assert sentence.endswith("the fastest is el2n-hard 30% + KD (0.50 s, 9.00×).")
 
 
-def test_verdict_without_kd_names_plain_recipe(tmp_path):
-    write_run(tmp_path, "full", [(2.0, 0.5), (6.0, 0.75)], recipe="full")
-    write_run(tmp_path, "slow", [(3.0, 0.75)], recipe="random", kept=0.5)
-    write_run(tmp_path, "fast", [(1.5, 0.75)], recipe="el2n-hard", kept=0.7)
-    write_run(tmp_path, "kd", [(1.0, 0.5), (3.5, 0.75)], recipe="el2n-hard", kept=0.7, kd=KD)
+def test_answer_line_says_when_full_data_is_fastest(tmp_path):
+    write_run(tmp_path, "full-s0", [(1.0, 0.5), (2.0, 1.0)], recipe="full")
+    # 1.5 s of training, but 2 s of scoring: 3.5 s end to end against full data's 1.5 s.
+    write_run(tmp_path, "hard-s0", [(1.5, 1.0)], recipe="el2n-hard", kept=0.5, scoring_seconds=2)
+    table, target = tta_table(find_runs(tmp_path), 0.25)
+    sentence = verdict(table, target, "digits", 1000)
+    assert sentence.startswith(
+        "To reach 75.0% soonest on digits (1,000 training examples), no recipe beats "
+        "full-data training end to end (1.50 s, teacher counted once per sweep); the fastest "
+        f"other, el2n-hard 50%, takes 3.50 s ({1.5 / 3.5:.2f}× full data)."
+    )
+
+
+def test_answer_line_when_nothing_reached(tmp_path):
+    # Full finals 1.0 and 0.5: target (drop 0) = 0.75, which seed 1 never reached.
+    write_run(tmp_path, "full-s0", [(1.0, 0.5), (2.0, 1.0)], recipe="full")
+    write_run(tmp_path, "full-s1", [(1.0, 0.25), (2.0, 0.5)], recipe="full", seed=1)
+    write_run(tmp_path, "hard-s0", [(0.5, 0.5)], recipe="el2n-hard", kept=0.3)
     table, target = tta_table(find_runs(tmp_path), 0.0)
     sentence = verdict(table, target)
-    assert "el2n-hard 70%" in sentence
-    assert "+ KD" not in sentence
-    assert "random" not in sentence
-    assert "1.50" in sentence  # its time to the target
-    assert f"{6.0 / 1.5:.2f}" in sentence  # its speed-up
+    assert sentence == "No recipe reached 75.0% on this data in every run, full data included."
+    assert "nan" not in sentence.lower()
 
 
-def test_verdict_says_when_no_pruned_recipe_reached_target(tmp_path):
-    write_run(tmp_path, "full", [(1.0, 0.6), (2.0, 0.9)], recipe="full")
-    write_run(tmp_path, "hard", [(0.5, 0.5), (1.0, 0.85)], recipe="el2n-hard", kept=0.3)
-    write_run(tmp_path, "kd", [(0.5, 0.7), (1.0, 0.88)], recipe="el2n-hard", kept=0.3, kd=KD)
-    table, target = tta_table(find_runs(tmp_path), 0.01)
-    assert target == pytest.approx(0.89)
-    assert table["tta_s"].isna().sum() == 2
-    sentence = verdict(table, target)
-    assert sentence.lower().startswith("no pruned recipe reached")
-    assert "Fastest" not in sentence
-    assert "el2n-hard" not in sentence
-    text = render_markdown(table, target, 0.01, "exp")
-    assert sentence in text
-    assert "not reached" in text
-
-
-def test_verdict_never_prints_nan(tmp_path):
-    # Full finals 0.75 and 0.5; target (drop 0) = 0.625, which seed 1 never reached.
-    write_run(tmp_path, "full-s0", [(1.0, 0.5), (2.0, 0.75)], recipe="full")
-    write_run(tmp_path, "full-s1", [(1.0, 0.25), (2.0, 0.5)], recipe="full")
-    write_run(tmp_path, "hard", [(0.5, 0.75)], recipe="el2n-hard", kept=0.3)
+def test_answer_line_when_only_a_recipe_reached(tmp_path):
+    write_run(tmp_path, "full-s0", [(1.0, 0.5), (2.0, 1.0)], recipe="full")
+    write_run(tmp_path, "full-s1", [(1.0, 0.25), (2.0, 0.5)], recipe="full", seed=1)
+    write_run(tmp_path, "hard-s0", [(0.5, 0.75)], recipe="el2n-hard", kept=0.3)
     table, target = tta_table(find_runs(tmp_path), 0.0)
-    assert math.isnan(rows_by_key(table)["full", 1.0, False].tta_s)
-    assert "nan" not in verdict(table, target).lower()
+    sentence = verdict(table, target)
+    assert "use **el2n-hard 30%** (0.50 s end to end" in sentence
+    assert "full-data training did not reach it in every run" in sentence
+    assert "nan" not in sentence.lower()
+
+
+# ---------------------------------------------------------------- extra targets
+
+
+def test_extra_targets_absolute_and_relative_get_a_table_each(experiment):
+    _, text = write_report(experiment, TARGET_DROP, targets=["0.5", "0.5r"])
+    # drop: 0.75; absolute 0.5; relative: 0.5 x 0.875 = 0.4375.
+    headings = [line for line in text.splitlines() if line.startswith("### Target")]
+    assert [h.split()[2] for h in headings] == ["75.0%", "50.0%", "43.8%"]
+    assert len(table_lines(text, "full")) == 3
+    # At 0.5 every full run's first evaluation (2 s) already reached it.
+    full_at_half = table_lines(text, "full")[1]
+    assert cells(full_at_half)[8] == "2.00 [2.00–2.00]"
+
+
+@pytest.mark.parametrize("bad", ["1.5", "abc", "0r", "nan"])
+def test_bad_extra_target_is_an_error(experiment, bad):
+    with pytest.raises(DataPruningError, match="target"):
+        write_report(experiment, TARGET_DROP, targets=[bad])
+    assert not (experiment / "report.md").exists()
+
+
+# ---------------------------------------------------------------- bad input
 
 
 def test_missing_full_data_run_is_an_error(tmp_path):
@@ -292,88 +420,3 @@ def test_json_that_is_not_a_run_summary_is_an_error(tmp_path, summary):
     )
     with pytest.raises(DataPruningError, match="full-s1"):
         write_report(tmp_path)
-
-
-def test_write_report_writes_markdown_and_png(experiment):
-    path, text = write_report(experiment, TARGET_DROP)
-    assert path == experiment / "report.md"
-    assert path.read_text() == text
-
-    png = (experiment / "tta.png").read_bytes()
-    assert png.startswith(PNG_MAGIC)
-    assert len(png) > 1000
-
-    rows = {}
-    for line in text.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) > 3 and cells[0] in {"full", "el2n-hard", "random"}:
-            rows.setdefault((cells[0], cells[1], cells[2]), []).append(line)
-    assert set(rows) == {
-        ("full", "100%", "no"),
-        ("el2n-hard", "30%", "no"),
-        ("el2n-hard", "30%", "yes"),
-        ("random", "50%", "no"),
-    }
-    assert all(len(lines) == 1 for lines in rows.values())
-
-    (hard,) = rows["el2n-hard", "30%", "no"]
-    for number in (1.1, 4.0 / 1.1, 1.6, 4.0 / 1.6):
-        assert f"{number:.2f}" in hard
-    (hard_kd,) = rows["el2n-hard", "30%", "yes"]
-    for number in (0.6, 4.0 / 0.6, 5.6, 4.0 / 5.6):
-        assert f"{number:.2f}" in hard_kd
-    (rand,) = rows["random", "50%", "no"]
-    assert "1/2" in rand
-
-    assert f"{(0.90 + 0.88) / 2 - TARGET_DROP:.1%}" in text  # the target
-    assert "el2n-hard 30% + KD" in text  # the verdict
-    assert "digits" in text
-    assert "tta.png" in text
-    # Atomic writes leave no temporary files behind.
-    assert sorted(p.name for p in experiment.iterdir() if p.is_file()) == ["report.md", "tta.png"]
-
-
-def test_write_report_can_be_rerun_and_ignores_its_own_output(experiment):
-    first_path, first = write_report(experiment, TARGET_DROP)
-    second_path, second = write_report(experiment, TARGET_DROP)
-    assert first_path == second_path
-    assert first == second
-    assert (experiment / "tta.png").read_bytes().startswith(PNG_MAGIC)
-
-
-def test_write_report_finds_nested_runs(tmp_path):
-    write_run(tmp_path / "baseline", "seed0", [(1.0, 0.5), (2.0, 0.75)], recipe="full")
-    write_run(tmp_path / "students", "hard", [(0.5, 0.75)], recipe="el2n-hard", kept=0.5)
-    _, text = write_report(tmp_path, 0.0)
-    assert "| full |" in text
-    assert "| el2n-hard |" in text
-    assert "el2n-hard 50%" in text  # 0.5 s vs 2.0 s: 4x
-    assert f"{4.0:.2f}" in text
-
-
-def test_overhead_counts_scoring_teacher_training_and_teacher_logits(tmp_path):
-    from pathlib import Path
-
-    from datapruning.report import RunRecord
-
-    summary = {"scoring_seconds": 1.5, "teacher_seconds": 4.0, "teacher_logits_seconds": 0.25}
-    assert RunRecord(Path(tmp_path), summary, []).overhead_seconds == 5.75
-    assert RunRecord(Path(tmp_path), {"teacher_seconds": None}, []).overhead_seconds == 0.0
-
-
-def test_report_says_when_the_teacher_ran_online(experiment):
-    # An augmented KD student: its teacher ran on every augmented batch.
-    write_run(
-        experiment,
-        "rand-kd-s0",
-        [(1.0, 0.80), (2.0, 0.88)],
-        recipe="random",
-        kept=0.5,
-        kd=KD,
-        kd_teacher="online",
-    )
-    _, text = write_report(experiment, TARGET_DROP)
-    lines = [line for line in text.splitlines() if line.startswith("| random | 50% |")]
-    assert sorted(line.split("|")[3].strip() for line in lines) == ["no", "yes (online)"]
-    cached = [line for line in text.splitlines() if line.startswith("| el2n-hard | 30% | yes |")]
-    assert len(cached) == 1  # KD from cached logits stays a plain yes
