@@ -557,6 +557,50 @@ def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[di
     return rows
 
 
+def time_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
+    """Where each experiment's compute went: scoring, teachers, students, evaluation.
+
+    Seconds summed over every finished run and scores file of the experiment (the work
+    done once, however many students share it), evaluation of every run included.
+    """
+    rows = []
+    for experiment in experiments:
+        shared = experiment.shared
+        scoring = sum(r["seconds"] for r in shared if str(r["cost"]).startswith("scoring"))
+        logits = sum(r["seconds"] for r in shared if str(r["cost"]).endswith(": logits"))
+        teachers = sum(float(run.summary["train_seconds"]) for run in experiment.full)
+        students = sum(
+            float(run.summary["train_seconds"])
+            for run in experiment.runs
+            if run.recipe != FULL_RECIPE
+        )
+        evaluation = sum(float(run.summary["eval_seconds"]) for run in experiment.runs)
+        rows.append(
+            {
+                "experiment": experiment.name or experiment.dataset,
+                "train size": _size(experiment.num_train),
+                "runs": len(experiment.runs),
+                "scoring s": scoring,
+                "teachers s": teachers,
+                "teacher logits s": logits,
+                "students s": students,
+                "evaluation s": evaluation,
+                "total s": scoring + teachers + logits + students + evaluation,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for column in [c for c in frame.columns if c.endswith(" s")]:
+        frame[column] = frame[column].map(lambda value: f"{value:.1f}")
+    return frame
+
+
+_TIME_TITLE = "Where the time goes"
+_TIME_NOTE = (
+    "Seconds of compute summed over every run and scores file, each shared cost once "
+    "(teachers, their logits, each metric's scoring), training and evaluation apart."
+)
+
+
 def find_failures(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Cells of a pipeline or sweep that failed for good (their failure.json)."""
     failures = []
@@ -872,6 +916,11 @@ def render_markdown(
                 "",
             ]
         lines += _plot_lines(plots, SIZE_PLOT_NAME)
+    if experiments:
+        times = time_table(experiments)
+        lines += [f"## {_TIME_TITLE}", "", _TIME_NOTE, ""]
+        lines += [*markdown_table(times, right=[c for c in times.columns if c != "experiment"])]
+        lines += [""]
     for experiment in experiments:
         lines += render_experiment(experiment, level=2)
         for name in (PLOT_NAME, PRUNING_PLOT_NAME, BARS_PLOT_NAME):
@@ -1284,6 +1333,12 @@ def render_html(
                 f"<p>{_md_inline(smallest_size_sentence(summary))}</p>",
             ]
         parts.append(image(SIZE_PLOT_NAME))
+    if experiments:
+        parts += [
+            f"<h2>{_TIME_TITLE}</h2>",
+            f"<p>{html.escape(_TIME_NOTE)}</p>",
+            _html_table(time_table(experiments)),
+        ]
     for experiment in experiments:
         parts += [
             f"<h2>{html.escape(experiment.name or 'Experiment')}</h2>",

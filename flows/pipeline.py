@@ -25,6 +25,8 @@ so a deployment can run them with plain parameters.
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -204,16 +206,17 @@ def cells(
     records.sort(key=lambda record: (record["experiment"], record["run"]))
 
     reports = []
+    command = shlex.join(sys.argv)  # this process's: the cells run elsewhere
     for exp in exps:
         title = exp.cfg.name if len(exps) == 1 else f"{cfg.name} / {exp.cfg.name}"
-        value = _outcome(report_task.submit(exp.cfg, title))
+        value = _outcome(report_task.submit(exp.cfg, title, command=command))
         if isinstance(value, Failure):
             get_run_logger().error("no report for %s: %s", exp.root, value)
         else:
             reports.append(value)
     if len(exps) > 1 and reports:
         # The sweep's own report: every experiment side by side (speed-up against size).
-        value = _outcome(report_task.submit(cfg, cfg.name, cfg.run_root))
+        value = _outcome(report_task.submit(cfg, cfg.name, cfg.run_root, command))
         if isinstance(value, Failure):
             get_run_logger().error("no report for %s: %s", cfg.run_root, value)
         else:

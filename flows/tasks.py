@@ -134,9 +134,18 @@ def student_task(
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(cfg: PipelineConfig, title: str, root: Path | None = None) -> str:
-    """The report of one experiment, or with ``root`` of a whole sweep (every experiment)."""
-    path, text = write_report(root or cfg.run_root, cfg.report.target_drop, title=title)
+def report_task(
+    cfg: PipelineConfig, title: str, root: Path | None = None, command: str | None = None
+) -> str:
+    """The report of one experiment, or with ``root`` of a whole sweep (every experiment);
+    ``command`` is what the report records as having made it (a worker's argv is not)."""
+    path, text = write_report(
+        root or cfg.run_root,
+        cfg.report.target_drop,
+        title=title,
+        targets=cfg.report.targets,
+        command=command,
+    )
     create_markdown_artifact(
         key=artifact_key("tta-report", title),
         markdown=text,

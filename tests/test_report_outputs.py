@@ -210,3 +210,21 @@ def test_experiment_without_full_data_in_a_study_is_noted_not_fatal(tmp_path):
     _, text = write_report(root, 0.0)
     assert "No full-data run (recipe 'full') in this experiment" in text
     assert "## a" in text.splitlines()
+
+
+def test_where_the_time_goes_sums_each_experiments_work_once(study):
+    _, text = write_report(study, 0.0)
+    lines = text.splitlines()
+    start = lines.index("## Where the time goes")
+    header = cells(lines[start + 4])
+    rows = {
+        row[0]: dict(zip(header, row, strict=True))
+        for row in map(cells, lines[start + 6 : start + 9])
+    }
+    # mnist1d-4k (scale 4): full data 16 s; students 4 s (el2n-hard) + 4 s (random + KD);
+    # three runs evaluated for 0.25 s each; no scores files, no logits record.
+    four = rows["mnist1d-4k"]
+    assert (four["train size"], four["runs"]) == ("4,000", "3")
+    assert (four["teachers s"], four["students s"], four["evaluation s"]) == ("16.0", "8.0", "0.8")
+    assert (four["scoring s"], four["total s"]) == ("0.0", "24.8")
+    assert "<h2>Where the time goes</h2>" in (study / HTML_NAME).read_text()
