@@ -654,16 +654,6 @@ SHORT_STRATEGY = "short"
 class ReportConfig(Section):
     # The report's target accuracy is the full-data run's final accuracy minus this.
     target_drop: float = Field(0.01, ge=0, lt=1)
-    # More targets, each with its own tables: an accuracy (0.9), or a share of the
-    # full-data runs' mean final accuracy (0.99r).
-    targets: list[float | str] = Field(default_factory=list)
-
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, targets: list[float | str]) -> list[float | str]:
-        for target in targets:
-            parse_target(target)
-        return targets
 
 
 class PipelineConfig(Section):

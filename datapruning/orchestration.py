@@ -56,7 +56,7 @@ _SPEED_ONLY = {"threads", "checkpoint_every"}
 # Sharded scores merge equal to unsharded ones (tests/scoring/test_shards.py).
 _SCORING_SPEED_ONLY = {"ensemble_threads", "shards"}
 # Modules that do not change what a run or a score computes: editing them reuses results.
-_NOT_COMPUTING = {"cli.py", "report.py", "orchestration.py"}
+_NOT_COMPUTING = {"cli.py", "orchestration.py"}
 
 
 @functools.cache

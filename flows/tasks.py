@@ -143,7 +143,6 @@ def report_task(
         root or cfg.run_root,
         cfg.report.target_drop,
         title=title,
-        targets=cfg.report.targets,
         command=command,
     )
     create_markdown_artifact(
