@@ -41,13 +41,15 @@ def write_run(
     dataset="digits",
     num_train=None,
     sparsity=None,
+    steps_per_eval=None,
 ):
     """A finished run: ``curve`` is a list of (train_seconds, test_acc) evaluations.
 
     ``teacher``: the teacher run's name (KD only; default full-s<seed>), recorded as the
     path of its logits as the pipeline does; ``num_train``: the experiment's training-set
     size (summary ``dataset.num_train``); ``sparsity``: the achieved sparsity, recorded as
-    the pruner's report.
+    the pruner's report; ``steps_per_eval``: log the optimizer step of each evaluation
+    (evaluation i at step i x steps_per_eval).
     """
     run = root / name
     run.mkdir(parents=True)
@@ -82,7 +84,10 @@ def write_run(
         summary["dataset"]["num_train"] = num_train
     (run / "summary.json").write_text(json.dumps(summary))
     lines = [
-        json.dumps({"epoch": i + 1, "train_seconds": s, "test_acc": a})
+        json.dumps(
+            {"epoch": i + 1, "train_seconds": s, "test_acc": a}
+            | ({"step": (i + 1) * steps_per_eval} if steps_per_eval else {})
+        )
         for i, (s, a) in enumerate(curve)
     ]
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")

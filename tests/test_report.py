@@ -420,3 +420,33 @@ def test_json_that_is_not_a_run_summary_is_an_error(tmp_path, summary):
     )
     with pytest.raises(DataPruningError, match="full-s1"):
         write_report(tmp_path)
+
+
+def test_steps_to_target_are_interpolated_like_seconds_and_give_a_load_free_speed_up(tmp_path):
+    root = tmp_path / "exp"
+    # Full data: 0.80 at step 200, 0.90 at step 300 -> 0.85 at step 250 (4.5 s).
+    write_run(
+        root, "full-s0", [(1.0, 0.5), (2.0, 0.8), (7.0, 0.9)], recipe="full", steps_per_eval=100
+    )
+    # A 50% subset logs every 50 steps: 0.70 at 50, 0.90 at 100 -> 0.85 at step 87.5,
+    # reached at 5.0 s on a loaded machine (slower than full data in seconds).
+    write_run(
+        root, "hard-s0", [(2.0, 0.7), (6.0, 0.9)], recipe="el2n-hard", kept=0.5, steps_per_eval=50
+    )
+    # A run whose log has no steps gets no steps to target.
+    write_run(root, "random-s0", [(1.0, 0.9)], recipe="random", kept=0.5)
+    table, target = tta_table(find_runs(root), 0.05)
+    assert target == pytest.approx(0.85)
+    rows = rows_by_key(table)
+    full, hard, rand = (
+        rows[("full", 1.0, False)],
+        rows[("el2n-hard", 0.5, False)],
+        rows[("random", 0.5, False)],
+    )
+    assert full.tta_steps == pytest.approx(250.0)
+    assert hard.tta_steps == pytest.approx(87.5)
+    assert hard.steps_speedup == pytest.approx(250 / 87.5)
+    assert hard.tta_s == pytest.approx(5.0) and hard.speedup < 1  # seconds said otherwise
+    assert math.isnan(rand.tta_steps) and math.isnan(rand.steps_speedup)
+    text = write_report(root, 0.05)[1]
+    assert "| 88 | 2.86× |" in text  # steps to target, speed-up in steps

@@ -75,7 +75,7 @@ def test_write_report_writes_markdown_html_and_pngs(tmp_path):
     )
     assert "| teacher full-s0: training | 4.00 |" in text
     (kd,) = [line for line in text.splitlines() if line.startswith("| random | 50% | yes |")]
-    assert cells(kd)[12:18] == ["9.00", "0.44×", "9.00", "0.44×", "1.00", "4.00×"]
+    assert cells(kd)[14:20] == ["9.00", "0.44×", "9.00", "0.44×", "1.00", "4.00×"]
 
 
 def test_html_is_self_contained_with_plots_tables_and_provenance(tmp_path):

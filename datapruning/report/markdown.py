@@ -40,7 +40,9 @@ _METHOD = (
     "augmented batch, inside the student's seconds; plain *yes* read cached logits. The target "
     "comes from the recipe `full` only; `full-short` is full data on a shortened schedule, a "
     "recipe like the others. Budget *steps*: the subset run was given as many optimizer steps "
-    "as full data."
+    "as full data. *Steps to target* is the same crossing counted in optimizer steps: a "
+    "measure of work that the machine's load does not move, where seconds on a shared "
+    "machine do."
 )
 
 

@@ -77,6 +77,15 @@ class RunRecord:
         points = [(point["train_seconds"], point["test_acc"]) for point in self.curve]
         return crossing_seconds(points, target)
 
+    def steps_to(self, target: float) -> float | None:
+        """Optimizer steps to the target, interpolated like :meth:`seconds_to`: a measure of
+        work that the machine's load does not move (None: not reached, or a log without steps)."""
+        if not all(_is_number(point.get("step")) for point in self.curve):
+            return None
+        return crossing_seconds(
+            [(point["step"], point["test_acc"]) for point in self.curve], target
+        )
+
     @property
     def overhead_seconds(self) -> float:
         """Work done before this run could start: scoring, and for KD the teacher's

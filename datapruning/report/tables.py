@@ -157,6 +157,7 @@ def tta_table(
         times = [run.seconds_to(target) for run in members]
         reached = [t for t in times if t is not None]
         all_reached = len(reached) == len(members)
+        steps = [run.steps_to(target) for run in members]
         overheads = [
             _overheads(run, shares.get((run.experiment, run.teacher), 1)) for run in members
         ]
@@ -185,6 +186,9 @@ def tta_table(
             "tta_s": statistics.median(reached) if all_reached else math.nan,
             "tta_min": min(reached) if reached else math.nan,
             "tta_max": max(reached) if reached else math.nan,
+            "tta_steps": statistics.median(steps)  # type: ignore[type-var]
+            if all_reached and None not in steps
+            else math.nan,
             "scoring_s": _mean(run.scoring_seconds for run in members),
             "teacher_s": _mean(run.teacher_cost_seconds for run in members),
             "overhead_s": _mean(o["student"] for o in overheads),
@@ -199,6 +203,7 @@ def tta_table(
     full_rows = table[is_full] if is_full.any() else table[table["recipe"] == FULL_RECIPE]
     full_tta = full_rows["tta_s"].iloc[0]
     table["speedup"] = full_tta / table["tta_s"]
+    table["steps_speedup"] = full_rows["tta_steps"].iloc[0] / table["tta_steps"]
     for view in TEACHER_VIEWS:
         table[f"e2e_{view}_speedup"] = full_tta / table[f"e2e_{view}_s"]
     table["e2e_speedup"] = table["e2e_student_speedup"]
@@ -518,6 +523,10 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                 "reached": f"{row.reached}/{row.runs}",
                 "student s to target [min–max]": _tta_cell(row),
                 "speed-up": _speedup(row.speedup),
+                "student steps to target": "not reached"
+                if math.isnan(row.tta_steps)
+                else f"{row.tta_steps:,.0f}",
+                "speed-up in steps": _speedup(row.steps_speedup),
                 "scoring s": f"{row.scoring_s:.2f}",
                 "teacher s": f"{row.teacher_s:.2f}",
                 "end-to-end s, teacher per student": _seconds(row.e2e_student_s),
