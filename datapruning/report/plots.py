@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,8 +19,6 @@ from datapruning.report.tables import (
     Experiment,
     Section,
     _kept,
-    _mean,
-    _std,
     best_row,
     recipe_name,
 )
@@ -131,9 +130,14 @@ def plot_curves(runs: list[RunRecord], target: float) -> bytes:
 
 
 def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
-    """Final test accuracy (mean ± std over seeds) against kept fraction, one line per
-    recipe (metric), dashed with KD, one panel per budget; full data a black square at
-    1.0 and a dotted line across."""
+    """Final test accuracy (median over seeds, bars from the lowest to the highest) against
+    kept fraction, one line per recipe (metric), dashed with KD, one panel per budget; full
+    data a black square at 1.0 and a dotted line across.
+
+    Medians and ranges, not means and standard deviations: one diverged seed (a run stuck
+    at chance) would otherwise drag a recipe's point and stretch the axis over the others.
+    The axis spans the medians; a range that goes further runs off it.
+    """
     plt = _pyplot()
     budgets = sorted({run.budget for run in runs})
     full = [run.summary["final_test_acc"] for run in runs if run.recipe == FULL_RECIPE]
@@ -142,6 +146,7 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
     fig, axes = plt.subplots(
         1, len(budgets), figsize=(5.5 * len(budgets), 4.0), sharey=True, squeeze=False
     )
+    medians = [statistics.median(full)] if full else []
     for ax, budget in zip(axes[0], budgets, strict=True):
         lines: dict[tuple[str, bool], dict[float, list[float]]] = {}
         for run in others:
@@ -150,10 +155,15 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
                 points.setdefault(_kept(run), []).append(run.summary["final_test_acc"])
         for (recipe, kd), points in sorted(lines.items()):
             xs = sorted(points)
+            middle = [statistics.median(points[x]) for x in xs]
+            medians += middle
             ax.errorbar(
                 xs,
-                [_mean(points[x]) for x in xs],
-                yerr=[_std(points[x]) for x in xs],
+                middle,
+                yerr=[
+                    [m - min(points[x]) for m, x in zip(middle, xs, strict=True)],
+                    [max(points[x]) - m for m, x in zip(middle, xs, strict=True)],
+                ],
                 color=colours[recipe],
                 linestyle=_style(kd, budget),
                 marker="o",
@@ -162,11 +172,12 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
                 linewidth=1.2,
             )
         if full:
-            ax.axhline(_mean(full), color="black", linestyle=":", linewidth=1)
+            middle = statistics.median(full)
+            ax.axhline(middle, color="black", linestyle=":", linewidth=1)
             ax.errorbar(
                 [1.0],
-                [_mean(full)],
-                yerr=[_std(full)],
+                [middle],
+                yerr=[[middle - min(full)], [max(full) - middle]],
                 color="black",
                 marker="s",
                 capsize=3,
@@ -178,7 +189,11 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
         shown = {"full data": "black"} if full else {}
         shown |= {recipe: colours[recipe] for recipe, _ in sorted(lines)}
         _legend(ax, shown, [(kd, budget) for _, kd in lines], loc="lower right", ncol=2)
-    axes[0][0].set_ylabel("final test accuracy")
+    if medians:
+        spread = max(medians) - min(medians)
+        margin = 0.15 * spread + 0.005
+        axes[0][0].set_ylim(max(0.0, min(medians) - margin), min(1.0, max(medians) + margin))
+    axes[0][0].set_ylabel("final test accuracy (median, min–max)")
     fig.tight_layout()
     return _png(fig)
 
@@ -230,19 +245,36 @@ def plot_time_to_target(section: Section) -> bytes:
 def plot_speedup_vs_size(experiments: Sequence[Experiment]) -> bytes:
     """End-to-end speed-up (teacher once per sweep) against training-set size, log-log:
     the best recipe per experiment in black, the best of each metric in colour, one
-    marker per dataset, a dotted line at 1×."""
+    marker per dataset, a dotted line at 1×.
+
+    Lines join one experiment per dataset and size: the one with the most runs. Others
+    of the same size (a variant, such as cheaper scoring) show their best recipe as a
+    hollow marker, so that the lines read as size alone.
+    """
     plt = _pyplot()
     markers = dict(zip(sorted({e.dataset for e in experiments}), "osD^vP*X", strict=False))
     families: dict[str, dict[str, list[tuple[int, float]]]] = {}
     best: dict[str, list[tuple[int, float]]] = {}
+    variants: list[tuple[str, int, float]] = []
+    main: dict[tuple[str, int], Experiment] = {}
+    for experiment in experiments:
+        if experiment.sections and experiment.num_train:
+            key = (experiment.dataset, experiment.num_train)
+            if key not in main or len(experiment.runs) > len(main[key].runs):
+                main[key] = experiment
     for experiment in experiments:
         if not experiment.sections or not experiment.num_train:
             continue
         table = experiment.sections[0].table
         size = experiment.num_train
         choice = best_row(table, "sweep")
-        if choice is not None and not math.isnan(choice["e2e_sweep_speedup"]):
-            best.setdefault(experiment.dataset, []).append((size, choice["e2e_sweep_speedup"]))
+        speedup = math.nan if choice is None else choice["e2e_sweep_speedup"]
+        if main[(experiment.dataset, size)] is not experiment:
+            if not math.isnan(speedup):
+                variants.append((experiment.dataset, size, speedup))
+            continue
+        if not math.isnan(speedup):
+            best.setdefault(experiment.dataset, []).append((size, speedup))
         for family, rows in table.groupby(table["recipe"].map(_family)):
             if family == FULL_RECIPE:
                 continue
@@ -273,6 +305,15 @@ def plot_speedup_vs_size(experiments: Sequence[Experiment]) -> bytes:
             linewidth=2.2,
             markersize=7,
         )
+    for dataset, size, speedup in variants:
+        ax.plot(
+            [size],
+            [speedup],
+            marker=markers[dataset],
+            markersize=7,
+            color="black",
+            fillstyle="none",
+        )
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -287,6 +328,18 @@ def plot_speedup_vs_size(experiments: Sequence[Experiment]) -> bytes:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="black", linewidth=2.2, label="best recipe")]
+    if variants:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="o",
+                fillstyle="none",
+                linestyle="",
+                label="best, variant experiment",
+            )
+        )
     handles += [Line2D([], [], color=colours[f], label=f) for f in sorted(families)][:10]
     handles += [
         Line2D([], [], color="grey", marker=m, linestyle="", label=d) for d, m in markers.items()
