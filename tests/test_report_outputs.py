@@ -97,6 +97,11 @@ def test_html_is_self_contained_with_plots_tables_and_provenance(tmp_path):
         assert f"<td>{key}</td>" in page
     assert f"<td>{datapruning.__version__}</td>" in page
     assert "<b>el2n-hard 50%</b>" in page  # the answer line, bold as in the markdown
+    # report.md ends with the same provenance.
+    text = (root / "report.md").read_text()
+    made_by = text[text.index("## Made by") :]
+    assert "- command: `datapruning report exp --target-drop 0`" in made_by
+    assert f"- datapruning: `{datapruning.__version__}`" in made_by and "- cpu: `" in made_by
 
 
 def test_write_report_can_be_rerun_and_ignores_its_own_output(tmp_path):

@@ -179,8 +179,15 @@ def write_report(
         pngs[SIZE_PLOT_NAME] = plot_speedup_vs_size(experiments)
         captions[SIZE_PLOT_NAME] = "end-to-end speed-up against training-set size"
     title = title or root.resolve().name
+    made_by = environment(command)
+    hosts = sorted(
+        {str(run.summary["host"]) for e in experiments for run in e.runs if run.summary.get("host")}
+    )
+    if hosts:
+        made_by["runs trained on"] = ", ".join(hosts)
     text = render_markdown(experiments, title, captions, orphans)
-    page = render_html(experiments, title, pngs, captions, environment(command), orphans)
+    text += "\n## Made by\n\n" + "".join(f"- {key}: `{value}`\n" for key, value in made_by.items())
+    page = render_html(experiments, title, pngs, captions, made_by, orphans)
     # Written only once everything is read, so a bad run or scores file leaves no new file.
     for name, png in pngs.items():
         atomic_write(root / name, lambda tmp, png=png: tmp.write_bytes(png))
