@@ -167,6 +167,7 @@ def test_study_root_gets_a_summary_per_target_and_the_smallest_size(study):
         "4,000",
         "16,000",
     ]
+    assert [a.split(":")[0] for a in answers] == ["- mnist1d-1k", "- mnist1d-4k", "- mnist1d-16k"]
     assert "no recipe beats full-data training end to end (4.00 s" in answers[0]
     assert "use **el2n-hard 50%** (6.00 s end to end, 2.67× full data's 16.00 s)" in answers[1]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from datapruning.report.markdown import _METHOD, _context
+from datapruning.report.markdown import _METHOD, _context, _named
 from datapruning.report.plots import (
     BARS_PLOT_NAME,
     PLOT_NAME,
@@ -142,7 +142,8 @@ def render_html(
     ]
     for experiment in experiments:
         if experiment.sections:
-            parts.append(f'<p class="answer">{_md_inline(experiment.sections[0].answer)}</p>')
+            answer = _named(experiment, experiment.sections[0].answer)
+            parts.append(f'<p class="answer">{_md_inline(answer)}</p>')
     parts.append(f"<p>{_md_inline(_METHOD)}</p>")
     study = [e for e in experiments if e.sections]
     if len(experiments) > 1 and study:

@@ -119,7 +119,8 @@ def render_markdown(
     """
     plots = dict(plots or {})
     lines = [f"# Time to accuracy: {title}", ""]
-    answers = [f"- {e.sections[0].answer}" for e in experiments if e.sections]
+    # In a study, each answer names its experiment: two of them may share dataset and size.
+    answers = [f"- {_named(e, e.sections[0].answer)}" for e in experiments if e.sections]
     lines += [*answers, ""] if answers else []
     lines += [_METHOD, ""]
     study = [e for e in experiments if e.sections]
@@ -163,3 +164,7 @@ def render_markdown(
 
 def _plot_lines(plots: dict[str, str], name: str) -> list[str]:
     return [f"![{plots[name]}]({name})", ""] if name in plots else []
+
+
+def _named(experiment: Experiment, answer: str) -> str:
+    return f"{experiment.name}: {answer}" if experiment.name else answer
