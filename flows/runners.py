@@ -162,6 +162,8 @@ def prefect_api() -> Iterator[None]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    from datapruning._interrupt import immediate_stop
+
     server = SubprocessASGIServer()
     try:
         server.start(timeout=SERVER_START_TIMEOUT)
@@ -174,10 +176,13 @@ def prefect_api() -> Iterator[None]:
         ) from None
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+        # The server stops at exit (Prefect registers that), after the last logs reach it.
+        # A SIGTERM left to its default action would end the process without that exit,
+        # and the server would outlive it: so SIGINT and SIGTERM raise Interrupted here
+        # (Prefect's own handler marks the flow crashed, then hands the signal on to it).
+        with temporary_settings({PREFECT_API_URL: server.api_url}), immediate_stop():
             yield
     finally:
-        # The server stops at exit (Prefect registers that), after the last logs reach it.
         os.environ.pop("PREFECT_API_URL", None)
 
 

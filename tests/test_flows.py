@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +179,50 @@ def test_a_prefect_server_that_does_not_start_is_a_one_line_error(tmp_path, caps
         code, _, err = run_cli(capsys, "run", write_config(tmp_path))
     assert_one_line_error(code, err, "did not start within", "prefect server start")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_run_with_one_line_and_takes_its_temporary_server_along(tmp_path):
+    """A SIGTERM left to its default action ended `run` without Python's exit, so the
+    temporary Prefect server it had started (a child process) ran on, orphaned."""
+    config = write_config(
+        tmp_path,
+        train=TINY["train"] | {"epochs": 400},  # a teacher that trains long enough to be hit
+        students={"fractions": [0.5], "strategies": ["random"], "kd": [False], "seeds": [0]},
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # its own server, not the session's
+    script = shutil.which("datapruning", path=str(Path(sys.executable).parent))
+    assert script is not None
+    log = tmp_path / "run.log"
+    started = tmp_path / "runs" / "tiny" / "full-s0" / "metrics.jsonl"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [script, "run", str(config)], cwd=tmp_path, env=env, stdout=err, stderr=err
+        )
+        deadline = time.monotonic() + 180
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started.exists(), log.read_text()[-2000:]
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{proc.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+        assert children  # the temporary server
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the temporary Prefect server outlived the run"
+    lines = [line for line in log.read_text().splitlines() if line.startswith("interrupted")]
+    assert lines == [
+        "interrupted by SIGTERM: stopped; to continue, run: datapruning run " + str(config)
+    ]
 
 
 # ------------------------------------------------------------------ flows
