@@ -146,8 +146,12 @@ def cells(
     students: dict[tuple[Any, ...], Recipe] = {}
 
     for i, exp in enumerate(exps):
+        # A sweep's experiments differ in size: a cell's work is counted in full-data steps.
+        steps = orch.full_steps(exp.cfg)
         for seed in exp.teacher_seeds:
-            queue.add(("teacher", i, seed), _TEACHER, [], teacher_t, exp.cfg, seed, refresh)
+            queue.add(
+                ("teacher", i, seed), (*_TEACHER, -steps), [], teacher_t, exp.cfg, seed, refresh
+            )
         for metric in exp.scored_metrics:
             if refresh:
                 orch.clear_scores(exp.cfg, metric)
@@ -176,7 +180,7 @@ def cells(
             table = ("scores", i, recipe.metric) if recipe.needs_scores else None
             queue.add(
                 ("student", i, recipe.run_name),
-                (_STUDENT, -_expected_cost(recipe)),
+                (_STUDENT, -_expected_cost(recipe) * steps),
                 [key for key in (teacher, table) if key is not None],
                 student_t,
                 exp.cfg,
@@ -235,14 +239,15 @@ class Failure(str):
 
 
 # Which ready cell goes to the runner first (lower first): a merge of scores (quick,
-# and every student of that metric waits for it), teachers and scoring groups (students
-# wait for them), then students.
+# and every student of that metric waits for it), teachers (largest experiment first) and
+# scoring groups (students wait for them), then students (most work first).
 _MERGE, _TEACHER, _SCORING, _STUDENT = (0,), (1,), (2,), 3
 
 
 def _expected_cost(recipe: Recipe) -> float:
-    """A student's training work relative to full data's: longest first ends the sweep
-    on short cells, not with one worker training the longest while the others idle."""
+    """A student's training work relative to its experiment's full-data run: longest first
+    (with the experiment's size) ends the sweep on short cells, not with one worker
+    training the longest while the others idle."""
     examples = 1 - recipe.prune / 2 if recipe.is_infobatch and recipe.prune else recipe.fraction
     if recipe.budget == "steps":
         examples = 1.0

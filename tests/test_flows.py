@@ -390,6 +390,51 @@ def test_one_slot_runs_what_students_wait_for_first_then_the_longest_students(
     assert all(e == "scoring failed: ValueError: scoring model diverged" for e in failed.values())
 
 
+def test_one_slot_sends_a_sweeps_bigger_experiments_work_first(
+    tmp_path, prefect_server, monkeypatch
+):
+    # Two sizes of one dataset, the small one listed first: with one slot the queue sends
+    # the bigger teacher first and then students by their work in full-data steps, so a
+    # big experiment's 50% student goes before a small one's 70%.
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from datapruning.flows.pipeline import cells
+
+    ran: list[str] = []
+    done = {"final_test_acc": 0.5, "train_seconds": 1.0}
+
+    def teacher(cfg, seed, *, refresh=False):
+        ran.append(f"{cfg.name}/teacher")
+        return {"run": "full-s0", "status": "trained", **done, "logits_seconds": 0.0}
+
+    def student(cfg, recipe, scores, teacher, *, refresh=False):
+        ran.append(f"{cfg.name}/{recipe.run_name}")
+        return {"run": recipe.run_name, "status": "trained", **done}
+
+    monkeypatch.setattr(orch, "run_teacher", teacher)
+    monkeypatch.setattr(orch, "run_student", student)
+    students = {"fractions": [0.5, 0.7], "strategies": ["random"], "kd": [False], "seeds": [0]}
+    sizes = [
+        {"name": "mnist1d", "label": "small", "params": {"num_samples": 400}},
+        {"name": "mnist1d", "label": "big", "params": {"num_samples": 800}},
+    ]
+    config = write_config(tmp_path, name="sizes", students=students, sweep={"datasets": sizes})
+    result = cells.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
+        str(config), retries=0, slots=1
+    )
+    assert result["counts"] == {"trained": 6, "reused": 0, "failed": 0}
+    # Full-data steps: big 2 epochs x 13 batches = 26, small 2 x 7 = 14; students 0.7 x 26,
+    # 0.5 x 26, 0.7 x 14, 0.5 x 14.
+    assert ran == [
+        "big/teacher",
+        "small/teacher",
+        "big/random-f0.7-s0",
+        "big/random-f0.5-s0",
+        "small/random-f0.7-s0",
+        "small/random-f0.5-s0",
+    ]
+
+
 @pytest.mark.slow
 def test_dask_runner_on_a_local_cluster_of_two_workers(tmp_path, prefect_server):
     from datapruning.flows.pipeline import pipeline
