@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -210,14 +211,22 @@ def test_sigterm_stops_run_with_one_line_and_takes_its_temporary_server_along(tm
             for pid in (task / "children").read_text().split()
         ]
         assert children  # the temporary server
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
-    for pid in alive:
-        os.kill(pid, signal.SIGKILL)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and any(
+                Path(f"/proc/{pid}").exists() for pid in children
+            ):
+                time.sleep(0.2)
+            alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        finally:  # whatever failed, leave no run or server running behind the test
+            if proc.poll() is None:
+                proc.kill()
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert code == 128 + signal.SIGTERM
     assert not alive, "the temporary Prefect server outlived the run"
     lines = [line for line in log.read_text().splitlines() if line.startswith("interrupted")]
     assert lines == [
