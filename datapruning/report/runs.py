@@ -192,7 +192,8 @@ def find_failures(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[dict[str, Any]]:
-    """The experiment's one-off costs: each teacher's training and logits, each scoring."""
+    """The experiment's one-off costs: each teacher's training and logits, each scoring
+    (``kind`` teacher, logits or scoring; ``cost`` is its label)."""
     from datapruning.scores import Scores
 
     root = Path(root)
@@ -201,10 +202,22 @@ def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[di
         if run.recipe != FULL_RECIPE:
             continue
         name = run.path.name
-        rows.append({"cost": f"teacher {name}: training", "seconds": run.summary["train_seconds"]})
+        rows.append(
+            {
+                "cost": f"teacher {name}: training",
+                "kind": "teacher",
+                "seconds": run.summary["train_seconds"],
+            }
+        )
         try:
             logits = json.loads((run.path / TEACHER_LOGITS_RECORD).read_text())
-            rows.append({"cost": f"teacher {name}: logits", "seconds": float(logits["seconds"])})
+            rows.append(
+                {
+                    "cost": f"teacher {name}: logits",
+                    "kind": "logits",
+                    "seconds": float(logits["seconds"]),
+                }
+            )
         except (OSError, ValueError, KeyError, TypeError):
             pass
     for path in sorted((root / "scores").glob("*.parquet")):
@@ -218,5 +231,11 @@ def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[di
                 f"scores file {str(path)!r}: seconds is {seconds!r}, not a number; rescore it "
                 "or move it out of the experiment"
             )
-        rows.append({"cost": f"scoring: {metadata.get('metric', path.stem)}", "seconds": seconds})
+        rows.append(
+            {
+                "cost": f"scoring: {metadata.get('metric', path.stem)}",
+                "kind": "scoring",
+                "seconds": seconds,
+            }
+        )
     return rows

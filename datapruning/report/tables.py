@@ -357,8 +357,8 @@ def time_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
     rows = []
     for experiment in experiments:
         shared = experiment.shared
-        scoring = sum(r["seconds"] for r in shared if str(r["cost"]).startswith("scoring"))
-        logits = sum(r["seconds"] for r in shared if str(r["cost"]).endswith(": logits"))
+        scoring = sum(r["seconds"] for r in shared if r.get("kind") == "scoring")
+        logits = sum(r["seconds"] for r in shared if r.get("kind") == "logits")
         teachers = sum(float(run.summary["train_seconds"]) for run in experiment.full)
         students = sum(
             float(run.summary["train_seconds"])
@@ -577,14 +577,3 @@ def markdown_table(frame: pd.DataFrame, right: Iterable[str] = ()) -> list[str]:
         for row in frame.itertuples(index=False)
     ]
     return [header, rule, *body]
-
-
-_NUMERIC_COLUMNS = {
-    "runs",
-    "sparsity",
-    "final acc",
-    "reached",
-    "speed-up",
-    "scoring s",
-    "teacher s",
-}
