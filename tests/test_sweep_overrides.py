@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from datapruning.config import PipelineConfig, parse_config
-from datapruning.errors import ConfigError
+from datapruning.errors import ConfigError, DataPruningError
 from datapruning.orchestration import dataset_of, experiments, student_train
 
 
@@ -75,5 +75,5 @@ def test_two_sizes_of_one_dataset_need_labels(tmp_path):
         {"name": "mnist1d", "params": {"num_samples": 100}},
         {"name": "mnist1d", "params": {"num_samples": 200}},
     )
-    with pytest.raises(Exception, match="share a run directory"):
+    with pytest.raises(DataPruningError, match="share a run directory"):
         experiments(cfg)
