@@ -14,7 +14,7 @@ is the median rep:
   backward, SGD step, LR schedule): what full data and RS2 run per batch;
 - ``step_infobatch``: the same step as the loop runs it for InfoBatch, with
   the sampler's per-example weights (a weighted mean) and the after-step hook
-  that records the batch's losses (:class:`~datapruning.train.dynamic.LossRecorder`),
+  that records the batch's losses (:class:`~datapruning.train.algorithms.infobatch.InfoBatch`),
   under :class:`~datapruning.train.schedule.DynamicStepPlan`'s LR schedule;
 - its parts alone: ``weights`` (the batch's weights looked up),
   ``update`` (the losses written into the table), ``reduce_weighted`` less
@@ -55,8 +55,8 @@ from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.sources import load_dataset
 from datapruning.models import build_model
+from datapruning.train.algorithms.infobatch import InfoBatch
 from datapruning.train.device import resolve_precision
-from datapruning.train.dynamic import LossRecorder
 from datapruning.train.loop import train
 from datapruning.train.schedule import DynamicStepPlan, StepPlan, make_optimizer, make_scheduler
 from datapruning.train.step import TrainStep, make_loss_fn, reduce_losses
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = build_model("convnet1d", (1, 40), 10, channels=args.channels)
         optimizer = make_optimizer(model.parameters(), cfg)
         plan = dynamic_plan if dynamic else plain_plan
-        hooks = [LossRecorder(sampler)] if dynamic else []
+        hooks = [InfoBatch(sampler).after_step] if dynamic else []
         return TrainStep(model, loss_fn, optimizer, make_scheduler(optimizer, plan), precision,
                          after_step=hooks)  # fmt: skip
 

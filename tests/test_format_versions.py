@@ -121,7 +121,17 @@ def test_checkpoint_of_another_version_is_refused(tmp_path, finished_run, versio
     assert words in str(caught.value) and "train it again" in str(caught.value)
 
 
-@pytest.mark.parametrize(("version", "words"), WRONG_VERSIONS, ids=WRONG_IDS)
+# Resume files are at version 2 (the algorithms' states by name); version 1 files are refused.
+WRONG_RESUME_VERSIONS = [
+    (None, "has no format version (an older datapruning wrote it"),
+    (RESUME_FORMAT - 1, f"format version {RESUME_FORMAT - 1}, older than the {RESUME_FORMAT}"),
+    (RESUME_FORMAT + 1, f"format version {RESUME_FORMAT + 1}, newer than the {RESUME_FORMAT}"),
+    ("1", "unknown format version '1'"),
+    (True, "unknown format version True"),
+]
+
+
+@pytest.mark.parametrize(("version", "words"), WRONG_RESUME_VERSIONS, ids=WRONG_IDS)
 def test_resume_file_of_another_version_is_refused(tmp_path, version, words):
     path = tmp_path / RESUME_NAME
     torch.save(with_version({"format_version": RESUME_FORMAT, "config_hash": "abc"}, version), path)

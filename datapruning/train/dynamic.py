@@ -51,10 +51,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch
 from datapruning.train.device import Precision
-from datapruning.train.step import LossFn, StepResult
+from datapruning.train.step import LossFn
 
 
 class OnlineSelection:
@@ -207,19 +206,6 @@ class ProxySelection:
             self.scaler.load_state_dict(state["scaler"])
 
 
-class LossRecorder:
-    """The after-step hook that hands an InfoBatch sampler each batch's per-example losses."""
-
-    def __init__(self, sampler: InfoBatchSampler) -> None:
-        self.sampler = sampler
-        self.seconds = 0.0
-
-    def __call__(self, result: StepResult) -> None:
-        start = time.perf_counter()  # host time: the update is a scatter queued on the device
-        self.sampler.update(result.index, result.losses)
-        self.seconds += time.perf_counter() - start
-
-
 def full_data_examples(num_train: int, epochs: int, steps: int | None, batch_size: int) -> int:
     """Examples a full-data run of the same length trains on (epochs, or a step budget)."""
     full = epochs * num_train
@@ -227,26 +213,17 @@ def full_data_examples(num_train: int, epochs: int, steps: int | None, batch_siz
 
 
 def cost_summary(
-    *,
-    trained: int,
-    scored: int,
-    full_data: int,
-    selection_seconds: float,
-    sampler: Any = None,
-    proxy: dict[str, Any] | None = None,
+    *, trained: int, scored: int, full_data: int, selection_seconds: float
 ) -> dict[str, Any]:
     """summary.json's ``cost``: passes taken against full-data training, and selection time.
 
     ``trained`` examples went through the student's forward and backward,
-    ``scored`` candidates were scored without gradient (online selection) by
-    the student, or by a ``proxy`` model when one is described: then the
-    forward and backward counts are the student's alone and ``cost.proxy``
-    holds the proxy's own (it scores every candidate; ``proxy`` gives its
-    ``backward_examples``); its time is in ``selection_seconds``. ``full_data`` is what
-    full data would have trained on over the same epochs.
+    ``scored`` candidates were scored without gradient (online selection) by the
+    student (a proxy that scored them instead says so with :func:`charge_proxy`).
+    ``full_data`` is what full data would have trained on over the same epochs.
     """
-    forward = trained + (scored if proxy is None else 0)
-    cost: dict[str, Any] = {
+    forward = trained + scored
+    return {
         "examples_trained": trained,
         "examples_scored": scored,
         "forward_examples": forward,
@@ -256,12 +233,16 @@ def cost_summary(
         "backward_fraction": trained / full_data if full_data else None,
         "selection_seconds": selection_seconds,
     }
-    if isinstance(sampler, InfoBatchSampler):
-        cost["epoch_examples"] = list(sampler.sizes)
-        cost["prune"], cost["anneal"] = sampler.prune, sampler.anneal
-    if proxy is not None:
-        cost["proxy"] = {"forward_examples": scored, **proxy}
-    return cost
+
+
+def charge_proxy(cost: dict[str, Any], proxy: dict[str, Any]) -> None:
+    """A proxy model scored the candidates: the student's forward counts only what it
+    trained on, and ``cost.proxy`` holds the proxy's own passes (it scores every candidate;
+    ``proxy`` gives its ``backward_examples``). Its time is in ``selection_seconds``."""
+    forward, full_data = cost["backward_examples"], cost["full_data_examples"]
+    cost["forward_examples"] = forward
+    cost["forward_fraction"] = forward / full_data if full_data else None
+    cost["proxy"] = {"forward_examples": cost["examples_scored"], **proxy}
 
 
 def candidate_batch(batch_size: int, keep: float) -> int:

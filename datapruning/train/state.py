@@ -1,14 +1,15 @@
 """The resume state of a training run: everything a bit-exact continuation needs.
 
 One object gathers what used to be spread over the loop: model, optimizer, LR
-scheduler, fp16 gradient scaler, sampler (epoch and draws), pruner (masks and
-schedule position), the augmentation's generator, online selection's proxy
-model (weights, optimizer, schedule), the random states (torch, CUDA, numpy, Python) and the
-loop's own progress (step, position in the epoch, running loss, clocks, the
-evaluations logged so far). ``save`` writes it atomically as ``resume.pt``;
+scheduler, fp16 gradient scaler, sampler (epoch and draws), the augmentation's
+generator, the random states (torch, CUDA, numpy, Python), the loop's own
+progress (step, position in the epoch, running loss, clocks, the evaluations
+logged so far) and each algorithm's own state under its name (the pruner's
+masks and schedule position, online selection's proxy model). ``save`` writes it atomically as ``resume.pt``;
 ``read`` refuses a file from a run with other settings (its config hash) or
 of another layout (``format_version``, ``RESUME_FORMAT``: 1 is the first
-recorded one; an unversioned file is from an older release);
+recorded one, 2 keeps the algorithms' states by name; an unversioned file is from an
+older release);
 ``load_state_dict`` puts it all back, after which the loop continues as if it
 had never stopped (on CPU the final weights match an uninterrupted run bit for
 bit, tests/train/test_loop_modes.py).
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,12 +33,14 @@ from datapruning._io import check_format_version
 from datapruning.data.samplers import IndexSampler
 from datapruning.errors import DataPruningError
 from datapruning.train.checkpoint import save_checkpoint
-from datapruning.train.sparsity import Pruner, is_masked
+
+if TYPE_CHECKING:
+    from datapruning.train.algorithms.base import Algorithm
 
 # The resume state's file in a run directory (while the run is unfinished).
 RESUME_NAME = "resume.pt"
 # Its layout; bump it when a key changes meaning, so an older file is refused, not misread.
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2
 
 
 @dataclass
@@ -74,19 +77,16 @@ class TrainState:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         sampler: IndexSampler,
-        pruner: Pruner | None = None,
         scaler: torch.amp.GradScaler | None = None,
         device: torch.device | None = None,
         augmenter: Any | None = None,
-        proxy: Any | None = None,
+        algorithms: Sequence[Algorithm] = (),
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.sampler, self.pruner, self.scaler = sampler, pruner, scaler
+        self.sampler, self.scaler = sampler, scaler
         # The augmentation's own generator (datapruning.train.augment.Augmenter).
         self.augmenter = augmenter
-        # Online selection's proxy (datapruning.train.dynamic.ProxySelection): its model,
-        # optimizer and schedule.
-        self.proxy = proxy
+        self.algorithms = list(algorithms)
         self.device = device or torch.device("cpu")
         self.progress = Progress()
 
@@ -99,11 +99,10 @@ class TrainState:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "sampler": self.sampler.state_dict(),
-            "pruner": self.pruner.state_dict() if self.pruner is not None else None,
             "progress": json.dumps(asdict(self.progress)),
             "rng": rng_state(self.device),
             "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
-            "proxy": self.proxy.state_dict() if self.proxy is not None else None,
+            "algorithms": {a.name: a.state_dict() for a in self.algorithms},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -114,16 +113,14 @@ class TrainState:
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        if self.pruner is not None:  # masks and schedule position
-            self.pruner.load_state_dict(state["pruner"])
-            if is_masked(self.optimizer):  # a masked optimizer holds the masks too
-                self.pruner.apply(self.optimizer)
         self.progress = Progress.from_json(state["progress"])
         set_rng_state(state["rng"], self.device)
         if self.augmenter is not None and state.get("augment") is not None:
             self.augmenter.load_state_dict(state["augment"])
-        if self.proxy is not None and state.get("proxy") is not None:
-            self.proxy.load_state_dict(state["proxy"])
+        for algorithm in self.algorithms:
+            saved = state["algorithms"].get(algorithm.name)
+            if saved is not None:
+                algorithm.load_state_dict(saved)
 
     def save(self, path: Path, config_hash: str) -> None:
         save_checkpoint(path, self.state_dict(config_hash))

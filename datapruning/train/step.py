@@ -41,6 +41,19 @@ class StepResult:
 AfterStep = Callable[[StepResult], None]
 
 
+@dataclass(frozen=True)
+class Loss:
+    """The run's per-example loss: cross-entropy, or KD from the teacher.
+
+    ``fn(logits, y, rows)`` takes the batch's training-set indices as ``rows``
+    (cached teacher logits are gathered by index), or, with an online
+    ``teacher`` (KD with augmentation), that teacher's logits on the batch.
+    """
+
+    fn: LossFn
+    teacher: nn.Module | None = None
+
+
 def make_loss_fn(
     teacher_logits: Tensor | None = None,
     *,

@@ -46,11 +46,11 @@ def signal_at_step(monkeypatch, at: int, *signals: int) -> None:
     """Send ``signals`` to this process inside step ``at`` (numbered from 1)."""
 
     class Signalling(loop.TrainStep):
-        def __call__(self, x, y, index, step):
+        def __call__(self, x, y, index, step, weights=None):
             if step == at:
                 for signum in signals:
                     os.kill(os.getpid(), signum)
-            return super().__call__(x, y, index, step)
+            return super().__call__(x, y, index, step, weights)
 
     monkeypatch.setattr(loop, "TrainStep", Signalling)
 
