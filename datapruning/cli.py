@@ -356,13 +356,18 @@ def train_(
         ),
     ] = None,
     set_: SetOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Replace a finished run in --out that was trained with other settings."),
+    ] = False,
 ) -> None:
     """Train one model with the config's dataset, model, train and kd sections.
 
     The data is the config's train.data (full, subset or rs2) unless --indices
     is given; KD runs when --teacher or kd.teacher / kd.teacher_logits is set.
     With train.checkpoint_every, rerunning the same command after a crash
-    continues the run from its last resume checkpoint.
+    continues the run from its last resume checkpoint. A finished run in --out
+    with the same settings is kept; one with other settings is refused unless --force.
     """
     from datapruning._io import read_indices
 
@@ -372,21 +377,17 @@ def train_(
         raise DataPruningError(f"--out {str(out)!r} is a file; give a run directory")
 
     from datapruning.data.sources import load_dataset
-    from datapruning.train.loop import train
+    from datapruning.train.loop import train_run
+    from datapruning.train.run import resolve_run
 
-    teacher_path = teacher or cfg.kd.teacher or cfg.kd.teacher_logits
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
-    result = train(
-        data,
-        cfg.model,
-        cfg.train,
-        indices=kept,
-        teacher=teacher_path,
-        kd=cfg.kd if teacher_path else None,
-        run_dir=out,
-        teacher_seconds=_teacher_seconds(teacher_path) if teacher_path else None,
+    run = resolve_run(
+        data, cfg.model, cfg.train, indices=kept, teacher=teacher, kd=cfg.kd, run_dir=out
     )
-    s = result.summary
+    if not _replaces_finished_run(run, out, force):
+        return
+    teacher_seconds = _teacher_seconds(Path(run.teacher)) if run.teacher is not None else None
+    s = train_run(run, teacher_seconds).summary
     resumed = f" (resumed at step {s['resumed_from_step']})" if s["resumed_from_step"] else ""
     typer.echo(
         f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps{resumed}, "
@@ -406,6 +407,35 @@ def _check_experiment(cfg: PipelineConfig) -> None:
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
     model = cfg.model.name or data.default_model
     build_model(model, data.input_shape, data.num_classes, **cfg.model.params)
+
+
+def _replaces_finished_run(run: Any, out: Path, force: bool) -> bool:
+    """Whether to train into ``out``: not over a finished run of the same settings (kept),
+    nor over one of other settings unless ``force`` (which says what it replaces)."""
+    from datapruning.train.finished import finished_summary, first_difference
+
+    try:
+        finished = finished_summary(out)
+    except DataPruningError:
+        if not force:
+            raise
+        finished = {}
+    if finished is None:
+        return True
+    if finished.get("config_hash") == run.config_hash:
+        typer.echo(
+            f"{out} holds this run, finished: {finished['final_test_acc']:.1%} test accuracy "
+            f"after {finished['steps']} steps; nothing retrained (remove it to train again)"
+        )
+        return False
+    difference = first_difference(finished, run) if finished else "its summary is unreadable"
+    if not force:
+        raise DataPruningError(
+            f"{out} holds a finished run with other settings ({difference}); use another "
+            "--out, or --force to replace it"
+        )
+    typer.echo(f"replacing the finished run in {out} ({difference})", err=True)
+    return True
 
 
 def _teacher_seconds(teacher: Path) -> float | None:

@@ -82,6 +82,7 @@ __all__ = [
     "fit",
     "resolve_run",
     "train",
+    "train_run",
 ]
 
 METRICS_NAME = "metrics.jsonl"
@@ -138,6 +139,16 @@ def train(
         dataset, model_cfg, train_cfg, indices=indices, teacher=teacher, kd=kd,
         run_dir=run_dir, progress=progress,
     )  # fmt: skip
+    return train_run(run, teacher_seconds, scoring_seconds, extra_summary)
+
+
+def train_run(
+    run: Run,
+    teacher_seconds: float | None = None,
+    scoring_seconds: float | None = None,
+    extra_summary: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train a resolved run (:func:`resolve_run`) and write its outputs; see :func:`train`."""
     if run.run_dir is not None:
         _open_run_dir(run.run_dir)
     summary = {
