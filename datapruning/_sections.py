@@ -6,7 +6,7 @@ It imports only pydantic, so validating a config never imports torch.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -23,6 +23,19 @@ class Section(BaseModel):
         if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
             raise ValueError(f"{value} is true/false; give a {_kind(field.annotation)}")
         return value
+
+
+SectionT = TypeVar("SectionT", bound=Section)
+
+
+def derive(section: SectionT, **changes: Any) -> SectionT:
+    """``section`` with ``changes``, validated as a user's config is.
+
+    Every config the code derives from a user's goes through here, never through
+    ``model_copy(update=...)``, which skips validation: a derived config that breaks a
+    rule (a sweep's sparsity target under N:M, say) is refused, not silently run.
+    """
+    return type(section).model_validate({**section.model_dump(mode="python"), **changes})
 
 
 def _admits_bool(annotation: Any) -> bool:

@@ -686,6 +686,23 @@ class PipelineConfig(Section):
                 ) from None
         return self
 
+    @model_validator(mode="after")
+    def _sweep_sparsity(self) -> PipelineConfig:
+        # The sweep's targets are gradual magnitude's; N:M prunes to its own fixed 1 - n/m.
+        trains = [self.train] + [
+            section
+            for dataset in self.sweep.datasets or []
+            if isinstance(section := self.sections_for(dataset).get("train"), TrainConfig)
+        ]
+        for train in trains if self.sweep.sparsity else []:
+            if train.sparsity.scope == "nm":
+                raise ValueError(
+                    f"sweep.sparsity {self.sweep.sparsity} sets gradual magnitude targets, but "
+                    f"train.sparsity.scope nm prunes to {train.sparsity.n}:{train.sparsity.m}; "
+                    "drop sweep.sparsity, or set train.sparsity.scope to global or layer"
+                )
+        return self
+
     def sections_for(self, dataset: SweepDatasetConfig) -> dict[str, Section]:
         """This config's sections with a sweep dataset's overrides merged in."""
         merged: dict[str, Section] = {}

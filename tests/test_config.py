@@ -3,6 +3,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from datapruning.config import (
     DataConfig,
@@ -276,3 +277,41 @@ def test_a_data_config_without_a_proxy_dumps_as_before_the_proxy_existed():
     dumped = spec.model_dump(mode="json")
     assert dumped["proxy"] == {"name": "mlp", "params": {}} and dumped["proxy_every"] == 2
     assert DataConfig(**dumped) == spec
+
+
+@pytest.mark.parametrize(
+    "train_sparsity", ["{scope: nm}", "{scope: nm, mode: dynamic}", "{scope: nm, n: 1, m: 4}"]
+)
+def test_a_sweep_of_sparsity_targets_under_nm_is_refused_at_load(train_sparsity):
+    # Before: the cell was named -sp0.9-, recorded target 0.9 and trained at 2:4.
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "train": yaml.safe_load(f"{{sparsity: {train_sparsity}}}"),
+                "sweep": {"sparsity": [0.9]},
+            }
+        )
+    message = str(info.value)
+    assert "sweep.sparsity [0.9]" in message and "train.sparsity.scope nm" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_sweep_dataset_that_turns_nm_on_is_refused_too():
+    raw = {
+        "sweep": {
+            "sparsity": [0.5],
+            "datasets": [{"name": "digits", "train": {"sparsity": {"scope": "nm"}}}],
+        }
+    }
+    with pytest.raises(ConfigError, match=re.escape("train.sparsity.scope nm")):
+        parse_config(raw)
+
+
+def test_derived_configs_are_validated():
+    from datapruning._sections import derive
+    from datapruning.config import SparsityConfig
+
+    nm = SparsityConfig(scope="nm")
+    with pytest.raises(ValueError, match=re.escape("scope nm prunes to 1 - n/m")):
+        derive(nm, target=0.9)  # model_copy(update=...) took it silently
+    assert derive(SparsityConfig(), target=0.9).target == 0.9
