@@ -34,6 +34,7 @@ import torch
 
 from datapruning import user
 from datapruning._io import write_once
+from datapruning._sections import derive
 from datapruning.config import DataConfig, ScoringConfig, SparsityConfig, TrainConfig
 from datapruning.data.sources import Dataset
 from datapruning.data.stream import as_rows
@@ -73,18 +74,17 @@ def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
     (the batched ensemble trains on the inputs as they are; the sequential path
     through the loop does the same, so both agree).
     """
-    return train_cfg.model_copy(
-        update={
-            "epochs": epochs,
-            "steps": None,
-            "data": DataConfig(),
-            "eval_every": 0,
-            "targets": [],
-            "reference": None,
-            "sparsity": SparsityConfig(),
-            "checkpoint_every": 0,
-            "augment": "none",
-        }
+    return derive(
+        train_cfg,
+        epochs=epochs,
+        steps=None,
+        data=DataConfig(),
+        eval_every=0,
+        targets=[],
+        reference=None,
+        sparsity=SparsityConfig(),
+        checkpoint_every=0,
+        augment="none",
     )
 
 
@@ -384,7 +384,7 @@ def train_group(
 
     models = []
     for seed in seeds:
-        cfg = train_cfg.model_copy(update={"seed": seed})
+        cfg = derive(train_cfg, seed=seed)
         models.append(train(dataset, user.per_seed(model_cfg), cfg, progress=progress).model)
     params, buffers = stack_module_state(models)
     for value in params.values():

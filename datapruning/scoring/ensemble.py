@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
+from datapruning._sections import derive
 from datapruning.config import TrainConfig
 from datapruning.data.samplers import SubsetSampler
 from datapruning.data.sources import Dataset
@@ -223,7 +224,7 @@ def train_ensemble(
         optimizer = make_optimizer(trained, train_cfg)
         batch_size = train_cfg.batch_size
         plan = plan_steps(
-            train_cfg.model_copy(update={"epochs": epochs, "steps": None}),
+            derive(train_cfg, epochs=epochs, steps=None),
             math.ceil(num_train / batch_size),
             raise_hint="scoring.epochs",
         )

@@ -109,7 +109,12 @@ class Schedule:
     rewind: int | None = None  # the step whose weights are restored at ``end``
 
     @classmethod
-    def resolve(cls, cfg: SparsityConfig, total_steps: int) -> Schedule:
+    def resolve(
+        cls, cfg: SparsityConfig, total_steps: int, *, end: int | float | None = None
+    ) -> Schedule:
+        """``cfg``'s schedule in steps of a ``total_steps`` run; ``end`` (a step or a
+        fraction) in place of the config's (N:M: its start)."""
+
         def steps(value: int | float, what: str) -> int:
             resolved = round(value * total_steps) if isinstance(value, float) else value
             if resolved > total_steps:
@@ -121,7 +126,10 @@ class Schedule:
 
         start, every = steps(cfg.start, "start"), max(1, steps(cfg.every, "every"))
         # N:M sets its one mask at start: the end of its schedule is its start.
-        end = start if cfg.scope == "nm" else steps(cfg.end, "end")
+        if end is None:
+            end = start if cfg.scope == "nm" else steps(cfg.end, "end")
+        else:
+            end = steps(end, "end")
         if end < start:
             raise DataPruningError(
                 f"sparsity.end ({end} steps) comes before sparsity.start ({start} steps)"
@@ -452,11 +460,9 @@ class DynamicNMPruner:
         self.cfg = cfg
         self.total_steps = total_steps
         self.model = model
-        # The generic resolution of start/end ("nm" collapses end onto start); end only
-        # matters to the progressive decay.
-        end = cfg.end if cfg.progressive else cfg.start
+        # End only matters to the progressive decay; without it the mask is hard from start.
         self.schedule = Schedule.resolve(
-            cfg.model_copy(update={"scope": "layer", "end": end}), total_steps
+            cfg, total_steps, end=cfg.end if cfg.progressive else cfg.start
         )
         self.weights = select_weights(model, cfg)
         _check_nm_widths(self.weights, cfg)
