@@ -55,7 +55,7 @@ from typing import Any
 from provenance import kernel_machine
 
 from datapruning._io import write_json
-from datapruning.config import KDConfig, ModelConfig, SparsityConfig, TrainConfig
+from datapruning.config import KDConfig, ModelConfig, SparsityConfig, TrainConfig, sparsity_config
 from datapruning.data.sources import load_dataset
 from datapruning.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from datapruning.train.loop import train
@@ -66,8 +66,8 @@ PATHS = {
     "torch": {"DATAPRUNING_KERNELS": "torch"},
 }
 RECIPES = {
-    "kd+gmp90": SparsityConfig(target=0.9, scope="global", start=0.1, end=0.6, every=5),
-    "kd+dynamic2:4": SparsityConfig(scope="nm", n=2, m=4, mode="dynamic", start=0),
+    "kd+gmp90": sparsity_config(target=0.9, scope="global", start=0.1, end=0.6, every=5),
+    "kd+dynamic2:4": sparsity_config(scope="nm", n=2, m=4, mode="dynamic", start=0),
 }
 KD = KDConfig(alpha=0.5, temperature=4.0)
 
@@ -141,7 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data, model = _setup(args)
-        teacher_cfg = _cfg(args, 0, SparsityConfig())
+        teacher_cfg = _cfg(args, 0, sparsity_config())
         teacher = train(data, model, teacher_cfg, run_dir=root / "teacher", progress=False)
         common = [
             "--seeds", *map(str, args.seeds), "--num-samples", str(args.num_samples),
@@ -207,7 +207,7 @@ def main() -> None:
         "setup": {
             "dataset": {"name": "mnist1d", "num_samples": args.num_samples, "seed": 42},
             "model": model.model_dump(mode="json"),
-            "train": _cfg(args, 0, SparsityConfig()).model_dump(
+            "train": _cfg(args, 0, sparsity_config()).model_dump(
                 mode="json", include={"epochs", "batch_size", "lr", "threads", "deterministic"}
             ),
             "kd": KD.model_dump(mode="json", include={"alpha", "temperature"}),

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from datapruning._io import write_json
-from datapruning.config import SparsityConfig
+from datapruning.config import sparsity_config
 from datapruning.kernels import use_triton
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 from datapruning.kernels.masks import global_masks, nm_mask
@@ -84,7 +84,7 @@ def _setup(name: str, device: str) -> tuple[list[torch.nn.Parameter], dict[Any, 
     params = list(model.parameters())
     for p in params:
         p.grad = torch.randn_like(p)
-    weights = list(select_weights(model, SparsityConfig(target=SPARSITY)).values())
+    weights = list(select_weights(model, sparsity_config(target=SPARSITY)).values())
     caps = [w.numel() - _floor_count(w.numel(), 0.02) for w in weights]
     size = sum(w.numel() for w in weights)
     keeps = global_masks([w.detach().abs() for w in weights], caps, round(SPARSITY * size))
@@ -189,7 +189,7 @@ def _topk_nm(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def bench_masks(device: str, repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model("resnet18", MODELS["resnet18"], 10).to(device)
-    weights = list(select_weights(model, SparsityConfig(target=SPARSITY)).values())
+    weights = list(select_weights(model, sparsity_config(target=SPARSITY)).values())
     # scores as the pruner sees them mid-schedule: half the target already pruned (-1)
     scores = []
     for w in weights:

@@ -64,7 +64,7 @@ from provenance import kernel_machine
 from torch import Tensor, nn
 
 from datapruning._io import write_json
-from datapruning.config import SparsityConfig
+from datapruning.config import SparsityConfig, sparsity_config
 from datapruning.kernels import use_triton
 from datapruning.kernels.kd_loss import kd_loss
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
@@ -170,7 +170,7 @@ def _bench_model(
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
     schedule = StepPlan(steps_per_epoch=1000, total_steps=10**6, epochs=1000, warmup_steps=0)
-    gmp = SparsityConfig(target=SPARSITY, scope="global", start=0, end=0, every=1)
+    gmp = sparsity_config(target=SPARSITY, scope="global", start=0, end=0, every=1)
     precision_fp32 = Precision("fp32", torch.device(device))
 
     # fp32_torch and fp32_torch_gmp90: one plain fp32 model.

@@ -144,10 +144,15 @@ def run(out: Path) -> None:
     )
 
 
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
-    return value
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted paths to the leaves of a summary, less the volatile fields."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in _VOLATILE:
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
+    return flat
 
 
 def compare(old: Path, new: Path) -> dict[str, Any]:
@@ -159,11 +164,8 @@ def compare(old: Path, new: Path) -> dict[str, Any]:
         equal = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         sa = json.loads((old / name / "summary.json").read_text())
         sb = json.loads((new / name / "summary.json").read_text())
-        differing = sorted(
-            k
-            for k in _strip(sa).keys() | _strip(sb).keys()
-            if _strip(sa).get(k) != _strip(sb).get(k)
-        )
+        fa, fb = _flatten(sa), _flatten(sb)
+        differing = sorted(k for k in fa.keys() | fb.keys() if fa.get(k, "-") != fb.get(k, "-"))
         rows.append(
             {
                 "recipe": name,

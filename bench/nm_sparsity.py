@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from datapruning._io import write_json
-from datapruning.config import ModelConfig, SparsityConfig, TrainConfig
+from datapruning.config import ModelConfig, SparsityConfig, TrainConfig, sparsity_config
 from datapruning.data.sources import load_dataset
 from datapruning.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from datapruning.train.loop import train
@@ -60,11 +60,11 @@ MODELS = {
 
 
 def recipes() -> dict[str, SparsityConfig]:
-    out = {"dense": SparsityConfig()}
+    out = {"dense": sparsity_config()}
     for n, m in ((2, 4), (1, 4)):
-        out[f"oneshot-{n}:{m}"] = SparsityConfig(scope="nm", n=n, m=m, start=0.5)
-        out[f"dynamic-{n}:{m}"] = SparsityConfig(scope="nm", n=n, m=m, mode="dynamic", start=0)
-        out[f"progressive-{n}:{m}"] = SparsityConfig(
+        out[f"oneshot-{n}:{m}"] = sparsity_config(scope="nm", n=n, m=m, start=0.5)
+        out[f"dynamic-{n}:{m}"] = sparsity_config(scope="nm", n=n, m=m, mode="dynamic", start=0)
+        out[f"progressive-{n}:{m}"] = sparsity_config(
             scope="nm", n=n, m=m, mode="dynamic", start=0, end=0.5, progressive=True
         )
     return out

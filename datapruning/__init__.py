@@ -23,6 +23,10 @@ _EXPORTS = {
     "MagnitudePruner": "datapruning.train.sparsity",
     "RS2Sampler": "datapruning.data.samplers",
     "SparsityConfig": "datapruning.config",
+    "GradualMagnitude": "datapruning.config",
+    "OneShotNM": "datapruning.config",
+    "DynamicNM": "datapruning.config",
+    "sparsity_config": "datapruning.config",
     "SubsetSampler": "datapruning.data.samplers",
     "as_dataset": "datapruning.user",
     "export_sparse": "datapruning.train.sparsity",
@@ -33,7 +37,15 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from datapruning.config import PipelineConfig, SparsityConfig, load_config
+    from datapruning.config import (
+        DynamicNM,
+        GradualMagnitude,
+        OneShotNM,
+        PipelineConfig,
+        SparsityConfig,
+        load_config,
+        sparsity_config,
+    )
     from datapruning.data.infobatch import InfoBatchSampler
     from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler
     from datapruning.data.sources import SOURCES, Dataset, load_dataset
@@ -58,9 +70,12 @@ __all__ = [
     "SOURCES",
     "DataPruningError",
     "Dataset",
+    "DynamicNM",
+    "GradualMagnitude",
     "IndexSampler",
     "InfoBatchSampler",
     "MagnitudePruner",
+    "OneShotNM",
     "PipelineConfig",
     "RS2Sampler",
     "Scores",
@@ -73,4 +88,5 @@ __all__ = [
     "load_dataset",
     "save_teacher_logits",
     "select",
+    "sparsity_config",
 ]

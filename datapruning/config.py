@@ -20,8 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    StrictFloat,
-    StrictInt,
     ValidationError,
     create_model,
     field_validator,
@@ -31,6 +29,12 @@ from pydantic import (
 
 from datapruning._sections import FiniteParams, Section, Seed
 from datapruning.errors import ConfigError, describe_validation_error
+
+# train.sparsity's algorithms, re-exported: their settings live beside their code.
+from datapruning.train.settings import DynamicNM as DynamicNM
+from datapruning.train.settings import GradualMagnitude, SparsityConfig
+from datapruning.train.settings import OneShotNM as OneShotNM
+from datapruning.train.settings import sparsity_config as sparsity_config
 
 
 class DatasetConfig(Section):
@@ -183,126 +187,6 @@ def parse_target(target: float | str) -> tuple[float, bool]:
     return value, relative
 
 
-# A point in training: an int is a step count, a float a fraction of all steps
-# (strict, so a YAML true is not taken for step 1).
-StepOrFraction = StrictInt | StrictFloat
-
-
-class SparsityConfig(Section):
-    """Gradual magnitude pruning (Zhu & Gupta 2017) of conv/linear weights.
-
-    Off by default (target 0, scope global). Sparsity follows the cubic
-    s_t = target + (initial - target) * (1 - (t - start) / (end - start))**3,
-    with masks recomputed every ``every`` steps from ``start`` to ``end``.
-    Scope ``nm`` ignores the schedule's sparsities: it fixes an N:M mask
-    (``n`` non-zeros in every ``m`` consecutive input weights) at ``start``, or,
-    with ``mode: dynamic``, recomputes it from the dense weights every step from
-    ``start`` on (SR-STE; ``progressive`` fades the pruned weights out until ``end``).
-    ``rewind`` optionally resets the weights to an earlier step once the final
-    masks are set.
-    """
-
-    target: float = 0.0
-    initial: float = 0.0
-    scope: Literal["global", "layer", "nm"] = "global"
-    start: StepOrFraction = 0.1
-    end: StepOrFraction = 0.7
-    every: StepOrFraction = 0.02
-    # scope global: every pruned layer keeps at least this fraction of its weights.
-    min_density: float = Field(0.02, ge=0, le=1)
-    n: int = Field(2, ge=1)
-    m: int = Field(4, ge=2)
-    # Regexes searched in parameter names (e.g. "features.3.weight"); empty include: all.
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    # The first layer (stem) and the last linear (classifier) stay dense unless this is set.
-    prune_first_last: bool = False
-    # Weight rewinding (Frankle et al. 2020): when the final masks are set, reset the
-    # model to its weights after this many steps (int) or this fraction of training
-    # (float), then train on with the masks fixed. None: no rewinding.
-    rewind: StepOrFraction | None = None
-    # scope nm: oneshot fixes the mask once at start (prune, then fine-tune); dynamic keeps
-    # dense weights and recomputes the N:M mask from them every step from start on, training
-    # through the masked weights (SR-STE, Zhou et al. 2021; datapruning.train.sparsity).
-    mode: Literal["oneshot", "dynamic"] = "oneshot"
-    # mode dynamic: SR-STE's sparse-refined decay lambda, added as lambda * (1 - mask) * W to
-    # the gradient of every weight (2e-4 in the paper; 0 is plain straight-through).
-    sr_ste_decay: float = Field(2e-4, ge=0)
-    # mode dynamic: the pruned weights fade out linearly from full strength at start to zero
-    # at end instead of being cut at start (MDGF-linear, Bambhaniya et al. 2024).
-    progressive: bool = False
-    # mode dynamic 2:4: semi_structured runs each eligible nn.Linear's forward and input
-    # gradient through torch's 2:4 sparse kernels on CUDA sm80+ in bf16/fp16 (where they are
-    # faster; datapruning.kernels.semi_structured), dense masked matmuls elsewhere.
-    kernel: Literal["dense", "semi_structured"] = "dense"
-
-    @field_validator("target", "initial")
-    @classmethod
-    def _sparsity(cls, value: float) -> float:
-        if not 0 <= value < 1:
-            raise ValueError(f"sparsity {value} must lie in [0, 1)")
-        return value
-
-    @field_validator("start", "end", "every", "rewind")
-    @classmethod
-    def _step_or_fraction(cls, value: StepOrFraction | None) -> StepOrFraction | None:
-        if isinstance(value, float) and not 0 <= value <= 1:
-            raise ValueError(
-                f"{value} must be a step count (int) or a fraction of training in [0, 1]"
-            )
-        if isinstance(value, int) and value < 0:
-            raise ValueError(f"step {value} must be >= 0")
-        return value
-
-    @field_validator("include", "exclude")
-    @classmethod
-    def _regexes(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except OverflowError:  # a repeat count such as a{99999999999}
-                raise ValueError(f"{pattern!r} has a repeat count too large for a regex") from None
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from None
-        return patterns
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SparsityConfig:
-        if self.initial > self.target:
-            raise ValueError(f"initial sparsity {self.initial} exceeds target {self.target}")
-        if self.n >= self.m:
-            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
-        if self.every == 0:
-            raise ValueError("every must be at least 1 step (or a fraction > 0)")
-        if self.scope == "nm" and self.target not in (0, 1 - self.n / self.m):
-            raise ValueError(
-                f"scope nm prunes to 1 - n/m = {1 - self.n / self.m:g}; drop target {self.target}"
-            )
-        if self.mode == "dynamic":
-            if self.scope != "nm":
-                raise ValueError(
-                    f"mode dynamic trains N:M masks from scratch and needs scope nm, not "
-                    f"{self.scope}; set scope: nm or mode: oneshot"
-                )
-            if self.rewind is not None:
-                raise ValueError("rewind applies to mode oneshot and GMP; drop it for dynamic")
-        elif self.progressive:
-            raise ValueError("progressive applies to mode dynamic; set mode: dynamic or drop it")
-        if self.kernel == "semi_structured" and (
-            self.scope != "nm" or self.mode != "dynamic" or (self.n, self.m) != (2, 4)
-        ):
-            raise ValueError(
-                "kernel semi_structured trains 2:4 masks recomputed every step; it needs "
-                f"scope nm, mode dynamic, n 2, m 4 (got scope {self.scope}, mode {self.mode}, "
-                f"{self.n}:{self.m})"
-            )
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.target > 0 or self.scope == "nm"
-
-
 class TrainConfig(Section):
     """One training run: SGD (or AdamW) and a cosine LR over the steps taken."""
 
@@ -363,7 +247,9 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0)
     # torch.use_deterministic_algorithms(True) during the run.
     deterministic: bool = False
-    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
+    # Weight sparsity: gradual magnitude (the default, off at target 0), one-shot N:M or
+    # dynamic N:M, each with its own fields (datapruning.train.settings).
+    sparsity: SparsityConfig = Field(default_factory=GradualMagnitude)
 
     @model_validator(mode="before")
     @classmethod
@@ -708,7 +594,9 @@ class PipelineConfig(Section):
         merged: dict[str, Section] = {}
         for name, overrides in dataset.overrides.items():
             section = getattr(self, name)
-            raw = _merge(section.model_dump(mode="python"), overrides)
+            # What the config set, not its defaults: an override may switch train.sparsity
+            # to another algorithm without the first one's fields in the way.
+            raw = _merge(section.model_dump(mode="python", exclude_defaults=True), overrides)
             merged[name] = type(section).model_validate(raw)
         return merged
 

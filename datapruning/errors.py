@@ -37,7 +37,9 @@ class FingerprintMismatchError(DataPruningError):
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem pydantic found, as ``where: what`` on one line."""
     err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"]) or "value"
+    # A discriminated union's tag (train.sparsity's "<gmp>") is no key the user wrote.
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("<"))]
+    where = ".".join(str(part) for part in loc) or "value"
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     message = err["msg"].removeprefix("Value error, ")

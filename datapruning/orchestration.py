@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from datapruning._io import file_hash, write_json, write_npy
-from datapruning.config import PipelineConfig, SparsityConfig, SweepDatasetConfig, TrainConfig
+from datapruning._sections import derive
+from datapruning.config import GradualMagnitude, PipelineConfig, SweepDatasetConfig, TrainConfig
 from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.recipes import Recipe, check_pipeline_config, full_run_name, student_recipes
@@ -208,7 +209,7 @@ def teacher_key(cfg: PipelineConfig, seed: int) -> str:
 
 def _teacher_train(cfg: PipelineConfig, seed: int) -> TrainConfig:
     # The full-data reference and teacher is dense: train.sparsity is for the students.
-    return cfg.train.model_copy(update={"seed": seed, "sparsity": SparsityConfig()})
+    return derive(cfg.train, seed=seed, sparsity=GradualMagnitude())
 
 
 def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dict[str, Any]:
@@ -455,10 +456,10 @@ def student_train(cfg: PipelineConfig, recipe: Recipe) -> TrainConfig:
     update: dict[str, Any] = {"seed": recipe.seed, "data": recipe.data()}
     if recipe.is_short or recipe.budget == "steps":
         update["steps"] = recipe.steps(full_steps(cfg))
-    if recipe.sparsity is not None:
-        sparsity = cfg.train.sparsity.model_copy(update={"target": recipe.sparsity})
-        update["sparsity"] = sparsity if sparsity.enabled else SparsityConfig()
-    return cfg.train.model_copy(update=update)
+    if recipe.sparsity is not None:  # a sweep's target: gradual magnitude (checked at load)
+        sparsity = derive(cfg.train.sparsity, target=recipe.sparsity)
+        update["sparsity"] = sparsity if sparsity.enabled else GradualMagnitude()
+    return derive(cfg.train, **update)
 
 
 def student_key(

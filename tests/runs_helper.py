@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from datapruning.train.summary import SUMMARY_FORMAT
+
 # The keys every summary.json must carry (issue 2's contract for a run).
 SUMMARY_KEYS = {
     "final_test_acc",
@@ -55,7 +57,7 @@ def write_run(
     run.mkdir(parents=True)
     accs = [acc for _, acc in curve]
     summary = {
-        "format_version": 1,
+        "format_version": SUMMARY_FORMAT,
         "recipe": recipe,
         "kept_fraction": kept,
         "kd": (

@@ -718,7 +718,11 @@ CASES = [
         train("train.sparsity.target=0.5", "train.sparsity.rewind=0.9"),
         "rewind",
     ),
-    Case("sparsity-dynamic-global", train("train.sparsity.mode=dynamic"), "dynamic"),
+    Case(
+        "sparsity-dynamic-global",
+        train("train.sparsity.scope=global", "train.sparsity.mode=dynamic"),
+        "needs scope nm",
+    ),
     Case("kd-alpha-above-one", train("kd.alpha=1.5", extra=()), "1.5"),
     Case("kd-alpha-text", train("kd.alpha=most"), "most"),
     Case("kd-temperature-zero", train("kd.temperature=0"), "kd.temperature"),
@@ -1290,13 +1294,14 @@ def _break_training(monkeypatch, exc: BaseException) -> None:
         raise exc
 
     monkeypatch.setattr(datapruning.train.loop, "train", train)
+    monkeypatch.setattr(datapruning.train.loop, "train_run", train)
 
 
 def test_unexpected_error_exits_1_with_one_line_naming_the_log(paths, assets, monkeypatch, capfd):
     _break_training(monkeypatch, ZeroDivisionError("float division by zero in the step"))
     before = _tree_hash(paths.out, assets)
     capfd.readouterr()
-    code = main(["train", str(paths.config), "--out", str(paths.run)])
+    code = main(["train", str(paths.config), "--out", str(paths.out / "new")])
     _, err = capfd.readouterr()
     lines = err.strip().splitlines()
     assert code == 1
@@ -1317,7 +1322,7 @@ def test_unexpected_eof_is_a_crash_not_an_abort(paths, monkeypatch, capfd):
     # Click reports an EOFError escaping a command as Abort, like Ctrl-C (exit 130).
     _break_training(monkeypatch, EOFError("ran out of input"))
     capfd.readouterr()
-    code = main(["train", str(paths.config), "--out", str(paths.run)])
+    code = main(["train", str(paths.config), "--out", str(paths.out / "new")])
     lines = capfd.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(lines) == 1 and "EOFError" in lines[0], lines
@@ -1333,7 +1338,7 @@ def test_crash_log_falls_back_to_the_temporary_folder(paths, monkeypatch, capfd)
     (paths.work / "tmp").mkdir()
     _break_training(monkeypatch, KeyError("lost"))
     capfd.readouterr()
-    assert main(["train", str(paths.config), "--out", str(paths.run)]) == 1
+    assert main(["train", str(paths.config), "--out", str(paths.out / "new")]) == 1
     lines = capfd.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     assert _crash_log(lines[0]).parent == paths.work / "tmp" / "datapruning-logs"
@@ -1344,7 +1349,7 @@ def test_user_error_from_deep_inside_stays_exit_2_without_a_log(paths, monkeypat
 
     _break_training(monkeypatch, DataPruningError("train.lr 7 is too large for this model"))
     capfd.readouterr()
-    code = main(["train", str(paths.config), "--out", str(paths.run)])
+    code = main(["train", str(paths.config), "--out", str(paths.out / "new")])
     lines = capfd.readouterr().err.strip().splitlines()
     assert code == 2
     assert lines == ["error: train.lr 7 is too large for this model"]

@@ -13,6 +13,7 @@ from datapruning.config import (
     apply_override,
     load_config,
     parse_config,
+    sparsity_config,
 )
 from datapruning.data.sources import SOURCES
 from datapruning.errors import ConfigError
@@ -309,9 +310,8 @@ def test_a_sweep_dataset_that_turns_nm_on_is_refused_too():
 
 def test_derived_configs_are_validated():
     from datapruning._sections import derive
-    from datapruning.config import SparsityConfig
 
-    nm = SparsityConfig(scope="nm")
-    with pytest.raises(ValueError, match=re.escape("scope nm prunes to 1 - n/m")):
+    nm = sparsity_config(scope="nm")
+    with pytest.raises(ValueError, match="target applies to gradual magnitude"):
         derive(nm, target=0.9)  # model_copy(update=...) took it silently
-    assert derive(SparsityConfig(), target=0.9).target == 0.9
+    assert derive(sparsity_config(), target=0.9).target == 0.9

@@ -29,14 +29,24 @@ from datapruning.train.loop import SUMMARY_FORMAT, train
 from datapruning.train.state import RESUME_FORMAT, RESUME_NAME, TrainState
 from datapruning.train.tta import reference_accuracy
 
+
 # Each wrong version and the words its message must hold.
-WRONG_VERSIONS = [
-    (None, "has no format version (an older datapruning wrote it"),
-    (0, "format version 0, older than the 1"),
-    (2, "format version 2, newer than the 1 this datapruning reads; upgrade datapruning"),
-    ("1", "unknown format version '1'"),
-    (True, "unknown format version True"),
-]
+def wrong_versions(current: int) -> list[tuple]:
+    """Versions a reader of format ``current`` refuses, with the words its message has."""
+    return [
+        (None, "has no format version (an older datapruning wrote it"),
+        (current - 1, f"format version {current - 1}, older than the {current}"),
+        (
+            current + 1,
+            f"format version {current + 1}, newer than the {current} this datapruning reads; "
+            "upgrade datapruning",
+        ),
+        ("1", "unknown format version '1'"),
+        (True, "unknown format version True"),
+    ]
+
+
+WRONG_VERSIONS = wrong_versions(1)
 WRONG_IDS = ["missing", "older", "newer", "string", "bool"]
 
 
@@ -70,16 +80,16 @@ def test_check_format_version_names_the_file_the_version_and_the_fix(tmp_path, v
 
 def test_a_finished_run_records_its_formats(finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
-    assert summary["format_version"] == SUMMARY_FORMAT == 1
+    assert summary["format_version"] == SUMMARY_FORMAT == 2
     assert load_checkpoint(finished_run)["format_version"] == CHECKPOINT_FORMAT == 1
 
 
-@pytest.mark.parametrize(("version", "words"), WRONG_VERSIONS, ids=WRONG_IDS)
+@pytest.mark.parametrize(("version", "words"), wrong_versions(SUMMARY_FORMAT), ids=WRONG_IDS)
 def test_summary_of_another_version_is_refused_by_report_and_reference(tmp_path, version, words):
     run = write_run(tmp_path, "full-s0", [(1.0, 0.9)], recipe="full")
     summary_path = run / "summary.json"
     summary = json.loads(summary_path.read_text())
-    assert find_runs(tmp_path)[0].summary["format_version"] == 1  # the helper writes version 1
+    assert find_runs(tmp_path)[0].summary["format_version"] == SUMMARY_FORMAT
     summary_path.write_text(json.dumps(with_version(summary, version)))
     for read in (lambda: find_runs(tmp_path), lambda: reference_accuracy(run)):
         with pytest.raises(DataPruningError, match=r"summary\.json") as caught:
@@ -104,7 +114,7 @@ def test_orchestration_trains_again_instead_of_reusing_an_old_summary(tmp_path, 
     (run_dir / "checkpoint.pt").write_bytes((finished_run / "checkpoint.pt").read_bytes())
     (run_dir / "summary.json").write_text(json.dumps(summary | {"run_key": "k"}))
     assert reusable_summary(run_dir, "k") is not None
-    for version in (None, 0, 2):
+    for version in (None, SUMMARY_FORMAT - 1, SUMMARY_FORMAT + 1):
         (run_dir / "summary.json").write_text(
             json.dumps(with_version(summary, version) | {"run_key": "k"})
         )
@@ -121,17 +131,7 @@ def test_checkpoint_of_another_version_is_refused(tmp_path, finished_run, versio
     assert words in str(caught.value) and "train it again" in str(caught.value)
 
 
-# Resume files are at version 2 (the algorithms' states by name); version 1 files are refused.
-WRONG_RESUME_VERSIONS = [
-    (None, "has no format version (an older datapruning wrote it"),
-    (RESUME_FORMAT - 1, f"format version {RESUME_FORMAT - 1}, older than the {RESUME_FORMAT}"),
-    (RESUME_FORMAT + 1, f"format version {RESUME_FORMAT + 1}, newer than the {RESUME_FORMAT}"),
-    ("1", "unknown format version '1'"),
-    (True, "unknown format version True"),
-]
-
-
-@pytest.mark.parametrize(("version", "words"), WRONG_RESUME_VERSIONS, ids=WRONG_IDS)
+@pytest.mark.parametrize(("version", "words"), wrong_versions(RESUME_FORMAT), ids=WRONG_IDS)
 def test_resume_file_of_another_version_is_refused(tmp_path, version, words):
     path = tmp_path / RESUME_NAME
     torch.save(with_version({"format_version": RESUME_FORMAT, "config_hash": "abc"}, version), path)

@@ -35,7 +35,7 @@ import torch
 from datapruning import user
 from datapruning._io import write_once
 from datapruning._sections import derive
-from datapruning.config import DataConfig, ScoringConfig, SparsityConfig, TrainConfig
+from datapruning.config import DataConfig, GradualMagnitude, ScoringConfig, TrainConfig
 from datapruning.data.sources import Dataset
 from datapruning.data.stream import as_rows
 from datapruning.errors import DataPruningError
@@ -82,7 +82,7 @@ def scoring_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
         eval_every=0,
         targets=[],
         reference=None,
-        sparsity=SparsityConfig(),
+        sparsity=GradualMagnitude(),
         checkpoint_every=0,
         augment="none",
     )

@@ -55,10 +55,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from datapruning.config import SparsityConfig
 from datapruning.errors import DataPruningError
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 from datapruning.kernels.masks import global_masks, nm_mask, smallest_mask
+from datapruning.train.settings import DynamicNM, GradualMagnitude, Sparsity
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -73,7 +73,7 @@ def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
             yield f"{prefix}in_proj_weight", module.in_proj_weight
 
 
-def select_weights(model: nn.Module, cfg: SparsityConfig) -> dict[str, nn.Parameter]:
+def select_weights(model: nn.Module, cfg: Sparsity) -> dict[str, nn.Parameter]:
     """The weights ``cfg`` prunes: first/last layer dropped by default, then include/exclude."""
     candidates = list(prunable_weights(model))
     chosen = candidates if cfg.prune_first_last else candidates[1:-1]
@@ -110,7 +110,7 @@ class Schedule:
 
     @classmethod
     def resolve(
-        cls, cfg: SparsityConfig, total_steps: int, *, end: int | float | None = None
+        cls, cfg: Sparsity, total_steps: int, *, end: int | float | None = None
     ) -> Schedule:
         """``cfg``'s schedule in steps of a ``total_steps`` run; ``end`` (a step or a
         fraction) in place of the config's (N:M: its start)."""
@@ -124,7 +124,9 @@ class Schedule:
                 )
             return resolved
 
-        start, every = steps(cfg.start, "start"), max(1, steps(cfg.every, "every"))
+        # Only gradual magnitude updates its masks at intervals; N:M sets one at start.
+        every = steps(cfg.every, "every") if isinstance(cfg, GradualMagnitude) else 1
+        start, every = steps(cfg.start, "start"), max(1, every)
         # N:M sets its one mask at start: the end of its schedule is its start.
         if end is None:
             end = start if cfg.scope == "nm" else steps(cfg.end, "end")
@@ -134,7 +136,8 @@ class Schedule:
             raise DataPruningError(
                 f"sparsity.end ({end} steps) comes before sparsity.start ({start} steps)"
             )
-        rewind = None if cfg.rewind is None else steps(cfg.rewind, "rewind")
+        rewind = getattr(cfg, "rewind", None)  # dynamic N:M does not rewind
+        rewind = None if rewind is None else steps(rewind, "rewind")
         if rewind is not None and rewind > end:
             raise DataPruningError(
                 f"sparsity.rewind ({rewind} steps) comes after the final masks at step {end}; "
@@ -166,7 +169,7 @@ class MagnitudePruner:
 
     zeroes_pruned = True  # pruned weights (and their optimizer state) are +0 after every step
 
-    def __init__(self, model: nn.Module, cfg: SparsityConfig, total_steps: int) -> None:
+    def __init__(self, model: nn.Module, cfg: Sparsity, total_steps: int) -> None:
         self.cfg = cfg
         self.total_steps = total_steps
         self.schedule = Schedule.resolve(cfg, total_steps)
@@ -200,7 +203,7 @@ class MagnitudePruner:
 
     @property
     def final_sparsity(self) -> float:
-        return 1 - self.cfg.n / self.cfg.m if self.cfg.scope == "nm" else self.cfg.target
+        return self.cfg.target  # N:M: 1 - n/m
 
     def sparsity_at(self, step: int) -> float:
         """The scheduled sparsity after ``step`` optimizer steps."""
@@ -456,7 +459,7 @@ class DynamicNMPruner:
 
     zeroes_pruned = False  # weights stay dense; only the one-shot/GMP pruner zeroes them
 
-    def __init__(self, model: nn.Module, cfg: SparsityConfig, total_steps: int) -> None:
+    def __init__(self, model: nn.Module, cfg: Sparsity, total_steps: int) -> None:
         self.cfg = cfg
         self.total_steps = total_steps
         self.model = model
@@ -647,7 +650,7 @@ class DynamicNMPruner:
 Pruner = MagnitudePruner | DynamicNMPruner
 
 
-def _check_nm_widths(weights: dict[str, nn.Parameter], cfg: SparsityConfig) -> None:
+def _check_nm_widths(weights: dict[str, nn.Parameter], cfg: Sparsity) -> None:
     for name, weight in weights.items():
         width = weight[0].numel()
         if width % cfg.m:
@@ -670,10 +673,10 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(path) if path else model), attr
 
 
-def build_pruner(model: nn.Module, cfg: SparsityConfig, total_steps: int) -> Pruner | None:
+def build_pruner(model: nn.Module, cfg: Sparsity, total_steps: int) -> Pruner | None:
     """The pruner ``cfg`` asks for, or None when sparsity is off."""
     if not cfg.enabled:
         return None
-    if cfg.mode == "dynamic":
+    if isinstance(cfg, DynamicNM):
         return DynamicNMPruner(model, cfg, total_steps)
     return MagnitudePruner(model, cfg, total_steps)

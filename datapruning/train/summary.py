@@ -6,8 +6,10 @@ the orchestration's reuse read it back. ``format_version`` says which layout
 it has; a reader refuses another version with a message naming the file and
 the version, rather than failing later on a missing or renamed field.
 
-Format versions: 1 is the first recorded one. Files written before it carry no
-version and are refused (the run is trained again, or its directory removed).
+Format versions: 1 is the first recorded one; 2 records ``config.train.sparsity``
+with only its algorithm's fields (gradual magnitude, one-shot N:M or dynamic
+N:M). Files written before 1 carry no version; every other version is refused
+(the run is trained again, or its directory removed).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datapruning._io import check_format_version
 
 SUMMARY_NAME = "summary.json"
 # The layout of summary.json; bump it when a field changes meaning or goes away.
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2
 
 
 def check_summary_format(path: str | os.PathLike[str], summary: dict[str, Any]) -> None:

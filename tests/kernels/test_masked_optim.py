@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datapruning.config import SparsityConfig
+from datapruning.config import sparsity_config
 from datapruning.errors import DataPruningError
 from datapruning.kernels import forced_backend
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
@@ -189,7 +189,7 @@ def test_set_masks_zeroes_weights_and_state_at_once_and_without_grad():
 
 def test_replaces_the_pruners_pipeline():
     """GMP on a small MLP: MaskedSGD + set_masks equals torch SGD + MagnitudePruner.apply."""
-    cfg = SparsityConfig(target=0.9, start=1, end=6, every=2, prune_first_last=True)
+    cfg = sparsity_config(target=0.9, start=1, end=6, every=2, prune_first_last=True)
     runs = []
     for masked in (False, True):
         torch.manual_seed(0)

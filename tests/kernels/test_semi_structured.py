@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datapruning.config import SparsityConfig
+from datapruning.config import sparsity_config
 from datapruning.errors import DataPruningError
 from datapruning.kernels import semi_structured as semi
 from datapruning.kernels.masks import nm_mask as _nm_mask
@@ -40,7 +40,7 @@ def test_reasons_name_what_blocks_the_sparse_path():
 def test_on_cpu_every_layer_keeps_the_dense_path_and_says_why():
     model = mlp(64, 128, 128, 64)
     keys = list(model.state_dict())
-    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    pruner = build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     assert all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
     assert list(model.state_dict()) == keys
     kernels = pruner.report()["kernels"]
@@ -53,9 +53,9 @@ def test_on_cpu_every_layer_keeps_the_dense_path_and_says_why():
 
 def test_a_layer_that_cannot_take_two_four_is_skipped_or_refused_when_included():
     model = mlp(64, 100, 64, 3)  # 0.weight is 100x64: not a multiple of 64
-    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    pruner = build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     assert "multiples of 64" in pruner.kernel_decisions["0.weight"]["reason"]
-    cfg = SparsityConfig(**SEMI, prune_first_last=True, include=[r"^0\."])
+    cfg = sparsity_config(**SEMI, prune_first_last=True, include=[r"^0\."])
     with pytest.raises(DataPruningError, match=r"cannot take 0\.weight") as info:
         build_pruner(mlp(64, 100, 64, 3), cfg, 10)
     assert "\n" not in str(info.value)
@@ -82,7 +82,7 @@ def fake_gpu(monkeypatch):
 
 def test_fp32_compute_falls_back_at_the_first_forward(fake_gpu):
     model = mlp(64, 128, 64)
-    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    pruner = build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     assert all(isinstance(m, semi.SemiStructuredLinear) for m in (model[0], model[2]))
     model(torch.randn(4, 64))
     decision = pruner.kernel_decisions["0.weight"]
@@ -105,7 +105,7 @@ def test_each_shape_is_timed_once_and_the_faster_path_kept(
     model = mlp(64, 64, 64, 64).to(torch.bfloat16)
     keys = list(model.state_dict())
     pruner = build_pruner(
-        model, SparsityConfig(**SEMI, prune_first_last=True, sr_ste_decay=1e-3), 10
+        model, sparsity_config(**SEMI, prune_first_last=True, sr_ste_decay=1e-3), 10
     )
     x = torch.randn(8, 64, dtype=torch.bfloat16)
     model(x).float().sum().backward()
@@ -168,7 +168,7 @@ def test_dynamic_two_four_trains_on_the_gpu_under_autocast():
         pytest.skip(reason)
     torch.manual_seed(0)
     model = mlp(256, 1024, 1024, 256).cuda()
-    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 20)
+    pruner = build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 20)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = torch.randn(2048, 256, device="cuda"), torch.randn(2048, 256, device="cuda")
     losses = []

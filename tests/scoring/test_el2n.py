@@ -6,7 +6,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from datapruning.config import ModelConfig, ScoringConfig, SparsityConfig, TrainConfig
+from datapruning.config import (
+    ModelConfig,
+    ScoringConfig,
+    TrainConfig,
+    sparsity_config,
+)
 from datapruning.data.sources import load_dataset
 from datapruning.scores import Scores
 from datapruning.scoring import METRICS, get_metric, score
@@ -127,14 +132,14 @@ def test_el2n_ranks_flipped_labels_high(digits):
 
 
 def test_scoring_models_stay_dense_under_train_sparsity(digits, digits_scores):
-    sparse_train = TRAIN.model_copy(update={"sparsity": SparsityConfig(target=0.9, start=0)})
+    sparse_train = TRAIN.model_copy(update={"sparsity": sparsity_config(target=0.9, start=0)})
     scores = score(
         digits, "el2n", ScoringConfig(seeds=2, epochs=2), MLP, sparse_train, progress=False
     )
     np.testing.assert_array_equal(scores.table["score"], digits_scores.table["score"])
     # Also for the sequential path through the training loop, and other student settings.
     student = TRAIN.model_copy(
-        update={"sparsity": SparsityConfig(target=0.9, start=0), "steps": 7, "eval_every": 3}
+        update={"sparsity": sparsity_config(target=0.9, start=0), "steps": 7, "eval_every": 3}
     )
     sequential = score(
         digits,

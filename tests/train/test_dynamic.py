@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datapruning.config import DataConfig, KDConfig, ModelConfig, SparsityConfig, TrainConfig
+from datapruning.config import (
+    DataConfig,
+    KDConfig,
+    ModelConfig,
+    TrainConfig,
+    sparsity_config,
+)
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
 from datapruning.models import build_model
@@ -21,7 +27,7 @@ MLP = ModelConfig(name="mlp", params={"hidden": 32})
 KD = KDConfig(alpha=0.5, temperature=2.0)
 INFOBATCH = DataConfig(mode="infobatch", prune=0.5, anneal=0.25)
 # end=1.0: the final masks fall on the run's very last step, wherever the pruned epochs put it.
-GMP = SparsityConfig(target=0.8, scope="global", start=0.1, end=1.0, every=5)
+GMP = sparsity_config(target=0.8, scope="global", start=0.1, end=1.0, every=5)
 
 
 def cfg(**overrides):

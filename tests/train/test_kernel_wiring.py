@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datapruning.config import KDConfig, ModelConfig, SparsityConfig, TrainConfig
+from datapruning.config import DynamicNM, KDConfig, ModelConfig, TrainConfig, sparsity_config
 from datapruning.data.sources import load_dataset
 from datapruning.kernels import HAVE_TRITON, forced_backend
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
@@ -20,8 +20,8 @@ from datapruning.train.sparsity import MagnitudePruner
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MLP = ModelConfig(name="mlp", params={"hidden": 16})
-GLOBAL = SparsityConfig(target=0.8, scope="global", start=0.2, end=0.8, every=2)
-DYNAMIC = SparsityConfig(scope="nm", n=2, m=4, mode="dynamic", start=0)
+GLOBAL = sparsity_config(target=0.8, scope="global", start=0.2, end=0.8, every=2)
+DYNAMIC = sparsity_config(scope="nm", n=2, m=4, mode="dynamic", start=0)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def assert_zero_where_pruned(pruner, optimizer, step):
 def test_pruner_hands_each_new_mask_to_the_masked_optimizer(optimizer, rewind):
     torch.manual_seed(0)
     model = stack(8, 32, 32, 32, 3)
-    cfg = SparsityConfig(target=0.8, start=2, end=10, every=2, rewind=rewind)
+    cfg = sparsity_config(target=0.8, start=2, end=10, every=2, rewind=rewind)
     pruner = MagnitudePruner(model, cfg, 16)
     train_cfg = TrainConfig(optimizer=optimizer, lr=0.05, weight_decay=1e-2)
     opt = make_optimizer(model.parameters(), train_cfg, masks=pruner.optimizer_masks())
@@ -97,10 +97,10 @@ def captured_optimizers(monkeypatch):
     ("optimizer", "sparsity", "kind", "path"),
     [
         ("sgd", GLOBAL, MaskedSGD, "MaskedSGD (torch)"),
-        ("adamw", SparsityConfig(scope="layer", target=0.5), MaskedAdamW, "MaskedAdamW (torch)"),
-        ("sgd", SparsityConfig(scope="nm", start=0.5), MaskedSGD, "MaskedSGD (torch)"),
+        ("adamw", sparsity_config(scope="layer", target=0.5), MaskedAdamW, "MaskedAdamW (torch)"),
+        ("sgd", sparsity_config(scope="nm", start=0.5), MaskedSGD, "MaskedSGD (torch)"),
         ("sgd", DYNAMIC, torch.optim.SGD, "SGD (torch)"),  # dense weights: a plain optimizer
-        ("adamw", SparsityConfig(), torch.optim.AdamW, "AdamW (torch)"),
+        ("adamw", sparsity_config(), torch.optim.AdamW, "AdamW (torch)"),
     ],
 )
 def test_the_loop_takes_a_masked_optimizer_when_the_pruner_zeroes_weights(
@@ -151,7 +151,7 @@ def test_forced_triton_through_train_matches_the_torch_path(digits, sparsity):
     triton_run, torch_run = runs["triton"], runs["torch"]
     assert triton_run.summary["kernels"]["kd_loss"] == "triton"
     assert torch_run.summary["kernels"]["kd_loss"] == "torch"
-    if sparsity.mode == "dynamic":
+    if isinstance(sparsity, DynamicNM):
         assert triton_run.summary["kernels"]["masks"] == "nm_mask (triton)"
         assert triton_run.summary["kernels"]["optimizer"] == "SGD (torch)"
     else:
@@ -177,7 +177,7 @@ def test_the_loop_takes_the_triton_kernels_by_default_on_cuda(digits, sparsity):
     fused = train(digits, MLP, cfg, teacher=teacher, kd=kd)
     with forced_backend("torch"):
         reference = train(digits, MLP, cfg, teacher=teacher, kd=kd)
-    if sparsity.mode == "dynamic":
+    if isinstance(sparsity, DynamicNM):
         want = {"kd_loss": "triton", "optimizer": "SGD (torch)", "masks": "nm_mask (triton)"}
     else:
         want = {

@@ -14,9 +14,9 @@ from datapruning.config import (
     DataConfig,
     KDConfig,
     ModelConfig,
-    SparsityConfig,
     TrainConfig,
     load_config,
+    sparsity_config,
 )
 from datapruning.data.samplers import RS2Sampler
 from datapruning.data.sources import load_dataset
@@ -261,9 +261,9 @@ class Crash(Exception):
     pass
 
 
-GLOBAL_80 = SparsityConfig(target=0.8, scope="global", start=0.1, end=0.7, every=5)
-TWO_FOUR = SparsityConfig(scope="nm", n=2, m=4, start=0.2)
-REWIND = SparsityConfig(target=0.8, start=0.1, end=0.7, every=5, rewind=10)
+GLOBAL_80 = sparsity_config(target=0.8, scope="global", start=0.1, end=0.7, every=5)
+TWO_FOUR = sparsity_config(scope="nm", n=2, m=4, start=0.2)
+REWIND = sparsity_config(target=0.8, start=0.1, end=0.7, every=5, rewind=10)
 
 
 def crash_on_evaluation(monkeypatch, after):

@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datapruning.config import ModelConfig, SparsityConfig, TrainConfig, parse_config
+from datapruning.config import (
+    DynamicNM,
+    ModelConfig,
+    OneShotNM,
+    SparsityConfig,
+    TrainConfig,
+    parse_config,
+    sparsity_config,
+)
 from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError
 from datapruning.models import build_model
@@ -32,7 +40,7 @@ def stack(*widths: int) -> nn.Sequential:
 
 
 def dynamic(**overrides) -> SparsityConfig:
-    return SparsityConfig(scope="nm", mode="dynamic", start=0, **overrides)
+    return sparsity_config(scope="nm", mode="dynamic", start=0, **overrides)
 
 
 def train_steps(model, pruner, steps, lr=0.1, data=None):
@@ -118,7 +126,7 @@ def test_progressive_fades_the_pruned_weights_out_linearly():
     torch.manual_seed(0)
     layer = nn.Linear(8, 4, bias=False)
     model = nn.Sequential(layer)
-    cfg = SparsityConfig(scope="nm", mode="dynamic", progressive=True, start=10, end=30)
+    cfg = sparsity_config(scope="nm", mode="dynamic", progressive=True, start=10, end=30)
     pruner = build_pruner(model, cfg.model_copy(update={"prune_first_last": True}), 40)
     assert [pruner.pruned_scale(t) for t in (0, 9, 10, 20, 29, 30, 40)] == pytest.approx(
         [1, 1, 1, 0.5, 0.05, 0, 0]
@@ -186,11 +194,11 @@ def test_before_start_the_model_is_dense():
 @pytest.mark.parametrize(
     ("sparsity", "fragment"),
     [
-        ({"mode": "dynamic"}, "needs scope nm"),
         ({"mode": "dynamic", "scope": "layer", "target": 0.5}, "needs scope nm"),
-        ({"scope": "nm", "progressive": True}, "progressive applies to mode dynamic"),
-        ({"scope": "nm", "mode": "dynamic", "rewind": 3}, "rewind applies to mode oneshot"),
-        ({"scope": "nm", "kernel": "semi_structured"}, "kernel semi_structured"),
+        ({"scope": "nm", "progressive": True}, "progressive applies to dynamic N:M"),
+        ({"scope": "nm", "mode": "dynamic", "rewind": 3}, "rewind applies to gradual magnitude"),
+        ({"scope": "nm", "kernel": "semi_structured"}, "kernel applies to dynamic N:M"),
+        ({"target": 0.5, "sr_ste_decay": 0.1}, "sr_ste_decay applies to dynamic N:M"),
         ({"scope": "nm", "mode": "dynamic", "n": 1, "kernel": "semi_structured"}, "n 2, m 4"),
         ({"scope": "nm", "mode": "dynamic", "sr_ste_decay": -1}, "sr_ste_decay"),
         ({"scope": "nm", "mode": "sometimes"}, "mode"),
@@ -203,8 +211,9 @@ def test_bad_dynamic_config_is_one_line(sparsity, fragment):
 
 
 def test_oneshot_stays_the_default():
-    cfg = SparsityConfig(scope="nm")
-    assert (cfg.mode, cfg.kernel, cfg.progressive) == ("oneshot", "dense", False)
+    cfg = sparsity_config(scope="nm")
+    assert isinstance(cfg, OneShotNM) and cfg.mode == "oneshot"
+    assert isinstance(sparsity_config(mode="dynamic"), DynamicNM)  # dynamic implies scope nm
     assert isinstance(build_pruner(stack(8, 8, 8, 3), cfg, 10), MagnitudePruner)
 
 
@@ -219,7 +228,7 @@ def digits():
 
 def test_loop_trains_dynamic_two_four_and_resumes_exactly(digits, tmp_path, monkeypatch):
     model = ModelConfig(name="mlp", params={"hidden": 32, "depth": 3})
-    sparsity = SparsityConfig(scope="nm", mode="dynamic", start=0.1, progressive=True, end=0.6)
+    sparsity = sparsity_config(scope="nm", mode="dynamic", start=0.1, progressive=True, end=0.6)
     cfg = TrainConfig(
         epochs=6, batch_size=64, lr=0.1, sparsity=sparsity, eval_every=0, checkpoint_every=20,
         deterministic=True,

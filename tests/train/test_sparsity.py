@@ -13,10 +13,10 @@ from torch import nn
 from datapruning.cli import main
 from datapruning.config import (
     ModelConfig,
-    SparsityConfig,
     TrainConfig,
     load_config,
     parse_config,
+    sparsity_config,
 )
 from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError, DataPruningError
@@ -82,18 +82,18 @@ def test_cubic_schedule_values():
 
 
 def test_schedule_resolves_steps_and_fractions():
-    s = Schedule.resolve(SparsityConfig(target=0.5, start=0.1, end=0.5, every=0.05), 200)
+    s = Schedule.resolve(sparsity_config(target=0.5, start=0.1, end=0.5, every=0.05), 200)
     assert (s.start, s.end, s.every) == (20, 100, 10)
-    s = Schedule.resolve(SparsityConfig(target=0.5, start=7, end=30, every=10), 200)
+    s = Schedule.resolve(sparsity_config(target=0.5, start=7, end=30, every=10), 200)
     assert [t for t in range(0, 200) if s.updates_at(t)] == [7, 17, 27, 30]
     # A fraction too small for one step still updates every step.
-    assert Schedule.resolve(SparsityConfig(target=0.5, every=0.0001), 100).every == 1
+    assert Schedule.resolve(sparsity_config(target=0.5, every=0.0001), 100).every == 1
 
 
 def test_pruner_follows_the_schedule_and_ends_exactly_on_target():
     torch.manual_seed(0)
     model = stack(8, 64, 64, 64, 3)
-    cfg = SparsityConfig(target=0.9, initial=0.2, start=5, end=45, every=10)
+    cfg = sparsity_config(target=0.9, initial=0.2, start=5, end=45, every=10)
     pruner = MagnitudePruner(model, cfg, total_steps=60)
     updates, levels = [], []
     for step, _ in sgd_steps(model, pruner, 60):
@@ -110,7 +110,7 @@ def test_pruner_follows_the_schedule_and_ends_exactly_on_target():
 def test_start_zero_prunes_at_initialisation():
     torch.manual_seed(0)
     model = stack(8, 32, 32, 3)
-    pruner = MagnitudePruner(model, SparsityConfig(target=0.5, initial=0.5, start=0, end=0), 10)
+    pruner = MagnitudePruner(model, sparsity_config(target=0.5, initial=0.5, start=0, end=0), 10)
     assert pruner.report()["sparsity"] == pytest.approx(0.5)
 
 
@@ -122,7 +122,7 @@ def test_global_scope_uses_one_threshold_across_layers():
     with torch.no_grad():
         model[2].weight.fill_(1.0)  # large weights
         model[4].weight.copy_(torch.arange(1, 101, dtype=torch.float).view(10, 10) / 1000)
-    cfg = SparsityConfig(target=0.4, start=0, end=0, min_density=0.0)
+    cfg = sparsity_config(target=0.4, start=0, end=0, min_density=0.0)
     pruner = MagnitudePruner(model, cfg, 10)
     # 40% of 200 weights = 80, all taken from the small layer, smallest first.
     assert zeros(model[2].weight) == 0
@@ -136,13 +136,13 @@ def test_global_floor_stops_a_layer_from_collapsing():
     with torch.no_grad():
         model[2].weight.fill_(1.0)
         model[4].weight.fill_(1e-3)
-    cfg = SparsityConfig(target=0.6, start=0, end=0, min_density=0.25)
+    cfg = sparsity_config(target=0.6, start=0, end=0, min_density=0.25)
     MagnitudePruner(model, cfg, 10)
     # The small layer gives at most 75 weights; the other 45 come from the large one.
     assert zeros(model[4].weight) == pytest.approx(0.75)
     assert zeros(model[2].weight) == pytest.approx(0.45)
     with pytest.raises(DataPruningError, match="min_density"):
-        MagnitudePruner(model, SparsityConfig(target=0.9, min_density=0.2), 10)
+        MagnitudePruner(model, sparsity_config(target=0.9, min_density=0.2), 10)
 
 
 @settings(max_examples=25, deadline=None)
@@ -157,7 +157,7 @@ def test_global_count_is_exact_and_respects_the_floor(sizes, target, min_density
     model = stack(*sizes)
     model.requires_grad_(False)
     # All layers, so that tiny stacks still have something to prune.
-    cfg = SparsityConfig(
+    cfg = sparsity_config(
         target=target, start=0, end=0, min_density=min_density, prune_first_last=True
     )
     weights = select_weights(model, cfg)
@@ -179,7 +179,7 @@ def test_layer_scope_prunes_every_layer_alike():
     model = stack(8, 40, 50, 30, 3)
     with torch.no_grad():
         model[2].weight.mul_(100)  # global would take nothing from this layer
-    pruner = MagnitudePruner(model, SparsityConfig(target=0.7, scope="layer", start=0, end=0), 5)
+    pruner = MagnitudePruner(model, sparsity_config(target=0.7, scope="layer", start=0, end=0), 5)
     for name, layer in pruner.report()["layers"].items():
         assert layer["sparsity"] == pytest.approx(round(0.7 * layer["size"]) / layer["size"]), name
     # Within a layer, every pruned weight was smaller than every kept one.
@@ -193,7 +193,7 @@ def test_nm_masks_hold_n_of_every_m_along_the_input():
         nn.Conv2d(3, 8, 3), nn.Conv2d(8, 16, 3), nn.Conv2d(16, 8, 1), nn.Flatten(), nn.Linear(8, 2)
     )
     original = model[1].weight.detach().clone()
-    cfg = SparsityConfig(scope="nm", start=0)
+    cfg = sparsity_config(scope="nm", start=0)
     pruner = MagnitudePruner(model, cfg, 10)
     report = pruner.report()
     assert set(report["layers"]) == {"1.weight", "2.weight"}
@@ -210,7 +210,7 @@ def test_nm_masks_hold_n_of_every_m_along_the_input():
 def test_nm_mask_is_fixed_at_start_and_survives_training():
     torch.manual_seed(0)
     model = stack(8, 32, 32, 32, 3)
-    cfg = SparsityConfig(scope="nm", n=1, m=4, start=5, end=20, every=5)
+    cfg = sparsity_config(scope="nm", n=1, m=4, start=5)
     pruner = MagnitudePruner(model, cfg, 30)
     masks = None
     for step, _ in sgd_steps(model, pruner, 30):
@@ -228,10 +228,10 @@ def test_nm_mask_is_fixed_at_start_and_survives_training():
 def test_nm_refuses_a_group_that_does_not_divide_the_width():
     model = stack(8, 32, 30, 32, 3)  # the middle layers' inputs: 32 and 30
     with pytest.raises(DataPruningError, match=r"m = 4 does not divide the input width 30") as info:
-        MagnitudePruner(model, SparsityConfig(scope="nm"), 10)
+        MagnitudePruner(model, sparsity_config(scope="nm"), 10)
     assert "\n" not in str(info.value)
     # Excluding that layer makes the rest valid.
-    MagnitudePruner(model, SparsityConfig(scope="nm", exclude=[r"^4\."]), 10)
+    MagnitudePruner(model, sparsity_config(scope="nm", exclude=[r"^4\."]), 10)
 
 
 # --- which layers ------------------------------------------------------------
@@ -242,13 +242,13 @@ def test_first_and_last_layers_stay_dense_by_default():
     names = [n for n, _ in prunable_weights(model)]
     assert names == ["features.0.weight", "features.2.weight", "features.4.weight",
                      "classifier.weight"]  # fmt: skip
-    assert list(select_weights(model, SparsityConfig(target=0.5))) == names[1:3]
-    assert list(select_weights(model, SparsityConfig(target=0.5, prune_first_last=True))) == names
+    assert list(select_weights(model, sparsity_config(target=0.5))) == names[1:3]
+    assert list(select_weights(model, sparsity_config(target=0.5, prune_first_last=True))) == names
 
 
 def test_include_and_exclude_regexes():
     model = build_model("resnet18", (3, 16, 16), 10, width=4)
-    cfg = SparsityConfig(target=0.5, include=[r"blocks\.[67]\."], exclude=["shortcut"])
+    cfg = sparsity_config(target=0.5, include=[r"blocks\.[67]\."], exclude=["shortcut"])
     assert list(select_weights(model, cfg)) == [
         "blocks.6.conv1.weight",
         "blocks.6.conv2.weight",
@@ -257,14 +257,14 @@ def test_include_and_exclude_regexes():
     ]
     # Biases, BatchNorm and the excluded stem/fc never get masks.
     vit = build_model("vit", (40,), 10, dim=16, depth=1, heads=2)
-    assert list(select_weights(vit, SparsityConfig(target=0.5))) == [
+    assert list(select_weights(vit, sparsity_config(target=0.5))) == [
         "encoder.layers.0.self_attn.in_proj_weight",
         "encoder.layers.0.self_attn.out_proj.weight",
         "encoder.layers.0.linear1.weight",
         "encoder.layers.0.linear2.weight",
     ]
     with pytest.raises(DataPruningError, match=r"selects no layer.*features\.0\.weight"):
-        select_weights(build_model("convnet1d", (40,), 10), SparsityConfig(include=["nothing"]))
+        select_weights(build_model("convnet1d", (40,), 10), sparsity_config(include=["nothing"]))
 
 
 # --- exact zeros through the optimizer -----------------------------------------
@@ -280,7 +280,7 @@ def test_pruned_weights_are_exactly_zero_after_every_step(make_optimizer):
         if make_optimizer == "sgd"
         else torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
     )
-    cfg = SparsityConfig(target=0.8, start=2, end=12, every=2)
+    cfg = sparsity_config(target=0.8, start=2, end=12, every=2)
     pruner = MagnitudePruner(model, cfg, 20)
     for step, opt in sgd_steps(model, pruner, 20, optimizer):
         for name, mask in pruner.masks.items():
@@ -295,7 +295,7 @@ def test_pruned_weights_are_exactly_zero_after_every_step(make_optimizer):
 def test_state_dict_round_trip_resumes_the_same_masks():
     torch.manual_seed(0)
     model = stack(8, 32, 32, 32, 3)
-    cfg = SparsityConfig(target=0.8, start=2, end=20, every=3)
+    cfg = sparsity_config(target=0.8, start=2, end=20, every=3)
     pruner = MagnitudePruner(model, cfg, 30)
     for _ in sgd_steps(model, pruner, 10):
         pass
@@ -325,8 +325,11 @@ def test_state_dict_round_trip_resumes_the_same_masks():
 def test_weight_rewinding_restores_the_early_weights_under_the_final_masks(scope):
     torch.manual_seed(0)
     model = stack(8, 32, 32, 32, 3)
-    target = 0.7 if scope == "global" else 0.0
-    cfg = SparsityConfig(target=target, scope=scope, start=6, end=12, every=3, rewind=4)
+    cfg = (
+        sparsity_config(target=0.7, start=6, end=12, every=3, rewind=4)
+        if scope == "global"
+        else sparsity_config(scope="nm", start=6, rewind=4)
+    )
     pruner = MagnitudePruner(model, cfg, 20)
     final = pruner.schedule.end
     assert final == (12 if scope == "global" else 6)
@@ -352,16 +355,16 @@ def test_weight_rewinding_restores_the_early_weights_under_the_final_masks(scope
 
 def test_rewind_must_come_before_the_final_masks():
     with pytest.raises(DataPruningError, match=r"rewind \(15 steps\) comes after the final masks"):
-        MagnitudePruner(stack(8, 32, 32, 3), SparsityConfig(target=0.5, end=10, rewind=15), 20)
+        MagnitudePruner(stack(8, 32, 32, 3), sparsity_config(target=0.5, end=10, rewind=15), 20)
     with pytest.raises(DataPruningError, match="final masks at step 5"):
-        MagnitudePruner(stack(8, 32, 32, 3), SparsityConfig(scope="nm", start=5, rewind=0.5), 20)
+        MagnitudePruner(stack(8, 32, 32, 3), sparsity_config(scope="nm", start=5, rewind=0.5), 20)
 
 
 def test_export_folds_the_masks_in():
     torch.manual_seed(0)
     model = stack(8, 32, 32, 3)
     pruner = MagnitudePruner(
-        model, SparsityConfig(target=0.5, start=0, end=0, prune_first_last=True), 5
+        model, sparsity_config(target=0.5, start=0, end=0, prune_first_last=True), 5
     )
     with torch.no_grad():  # a weight revived behind the pruner's back
         model[0].weight.add_(1.0)
@@ -374,8 +377,8 @@ def test_export_folds_the_masks_in():
 
 def test_build_pruner_is_off_by_default():
     model = stack(8, 32, 32, 3)
-    assert build_pruner(model, SparsityConfig(), 10) is None
-    assert build_pruner(model, SparsityConfig(scope="nm"), 10) is not None
+    assert build_pruner(model, sparsity_config(), 10) is None
+    assert build_pruner(model, sparsity_config(scope="nm"), 10) is not None
 
 
 # --- bad input ---------------------------------------------------------------
@@ -391,8 +394,9 @@ def test_build_pruner_is_off_by_default():
         ({"include": ["("]}, "train.sparsity.include: '(' is not a valid regex"),
         ({"start": 1.5}, "fraction of training in [0, 1]"),
         ({"every": 0}, "every must be at least 1"),
-        ({"scope": "nm", "target": 0.9}, "scope nm prunes to 1 - n/m = 0.5"),
-        ({"n": 4, "m": 4}, "n < m"),
+        ({"scope": "nm", "target": 0.9}, "target applies to gradual magnitude"),
+        ({"scope": "nm", "n": 4, "m": 4}, "n < m"),
+        ({"n": 2}, "train.sparsity: n applies to one-shot N:M (scope nm) and dynamic N:M"),
         ({"scope": "block"}, "train.sparsity.scope"),
         ({"targte": 0.5}, "unknown key 'train.sparsity.targte'"),
     ],
@@ -413,7 +417,7 @@ def test_bad_sparsity_config_is_one_line(sparsity, fragment):
 )
 def test_schedule_that_does_not_fit_the_run(sparsity, fragment):
     with pytest.raises(DataPruningError, match=fragment):
-        MagnitudePruner(stack(8, 32, 32, 3), SparsityConfig(**sparsity), 50)
+        MagnitudePruner(stack(8, 32, 32, 3), sparsity_config(**sparsity), 50)
 
 
 # --- in the training loop and the CLI --------------------------------------------
@@ -425,7 +429,7 @@ def digits():
 
 
 def test_loop_prunes_and_saves_real_zeros(digits, tmp_path):
-    sparsity = SparsityConfig(target=0.8, start=0.0, end=0.5, every=5)
+    sparsity = sparsity_config(target=0.8, start=0.0, end=0.5, every=5)
     cfg = TrainConfig(epochs=4, batch_size=32, lr=0.1, sparsity=sparsity, eval_every=0)
     result = train(
         digits, ModelConfig(name="mlp", params={"hidden": 64, "depth": 3}), cfg,
@@ -449,7 +453,7 @@ def test_loop_without_sparsity_reports_none(digits):
 
 
 def test_loop_two_four(digits, tmp_path):
-    sparsity = SparsityConfig(scope="nm", start=0.5)
+    sparsity = sparsity_config(scope="nm", start=0.5)
     cfg = TrainConfig(epochs=2, batch_size=64, sparsity=sparsity, eval_every=0)
     result = train(digits, ModelConfig(name="mlp", params={"hidden": 32, "depth": 3}), cfg,
                    run_dir=tmp_path, progress=False)  # fmt: skip
@@ -518,8 +522,12 @@ def test_cli_trains_sparse(capsys, tmp_path, config_file):
 def test_new_models_prune_through_training(name, shape, params, scope):
     torch.manual_seed(0)
     model = build_model(name, shape, 3, **params)
-    target = 0.8 if scope == "global" else 0.0
-    pruner = MagnitudePruner(model, SparsityConfig(target=target, scope=scope, start=1, end=3), 4)
+    cfg = (
+        sparsity_config(target=0.8, start=1, end=3)
+        if scope == "global"
+        else sparsity_config(scope="nm", start=1)
+    )
+    pruner = MagnitudePruner(model, cfg, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for step in range(1, 5):
         loss = F.cross_entropy(model(torch.randn(8, *shape)), torch.randint(0, 3, (8,)))
@@ -550,7 +558,7 @@ def test_acceptance_on_mnist1d(tmp_path):
     runs = {
         "dense": ["train.sparsity.target=0"],
         "gmp": [],
-        "nm": ["train.sparsity.target=0", "train.sparsity.scope=nm"],
+        "nm": ["train.sparsity={scope: nm, start: 0.1}"],
     }
     results = {}
     for name, overrides in runs.items():
