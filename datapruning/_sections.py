@@ -64,3 +64,17 @@ FiniteParams = Annotated[dict[str, Any], AfterValidator(_finite)]
 
 # Seeds reach numpy (which takes no negative seed) and torch.manual_seed (nothing from 2**64).
 Seed = Annotated[int, Field(ge=0, lt=2**64)]
+
+
+def check_fraction(fraction: float) -> float:
+    """A kept fraction, in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"kept fraction {fraction} must lie in (0, 1]")
+    return fraction
+
+
+def check_name(kind: str, name: str, registry: Any) -> str:
+    """``name`` if ``registry`` has it, else one line listing what it has."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}")
+    return name

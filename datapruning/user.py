@@ -4,7 +4,7 @@ The CLI and configs name registered models and datasets. In Python, people
 arrive with an ``nn.Module`` and a ``torch.utils.data.Dataset`` of their own, so
 :func:`datapruning.train.loop.train` and :func:`datapruning.scoring.score` also take
 
-- a model: a :class:`~datapruning.config.ModelConfig` (the registry), an
+- a model: a :class:`~datapruning.train.settings.ModelConfig` (the registry), an
   ``nn.Module``, or a factory (a callable with no arguments returning a fresh
   ``nn.Module``). ``train`` trains a module as given, in place; a factory is
   called under the run's seed, as a registered model is built. Scoring trains
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from datapruning.config import ModelConfig
 from datapruning.data.fingerprint import fingerprint_arrays
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
+from datapruning.train.settings import ModelConfig
 
 # What the Python API accepts as a model.
 ModelSpec = ModelConfig | nn.Module | Callable[[], nn.Module]

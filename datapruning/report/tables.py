@@ -51,7 +51,7 @@ class Target:
 
 def parse_targets(targets: Sequence[float | str]) -> list[tuple[float, bool, str]]:
     """(value, relative, spec) of each extra target: 0.9 absolute, "0.99r" relative."""
-    from datapruning.config import parse_target
+    from datapruning.train.settings import parse_target
 
     parsed = []
     for target in targets:

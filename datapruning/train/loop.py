@@ -56,7 +56,6 @@ from tqdm.auto import tqdm
 
 from datapruning._interrupt import StopRequest, deferred_stop
 from datapruning._io import remove_stale_temporaries, write_json, write_text
-from datapruning.config import KDConfig, TrainConfig
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
 from datapruning.errors import Interrupted
@@ -67,6 +66,7 @@ from datapruning.train.dynamic import cost_summary, full_data_examples
 from datapruning.train.evaluation import evaluate
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
 from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer_path
+from datapruning.train.settings import KDConfig, TrainConfig
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rng_state
 from datapruning.train.step import CompileTimer, Loss, TrainStep, make_loss_fn
 from datapruning.train.summary import SUMMARY_FORMAT, SUMMARY_NAME

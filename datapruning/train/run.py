@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from datapruning import __version__
 from datapruning._io import read_indices
-from datapruning.config import DataConfig, KDConfig, TrainConfig
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch, make_batches, make_source_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
@@ -48,6 +47,7 @@ from datapruning.train.device import (
 )
 from datapruning.train.dynamic import candidate_batch
 from datapruning.train.schedule import DynamicStepPlan, StepPlan, plan_steps
+from datapruning.train.settings import DataConfig, KDConfig, TrainConfig
 from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, rng_state
 from datapruning.train.tta import reference_accuracy, resolve_targets
 from datapruning.user import ModelSpec

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from datapruning.config import TrainConfig
 from datapruning.errors import DataPruningError
 from datapruning.kernels import use_triton
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
+from datapruning.train.settings import TrainConfig
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Settings of the training package's algorithms, beside their code (torch-free).
+"""The settings of a training run, beside the code that uses them (torch-free).
+
+:class:`TrainConfig` (``train``: the optimisation, the data the loop trains on
+(:class:`DataConfig`: full, subset, RS2, InfoBatch, online selection), the clock,
+resume points and ``sparsity``), :class:`ModelConfig` (``model``) and
+:class:`KDConfig` (``kd``) are read by :mod:`datapruning.train`; the experiment's
+config (:mod:`datapruning.config`) assembles them with the other packages' sections.
 
 ``train.sparsity`` is one of three algorithms, each with only its own fields
 (a pydantic discriminated union chosen by ``scope`` and ``mode``, so configs
@@ -21,21 +27,25 @@ imports only pydantic, so validating a config never imports torch.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     StrictFloat,
     StrictInt,
     Tag,
     TypeAdapter,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-from datapruning._sections import Section
+from datapruning._sections import FiniteParams, Section, Seed, check_fraction, check_name
 
 # A point in training: an int is a step count, a float a fraction of all steps
 # (strict, so a YAML true is not taken for step 1).
@@ -221,3 +231,280 @@ def sparsity_config(**fields: Any) -> Sparsity:
     ``sparsity_config(target=0.9)`` is gradual magnitude, ``sparsity_config(scope="nm")``
     one-shot 2:4."""
     return _ADAPTER.validate_python(fields)
+
+
+class ModelConfig(Section):
+    # None picks the dataset's default model (convnet1d for mnist1d, mlp for digits).
+    name: str | None = None
+    params: FiniteParams = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str | None) -> str | None:
+        from datapruning.models import MODELS
+
+        return None if name is None else check_name("model", name, MODELS)
+
+
+class DataConfig(Section):
+    """What the loop trains on: all examples, a fixed subset, or RS2 (a fresh subset per epoch).
+
+    ``subset`` takes ``indices`` (a .npy of training-set indices) or ``scores`` (a
+    parquet from ``datapruning score``) with ``keep`` and ``strategy``. ``rs2``
+    draws ``fraction`` of the training set every epoch (Okanovic et al. 2023),
+    without replacement across epochs unless ``replacement``; ``stratify`` draws
+    each class in proportion. ``infobatch`` prunes during training from the
+    losses (Qin et al. 2024, :class:`~datapruning.data.infobatch.InfoBatchSampler`):
+    each epoch leaves out a share ``prune`` (default 0.5) of the below-mean-loss
+    examples, weighs up the rest, and takes every example in the last ``anneal``
+    (default 0.125) of the epochs. ``online`` scores candidate batches of
+    ``batch_size / keep`` examples with the student (no gradient) and trains on
+    the highest-loss ``keep`` share of each; with ``proxy`` (a registered model
+    and its params, e.g. ``{name: convnet1d, params: {channels: 4}}``) a small
+    separate model scores them instead and is trained on the kept share of
+    every ``proxy_every``-th batch (:class:`~datapruning.train.dynamic.ProxySelection`).
+    """
+
+    mode: Literal["full", "subset", "rs2", "infobatch", "online"] = "full"
+    indices: Path | None = None
+    scores: Path | None = None
+    keep: float | None = None
+    strategy: str = "hard"
+    fraction: float | None = None
+    replacement: bool = False
+    stratify: bool = False
+    prune: float | None = Field(None, ge=0, lt=1)
+    anneal: float | None = Field(None, ge=0, le=1)
+    proxy: ModelConfig | None = None
+    # The proxy trains on every proxy_every-th batch (and only scores the others).
+    proxy_every: int = Field(1, ge=1)
+
+    @field_validator("keep", "fraction")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        return None if value is None else check_fraction(value)
+
+    @model_serializer(mode="wrap")
+    def _without_unused_proxy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Runs without a proxy dump as they did before it existed, so their config hashes
+        # (resume points, the pipeline's cached cells) stay what they were.
+        data = handler(self)
+        if self.proxy is None and self.proxy_every == 1:
+            data.pop("proxy", None)
+            data.pop("proxy_every", None)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infobatch_defaults(cls, data: Any) -> Any:
+        # InfoBatch's published setting (prune 0.5, anneal 0.125) where the config leaves them out.
+        if isinstance(data, dict) and data.get("mode") == "infobatch":
+            data = {"prune": 0.5, "anneal": 0.125, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _dynamic(self) -> DataConfig:
+        if self.mode != "infobatch" and (self.prune is not None or self.anneal is not None):
+            raise ValueError(f"prune and anneal apply to mode infobatch, not {self.mode}")
+        if self.mode == "online" and self.keep is None:
+            raise ValueError("mode online needs keep (the share of each candidate batch trained)")
+        if self.mode != "online" and self.proxy is not None:
+            raise ValueError(f"proxy applies to mode online, not {self.mode}")
+        if self.proxy is None and self.proxy_every != 1:
+            raise ValueError(f"proxy_every={self.proxy_every} applies with a proxy; give proxy")
+        return self
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, strategy: str) -> str:
+        from datapruning.scores import STRATEGIES
+
+        return check_name("selection strategy", strategy, STRATEGIES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        subset_keys = {"indices": self.indices, "scores": self.scores, "keep": self.keep}
+        if self.mode == "online":  # keep is online's share of each candidate batch
+            subset_keys.pop("keep")
+        if self.mode == "subset":
+            if (self.indices is None) == (self.scores is None):
+                raise ValueError("mode subset needs exactly one of indices (.npy) or scores")
+            if self.scores is not None and self.keep is None:
+                raise ValueError("mode subset with scores needs keep (the fraction to keep)")
+            if self.indices is not None and self.keep is not None:
+                raise ValueError("keep applies to scores; indices already fix the subset")
+        elif any(value is not None for value in subset_keys.values()):
+            key = next(k for k, v in subset_keys.items() if v is not None)
+            raise ValueError(f"{key} applies to mode subset, not {self.mode}")
+        if self.mode == "rs2" and self.fraction is None:
+            raise ValueError("mode rs2 needs fraction (the share of examples drawn per epoch)")
+        if self.mode != "rs2" and (self.fraction is not None or self.replacement or self.stratify):
+            raise ValueError(
+                f"fraction, replacement and stratify apply to mode rs2, not {self.mode}"
+            )
+        return self
+
+
+_RELATIVE_TARGET = re.compile(r"^\s*(\d*\.?\d+)\s*r\s*$")
+
+
+def parse_target(target: float | str) -> tuple[float, bool]:
+    """``0.9`` -> (0.9, absolute); ``"0.99r"`` -> (0.99, relative to the reference run)."""
+    if isinstance(target, str):
+        match = _RELATIVE_TARGET.match(target)
+        if match is None:
+            raise ValueError(
+                f"target {target!r} must be an accuracy like 0.9 or a share of the "
+                "reference run's accuracy like 0.99r"
+            )
+        value, relative = float(match.group(1)), True
+    else:
+        value, relative = float(target), False
+    if not 0 < value <= 1:
+        raise ValueError(f"target accuracy {target} must lie in (0, 1]")
+    return value, relative
+
+
+class TrainConfig(Section):
+    """One training run: SGD (or AdamW) and a cosine LR over the steps taken."""
+
+    epochs: int = Field(60, ge=1)
+    # A fixed number of optimizer steps instead of epochs (compare recipes at equal compute).
+    steps: int | None = Field(None, ge=1)
+    # Linear LR warm-up over this many epochs' worth of steps, then cosine to zero.
+    warmup_epochs: float = Field(0.0, ge=0)
+    batch_size: int = Field(100, ge=1)
+    # sgd: SGD with (Nesterov) momentum; adamw: AdamW, weight decay decoupled
+    # (datapruning.train.schedule.make_optimizer).
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    # Peak LR and weight decay; unless given, adamw takes lr 1e-3 and weight_decay 0.05.
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    # AdamW's moment decay rates and denominator term (sgd ignores them).
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    # Evaluate on the test set every this many epochs (0: only after the last).
+    eval_every: int = Field(1, ge=0)
+    # Test accuracies whose first-reached training time the run records: absolute
+    # (0.9) or a share of the reference run's final accuracy (0.99r).
+    targets: list[float | str] = Field(default_factory=lambda: [0.8, 0.9])
+    # The run (directory or its summary.json) whose final accuracy scales relative targets.
+    reference: Path | None = None
+    # memory: batches sliced from in-memory tensors (a streaming set: read in the main
+    # process); torch: a torch DataLoader; ffcv: an FFCV loader over a .beton (needs the
+    # ffcv extra). A streaming set keeps uint8 images until the batch with every loader.
+    loader: Literal["memory", "torch", "ffcv"] = "memory"
+    # DataLoader processes that read a streaming set's batches with loader torch (0: the
+    # main process). Not part of what a run computes: a resume may change it.
+    workers: int = Field(0, ge=0)
+    # The .beton for loader ffcv (`datapruning convert`); None: one written once
+    # per dataset into the cache ($DATAPRUNING_CACHE_DIR, else ~/.cache/datapruning).
+    beton: Path | None = None
+    # torch intra-op threads for the run (small models train fastest on one).
+    threads: int | None = Field(1, ge=1)
+    # cpu, cuda, cuda:N or mps; checked against the machine when a run starts.
+    device: str = "cpu"
+    # Forward pass in fp32, or under autocast in bf16 or fp16 (fp16 adds a gradient
+    # scaler and needs CUDA); weights, optimizer state and the loss stay float32.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Model and input batches in channels-last memory format (models with 2-D convs).
+    channels_last: bool = False
+    # torch.compile the model; its compile time counts as training time and is also
+    # reported apart (summary.json compile_seconds).
+    compile: bool = False
+    seed: Seed = 0
+    # Per-batch augmentation (datapruning.train.augment): crop_flip (padded random crop +
+    # horizontal flip, images), shift_noise (1-D signals), none, or auto: the dataset's
+    # default (crop_flip for natural images: cifar10, cifar100, imagefolder; else none).
+    # With KD it runs the teacher online on each augmented batch instead of cached logits.
+    augment: Literal["auto", "none", "crop_flip", "shift_noise"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    # Save a resume checkpoint every this many steps (0: never); a rerun continues from it.
+    checkpoint_every: int = Field(0, ge=0)
+    # torch.use_deterministic_algorithms(True) during the run.
+    deterministic: bool = False
+    # Weight sparsity: gradual magnitude (the default, off at target 0), one-shot N:M or
+    # dynamic N:M, each with its own fields (datapruning.train.settings).
+    sparsity: SparsityConfig = Field(default_factory=GradualMagnitude)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_defaults(cls, data: Any) -> Any:
+        # AdamW's own defaults where the config leaves lr / weight_decay out.
+        if isinstance(data, dict) and data.get("optimizer") == "adamw":
+            data = {**ADAMW_DEFAULTS, **data}
+        return data
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not _DEVICE.match(device):
+            raise ValueError(f"device {device!r} is not one of cpu, cuda, cuda:N, mps")
+        return device
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"betas {list(betas)} must each lie in [0, 1)")
+        return betas
+
+    @field_validator("targets")
+    @classmethod
+    def _accuracies(cls, targets: list[float | str]) -> list[float | str]:
+        parsed = {target: parse_target(target) for target in targets}
+        # Absolute targets first, each group sorted; duplicates dropped.
+        unique = {(relative, value): target for target, (value, relative) in parsed.items()}
+        return [unique[key] for key in sorted(unique)]
+
+    @model_validator(mode="after")
+    def _reference_for_relative_targets(self) -> TrainConfig:
+        if self.reference is None and any(parse_target(t)[1] for t in self.targets):
+            raise ValueError("relative targets (like 0.99r) need train.reference, a finished run")
+        return self
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_installed(cls, loader: str) -> str:
+        # find_spec, not import: ffcv (numba) takes seconds to import.
+        if loader == "ffcv" and importlib.util.find_spec("ffcv") is None:
+            raise ValueError(
+                "loader ffcv needs FFCV: pip install 'datapruning-tta[ffcv]', or use loader torch"
+            )
+        return loader
+
+
+# What optimizer adamw means when the config does not set these (see schedule.py).
+ADAMW_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.05}
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+class KDConfig(Section):
+    """Knowledge distillation: (1-alpha)*CE + alpha*T^2*KL(teacher_T || student_T)."""
+
+    # A weight in [0, 1], or auto: set from the kept fraction (datapruning.train.kd.auto_alpha).
+    alpha: float | Literal["auto"] = 0.5
+    temperature: float = Field(4.0, gt=0)
+    # The teacher: a checkpoint (run directory or .pt) of any registered model trained on
+    # this dataset, or precomputed logits (.npy, one row per training example).
+    teacher: Path | None = None
+    teacher_logits: Path | None = None
+    # Keep a checkpoint teacher's logits in a .npy beside it, reused by later runs.
+    cache_logits: bool = True
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha(cls, alpha: Any) -> Any:
+        if alpha == "auto":
+            return alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+            raise ValueError(f"alpha {alpha!r} must lie in [0, 1] or be auto")
+        return float(alpha)
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> KDConfig:
+        if self.teacher is not None and self.teacher_logits is not None:
+            raise ValueError("give teacher (a checkpoint) or teacher_logits (.npy), not both")
+        return self

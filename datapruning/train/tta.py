@@ -88,7 +88,7 @@ def resolve_targets(
     ``0.9`` is an absolute test accuracy (key ``'0.9'``); ``'0.99r'`` is 99% of
     the reference run's final accuracy (key ``'0.99r'``).
     """
-    from datapruning.config import parse_target
+    from datapruning.train.settings import parse_target
 
     resolved: dict[str, float] = {}
     for target in targets:
