@@ -42,6 +42,7 @@ resume point (:mod:`datapruning._interrupt`), checkpointing on or not.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -58,7 +59,7 @@ from datapruning._interrupt import StopRequest, deferred_stop
 from datapruning._io import remove_stale_temporaries, write_json, write_text
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
-from datapruning.errors import Interrupted
+from datapruning.errors import DataPruningError, Interrupted
 from datapruning.train.algorithms import Trainer, overriding
 from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
@@ -220,7 +221,7 @@ class _Loop:
         masks = next((m for a in self.algorithms if (m := a.optimizer_masks()) is not None), None)
         self.optimizer = make_optimizer(model.parameters(), cfg, masks=masks)
         self.scheduler = make_scheduler(self.optimizer, run.plan)
-        scaler = run.precision.scaler()
+        self.scaler = scaler = run.precision.scaler()
         loss = Loss(make_loss_fn())
         for algorithm in self.algorithms:
             loss = algorithm.loss(loss)
@@ -295,6 +296,7 @@ class _Loop:
             progress.loss_sum, progress.seen = 0.0, 0
         checkpoint_due = self.steps(epoch, skip, epoch_steps, stop)
         self.train_clock.stop()
+        self.check_finite(epoch)
         # A dynamic plan's epochs may end short of total_steps: the last epoch ends it.
         finished = progress.step >= plan.total_steps or epoch + 1 == plan.epochs
         if finished or (run.cfg.eval_every and (epoch + 1) % run.cfg.eval_every == 0):
@@ -304,6 +306,22 @@ class _Loop:
         if stop and not finished:  # a finished run is written out instead
             raise self.interrupted(stop)
         return finished
+
+    def check_finite(self, epoch: int) -> None:
+        """Stop a run whose training loss is no longer a number, before it is evaluated or
+        saved (the last resume point, if any, is kept). With fp16's gradient scaler an
+        overflowing step is skipped by the scaler itself, so its loss is not checked."""
+        loss = self.progress.loss_sum
+        if math.isfinite(loss) or self.scaler is not None:
+            return
+        where = f"in epoch {epoch + 1} (by step {self.progress.step})"
+        cfg = self.run.cfg
+        resume = self.run.run_dir / RESUME_NAME if self.run.run_dir is not None else None
+        kept = f"; the resume point {str(resume)!r} is kept" if resume and resume.exists() else ""
+        raise DataPruningError(
+            f"the training loss became {loss} {where}: the run diverged; lower train.lr "
+            f"({cfg.lr:g}) or add train.warmup_epochs{kept}"
+        )
 
     def steps(self, epoch: int, skip: int, epoch_steps: int, stop: StopRequest) -> bool:
         """The epoch's steps from batch ``skip``; whether a resume point is due at its end."""

@@ -1,0 +1,51 @@
+"""A run whose training loss stops being a number stops at the epoch's end with one line,
+instead of training on (and evaluating, and saving) NaN weights to the last epoch."""
+
+from __future__ import annotations
+
+import pytest
+from cli_helper import assert_one_line_error, run_cli
+
+from datapruning.config import ModelConfig, TrainConfig
+from datapruning.data.sources import load_dataset
+from datapruning.errors import DataPruningError
+from datapruning.train.loop import RESUME_NAME, SUMMARY_NAME, train
+
+MLP = ModelConfig(name="mlp", params={"hidden": 32})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_a_diverging_run_stops_after_its_first_epoch(digits, tmp_path):
+    cfg = TrainConfig(epochs=5, batch_size=64, lr=1000.0, targets=[0.5])
+    with pytest.raises(DataPruningError, match=r"loss became nan in epoch 1 .* lower train\.lr"):
+        train(digits, MLP, cfg, run_dir=tmp_path, progress=False)
+    assert not (tmp_path / SUMMARY_NAME).exists()  # not a finished run
+    assert (tmp_path / "metrics.jsonl").read_text() == ""  # NaN weights were not evaluated
+
+
+def test_its_last_resume_point_is_kept(digits, tmp_path):
+    # Diverges in epoch 1; the resume point written at step 10, before its end, stays.
+    bad = TrainConfig(epochs=5, batch_size=64, lr=1000.0, targets=[0.5], checkpoint_every=10)
+    with pytest.raises(DataPruningError, match="is kept"):
+        train(digits, MLP, bad, run_dir=tmp_path, progress=False)
+    assert (tmp_path / RESUME_NAME).exists()
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2(capsys, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "dataset: {name: digits}\nmodel: {name: mlp, params: {hidden: 32}}\n"
+        "train: {epochs: 3, batch_size: 64, lr: 1000.0}\n"
+    )
+    code, _, err = run_cli(capsys, "train", config, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "the run diverged", "train.lr (1000)")
+    assert not (tmp_path / "run" / SUMMARY_NAME).exists()
+
+
+def test_a_healthy_run_is_not_stopped(digits):
+    summary = train(digits, MLP, TrainConfig(epochs=2, batch_size=64), progress=False).summary
+    assert summary["epochs"] == 2 and summary["final_test_acc"] > 0.2  # chance: 0.1
