@@ -41,17 +41,28 @@ bench/results/kernel_kd_<device>.json. On CPU the dispatcher runs the reference
 (Triton runs there only in its interpreter), so the goals (≥ 2× faster and
 ≥ 50 % less peak memory than the reference at B = 8192, C = 1000) are for a
 GPU and are not yet measured. The kernel's tests pass under the interpreters of
-Triton 3.6.0 and 3.9.0, and both compile it for sm_90 (H100/H200) without
-register spills; it has not yet run on a GPU. The launch parameters (row tiles
-of 2048 elements, blocks of at most 4096 classes, 4 or 8 warps) are untuned
-guesses until then.
+Triton 3.6.0 and 3.9.0; it has not yet run on a GPU. Launch parameters: row
+tiles of 1024 elements (rows × block) on 8 warps, 4 elements a thread, blocks of
+at most 4096 classes. Compiled ahead of time for sm_80 and sm_90
+(datapruning/kernels/_aot.py, Triton 3.9), every variant uses at most 80
+registers at C ≤ 2000 without spills (tiles of 2048 on 4 warps took 254-255 at
+C = 100, a quarter of the SM's threads); rows of 4096-class blocks take up to
+173. Untuned for speed until a GPU measures them.
+
+On CPU the dispatcher runs the torch path: the same formulas in torch ops, one
+autograd node whose backward is one multiply (:func:`_forward_torch`), which at
+B = 128, C = 10 costs about what a bare ``F.cross_entropy`` + ``F.kl_div`` does
+and at C = 1000 less (bench/results/kernel_kd_cpu.json); the autograd
+formulation stays as :func:`kd_loss_reference`, the definition the tests use.
 
 Checks: shapes, dtypes, devices, ``alpha`` and ``temperature`` are checked on
 every call (no device work). The *values* of ``targets`` and ``index`` are
 range-checked only for CPU tensors: on CUDA that check would synchronise the
 device each step, so there the kernel instead turns an out-of-range label or
 teacher row into a NaN loss and NaN gradient for that example (it never reads
-out of bounds), which a non-finite-loss check then catches.
+out of bounds). Catching that NaN is the training loop's job (a non-finite-loss
+check, issue 24's loop side); this module only guarantees it is a NaN, never a
+wrong finite number.
 """
 
 from __future__ import annotations
@@ -79,7 +90,7 @@ __all__ = ["kd_loss", "kd_loss_reference"]
 # Widest class block one program holds; rows with more classes take several blocks.
 MAX_BLOCK = 4096
 # Elements of a row tile (rows × block): small-C rows are packed several to a program.
-TILE_ELEMENTS = 2048
+TILE_ELEMENTS = 1024
 MAX_ROWS = 64
 
 
@@ -108,7 +119,10 @@ def kd_loss(
             (constants: they receive no gradient).
 
     Takes the Triton kernel when :func:`~datapruning.kernels.use_triton` says so (CUDA
-    tensors by default), else :func:`kd_loss_reference`.
+    tensors by default) and the kernel's variant passed its probe; else the torch
+    path, which computes what :func:`kd_loss_reference` does. A launch that raises
+    falls back to the torch path for that call and every later one of its variant;
+    :func:`~datapruning.kernels.paths_taken` records which ran.
 
     Raises:
         DataPruningError: a tensor of the wrong shape, dtype or device, a label or
@@ -275,7 +289,9 @@ def _config(classes: int) -> tuple[int, int, int, int]:
 
 
 def _warps(tile: int) -> int:
-    return 8 if tile >= 4096 else 4
+    # 8 warps for a full tile: 4 elements a thread. With 4 warps and tiles of 2048,
+    # C = 100 took 254-255 registers (bench/results/kernels_aot.json has the counts).
+    return 8 if tile >= TILE_ELEMENTS else 4
 
 
 def _variant(

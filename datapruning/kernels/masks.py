@@ -107,11 +107,16 @@ def nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
     return nm_mask_reference(weight, n, m)
 
 
+def nm_groups_per_program(m: int) -> int:
+    """Groups of ``m`` one program of the N:M kernel masks (a tile of about 1024 lanes)."""
+    return max(1, 1024 // triton.next_power_of_2(m))
+
+
 def _nm_launch(weight: Tensor, n: int, m: int) -> Tensor:
     flat = weight.contiguous().view(-1)
     out = torch.empty(flat.shape, dtype=torch.int8, device=flat.device)
     n_groups = flat.numel() // m
-    groups_per_program = max(1, 1024 // triton.next_power_of_2(m))
+    groups_per_program = nm_groups_per_program(m)
     grid = (triton.cdiv(n_groups, groups_per_program),)
     guard = torch.cuda.device(flat.device) if flat.is_cuda else contextlib.nullcontext()
     with guard:
@@ -130,7 +135,7 @@ def _nm_launch(weight: Tensor, n: int, m: int) -> Tensor:
 def _probe_nm(variant: tuple[str, torch.dtype, int, int]) -> str | None:
     """The N:M kernel on a small weight with ties, over two programs, against the reference."""
     device, dtype, n, m = variant
-    groups = max(1, 1024 // triton.next_power_of_2(m)) + 3
+    groups = nm_groups_per_program(m) + 3
     gen = torch.Generator().manual_seed(0)
     # Few distinct magnitudes, both signs: ties inside groups are common.
     weight = (torch.randint(-3, 4, (groups, m), generator=gen) / 2).to(device, dtype)
