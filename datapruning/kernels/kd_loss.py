@@ -129,12 +129,15 @@ def kd_loss(
             teacher row out of range (checked for CPU tensors), ``temperature <= 0``
             or ``alpha`` outside ``[0, 1]``.
     """
-    _check(student_logits, targets, teacher_logits, index, alpha, temperature, weights)
+    # Shapes, dtypes, devices and scalars here; the values of targets and index only
+    # where a path would not refuse them itself (see _check_values).
+    _check(student_logits, targets, teacher_logits, index, alpha, temperature, weights, False)
     alpha, temperature = float(alpha), float(temperature)
-    batch = student_logits.shape[0]
-    if batch > 0:
+    if student_logits.shape[0] > 0:
         variant = (student_logits, teacher_logits, index, weights, alpha)
         if take_kernel("kd_loss", lambda: _variant(*variant), (student_logits,), _probe):
+            # The kernel turns a bad label into NaN: on CPU (the interpreter) refuse it first.
+            _check_values(student_logits, targets, teacher_logits, index, alpha)
             try:
                 loss = _FusedKDLoss.apply(
                     student_logits, targets, teacher_logits, index, weights, alpha, temperature
@@ -144,14 +147,20 @@ def kd_loss(
             else:
                 record("kd_loss", "triton", PROBED)
                 return loss
-    if student_logits.requires_grad and torch.is_grad_enabled():
-        return _TorchKDLoss.apply(
-            student_logits, targets, teacher_logits, index, weights, alpha, temperature
-        )
-    with torch.no_grad():
-        return _forward_torch(
-            student_logits, targets, teacher_logits, index, weights, alpha, temperature, False
-        )[0]
+    try:
+        if student_logits.requires_grad and torch.is_grad_enabled():
+            return _TorchKDLoss.apply(
+                student_logits, targets, teacher_logits, index, weights, alpha, temperature
+            )
+        with torch.no_grad():
+            return _forward_torch(
+                student_logits, targets, teacher_logits, index, weights, alpha, temperature, False
+            )[0]
+    except (RuntimeError, IndexError):
+        # gather and index_select refuse an out-of-range label or row (on CPU): say
+        # which, in one line, instead of paying for the check on every call.
+        _check_values(student_logits, targets, teacher_logits, index, alpha)
+        raise
 
 
 def kd_loss_reference(
@@ -216,32 +225,27 @@ def _forward_torch(
     B = 128, C = 10 (MNIST-1D's size) it costs less than the bare
     ``F.cross_entropy`` + ``F.kl_div`` a hand-written loop would call.
     """
-    # Autograd is off here: inside Function.forward, or under no_grad in kd_loss.
+    # Autograd is off here: inside Function.forward, or under no_grad in kd_loss. Few
+    # ops, in place where they can be: at MNIST-1D's size each op's dispatch is most
+    # of its cost.
     student = student_logits.float()
+    ce_scale = 1.0 - alpha
     log_p_s = torch.log_softmax(student, dim=1)
-    y = targets.long().unsqueeze(1)
-    loss = log_p_s.gather(1, y).squeeze(1).neg_()
-    if alpha != 1:
-        loss.mul_(1 - alpha)
-    else:
-        loss.zero_()
+    y = (targets if targets.dtype == torch.int64 else targets.long()).unsqueeze(1)
+    loss = log_p_s.gather(1, y).squeeze(1).mul_(-ce_scale)  # (1 − α)·CE
     grad = None
-    if with_grad:
-        grad = log_p_s.exp_()
-        grad.scatter_add_(1, y, torch.full_like(loss, -1.0).unsqueeze(1))
-        if alpha != 1:
-            grad.mul_(1 - alpha)
-        else:
-            grad.zero_()
+    if with_grad:  # (1 − α)·(softmax(s) − onehot(y))
+        grad = log_p_s.exp_().mul_(ce_scale)
+        grad.scatter_(1, y, -ce_scale, reduce="add")
     if alpha != 0:  # at alpha = 0 the teacher is not read
         teacher = teacher_logits if index is None else teacher_logits.index_select(0, index)
         inv_temp = 1.0 / temperature
         log_q = torch.log_softmax(student * inv_temp, dim=1)
         log_p = torch.log_softmax(teacher.float() * inv_temp, dim=1)
         p_t = log_p.exp()
-        kl = (p_t * (log_p - log_q)).sum(dim=1)
+        kl = log_p.sub_(log_q).mul_(p_t).sum(dim=1)
         loss.add_(kl, alpha=alpha * temperature * temperature)
-        if grad is not None:
+        if grad is not None:  # + α·T·(softmax(s/T) − softmax(t/T))
             grad.add_(log_q.exp_().sub_(p_t), alpha=alpha * temperature)
     if weights is not None:
         w = weights.float()
@@ -360,7 +364,58 @@ def _check(
     alpha: float,
     temperature: float,
     weights: torch.Tensor | None,
+    values: bool = True,
 ) -> None:
+    """Refuse bad arguments in one line; with ``values``, bad labels and rows too (CPU)."""
+    # One expression for the common, valid call (this runs every step: at MNIST-1D's
+    # size the checks one by one cost a few percent of a step); _explain says what is
+    # wrong otherwise.
+    batch = student.shape[0]
+    device = student.device
+    fine = (
+        student.dim() == 2
+        and teacher.dim() == 2
+        and student.dtype in _FLOATS
+        and teacher.dtype in _FLOATS
+        and 0 < student.shape[1] == teacher.shape[1]
+        and targets.shape == (batch,)
+        and targets.dtype in _INTEGERS
+        and targets.device == device
+        and teacher.device == device
+        and (
+            teacher.shape[0] == batch
+            if index is None
+            else index.shape == (batch,) and index.dtype in _INTEGERS and index.device == device
+        )
+        and (
+            weights is None
+            or (weights.shape == (batch,) and weights.dtype in _FLOATS and weights.device == device)
+        )
+        and type(alpha) in (float, int)
+        and 0 <= alpha <= 1
+        and type(temperature) in (float, int)
+        and 0 < temperature < math.inf
+    )
+    if not fine:
+        _explain(student, targets, teacher, index, alpha, temperature, weights)
+    if values:
+        _check_values(student, targets, teacher, index, alpha)
+
+
+_FLOATS = frozenset({torch.float32, torch.bfloat16, torch.float16, torch.float64})
+_INTEGERS = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+
+
+def _explain(
+    student: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: torch.Tensor,
+    index: torch.Tensor | None,
+    alpha: float,
+    temperature: float,
+    weights: torch.Tensor | None,
+) -> None:
+    """The one-line error for what :func:`_check`'s fast test found wrong."""
     for name, logits in (("student_logits", student), ("teacher_logits", teacher)):
         if logits.dim() != 2:
             raise DataPruningError(
@@ -426,7 +481,18 @@ def _check(
                 f"{name} on {tensor.device} but student_logits on {student.device}; "
                 "move both to one device"
             )
-    # Value checks would synchronise a GPU every step: CPU only (see the module docstring).
+
+
+def _check_values(
+    student: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: torch.Tensor,
+    index: torch.Tensor | None,
+    alpha: float,
+) -> None:
+    """Labels in ``[0, C)`` and teacher rows in range, for CPU tensors (see the module docstring)."""
+    batch, classes = student.shape
+    # Value checks would synchronise a GPU every step: CPU only.
     if student.device.type == "cpu" and batch > 0:
         low, high = (int(v) for v in torch.aminmax(targets))
         if low < 0 or high >= classes:
