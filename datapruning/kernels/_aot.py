@@ -287,11 +287,19 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             {
                 "command": " ".join(
-                    ["python -m datapruning.kernels._aot", *(argv or sys.argv[1:])]
+                    [
+                        "TRITON_INTERPRET=0 python -m datapruning.kernels._aot",
+                        *(argv or sys.argv[1:]),
+                    ]
                 ),
-                "triton": triton.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "triton": triton.__version__,
+                    "triton_cache": os.environ.get("TRITON_CACHE_DIR", "default"),
+                },
                 "seconds": time.perf_counter() - start,
                 "variants": len(results),
                 "errors": sum(r.error is not None for r in results),

@@ -12,8 +12,19 @@ The Triton path is a multi-tensor launch: the tensors of one dtype (and, for
 AdamW, one step count) go to one kernel launch through a table of their
 addresses and a table of (tensor, block start) per program, as torch's
 ``_foreach`` kernels and the Triton grouped-GEMM tutorial do, so a ResNet-18 step
-is a handful of launches, not one per tensor. Arithmetic is in fp32 whatever
-the parameter dtype (one rounding to bf16 per stored value). The torch
+is a handful of launches, not one per tensor. The address tables are cached by
+the addresses they hold (:class:`_AddressTables`): a steady loop builds them
+once, not once a step, and a new set is copied from pinned memory without
+blocking, so no step waits on the device (tests/kernels/test_probe.py counts the
+builds; tests/kernels/test_cuda_paths.py runs steady steps under
+``torch.cuda.set_sync_debug_mode("error")``). Each launch runs under its
+parameters' CUDA device. Each launch variant (dtype, masked, momentum, first
+step, Nesterov) is probed once per process against the update in torch; a
+variant that fails its probe or raises at launch goes to the reference, and
+optimizer state (new momentum buffers and moments, AdamW's step counts) is
+committed only after a launch ran, so the reference then finds the state it
+expects. Arithmetic is in fp32 whatever the parameter dtype (one rounding to
+bf16 per stored value). The torch
 reference (CPU, or ``DATAPRUNING_KERNELS=torch``) is torch's own foreach
 formulas, then ``masked_fill_`` of the weight and state: every op is elementwise,
 so what a pruned position's gradient holds cannot reach a kept one, and the
