@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -214,11 +215,18 @@ def _jit_function(kernel: str) -> Any:
     }[kernel]
 
 
-def _resources(cubin: bytes) -> tuple[int, int]:
-    """(registers, local bytes) of the cubin's one function, read with the bundled cuobjdump."""
+def _resources(asm: dict[str, Any]) -> tuple[int, int]:
+    """(registers, local bytes) of the kernel, from the bundled cuobjdump (else ptxas -v)."""
     from triton.backends.nvidia import compiler as nvidia
 
-    tool = Path(nvidia.__file__).parent / "bin" / "cuobjdump"
+    bin_dir = Path(nvidia.__file__).parent / "bin"
+    tool = bin_dir / "cuobjdump"
+    if not tool.is_file():  # a Triton without it: the CUDA toolkit's, else ptxas -v
+        found = shutil.which("cuobjdump")
+        if found is None:
+            return _resources_from_ptxas(bin_dir, asm["ptx"])
+        tool = Path(found)
+    cubin = asm["cubin"]
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
         file.flush()
@@ -232,6 +240,39 @@ def _resources(cubin: bytes) -> tuple[int, int]:
     if found is None:
         raise RuntimeError(f"cuobjdump printed no resource usage: {text.strip()[:200]}")
     return int(found.group(1)), int(found.group(2))
+
+
+def _resources_from_ptxas(bin_dir: Path, ptx: str) -> tuple[int, int]:
+    """(registers, spill-store bytes) from ``ptxas -v`` on the kernel's PTX.
+
+    Triton 3.9 assembles sm_90+ with its newer ``ptxas-blackwell``; either bundled
+    ptxas that accepts the PTX will do. Without Triton's own flags it can differ
+    from the cubin Triton builds (the 50 000-class KD row on sm_80: 28 bytes of
+    spill stores here, none in Triton's cubin), so it is the last resort.
+    """
+    target = re.search(r"^\.target\s+(\S+)", ptx, re.MULTILINE)
+    if target is None:
+        raise RuntimeError("the PTX names no .target")
+    arch = target.group(1).rstrip(",")
+    tools = [bin_dir / "ptxas-blackwell", bin_dir / "ptxas"]
+    if int(re.sub(r"\D", "", arch) or 0) < 90:
+        tools.reverse()
+    errors = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "kernel.ptx"
+        source.write_text(ptx)
+        for tool in (t for t in tools if t.is_file()):
+            done = subprocess.run(
+                [str(tool), f"-arch={arch}", "-v", str(source), "-o", str(Path(tmp) / "k.cubin")],
+                capture_output=True,
+                text=True,
+            )
+            registers = re.search(r"Used (\d+) registers", done.stderr)
+            spills = re.search(r"(\d+) bytes spill stores", done.stderr)
+            if done.returncode == 0 and registers and spills:
+                return int(registers.group(1)), int(spills.group(1))
+            errors.append(f"{tool.name}: {done.stderr.strip()[:200]}")
+    raise RuntimeError(f"no bundled ptxas read the PTX: {'; '.join(errors) or 'none found'}")
 
 
 def compile_variant(variant: Variant, arch: int) -> Compiled:
@@ -252,7 +293,7 @@ def compile_variant(variant: Variant, arch: int) -> Compiled:
         compiled = triton.compile(
             source, target=GPUTarget("cuda", arch, 32), options={"num_warps": variant.num_warps}
         )
-        result.registers, result.spill_bytes = _resources(compiled.asm["cubin"])
+        result.registers, result.spill_bytes = _resources(compiled.asm)
     except Exception as exc:  # reported per variant: one bad variant must not hide the rest
         result.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
     result.seconds = time.perf_counter() - start
