@@ -3,9 +3,10 @@
 The installed Triton ships ptxas and cuobjdump, so this needs no GPU. The
 default run compiles a representative subset (the register-heavy KD row tile,
 a multi-block KD row, the masked SGD and AdamW steps and the 2:4 mask: 20
-compiles, ~20 s on the shared 2-core machine); ``-m aot_all`` compiles all 136
-launch variants the wrappers use. Registers per variant go to the test's
-output (``-rA``) and, from the module's CLI, to bench/results/kernels_aot.json.
+compiles into a fresh Triton cache, 15-22 s on the shared 2-core machine);
+``-m aot_all`` compiles all 136 launch variants the wrappers use (57 s there).
+Registers per variant go to the test's output (``-rA``) and, from the module's
+CLI, to bench/results/kernels_aot.json.
 """
 
 from __future__ import annotations
