@@ -212,12 +212,12 @@ class _AddressTables:
     SIZE = 8  # address sets kept per optimizer (gradients may alternate between a few)
 
     def __init__(self) -> None:
-        self._cache: OrderedDict[tuple[int, ...], Tensor] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
         self.builds = 0  # how many tables were built and copied (tests count them)
 
     def get(self, roles: list[list[Tensor]], device: torch.device) -> Tensor:
         rows = [[t.data_ptr() for t in role] for role in roles]
-        key = (len(rows), *(a for row in rows for a in row))
+        key = (str(device), len(rows), *(a for row in rows for a in row))
         table = self._cache.get(key)
         if table is None:
             self.builds += 1

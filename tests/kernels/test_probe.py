@@ -32,6 +32,8 @@ from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 
 pytest.importorskip("triton")
 
+INJECTS_FAILURES = True  # tests/kernels/conftest.py: failed probes are this module's intent
+
 
 class Launches:
     """Stands in for a jitted kernel: ``kernel[grid](...)`` launches the real one until
