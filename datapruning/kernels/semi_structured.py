@@ -309,6 +309,8 @@ def decide_before_run(
     seen: dict[SemiStructuredLinear, tuple[int, torch.dtype, torch.device]] = {}
 
     def record_shape(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not args or not isinstance(args[0], Tensor):
+            return  # called with keywords: decided at its first training forward instead
         x = args[0]
         seen.setdefault(module, (x.numel() // x.shape[-1], compute_dtype(x), x.device))  # type: ignore[arg-type]
 
