@@ -4,8 +4,9 @@
 # compile test, each under its own timeout, every log under $OUT. Target: at most 4
 # minutes of work, so a 15-minute lease leaves room for the machine's start and a rerun:
 # the four groups' limits sum to 240 s (80 + 50 + 80 + 30), the installs take seconds.
-# Dry run on the shared 2-core CPU machine (CUDA tests skipped there, benchmarks on CPU):
-# 84 s in all (install 2, kernel tests 8, loop tests 16, bench 44, aot 9).
+# Dry runs on the shared 2-core CPU machine (CUDA tests skipped there, benchmarks on CPU,
+# load 4-5.5): 84 s and 110 s in all (install 1-2, kernel tests 6-8, loop tests 16-18,
+# bench 44-60, aot 9-19).
 #
 #   here:  bash bench/gpu_wheels.sh          (downloads the wheels below into .whl/)
 #   there: bash bench/gpu_check.sh            (device run with carry [".whl"]; logs in $OUT)
