@@ -25,6 +25,17 @@ at B = 8192 are ~1 GiB each, more than this shared machine should spend).
 GPU goals (issue 11, item 4): at C = 1000 the fused path ≥ 2× faster and ≥ 50 %
 less peak memory than the reference.
 
+Whole runs (issue 24, item 4: the CPU path costs no more than what it replaces):
+``loop`` trains the same MLP (MNIST-1D's shape: 40 features, 10 classes, two
+hidden layers of 128, batch 128, SGD with momentum, teacher logits from a cached
+table through an index) for ``--loop-steps`` steps twice per round, in rounds
+that alternate which goes first: ``bare``, a hand-written loop whose loss is
+``(1-α)·F.cross_entropy + α·T²·F.kl_div(log_softmax, log_softmax, batchmean)``,
+and ``dispatched``, the same loop with ``kd_loss(...).mean()`` (the loop's
+call). The figure is the ratio of the medians over rounds (goal: ≤ 1.03), of
+CPU time on CPU (one thread: less disturbed by the shared machine's other jobs
+than wall time) and of synchronised wall time on CUDA.
+
     .venv/bin/python bench/kernel_kd.py                 # writes bench/results/kernel_kd_cpu.json
     python bench/kernel_kd.py --device cuda             # writes bench/results/kernel_kd_cuda.json
 """
@@ -136,6 +147,97 @@ def run(device: str = "cpu", quick: bool = False, threads: int | None = None) ->
     return result
 
 
+LOOP = {"features": 40, "classes": 10, "hidden": 128, "batch": 128, "examples": 4000}
+
+
+def loop_run(
+    device: str = "cpu", steps: int = 300, rounds: int = 5, threads: int | None = None
+) -> dict[str, Any]:
+    """Seconds of whole KD training loops: bare F.cross_entropy + KL against kd_loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from datapruning.kernels import paths_taken, reset_paths
+    from datapruning.kernels.kd_loss import kd_loss
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    alpha, temperature = 0.5, 4.0
+    gen = torch.Generator().manual_seed(0)
+    n, features, classes = LOOP["examples"], LOOP["features"], LOOP["classes"]
+    x = torch.randn(n, features, generator=gen).to(device)
+    y = torch.randint(0, classes, (n,), generator=gen).to(device)
+    table = (torch.randn(n, classes, generator=gen) * 3).to(device)
+    order = torch.randint(0, n, (steps, LOOP["batch"]), generator=gen).to(device)
+
+    def bare(logits: Any, targets: Any, index: Any) -> Any:
+        teacher = table[index]
+        kl = F.kl_div(
+            F.log_softmax(logits / temperature, dim=1),
+            F.log_softmax(teacher / temperature, dim=1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        return (1 - alpha) * F.cross_entropy(logits, targets) + alpha * temperature**2 * kl
+
+    def dispatched(logits: Any, targets: Any, index: Any) -> Any:
+        return kd_loss(logits, targets, table, index, alpha=alpha, temperature=temperature).mean()
+
+    def one_run(loss_fn: Any) -> tuple[float, float]:
+        torch.manual_seed(0)
+        hidden = LOOP["hidden"]
+        model = torch.nn.Sequential(
+            torch.nn.Linear(features, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, classes),
+        ).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.synchronize()
+        # CPU: this process's CPU time (one thread), which another job on the shared
+        # machine disturbs less than wall time; CUDA: wall time, synchronised.
+        clock = time.perf_counter if cuda else time.process_time
+        start = clock()
+        for index in order:
+            loss = loss_fn(model(x[index]), y[index], index)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        return clock() - start, float(loss.detach())
+
+    runs = {"bare": bare, "dispatched": dispatched}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    final: dict[str, float] = {}
+    reset_paths()
+    one_run(dispatched)  # warm-up (and the probe, on CUDA)
+    one_run(bare)
+    for r in range(rounds):
+        names = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for name in names:
+            elapsed, final[name] = one_run(runs[name])
+            seconds[name].append(elapsed)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {
+        **LOOP,
+        "steps": steps,
+        "rounds": rounds,
+        "alpha": alpha,
+        "temperature": temperature,
+        "seconds": seconds,
+        "median_seconds": medians,
+        "ratio": medians["dispatched"] / medians["bare"],
+        "ratio_of_min": min(seconds["dispatched"]) / min(seconds["bare"]),
+        "final_loss": final,
+        "kd_loss_path": paths_taken().get("kd_loss"),
+        "goal": {"ratio": 1.03},
+    }
+
+
 def _inputs(batch: int, classes: int, dtype: Any, device: str, torch: Any) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     # A cached teacher table twice the batch; the batch's rows come through an index.
@@ -243,12 +345,20 @@ def main(argv: list[str] | None = None) -> int:
         help="torch CPU threads (default: torch's choice; 1 on a shared, busy machine)",
     )
     parser.add_argument("--out", type=Path, help="default: bench/results/kernel_kd_<device>.json")
+    parser.add_argument(
+        "--loop-steps", type=int, default=300, help="steps of each whole-loop run (default 300)"
+    )
+    parser.add_argument(
+        "--loop-rounds", type=int, default=5, help="rounds of the whole-loop pair (default 5)"
+    )
     args = parser.parse_args(argv)
 
     from datapruning._io import write_json
 
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv])}
     result.update(run(args.device, args.quick, args.threads))
+    steps, rounds = (50, 2) if args.quick else (args.loop_steps, args.loop_rounds)
+    result["loop"] = loop_run(args.device, steps, rounds, args.threads)
     out = args.out or RESULTS / f"kernel_kd_{args.device.split(':')[0]}.json"
     write_json(out, result)
     for case in result["cases"]:
@@ -260,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{fused['saved_for_backward_bytes']} bytes",
             file=sys.stderr,
         )
+    loop = result["loop"]
+    print(
+        f"whole KD loop, {loop['steps']} steps x {loop['rounds']} rounds: bare "
+        f"{loop['median_seconds']['bare']:.3f} s, dispatched "
+        f"{loop['median_seconds']['dispatched']:.3f} s (ratio {loop['ratio']:.3f})",
+        file=sys.stderr,
+    )
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

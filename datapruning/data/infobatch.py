@@ -36,9 +36,12 @@ share; ``set_epoch`` synchronises the table with one ``all_reduce`` of a
 an example written by several ranks, through padding, takes the mean), so all
 ranks plan the same epoch and each yields a disjoint equal share. Without an
 initialised process group nothing is synchronised (``num_replicas`` then only
-says how to share out). The table lives on the device of the losses given to
+says how to share out). The table lives on ``device`` from the start (the
+training device: pass it), else on the device of the first losses given to
 :meth:`update` (no host sync per step); ``set_epoch`` copies it to the host
-once per epoch.
+once per epoch. The ``all_reduce`` runs on the device the process group's
+backend needs (NCCL: the current CUDA device), whichever device the table is
+on, so epoch 0, before any update, works under NCCL too.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class InfoBatchSampler(IndexSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
         self.num_samples = _integer("num_samples", num_samples, 1)
@@ -101,8 +105,9 @@ class InfoBatchSampler(IndexSampler):
         self.prune, self.anneal = check_prune(prune), check_anneal(anneal)
         # Epochs from this one on take every example.
         self.full_from = self.epochs - round(self.anneal * self.epochs)
-        self._losses = torch.full((self.num_samples,), math.nan)  # NaN: never updated
-        self._written = torch.zeros(self.num_samples, dtype=torch.bool)  # since the last sync
+        where = torch.device("cpu") if device is None else torch.device(device)
+        self._losses = torch.full((self.num_samples,), math.nan, device=where)  # NaN: never updated
+        self._written = torch.zeros(self.num_samples, dtype=torch.bool, device=where)  # since sync
         self._plan: _Plan | None = None
         self.sizes: list[int] = []  # examples in each planned epoch (all ranks), epoch by epoch
 
@@ -186,7 +191,10 @@ class InfoBatchSampler(IndexSampler):
             return
         written = self._written.to(self._losses.dtype)
         packed = torch.stack([torch.where(self._written, self._losses, 0.0), written])
+        home = packed.device
+        packed = packed.to(collective_device(home))
         dist.all_reduce(packed)
+        packed = packed.to(home)
         hit = packed[1] > 0
         self._losses = torch.where(hit, packed[0] / packed[1].clamp(min=1), self._losses)
         self._written.zero_()
@@ -219,6 +227,17 @@ class InfoBatchSampler(IndexSampler):
         self.epoch = int(state["epoch"])
         self._plan = _Plan(self.epoch, state["order"].numpy().copy(), state["weights"].numpy())
         self.sizes = [int(size) for size in state["sizes"]]
+
+
+def collective_device(device: torch.device) -> torch.device:
+    """Where a tensor on ``device`` must be for the default process group's collectives.
+
+    NCCL reduces only CUDA tensors (on this rank's current device); gloo and the
+    others take the tensor where it is.
+    """
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 class _Plan:

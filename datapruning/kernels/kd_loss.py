@@ -41,17 +41,33 @@ bench/results/kernel_kd_<device>.json. On CPU the dispatcher runs the reference
 (Triton runs there only in its interpreter), so the goals (≥ 2× faster and
 ≥ 50 % less peak memory than the reference at B = 8192, C = 1000) are for a
 GPU and are not yet measured. The kernel's tests pass under the interpreters of
-Triton 3.6.0 and 3.9.0, and both compile it for sm_90 (H100/H200) without
-register spills; it has not yet run on a GPU. The launch parameters (row tiles
-of 2048 elements, blocks of at most 4096 classes, 4 or 8 warps) are untuned
-guesses until then.
+Triton 3.6.0 and 3.9.0; it has not yet run on a GPU. Launch parameters: row
+tiles of 1024 elements (rows × block) on 8 warps, 4 elements a thread, blocks of
+at most 4096 classes. Compiled ahead of time for sm_80 and sm_90
+(datapruning/kernels/_aot.py, Triton 3.9), every variant uses at most 80
+registers at C ≤ 2000 without spills (tiles of 2048 on 4 warps took 254-255 at
+C = 100, a quarter of the SM's threads); rows of 4096-class blocks take up to
+173. Untuned for speed until a GPU measures them.
+
+On CPU the dispatcher runs the torch path: the same formulas in torch ops, one
+autograd node whose backward is one multiply (:func:`_forward_torch`), with one
+fast argument test a call. bench/results/kernel_kd_cpu.json (one thread, the
+shared 2-core machine at load ~5): a whole KD training loop at MNIST-1D's size
+costs 1.015x a bare hand-written loop with ``F.cross_entropy`` + ``F.kl_div``
+(median CPU time of 15 rounds of 300 steps; the previous kd_loss, autograd
+through F ops after per-call checks, cost 1.10x in the same loop, measured
+twice beside it by swapping the function in), and one step at B = 8192,
+C = 1000 takes 352 ms against the autograd reference's 802 ms. The autograd
+formulation stays as :func:`kd_loss_reference`, the definition the tests use.
 
 Checks: shapes, dtypes, devices, ``alpha`` and ``temperature`` are checked on
 every call (no device work). The *values* of ``targets`` and ``index`` are
 range-checked only for CPU tensors: on CUDA that check would synchronise the
 device each step, so there the kernel instead turns an out-of-range label or
 teacher row into a NaN loss and NaN gradient for that example (it never reads
-out of bounds), which a non-finite-loss check then catches.
+out of bounds). Catching that NaN is the training loop's job (a non-finite-loss
+check, issue 24's loop side); this module only guarantees it is a NaN, never a
+wrong finite number.
 """
 
 from __future__ import annotations
@@ -59,19 +75,27 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from datapruning.errors import DataPruningError
-from datapruning.kernels._dispatch import HAVE_TRITON, use_triton
+from datapruning.kernels._dispatch import (
+    HAVE_TRITON,
+    PROBED,
+    launch_failed,
+    mismatch,
+    record,
+    take_kernel,
+)
 
 __all__ = ["kd_loss", "kd_loss_reference"]
 
 # Widest class block one program holds; rows with more classes take several blocks.
 MAX_BLOCK = 4096
 # Elements of a row tile (rows × block): small-C rows are packed several to a program.
-TILE_ELEMENTS = 2048
+TILE_ELEMENTS = 1024
 MAX_ROWS = 64
 
 
@@ -100,25 +124,48 @@ def kd_loss(
             (constants: they receive no gradient).
 
     Takes the Triton kernel when :func:`~datapruning.kernels.use_triton` says so (CUDA
-    tensors by default), else :func:`kd_loss_reference`.
+    tensors by default) and the kernel's variant passed its probe; else the torch
+    path, which computes what :func:`kd_loss_reference` does. A launch that raises
+    falls back to the torch path for that call and every later one of its variant;
+    :func:`~datapruning.kernels.paths_taken` records which ran.
 
     Raises:
         DataPruningError: a tensor of the wrong shape, dtype or device, a label or
             teacher row out of range (checked for CPU tensors), ``temperature <= 0``
             or ``alpha`` outside ``[0, 1]``.
     """
-    _check(student_logits, targets, teacher_logits, index, alpha, temperature, weights)
-    if use_triton(student_logits) and student_logits.shape[0] > 0:
-        return _FusedKDLoss.apply(
-            student_logits,
-            targets,
-            teacher_logits,
-            index,
-            weights,
-            float(alpha),
-            float(temperature),
-        )
-    return _reference(student_logits, targets, teacher_logits, index, alpha, temperature, weights)
+    # Shapes, dtypes, devices and scalars here; the values of targets and index only
+    # where a path would not refuse them itself (see _check_values).
+    _check(student_logits, targets, teacher_logits, index, alpha, temperature, weights, False)
+    alpha, temperature = float(alpha), float(temperature)
+    if student_logits.shape[0] > 0:
+        variant = (student_logits, teacher_logits, index, weights, alpha)
+        if take_kernel("kd_loss", lambda: _variant(*variant), (student_logits,), _probe):
+            # The kernel turns a bad label into NaN: on CPU (the interpreter) refuse it first.
+            _check_values(student_logits, targets, teacher_logits, index, alpha)
+            try:
+                loss = _FusedKDLoss.apply(
+                    student_logits, targets, teacher_logits, index, weights, alpha, temperature
+                )
+            except Exception as exc:  # never break a run: the reference gives the same loss
+                launch_failed("kd_loss", _variant(*variant), exc)
+            else:
+                record("kd_loss", "triton", PROBED)
+                return loss
+    try:
+        if student_logits.requires_grad and torch.is_grad_enabled():
+            return _TorchKDLoss.apply(
+                student_logits, targets, teacher_logits, index, weights, alpha, temperature
+            )
+        with torch.no_grad():
+            return _forward_torch(
+                student_logits, targets, teacher_logits, index, weights, alpha, temperature, False
+            )[0]
+    except (RuntimeError, IndexError):
+        # gather and index_select refuse an out-of-range label or row (on CPU): say
+        # which, in one line, instead of paying for the check on every call.
+        _check_values(student_logits, targets, teacher_logits, index, alpha)
+        raise
 
 
 def kd_loss_reference(
@@ -166,6 +213,154 @@ def _reference(
     return loss
 
 
+def _forward_torch(
+    student_logits: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    index: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    alpha: float,
+    temperature: float,
+    with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The kernel's computation in torch ops: losses and (``with_grad``) their gradient.
+
+    The same formulas as the kernel (module docstring), so one pass forward and
+    a single multiply backward instead of autograd through five ops each way: at
+    B = 128, C = 10 (MNIST-1D's size) it costs less than the bare
+    ``F.cross_entropy`` + ``F.kl_div`` a hand-written loop would call.
+    """
+    # Autograd is off here: inside Function.forward, or under no_grad in kd_loss. Few
+    # ops, in place where they can be: at MNIST-1D's size each op's dispatch is most
+    # of its cost.
+    student = student_logits.float()
+    ce_scale = 1.0 - alpha
+    log_p_s = torch.log_softmax(student, dim=1)
+    y = (targets if targets.dtype == torch.int64 else targets.long()).unsqueeze(1)
+    loss = log_p_s.gather(1, y).squeeze(1).mul_(-ce_scale)  # (1 − α)·CE
+    grad = None
+    if with_grad:  # (1 − α)·(softmax(s) − onehot(y))
+        grad = log_p_s.exp_().mul_(ce_scale)
+        grad.scatter_(1, y, -ce_scale, reduce="add")
+    if alpha != 0:  # at alpha = 0 the teacher is not read
+        teacher = teacher_logits if index is None else teacher_logits.index_select(0, index)
+        inv_temp = 1.0 / temperature
+        log_q = torch.log_softmax(student * inv_temp, dim=1)
+        log_p = torch.log_softmax(teacher.float() * inv_temp, dim=1)
+        p_t = log_p.exp()
+        kl = log_p.sub_(log_q).mul_(p_t).sum(dim=1)
+        loss.add_(kl, alpha=alpha * temperature * temperature)
+        if grad is not None:  # + α·T·(softmax(s/T) − softmax(t/T))
+            grad.add_(log_q.exp_().sub_(p_t), alpha=alpha * temperature)
+    if weights is not None:
+        w = weights.float()
+        loss.mul_(w)
+        if grad is not None:
+            grad.mul_(w.unsqueeze(1))
+    if grad is not None and grad.dtype != student_logits.dtype:
+        grad = grad.to(student_logits.dtype)
+    return loss, grad
+
+
+class _TorchKDLoss(torch.autograd.Function):
+    """The torch path of :func:`kd_loss`: gradient formed in forward, as the kernel does."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        student: torch.Tensor,
+        targets: torch.Tensor,
+        teacher: torch.Tensor,
+        index: torch.Tensor | None,
+        weights: torch.Tensor | None,
+        alpha: float,
+        temperature: float,
+    ) -> torch.Tensor:
+        loss, grad = _forward_torch(
+            student, targets, teacher, index, weights, alpha, temperature, True
+        )
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        grad.mul_(grad_output.unsqueeze(1))  # in place, as the kernel's backward
+        return grad, None, None, None, None, None, None
+
+
+def _config(classes: int) -> tuple[int, int, int, int]:
+    """(BLOCK, ROWS, N_BLOCKS, num_warps) of the kernel's launch for ``classes`` columns."""
+    block = min(triton.next_power_of_2(classes), MAX_BLOCK)
+    rows = max(1, min(MAX_ROWS, TILE_ELEMENTS // block))
+    n_blocks = triton.cdiv(classes, block) if classes > block else 1
+    return block, rows, n_blocks, _warps(rows * block)
+
+
+def _warps(tile: int) -> int:
+    # 8 warps for a full tile: 4 elements a thread. With 4 warps and tiles of 2048,
+    # C = 100 took 254-255 registers (bench/results/kernels_aot.json has the counts).
+    return 8 if tile >= TILE_ELEMENTS else 4
+
+
+def _variant(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    index: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    alpha: float,
+) -> tuple[Any, ...]:
+    """What one compiled kernel serves: device, dtypes and what sets the compile-time constants.
+
+    The class count itself, not just its launch constants: a model has one, and
+    the probe then runs the very launch the batches will.
+    """
+    with_grad = student.requires_grad and torch.is_grad_enabled()
+    classes = student.shape[1]
+    return (
+        str(student.device),
+        student.dtype,
+        teacher.dtype if alpha != 0 else None,
+        None if index is None else index.dtype,
+        None if weights is None else weights.dtype,
+        with_grad,
+        classes,
+    )
+
+
+def _probe(variant: tuple[Any, ...]) -> str | None:
+    """Launch ``variant`` on a few rows (two programs and a tail) and compare with the reference."""
+    device, dtype, teacher_dtype, index_dtype, weights_dtype, with_grad, classes = variant
+    alpha = 0.5 if teacher_dtype is not None else 0.0
+    rows = _config(classes)[1] + 1
+    gen = torch.Generator().manual_seed(0)
+    student = (torch.randn(rows, classes, generator=gen) * 3).to(device, dtype)
+    targets = torch.randint(0, classes, (rows,), generator=gen).to(device)
+    table_rows = rows + 2 if index_dtype is not None else rows
+    teacher = (torch.randn(table_rows, classes, generator=gen) * 3).to(
+        device, teacher_dtype or dtype
+    )
+    index = None
+    if index_dtype is not None:
+        index = torch.randperm(table_rows, generator=gen)[:rows].to(device, index_dtype)
+    weights = None
+    if weights_dtype is not None:
+        weights = torch.rand(rows, generator=gen).to(device, weights_dtype)
+    loss, grad = _launch(student, targets, teacher, index, weights, alpha, 2.0, with_grad=with_grad)
+    leaf = student.detach().float().requires_grad_(with_grad)
+    with torch.enable_grad():
+        want = _reference(leaf, targets, teacher, index, alpha, 2.0, weights)
+        if with_grad:
+            want.sum().backward()
+    loose = dtype != torch.float32 or (teacher_dtype not in (None, torch.float32))
+    tol = 2e-2 if loose else 1e-4
+    return mismatch("loss", loss, want, tol, tol) or (
+        mismatch("gradient", grad, leaf.grad, tol, tol)
+        if with_grad and grad is not None and leaf.grad is not None
+        else None
+    )
+
+
 def _check(
     student: torch.Tensor,
     targets: torch.Tensor,
@@ -174,7 +369,58 @@ def _check(
     alpha: float,
     temperature: float,
     weights: torch.Tensor | None,
+    values: bool = True,
 ) -> None:
+    """Refuse bad arguments in one line; with ``values``, bad labels and rows too (CPU)."""
+    # One expression for the common, valid call (this runs every step: at MNIST-1D's
+    # size the checks one by one cost a few percent of a step); _explain says what is
+    # wrong otherwise.
+    batch = student.shape[0]
+    device = student.device
+    fine = (
+        student.dim() == 2
+        and teacher.dim() == 2
+        and student.dtype in _FLOATS
+        and teacher.dtype in _FLOATS
+        and 0 < student.shape[1] == teacher.shape[1]
+        and targets.shape == (batch,)
+        and targets.dtype in _INTEGERS
+        and targets.device == device
+        and teacher.device == device
+        and (
+            teacher.shape[0] == batch
+            if index is None
+            else index.shape == (batch,) and index.dtype in _INTEGERS and index.device == device
+        )
+        and (
+            weights is None
+            or (weights.shape == (batch,) and weights.dtype in _FLOATS and weights.device == device)
+        )
+        and type(alpha) in (float, int)
+        and 0 <= alpha <= 1
+        and type(temperature) in (float, int)
+        and 0 < temperature < math.inf
+    )
+    if not fine:
+        _explain(student, targets, teacher, index, alpha, temperature, weights)
+    if values:
+        _check_values(student, targets, teacher, index, alpha)
+
+
+_FLOATS = frozenset({torch.float32, torch.bfloat16, torch.float16, torch.float64})
+_INTEGERS = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+
+
+def _explain(
+    student: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: torch.Tensor,
+    index: torch.Tensor | None,
+    alpha: float,
+    temperature: float,
+    weights: torch.Tensor | None,
+) -> None:
+    """The one-line error for what :func:`_check`'s fast test found wrong."""
     for name, logits in (("student_logits", student), ("teacher_logits", teacher)):
         if logits.dim() != 2:
             raise DataPruningError(
@@ -240,9 +486,20 @@ def _check(
                 f"{name} on {tensor.device} but student_logits on {student.device}; "
                 "move both to one device"
             )
-    # Value checks would synchronise a GPU every step: CPU only (see the module docstring).
+
+
+def _check_values(
+    student: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: torch.Tensor,
+    index: torch.Tensor | None,
+    alpha: float,
+) -> None:
+    """Labels in ``[0, C)`` and teacher rows in range, for CPU tensors (see the module docstring)."""
+    batch, classes = student.shape
+    # Value checks would synchronise a GPU every step: CPU only.
     if student.device.type == "cpu" and batch > 0:
-        low, high = int(targets.min()), int(targets.max())
+        low, high = (int(v) for v in torch.aminmax(targets))
         if low < 0 or high >= classes:
             bad = low if low < 0 else high
             raise DataPruningError(
@@ -251,7 +508,7 @@ def _check(
             )
         if index is not None and (alpha != 0):
             rows = teacher.shape[0]
-            low, high = int(index.min()), int(index.max())
+            low, high = (int(v) for v in torch.aminmax(index))
             if low < 0 or high >= rows:
                 bad = low if low < 0 else high
                 raise DataPruningError(
@@ -322,8 +579,7 @@ def _launch(
         if with_grad
         else loss
     )
-    block = min(triton.next_power_of_2(classes), MAX_BLOCK)
-    rows = max(1, min(MAX_ROWS, TILE_ELEMENTS // block))
+    block, rows, n_blocks, num_warps = _config(classes)
     grid = (triton.cdiv(batch, rows),)
     device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
     with device:
@@ -351,10 +607,10 @@ def _launch(
             # A compile-time loop count: one compile per class count above MAX_BLOCK
             # (a model has one), and Triton 3.6's interpreter cannot range over a
             # run-time bound with NumPy 2 (int() of a 1-element array).
-            N_BLOCKS=triton.cdiv(classes, block) if classes > block else 1,
+            N_BLOCKS=n_blocks,
             ROWS=rows,
             BLOCK=block,
-            num_warps=8 if rows * block >= 4096 else 4,
+            num_warps=num_warps,
         )
     return loss, (grad if with_grad else None)
 

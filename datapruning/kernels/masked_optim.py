@@ -12,8 +12,19 @@ The Triton path is a multi-tensor launch: the tensors of one dtype (and, for
 AdamW, one step count) go to one kernel launch through a table of their
 addresses and a table of (tensor, block start) per program, as torch's
 ``_foreach`` kernels and the Triton grouped-GEMM tutorial do, so a ResNet-18 step
-is a handful of launches, not one per tensor. Arithmetic is in fp32 whatever
-the parameter dtype (one rounding to bf16 per stored value). The torch
+is a handful of launches, not one per tensor. The address tables are cached by
+the addresses they hold (:class:`_AddressTables`): a steady loop builds them
+once, not once a step, and a new set is copied from pinned memory without
+blocking, so no step waits on the device (tests/kernels/test_probe.py counts the
+builds; tests/kernels/test_cuda_paths.py runs steady steps under
+``torch.cuda.set_sync_debug_mode("error")``). Each launch runs under its
+parameters' CUDA device. Each launch variant (dtype, masked, momentum, first
+step, Nesterov) is probed once per process against the update in torch; a
+variant that fails its probe or raises at launch goes to the reference, and
+optimizer state (new momentum buffers and moments, AdamW's step counts) is
+committed only after a launch ran, so the reference then finds the state it
+expects. Arithmetic is in fp32 whatever the parameter dtype (one rounding to
+bf16 per stored value). The torch
 reference (CPU, or ``DATAPRUNING_KERNELS=torch``) is torch's own foreach
 formulas, then ``masked_fill_`` of the weight and state: every op is elementwise,
 so what a pruned position's gradient holds cannot reach a kept one, and the
@@ -36,7 +47,9 @@ is for CUDA and its figures (goal: 1.5x the better torch option, masked within
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -44,7 +57,15 @@ import torch
 from torch import Tensor, nn
 
 from datapruning.errors import DataPruningError
-from datapruning.kernels._dispatch import HAVE_TRITON, use_triton
+from datapruning.kernels._dispatch import (
+    HAVE_TRITON,
+    PROBED,
+    launch_failed,
+    mismatch,
+    record,
+    reference_reason,
+    take_kernel,
+)
 
 _BLOCK = 1024
 
@@ -176,27 +197,182 @@ class _BlockTables:
         return self._cache[key]
 
 
+class _AddressTables:
+    """Device tables of the tensors' addresses, cached by the addresses themselves.
+
+    Building a table is a host-to-device copy; made every step from pageable
+    memory it would wait for the device each step. Keyed by the addresses it
+    holds, a cached table is right by construction, and a steady training loop
+    (parameters, state and masks fixed; gradients reused by ``zero_grad`` or
+    re-allocated at the same address by the caching allocator) builds it once.
+    A new address set (a new gradient tensor elsewhere) is copied from pinned
+    memory without blocking, so it does not synchronise either.
+    """
+
+    SIZE = 8  # address sets kept per optimizer (gradients may alternate between a few)
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
+        self.builds = 0  # how many tables were built and copied (tests count them)
+
+    def get(self, roles: list[list[Tensor]], device: torch.device) -> Tensor:
+        rows = [[t.data_ptr() for t in role] for role in roles]
+        key = (str(device), len(rows), *(a for row in rows for a in row))
+        table = self._cache.get(key)
+        if table is None:
+            self.builds += 1
+            if device.type == "cuda":
+                host = torch.tensor(rows, dtype=torch.int64, pin_memory=True)
+                table = host.to(device, non_blocking=True)
+            else:
+                table = torch.tensor(rows, dtype=torch.int64)
+            self._cache[key] = table
+            if len(self._cache) > self.SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return table
+
+
+def _device_guard(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Launch on ``device`` (Triton launches on the current CUDA device otherwise)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _launch(
-    kernel: Any, tables: _BlockTables, roles: list[list[Tensor]], *scalars: Any, **meta: Any
+    kernel: Any,
+    tables: _BlockTables,
+    addresses: _AddressTables,
+    roles: list[list[Tensor]],
+    *scalars: Any,
+    **meta: Any,
 ) -> None:
     """One launch of ``kernel`` over the tensors of ``roles`` (rows: param, grad, state..., mask)."""
     params = roles[0]
     device = params[0].device
-    addresses = torch.tensor(
-        [[t.data_ptr() for t in role] for role in roles], dtype=torch.int64
-    ).to(device)
-    numels, block_tensor, block_start = tables.get(tuple(p.numel() for p in params), device)
-    kernel[(block_tensor.numel(),)](
-        addresses,
-        numels,
-        block_tensor,
-        block_start,
-        len(params),
-        *scalars,
-        DTYPE=_TL_DTYPES[params[0].dtype],
-        BLOCK=_BLOCK,
-        **meta,
+    with _device_guard(device):
+        table = addresses.get(roles, device)
+        numels, block_tensor, block_start = tables.get(tuple(p.numel() for p in params), device)
+        kernel[(block_tensor.numel(),)](
+            table,
+            numels,
+            block_tensor,
+            block_start,
+            len(params),
+            *scalars,
+            DTYPE=_TL_DTYPES[params[0].dtype],
+            BLOCK=_BLOCK,
+            **meta,
+        )
+
+
+# The probe's tensors: two, so the table has two columns; the first spans two blocks
+# and ends in a partial one.
+_PROBE_SIZES = (_BLOCK + 5, 3)
+
+
+def _probe_tensors(
+    device: str, dtype: torch.dtype, count: int
+) -> tuple[list[list[Tensor]], list[Tensor]]:
+    """``count`` random roles of the probe's sizes, and random keep-masks."""
+    gen = torch.Generator().manual_seed(0)
+    roles = [
+        [torch.randn(n, generator=gen).to(device, dtype) for n in _PROBE_SIZES]
+        for _ in range(count)
+    ]
+    roles[-1] = [v.abs() for v in roles[-1]]  # a second moment must be >= 0
+    keep = [(torch.rand(n, generator=gen) < 0.5).to(device) for n in _PROBE_SIZES]
+    return roles, keep
+
+
+def _probe_sgd(variant: tuple[Any, ...]) -> str | None:
+    """Launch one SGD variant on the probe's tensors and compare with the update in torch."""
+    device, dtype, masked, with_momentum, first, nesterov = variant
+    lr, wd = 0.1, 0.01
+    momentum = 0.9 if with_momentum else 0.0
+    dampening = 0.0 if nesterov else 0.1
+    (params, grads, bufs), keep = _probe_tensors(device, dtype, 3)
+    roles = [[t.clone() for t in params], grads, [b.clone() for b in bufs]]
+    if masked:
+        roles.append([k.view(torch.int8) for k in keep])
+    _launch(
+        _sgd_kernel,
+        _BlockTables(),
+        _AddressTables(),
+        roles,
+        lr,
+        momentum,
+        dampening,
+        wd,
+        MASKED=masked,
+        MOMENTUM=with_momentum,
+        FIRST=first,
+        NESTEROV=nesterov,
     )
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for i in range(len(_PROBE_SIZES)):
+        p, g = params[i].float(), grads[i].float()
+        if masked:
+            g = torch.where(keep[i], g, 0.0)
+        d = g + wd * p
+        if with_momentum:
+            buf = d if first else bufs[i].float() * momentum + (1 - dampening) * d
+            d = d + momentum * buf if nesterov else buf
+            if masked:
+                buf = torch.where(keep[i], buf, 0.0)
+            if bad := mismatch("momentum buffer", roles[2][i], buf.to(dtype), tol, tol):
+                return bad
+        p = p - lr * d
+        if masked:
+            p = torch.where(keep[i], p, 0.0)
+        if bad := mismatch("weight", roles[0][i], p.to(dtype), tol, tol):
+            return bad
+    return None
+
+
+def _probe_adamw(variant: tuple[Any, ...]) -> str | None:
+    """Launch one AdamW variant on the probe's tensors and compare with the update in torch."""
+    device, dtype, masked = variant
+    lr, wd, beta1, beta2, eps, step = 1e-2, 0.05, 0.9, 0.999, 1e-8, 3
+    (params, grads, exp_avgs, exp_avg_sqs), keep = _probe_tensors(device, dtype, 4)
+    roles = [
+        [t.clone() for t in params],
+        grads,
+        [t.clone() for t in exp_avgs],
+        [t.clone() for t in exp_avg_sqs],
+    ]
+    if masked:
+        roles.append([k.view(torch.int8) for k in keep])
+    bias2 = (1 - beta2**step) ** 0.5
+    _launch(
+        _adamw_kernel,
+        _BlockTables(),
+        _AddressTables(),
+        roles,
+        1 - lr * wd,
+        beta1,
+        beta2,
+        eps,
+        lr / (1 - beta1**step),
+        bias2,
+        MASKED=masked,
+    )
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for i in range(len(_PROBE_SIZES)):
+        p, g = params[i].float(), grads[i].float()
+        m, v = exp_avgs[i].float(), exp_avg_sqs[i].float()
+        if masked:
+            g = torch.where(keep[i], g, 0.0)
+        p = p * (1 - lr * wd)
+        m = m + (1 - beta1) * (g - m)
+        v = v * beta2 + (1 - beta2) * g * g
+        p = p - lr / (1 - beta1**step) * m / (v.sqrt() / bias2 + eps)
+        if masked:
+            p, m, v = (torch.where(keep[i], t, 0.0) for t in (p, m, v))
+        for name, got, want in (("weight", 0, p), ("exp_avg", 2, m), ("exp_avg_sq", 3, v)):
+            if bad := mismatch(name, roles[got][i], want.to(dtype), tol, tol):
+                return bad
+    return None
 
 
 def _same_layout(tensors: Iterable[Tensor]) -> bool:
@@ -224,6 +400,7 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         self.masks: dict[Tensor, Tensor] = {}
         self._pruned: dict[Tensor, Tensor] = {}
         self._tables = _BlockTables()
+        self._addresses = _AddressTables()
         self.set_masks(masks)
 
     def _where(self, param: Tensor) -> str:
@@ -293,14 +470,16 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         return params
 
     def _kernel_groups(
-        self, params: list[Tensor], extra: Callable[[Tensor], Any]
+        self,
+        params: list[Tensor],
+        extra: Callable[[Tensor], Any],
+        state_of: Callable[[Tensor], list[Tensor]],
     ) -> tuple[dict[tuple[Any, ...], list[Tensor]], list[Tensor]]:
         """Params for the Triton launches, keyed by (dtype, masked, extra), and the rest."""
         launches: dict[tuple[Any, ...], list[Tensor]] = {}
         rest = []
         for p in params:
-            state = self.state.get(p, {})
-            roles = [p, p.grad, *(state[k] for k in self._state_keys if k in state)]
+            roles = [p, p.grad, *state_of(p)]
             if p in self.masks:
                 roles.append(self.masks[p])
             if p.dtype in _TL_DTYPES and _same_layout(roles):
@@ -319,11 +498,39 @@ class _MaskedOptimizer(torch.optim.Optimizer):
                 params = self._params_with_grad(group)
                 if not params:
                     continue
-                if use_triton(*params):
+                reason = reference_reason(tuple(params))
+                if reason is None:
                     self._triton_step(group, params)
                 else:
+                    record(self._kernel, "torch", reason)
                     self._reference_step(group, params)
         return loss
+
+    _kernel = ""  # the name paths_taken() gives this optimizer's kernel
+
+    def _try_launch(
+        self,
+        variant: tuple[Any, ...],
+        tensors: list[Tensor],
+        probe: Callable[[tuple[Any, ...]], str | None],
+        launch: Callable[[], None],
+    ) -> bool:
+        """Probe (once per variant), launch; False (the reference's turn) on any failure."""
+        if not take_kernel(self._kernel, lambda: variant, tuple(tensors), probe):
+            return False
+        try:
+            launch()
+        except Exception as exc:  # never break a run: these tensors take the reference
+            launch_failed(self._kernel, variant, exc)
+            return False
+        record(self._kernel, "triton", PROBED)
+        return True
+
+    def _layout_fallback(self, rest: list[Tensor]) -> None:
+        if rest:
+            record(
+                self._kernel, "torch", "tensors not dense in one layout, or an unsupported dtype"
+            )
 
     def _triton_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         raise NotImplementedError
@@ -345,6 +552,7 @@ class MaskedSGD(_MaskedOptimizer):
     """
 
     _state_keys = ("momentum_buffer",)
+    _kernel = "masked_sgd"
 
     def __init__(
         self,
@@ -375,36 +583,60 @@ class MaskedSGD(_MaskedOptimizer):
 
     def _triton_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         momentum = group["momentum"]
-        first = {p: self.state[p].get("momentum_buffer") is None for p in params}
+        # New buffers join the state only after their launch ran: a failed launch
+        # leaves the state as the reference step expects it.
+        fresh: dict[Tensor, Tensor] = {}
         if momentum:
             for p in params:
-                if first[p]:
-                    self.state[p]["momentum_buffer"] = torch.empty_like(p)
-        launches, rest = self._kernel_groups(params, lambda p: first[p])
-        for (_, masked, is_first), tensors in launches.items():
+                if self.state[p].get("momentum_buffer") is None:
+                    fresh[p] = torch.empty_like(p)
+
+        def buffer(p: Tensor) -> Tensor:
+            return fresh[p] if p in fresh else self.state[p]["momentum_buffer"]
+
+        launches, rest = self._kernel_groups(
+            params, lambda p: p in fresh, lambda p: [buffer(p)] if momentum else []
+        )
+        self._layout_fallback(rest)
+        for (dtype, masked, is_first), tensors in launches.items():
             roles = [tensors, [p.grad for p in tensors]]
-            roles.append(
-                [self.state[p]["momentum_buffer"] for p in tensors] if momentum else tensors
-            )
+            roles.append([buffer(p) for p in tensors] if momentum else tensors)
             if masked:
                 roles.append([self.masks[p] for p in tensors])
-            _launch(
-                _sgd_kernel,
-                self._tables,
-                roles,
-                group["lr"],
-                momentum,
-                group["dampening"],
-                group["weight_decay"],
-                MASKED=masked,
-                MOMENTUM=momentum != 0,
-                FIRST=is_first,
-                NESTEROV=group["nesterov"],
+            variant = (
+                str(tensors[0].device),
+                dtype,
+                masked,
+                momentum != 0,
+                is_first,
+                group["nesterov"],
             )
+
+            def launch(
+                roles: list[list[Tensor]] = roles, is_first: bool = is_first, masked: bool = masked
+            ) -> None:
+                _launch(
+                    _sgd_kernel,
+                    self._tables,
+                    self._addresses,
+                    roles,
+                    group["lr"],
+                    momentum,
+                    group["dampening"],
+                    group["weight_decay"],
+                    MASKED=masked,
+                    MOMENTUM=momentum != 0,
+                    FIRST=is_first,
+                    NESTEROV=group["nesterov"],
+                )
+
+            if self._try_launch(variant, tensors, _probe_sgd, launch):
+                for p in tensors:
+                    if p in fresh:
+                        self.state[p]["momentum_buffer"] = fresh[p]
+            else:
+                rest.extend(tensors)
         if rest:
-            for p in rest:  # back to the state the reference expects
-                if first[p] and momentum:
-                    del self.state[p]["momentum_buffer"]
             self._reference_step(group, rest)
 
     def _reference_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
@@ -444,6 +676,7 @@ class MaskedAdamW(_MaskedOptimizer):
     """
 
     _state_keys = ("exp_avg", "exp_avg_sq")
+    _kernel = "masked_adamw"
 
     def __init__(
         self,
@@ -486,33 +719,58 @@ class MaskedAdamW(_MaskedOptimizer):
     def _triton_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         beta1, beta2 = group["betas"]
         lr = group["lr"]
-        for step in self._init_state(params):
-            step += 1
-        launches, rest = self._kernel_groups(params, lambda p: float(self.state[p]["step"]))
-        for (_, masked, step), tensors in launches.items():
-            roles = [
-                tensors,
-                [p.grad for p in tensors],
-                [self.state[p]["exp_avg"] for p in tensors],
-                [self.state[p]["exp_avg_sq"] for p in tensors],
-            ]
+        # The state (new moments, the step count) changes only after a launch ran.
+        fresh: dict[Tensor, tuple[Tensor, Tensor]] = {}
+        for p in params:
+            if not self.state[p]:
+                zeros = torch.zeros_like(p, memory_format=torch.preserve_format)
+                fresh[p] = (zeros, torch.zeros_like(zeros))
+
+        def moments(p: Tensor) -> list[Tensor]:
+            if p in fresh:
+                return list(fresh[p])
+            return [self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"]]
+
+        def next_step(p: Tensor) -> float:
+            return 1.0 if p in fresh else float(self.state[p]["step"]) + 1
+
+        launches, rest = self._kernel_groups(params, next_step, moments)
+        self._layout_fallback(rest)
+        for (dtype, masked, step), tensors in launches.items():
+            exp_avgs, exp_avg_sqs = zip(*(moments(p) for p in tensors), strict=True)
+            roles = [tensors, [p.grad for p in tensors], list(exp_avgs), list(exp_avg_sqs)]
             if masked:
                 roles.append([self.masks[p] for p in tensors])
-            _launch(
-                _adamw_kernel,
-                self._tables,
-                roles,
-                1 - lr * group["weight_decay"],
-                beta1,
-                beta2,
-                group["eps"],
-                lr / (1 - beta1**step),
-                (1 - beta2**step) ** 0.5,
-                MASKED=masked,
-            )
+            variant = (str(tensors[0].device), dtype, masked)
+
+            def launch(
+                roles: list[list[Tensor]] = roles, step: float = step, masked: bool = masked
+            ) -> None:
+                _launch(
+                    _adamw_kernel,
+                    self._tables,
+                    self._addresses,
+                    roles,
+                    1 - lr * group["weight_decay"],
+                    beta1,
+                    beta2,
+                    group["eps"],
+                    lr / (1 - beta1**step),
+                    (1 - beta2**step) ** 0.5,
+                    MASKED=masked,
+                )
+
+            if not self._try_launch(variant, tensors, _probe_adamw, launch):
+                rest.extend(tensors)
+                continue
+            for p in tensors:
+                state = self.state[p]
+                if p in fresh:
+                    state["step"] = torch.tensor(1.0, dtype=torch.float32)
+                    state["exp_avg"], state["exp_avg_sq"] = fresh[p]
+                else:
+                    state["step"] += 1
         if rest:
-            for p in rest:  # the reference counts the step itself
-                self.state[p]["step"] -= 1
             self._reference_step(group, rest)
 
     def _reference_step(self, group: dict[str, Any], params: list[Tensor]) -> None:

@@ -3,10 +3,13 @@
 Global magnitude pruning used to stable-sort every layer's scores and then the
 pooled offers (``torch.sort`` twice over ~11 M scores at ResNet-18 scale). A
 mask only needs the k-th smallest score and a rule for ties, so here a
-selection finds the threshold (``torch.kthvalue`` on CPU, a two-pass 16-bit
-radix select built from ``bincount`` on CUDA, where ``kthvalue`` runs one
-thread block per slice) and ties at the threshold are taken in position order
-by a cumulative count. The masks are exactly those of the stable sort: a score
+selection finds the threshold (``torch.kthvalue`` on the reference path, a
+two-pass 16-bit radix select built from ``index_add_`` histograms where the
+dispatcher takes the fast path, CUDA by default, since there ``kthvalue`` runs
+one thread block per slice) and ties at the threshold are taken in position
+order by a cumulative count. The select itself queues without a host sync;
+:func:`global_masks` then reads one small vector back per round (which layers
+went over their cap: one ``.tolist()``, at each mask update, not each step). The masks are exactly those of the stable sort: a score
 ``s`` at position ``j`` ranks by ``(s, j)``; across layers, by ``(s, layer, j)``. On ResNet-18's 19 pruned
 layers (11.2 M scores, half already pruned) the select takes 282 ms of CPU time
 against 2270 ms for the two sorts, with identical masks
@@ -25,13 +28,20 @@ there: the price of a defined tie order off the GPU.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from datapruning.errors import DataPruningError
-from datapruning.kernels._dispatch import HAVE_TRITON, use_triton
+from datapruning.kernels._dispatch import (
+    HAVE_TRITON,
+    PROBED,
+    launch_failed,
+    record,
+    take_kernel,
+)
 
 if HAVE_TRITON:
     import triton
@@ -85,12 +95,31 @@ def nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
     """
     weight = weight.detach()
     check_nm(n, m, weight[0].numel() if weight.dim() else 1, f"a tensor {tuple(weight.shape)}")
-    if use_triton(weight):
-        flat = weight.contiguous().view(-1)
-        out = torch.empty(flat.shape, dtype=torch.int8, device=flat.device)
-        n_groups = flat.numel() // m
-        groups_per_program = max(1, 1024 // triton.next_power_of_2(m))
-        grid = (triton.cdiv(n_groups, groups_per_program),)
+    variant = (str(weight.device), weight.dtype, n, m)
+    if take_kernel("nm_mask", lambda: variant, (weight,), _probe_nm):
+        try:
+            mask = _nm_launch(weight, n, m)
+        except Exception as exc:  # never break a run: the reference gives the same mask
+            launch_failed("nm_mask", variant, exc)
+        else:
+            record("nm_mask", "triton", PROBED)
+            return mask
+    return nm_mask_reference(weight, n, m)
+
+
+def nm_groups_per_program(m: int) -> int:
+    """Groups of ``m`` one program of the N:M kernel masks (a tile of about 1024 lanes)."""
+    return max(1, 1024 // triton.next_power_of_2(m))
+
+
+def _nm_launch(weight: Tensor, n: int, m: int) -> Tensor:
+    flat = weight.contiguous().view(-1)
+    out = torch.empty(flat.shape, dtype=torch.int8, device=flat.device)
+    n_groups = flat.numel() // m
+    groups_per_program = nm_groups_per_program(m)
+    grid = (triton.cdiv(n_groups, groups_per_program),)
+    guard = torch.cuda.device(flat.device) if flat.is_cuda else contextlib.nullcontext()
+    with guard:
         _nm_kernel[grid](
             flat,
             out,
@@ -100,8 +129,20 @@ def nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
             M_POW2=triton.next_power_of_2(m),
             GROUPS=groups_per_program,
         )
-        return out.view(torch.bool).view(weight.shape)
-    return nm_mask_reference(weight, n, m)
+    return out.view(torch.bool).view(weight.shape)
+
+
+def _probe_nm(variant: tuple[str, torch.dtype, int, int]) -> str | None:
+    """The N:M kernel on a small weight with ties, over two programs, against the reference."""
+    device, dtype, n, m = variant
+    groups = nm_groups_per_program(m) + 3
+    gen = torch.Generator().manual_seed(0)
+    # Few distinct magnitudes, both signs: ties inside groups are common.
+    weight = (torch.randint(-3, 4, (groups, m), generator=gen) / 2).to(device, dtype)
+    got, want = _nm_launch(weight, n, m), nm_mask_reference(weight, n, m)
+    if torch.equal(got.cpu(), want.cpu()):
+        return None
+    return f"{int((got != want).sum())} of {want.numel()} mask entries differ"
 
 
 def nm_mask_reference(weight: Tensor, n: int, m: int) -> Tensor:
@@ -128,26 +169,60 @@ def _from_key(key: Tensor) -> Tensor:
 def radix_kth_smallest(values: Tensor, k: int) -> Tensor:
     """The k-th smallest (1-based) of 1-D float32 ``values``: two 16-bit histogram passes.
 
-    Stays on the device (no host sync), unlike ``kthvalue`` it spreads one slice
-    over the whole GPU. The result is a 0-d float32 tensor.
+    Every step is a device op with a size known on the host (histograms by
+    ``index_add_`` into 65 536 bins, not ``bincount``, whose output size is the
+    input's maximum and so reads it back), so it queues without waiting for the
+    device; unlike ``kthvalue``, which gives one slice one thread block, each
+    pass spreads over the whole GPU. The result is a 0-d float32 tensor.
     """
     keys = _float_keys(values)
     high, low = keys >> 16, keys & 0xFFFF
-    counts = torch.bincount(high, minlength=1 << 16).cumsum(0)
-    target = torch.tensor([k], device=values.device)
-    digit = torch.searchsorted(counts, target)  # first bin holding the k-th
-    below = torch.where(digit > 0, counts[(digit - 1).clamp(min=0)], 0)
+    counts = _histogram(high, 1 << 16).cumsum(0)
+    digit = torch.searchsorted(counts, k)  # first bin holding the k-th (a 0-d tensor)
+    below = counts.index_select(0, (digit - 1).clamp(min=0).reshape(1)).squeeze(0)
+    below = torch.where(digit > 0, below, 0)
     low_in_bin = torch.where(high == digit, low, 1 << 16)  # others go to a spare bin
-    counts_low = torch.bincount(low_in_bin, minlength=(1 << 16) + 1)[: 1 << 16].cumsum(0)
-    digit_low = torch.searchsorted(counts_low, target - below)
+    counts_low = _histogram(low_in_bin, (1 << 16) + 1)[: 1 << 16].cumsum(0)
+    digit_low = torch.searchsorted(counts_low, (k - below).reshape(1)).squeeze(0)
     return _from_key(digit * 65536 + digit_low).reshape(())
 
 
+def _histogram(keys: Tensor, bins: int) -> Tensor:
+    """Counts of each key in ``[0, bins)``, with a size fixed on the host (no read-back)."""
+    counts = torch.zeros(bins, dtype=torch.int64, device=keys.device)
+    return counts.index_add_(0, keys, torch.ones_like(keys))
+
+
 def kth_smallest(values: Tensor, k: int) -> Tensor:
-    """The k-th smallest (1-based) of 1-D float32 ``values``, as a 0-d tensor."""
-    if values.is_cuda:
-        return radix_kth_smallest(values, k)
+    """The k-th smallest (1-based) of 1-D float32 ``values``, as a 0-d tensor.
+
+    The dispatcher picks the path as for the Triton kernels: the radix select
+    where the backend takes the fast path (CUDA tensors by default, or
+    ``DATAPRUNING_KERNELS=triton``), ``kthvalue`` elsewhere; the radix select is
+    probed against ``kthvalue`` once per device and dtype.
+    """
+    variant = (str(values.device), values.dtype)
+    if take_kernel("select", lambda: variant, (values,), _probe_select, reference="kthvalue"):
+        try:
+            kth = radix_kth_smallest(values, k)
+        except Exception as exc:  # never break a run: kthvalue gives the same value
+            launch_failed("select", variant, exc, reference="kthvalue")
+        else:
+            record("select", "radix", PROBED)
+            return kth
     return values.kthvalue(k).values
+
+
+def _probe_select(variant: tuple[str, torch.dtype]) -> str | None:
+    device, dtype = variant
+    gen = torch.Generator().manual_seed(0)
+    values = (torch.randint(-50, 50, (997,), generator=gen) / 7).to(device, dtype)
+    values[::5] = 0.0
+    for k in (1, 2, 333, 997):
+        got, want = radix_kth_smallest(values, k), values.kthvalue(k).values
+        if not torch.equal(got.cpu(), want.float().cpu()):
+            return f"radix select gives {got.item()} for k={k}, kthvalue {want.item()}"
+    return None
 
 
 def _first_ties(ties: Tensor, quota: Tensor | int) -> Tensor:

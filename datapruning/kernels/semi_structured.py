@@ -23,6 +23,13 @@ gradient needs Wᵀ 2:4 too. It is still 2:4 along every row.
 The sparse kernels are slower than dense ones on small or oddly shaped layers,
 so :func:`time_layer` measures both once per shape and :class:`SemiStructuredLinear`
 keeps the dense masked matmul where sparse does not win, recording the reason.
+The timing belongs before the run: :func:`decide_before_run` runs one forward of
+an example batch without gradients to learn each layer's input shape and
+compute dtype, then times each shape outside autocast and outside the training
+clock, so the first training step is a plain step and ``torch.compile`` (after
+it) never traces a timing. A layer left undecided when training starts is
+decided at its first training forward, as before (timed there, in eager mode),
+or, inside a ``torch.compile`` trace, takes the dense path with that reason.
 CPU, fp32 compute, GPUs before sm80, a torch without cuSPARSELt and dims that are
 not multiples of :data:`DIM_MULTIPLE` fall back to the dense path with a reason
 string. Speed figures: ``bench/kernel_semi.py`` → ``bench/results/kernel_semi.json``
@@ -113,8 +120,10 @@ def _sparse_mm(packed: Tensor, dense_rows: Tensor) -> Tensor:
     pad = (-rows) % _ROW_MULTIPLE
     if pad:
         dense_rows = F.pad(dense_rows, (0, 0, 0, pad))
-    # S @ denseᵀ with the result transposed in the kernel: (rows, out), row-major.
-    out = torch._cslt_sparse_mm(packed, dense_rows.t(), transpose_result=True)
+    # S @ denseᵀ with the result transposed in the kernel: (rows, out), row-major. The
+    # dense operand is made contiguous: a transposed view's strides would leave its
+    # layout to cuSPARSELt's reading of them (a copy of the activations, not measured).
+    out = torch._cslt_sparse_mm(packed, dense_rows.t().contiguous(), transpose_result=True)
     return out[:rows] if pad else out
 
 
@@ -183,13 +192,13 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _cuda_ms(fn: Callable[[], None], repeats: int) -> float:
+def _cuda_ms(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
     fn()  # warm-up: cuSPARSELt plans, cuBLAS handles
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     return (time.perf_counter() - start) / repeats * 1e3
 
 
@@ -217,8 +226,8 @@ def time_layer(
     def dense() -> None:
         F.linear(x, (weight * mask).to(dtype)).backward(grad)
 
-    with torch.enable_grad():
-        return _cuda_ms(sparse, repeats), _cuda_ms(dense, repeats)
+    with torch.enable_grad(), torch.cuda.device(device):
+        return _cuda_ms(sparse, repeats, device), _cuda_ms(dense, repeats, device)
 
 
 @dataclass
@@ -254,7 +263,10 @@ class SemiStructuredLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         state = self.semi_structured
         if state.name not in state.decisions and self.training and torch.is_grad_enabled():
-            state.decisions[state.name] = _decide(self, x)
+            if torch.compiler.is_compiling():  # no synchronize or nested backward in a trace
+                state.decisions[state.name] = {"kernel": "dense", "reason": NOT_TIMED}
+            else:
+                state.decisions[state.name] = _decide(self, x)
         if state.sparse and state.active():
             return semi_structured_linear(
                 x.to(compute_dtype(x)), self.dense_weight, self.bias, state.decay(), state.on_mask
@@ -262,15 +274,92 @@ class SemiStructuredLinear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+NOT_TIMED = (
+    "not timed before the run (semi_structured.decide_before_run) and first met inside "
+    "a torch.compile trace, where it cannot be timed"
+)
+
+
+def decide_before_run(
+    model: nn.Module, example: Tensor, *, autocast: torch.dtype | None = None
+) -> dict[str, dict[str, Any]]:
+    """Decide each swapped layer's path (2:4 or dense) before training; the decisions made.
+
+    Runs ``model(example)`` once without gradients, in eval mode (each module's
+    mode restored after) and under ``torch.autocast(device, autocast)`` when
+    ``autocast`` is given (as training will run), only to record each
+    :class:`SemiStructuredLinear`'s input rows and compute dtype; then, outside
+    that forward and any autocast, times each distinct shape once
+    (:func:`time_layer`) and stores each layer's decision where its first
+    training forward reads it. ``example`` is a training batch's inputs on the
+    model's device (its batch size is the one training uses: the timing is per
+    shape). Layers decided already are left as they are. Call it before
+    ``torch.compile`` and outside the training clock; the seconds it takes are
+    the caller's to record apart. Returns ``{layer name: decision}`` for the
+    layers decided here (``kernel``, ``reason``, and the timings where timed).
+    """
+    layers = [
+        m
+        for m in model.modules()
+        if isinstance(m, SemiStructuredLinear)
+        and m.semi_structured.name not in m.semi_structured.decisions
+    ]
+    if not layers:
+        return {}
+    seen: dict[SemiStructuredLinear, tuple[int, torch.dtype, torch.device]] = {}
+
+    def record_shape(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not args or not isinstance(args[0], Tensor):
+            return  # called with keywords: decided at its first training forward instead
+        x = args[0]
+        seen.setdefault(module, (x.numel() // x.shape[-1], compute_dtype(x), x.device))  # type: ignore[arg-type]
+
+    hooks = [layer.register_forward_pre_hook(record_shape) for layer in layers]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            if autocast is not None:
+                with torch.autocast(example.device.type, dtype=autocast):
+                    model(example)
+            else:
+                model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes.items():
+            module.training = training
+    made: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        if layer not in seen:
+            continue  # not reached by this forward: decided at its first training forward
+        state = layer.semi_structured
+        rows, dtype, device = seen[layer]
+        state.decisions[state.name] = made[state.name] = _decide_shape(layer, rows, dtype, device)
+    return made
+
+
 def _decide(layer: SemiStructuredLinear, x: Tensor) -> dict[str, Any]:
-    reason = device_reason(x.device) or dtype_reason(compute_dtype(x))
+    return _decide_shape(layer, x.numel() // x.shape[-1], compute_dtype(x), x.device)
+
+
+def _decide_shape(
+    layer: SemiStructuredLinear, rows: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, Any]:
+    reason = device_reason(device) or dtype_reason(dtype)
     if reason is not None:
         return {"kernel": "dense", "reason": reason}
-    rows = x.numel() // x.shape[-1]
-    key = (rows, layer.in_features, layer.out_features, compute_dtype(x))
+    key = (rows, layer.in_features, layer.out_features, dtype)
     timed = layer.semi_structured.timed
     if key not in timed:  # one timing per shape, shared by the layers that have it
-        timed[key] = time_layer(*key[:3], key[3], x.device)
+        try:
+            timed[key] = time_layer(*key[:3], key[3], device)
+        except Exception as exc:  # a 2:4 kernel that cannot run must not break the run
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            return {
+                "kernel": "dense",
+                "reason": f"2:4 kernels failed when timed: {type(exc).__name__}: {first}",
+            }
     sparse_ms, dense_ms = timed[key]
     faster = sparse_ms < dense_ms
     return {

@@ -273,3 +273,39 @@ def test_two_gloo_ranks_agree_on_the_pruned_epochs(tmp_path):
         assert a["shares"] == [padded[rank::WORLD].tolist() for rank in range(WORLD)]
     assert len(results[0]["epochs"][1]["order"]) < N  # epochs 1 and 2 were pruned
     assert len(results[0]["epochs"][3]["order"]) == N  # the anneal epoch is full
+
+
+def test_the_table_starts_on_the_given_device():
+    sampler = InfoBatchSampler(10, 2, device="meta")  # meta: a device without memory
+    assert sampler.losses.device.type == "meta"
+    assert InfoBatchSampler(10, 2).losses.device.type == "cpu"
+
+
+def test_the_epoch_sync_runs_where_the_process_group_needs_it(monkeypatch):
+    from datapruning.data import infobatch
+
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    # NCCL: a table still on the CPU (epoch 0, nothing updated yet) is reduced on CUDA.
+    assert infobatch.collective_device(torch.device("cpu")) == torch.device("cuda", 1)
+    assert infobatch.collective_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    assert infobatch.collective_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_epoch_zero_syncs_the_untouched_table_through_the_collective_device(monkeypatch):
+    from datapruning.data import infobatch
+
+    reduced = []
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: reduced.append(tensor.device))
+    moved = []
+    real = infobatch.collective_device
+    monkeypatch.setattr(
+        infobatch, "collective_device", lambda device: moved.append(device) or real(device)
+    )
+    sampler = InfoBatchSampler(12, 4, num_replicas=2, rank=0)
+    sampler.set_epoch(0)
+    assert moved == [torch.device("cpu")] and reduced == [torch.device("cpu")]

@@ -188,3 +188,66 @@ def test_dynamic_two_four_trains_on_the_gpu_under_autocast():
     for name in pruner.weights:
         assert nm_violations(exported[name], 2, 4) == 0
         assert (exported[name] == 0).float().mean().item() >= 0.5
+
+
+def test_decide_before_run_times_each_shape_once_outside_training(fake_gpu, monkeypatch):
+    timings = []
+
+    def fake_time(rows, in_features, out_features, dtype, device, repeats=10):
+        timings.append((rows, in_features, out_features, dtype))
+        return 0.5, 1.0
+
+    monkeypatch.setattr(semi, "time_layer", fake_time)
+    model = mlp(64, 64, 128, 64).to(torch.bfloat16)
+    model.train()
+    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    x = torch.randn(8, 64, dtype=torch.bfloat16)
+    made = semi.decide_before_run(model, x)
+    # three shapes, one timing each, all before the first training forward
+    assert timings == [
+        (8, 64, 64, torch.bfloat16),
+        (8, 64, 128, torch.bfloat16),
+        (8, 128, 64, torch.bfloat16),
+    ]
+    assert set(made) == {"0.weight", "2.weight", "4.weight"}
+    assert all(d["kernel"] == "semi_structured" for d in made.values())
+    assert pruner.kernel_decisions == made
+    assert all(m.training for m in model.modules())  # the modes are restored
+    model(x).float().sum().backward()  # the first training step times nothing
+    assert len(timings) == 3 and len(fake_gpu) == 3
+    assert semi.decide_before_run(model, x) == {}  # decided already
+
+
+def test_decide_before_run_reads_the_autocast_compute_dtype(fake_gpu, monkeypatch):
+    monkeypatch.setattr(semi, "time_layer", lambda *args, **kwargs: (2.0, 1.0))
+    model = mlp(64, 64)
+    build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    made = semi.decide_before_run(model, torch.randn(4, 64))
+    assert "float32" in made["0.weight"]["reason"]
+    model = mlp(64, 64)
+    build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    made = semi.decide_before_run(model, torch.randn(4, 64), autocast=torch.bfloat16)
+    assert made["0.weight"]["kernel"] == "dense" and "not faster" in made["0.weight"]["reason"]
+
+
+def test_an_undecided_layer_inside_a_compile_trace_takes_dense_without_timing(
+    fake_gpu, monkeypatch
+):
+    monkeypatch.setattr(semi, "time_layer", lambda *args, **kwargs: pytest.fail("timed"))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    model = mlp(64, 64).to(torch.bfloat16)
+    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    model(torch.randn(4, 64, dtype=torch.bfloat16))
+    assert pruner.kernel_decisions["0.weight"] == {"kernel": "dense", "reason": semi.NOT_TIMED}
+
+
+def test_a_timing_that_raises_keeps_the_dense_path(fake_gpu, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUSPARSE_STATUS_NOT_SUPPORTED")
+
+    monkeypatch.setattr(semi, "time_layer", broken)
+    model = mlp(64, 64).to(torch.bfloat16)
+    build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    made = semi.decide_before_run(model, torch.randn(4, 64, dtype=torch.bfloat16))
+    assert made["0.weight"]["kernel"] == "dense"
+    assert "failed when timed: RuntimeError: CUSPARSE" in made["0.weight"]["reason"]
