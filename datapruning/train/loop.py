@@ -60,6 +60,7 @@ from datapruning._io import remove_stale_temporaries, write_json, write_text
 from datapruning.data.loaders import Batch
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError, Interrupted
+from datapruning.kernels import paths_taken
 from datapruning.train.algorithms import Trainer, overriding
 from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
@@ -418,6 +419,7 @@ class _Loop:
         """The run's part of summary.json; each algorithm then adds its own."""
         self.count()
         run, progress, cfg = self.run, self.progress, self.run.cfg
+        ran = paths_taken()
         accuracies = [acc for _, acc in progress.curve]
         summary: dict[str, Any] = {
             "final_test_acc": accuracies[-1],
@@ -434,10 +436,13 @@ class _Loop:
             "time_to_accuracy": time_to_accuracy(progress.curve, run.targets),
             "resumed_from_step": self.resumed_from,
             "sparsity": None,
+            # What each kernel ran (Triton or its torch reference) and why, as recorded by
+            # the kernels themselves; the algorithms fill in theirs (KD, masks).
             "kernels": {
                 "kd_loss": None,
-                "optimizer": optimizer_path(self.optimizer),
+                "optimizer": optimizer_path(self.optimizer, ran),
                 "masks": None,
+                "paths": ran,
             },
             "cost": cost_summary(
                 trained=progress.examples,

@@ -36,6 +36,7 @@ from datapruning.data.loaders import Batch, make_batches, make_source_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
+from datapruning.kernels import reset_paths
 from datapruning.train.algorithms import Algorithm, build_algorithms
 from datapruning.train.augment import Augmenter, resolve_recipe
 from datapruning.train.device import (
@@ -119,11 +120,12 @@ def resolve_run(
     """Everything :func:`fit` needs; raises DataPruningError on bad input, writes nothing."""
     from datapruning import user
 
+    reset_paths()  # the kernels record what this run's calls run, from here
     device = resolve_device(train_cfg.device)
     precision = resolve_precision(train_cfg.precision, device)
     if train_cfg.compile:
         check_compile(device)
-    data = _data(dataset, train_cfg, indices)
+    data = _data(dataset, train_cfg, indices, device)
     recipe = resolve_recipe(train_cfg.augment, dataset.default_augment, dataset.input_shape)
     teacher, kd = resolve_teacher(teacher, kd)
     reference = reference_accuracy(train_cfg.reference) if train_cfg.reference is not None else None
@@ -262,7 +264,9 @@ def describe(
     }
 
 
-def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> RunData:
+def _data(
+    dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None, device: torch.device
+) -> RunData:
     """The run's sampler: all examples, a fixed subset, RS2, InfoBatch or online candidates."""
     n = dataset.num_train
     spec: DataConfig = cfg.data
@@ -271,7 +275,7 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> Run
             f"indices were given but train.data.mode is {spec.mode}; give the data once"
         )
     if spec.mode in ("infobatch", "online"):
-        return _dynamic_data(n, cfg)
+        return _dynamic_data(n, cfg, device)
     if spec.mode == "rs2":
         assert spec.fraction is not None  # the config checks it
         sampler = RS2Sampler(
@@ -302,7 +306,7 @@ def _data(dataset: Dataset, cfg: TrainConfig, indices: np.ndarray | None) -> Run
     return RunData(sampler, mode, len(kept) / n, len(kept), scoring_seconds, identity)
 
 
-def _dynamic_data(n: int, cfg: TrainConfig) -> RunData:
+def _dynamic_data(n: int, cfg: TrainConfig, device: torch.device) -> RunData:
     """InfoBatch's sampler, or online selection's candidates: every example stays
     available (kept_fraction 1: alpha "auto" as for full data)."""
     spec = cfg.data
@@ -313,7 +317,9 @@ def _dynamic_data(n: int, cfg: TrainConfig) -> RunData:
                 f"train.steps={cfg.steps} with train.data.mode infobatch: InfoBatch prunes "
                 "whole epochs, so give train.epochs and drop train.steps"
             )
-        sampler = InfoBatchSampler(n, cfg.epochs, spec.prune, spec.anneal, seed=cfg.seed)
+        sampler = InfoBatchSampler(
+            n, cfg.epochs, spec.prune, spec.anneal, seed=cfg.seed, device=device
+        )
         identity = f"infobatch:{spec.prune}:{spec.anneal}"
         return RunData(sampler, "infobatch", 1.0, n, identity=identity)
     assert spec.keep is not None  # the config checks it

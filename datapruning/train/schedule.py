@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from datapruning.errors import DataPruningError
-from datapruning.kernels import use_triton
+from datapruning.kernels import KernelPath
 from datapruning.kernels.masked_optim import MaskedAdamW, MaskedSGD
 from datapruning.train.settings import TrainConfig
 
@@ -182,12 +182,12 @@ def make_optimizer(
     )
 
 
-def optimizer_path(optimizer: torch.optim.Optimizer) -> str:
-    """Which implementation ``optimizer`` steps with, e.g. ``MaskedSGD (triton)``."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    masked = isinstance(optimizer, MaskedSGD | MaskedAdamW)
-    fused = masked and bool(params) and use_triton(*params)
-    return f"{type(optimizer).__name__} ({'triton' if fused else 'torch'})"
+def optimizer_path(optimizer: torch.optim.Optimizer, ran: Mapping[str, KernelPath]) -> str:
+    """Which implementation ``optimizer`` stepped with, e.g. ``MaskedSGD (triton)``, from
+    what the kernels recorded (``ran``: :func:`datapruning.kernels.paths_taken`)."""
+    kernel = {MaskedSGD: "masked_sgd", MaskedAdamW: "masked_adamw"}.get(type(optimizer))
+    taken = ran.get(kernel) if kernel is not None else None
+    return f"{type(optimizer).__name__} ({taken['path'] if taken else 'torch'})"
 
 
 def make_scheduler(

@@ -300,7 +300,7 @@ def test_select_takes_radix_through_the_dispatcher_and_falls_back(monkeypatch):
 
 
 def test_a_train_run_with_every_kernel_broken_finishes_with_the_reference(monkeypatch):
-    from datapruning.config import KDConfig, ModelConfig, SparsityConfig, TrainConfig
+    from datapruning.config import KDConfig, ModelConfig, TrainConfig, sparsity_config
     from datapruning.data.sources import load_dataset
     from datapruning.train.loop import train
 
@@ -309,8 +309,8 @@ def test_a_train_run_with_every_kernel_broken_finishes_with_the_reference(monkey
     kd = KDConfig(alpha=0.5, temperature=2.0)
     runs = {}
     for name, sparsity in {
-        "gmp": SparsityConfig(target=0.8, scope="global", start=0.2, end=0.8, every=2),
-        "dynamic": SparsityConfig(scope="nm", n=2, m=4, mode="dynamic", start=0),
+        "gmp": sparsity_config(target=0.8, scope="global", start=0.2, end=0.8, every=2),
+        "dynamic": sparsity_config(scope="nm", n=2, m=4, mode="dynamic", start=0),
     }.items():
         cfg = TrainConfig(steps=4, batch_size=128, lr=0.1, momentum=0.9, sparsity=sparsity, seed=0)
         for path in ("broken", "torch"):

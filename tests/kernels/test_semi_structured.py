@@ -200,7 +200,7 @@ def test_decide_before_run_times_each_shape_once_outside_training(fake_gpu, monk
     monkeypatch.setattr(semi, "time_layer", fake_time)
     model = mlp(64, 64, 128, 64).to(torch.bfloat16)
     model.train()
-    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    pruner = build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     x = torch.randn(8, 64, dtype=torch.bfloat16)
     made = semi.decide_before_run(model, x)
     # three shapes, one timing each, all before the first training forward
@@ -221,11 +221,11 @@ def test_decide_before_run_times_each_shape_once_outside_training(fake_gpu, monk
 def test_decide_before_run_reads_the_autocast_compute_dtype(fake_gpu, monkeypatch):
     monkeypatch.setattr(semi, "time_layer", lambda *args, **kwargs: (2.0, 1.0))
     model = mlp(64, 64)
-    build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     made = semi.decide_before_run(model, torch.randn(4, 64))
     assert "float32" in made["0.weight"]["reason"]
     model = mlp(64, 64)
-    build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     made = semi.decide_before_run(model, torch.randn(4, 64), autocast=torch.bfloat16)
     assert made["0.weight"]["kernel"] == "dense" and "not faster" in made["0.weight"]["reason"]
 
@@ -236,7 +236,7 @@ def test_an_undecided_layer_inside_a_compile_trace_takes_dense_without_timing(
     monkeypatch.setattr(semi, "time_layer", lambda *args, **kwargs: pytest.fail("timed"))
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     model = mlp(64, 64).to(torch.bfloat16)
-    pruner = build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    pruner = build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     model(torch.randn(4, 64, dtype=torch.bfloat16))
     assert pruner.kernel_decisions["0.weight"] == {"kernel": "dense", "reason": semi.NOT_TIMED}
 
@@ -247,7 +247,7 @@ def test_a_timing_that_raises_keeps_the_dense_path(fake_gpu, monkeypatch):
 
     monkeypatch.setattr(semi, "time_layer", broken)
     model = mlp(64, 64).to(torch.bfloat16)
-    build_pruner(model, SparsityConfig(**SEMI, prune_first_last=True), 10)
+    build_pruner(model, sparsity_config(**SEMI, prune_first_last=True), 10)
     made = semi.decide_before_run(model, torch.randn(4, 64, dtype=torch.bfloat16))
     assert made["0.weight"]["kernel"] == "dense"
     assert "failed when timed: RuntimeError: CUSPARSE" in made["0.weight"]["reason"]

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from datapruning.kernels import use_triton
 from datapruning.train.algorithms.base import Algorithm
 from datapruning.train.kd import (
     OnlineTeacher,
@@ -77,9 +76,8 @@ class Distillation(Algorithm):
         summary["kd_teacher"] = "online" if self.online else "cached"
         if isinstance(self.teacher, TeacherLogits):
             summary["teacher_logits_seconds"] = self.teacher.seconds
-        # Online, the kernel gets the teacher's batch logits, on the device the inputs are on.
-        table = self.logits if self.logits is not None else torch.empty(0, device=self.device)
-        summary["kernels"]["kd_loss"] = "triton" if use_triton(table) else "torch"
+        ran = summary["kernels"].get("paths", {}).get("kd_loss")
+        summary["kernels"]["kd_loss"] = ran["path"] if ran else None
 
 
 def build(run: Any) -> Distillation | None:

@@ -14,15 +14,15 @@ weights and a plain optimizer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from datapruning.kernels import use_triton
 from datapruning.train.algorithms.base import Algorithm, Trainer
-from datapruning.train.sparsity import Pruner, build_pruner, is_masked
+from datapruning.train.sparsity import DynamicNMPruner, Pruner, build_pruner, is_masked
 from datapruning.train.step import StepResult
 
 
@@ -35,6 +35,7 @@ class Pruning(Algorithm):
         self.pruner = pruner
         self.optimizer: torch.optim.Optimizer | None = None
         self.plan: Any = None
+        self.kernel_seconds: float | None = None
 
     def optimizer_masks(self) -> Mapping[Tensor, Tensor] | None:
         return self.pruner.optimizer_masks() if self.pruner.zeroes_pruned else None  # type: ignore[union-attr]
@@ -57,12 +58,13 @@ class Pruning(Algorithm):
 
     def summarize(self, summary: dict[str, Any]) -> None:
         summary["sparsity"] = self.pruner.report()
-        weight = next(iter(self.pruner.weights.values()))
-        if self.pruner.cfg.scope == "nm":
-            masks = f"nm_mask ({'triton' if use_triton(weight) else 'torch'})"
-        else:  # kernels.masks.kth_smallest: a radix select on CUDA, kthvalue elsewhere
-            masks = "select (radix, cuda)" if weight.is_cuda else "select (kthvalue, torch)"
-        summary["kernels"]["masks"] = masks
+        if self.kernel_seconds is not None:  # timing the 2:4 layers, before the run
+            summary["sparsity"]["kernel_timing_seconds"] = self.kernel_seconds
+        # N:M masks by nm_mask; magnitude masks by a select (radix on CUDA, kthvalue on CPU).
+        ran = summary["kernels"].get("paths", {})
+        kernel = "nm_mask" if self.pruner.cfg.scope == "nm" else "select"
+        if kernel in ran:
+            summary["kernels"]["masks"] = f"{kernel} ({ran[kernel]['path']})"
 
     def export(self, state: dict[str, Tensor]) -> None:
         # Pruned weights are real zeros in the checkpoint (dynamic N:M: the masked weights).
@@ -73,4 +75,20 @@ class Pruning(Algorithm):
 def build(run: Any) -> Pruning | None:
     """The pruner ``train.sparsity`` asks for; bad settings (N:M width, schedule) fail here."""
     pruner = build_pruner(run.model, run.cfg.sparsity, run.plan.total_steps)
-    return None if pruner is None else Pruning(pruner)
+    if pruner is None:
+        return None
+    algorithm = Pruning(pruner)
+    if isinstance(pruner, DynamicNMPruner) and pruner.cfg.kernel == "semi_structured":
+        algorithm.kernel_seconds = _decide_kernels(run)
+    return algorithm
+
+
+def _decide_kernels(run: Any) -> float:
+    """Time each 2:4 layer shape, sparse against dense, before the run (outside its clock
+    and any compiled graph), on a batch of the run's shape; the seconds it took."""
+    from datapruning.kernels.semi_structured import decide_before_run
+
+    start = time.perf_counter()
+    example = torch.zeros(run.cfg.batch_size, *run.dataset.input_shape, device=run.device)
+    decide_before_run(run.model, example, autocast=run.precision.dtype)
+    return time.perf_counter() - start
