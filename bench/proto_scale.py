@@ -48,6 +48,7 @@ from provenance import provenance
 RESULTS = Path(__file__).resolve().parent / "results" / "proto_scale.json"
 CACHE = Path(tempfile.gettempdir()) / "datapruning-proto-bench-cache"
 GIB = 2**30
+PHASES = ("generate", "scale", "assign", "budget", "quality")
 PYTHON = sys.executable
 DATAPRUNING = str(Path(sys.executable).parent / "datapruning")
 
@@ -146,17 +147,41 @@ def assignment(rows: int, ks: Sequence[int]) -> dict[str, Any]:
         centroids = normalised(rng.normal(size=(k, 64)).astype(np.float32))
         record: dict[str, Any] = {"k": k, "rows": rows}
         found = {}
-        for kind in ("exact", "hnsw"):
+        for kind in ("exact", "ivf", "hnsw"):
             start = time.perf_counter()
-            assigner = Assigner(centroids, kind)
+            index = Assigner(centroids, kind) if kind != "ivf" else _Ivf(centroids)
             built = time.perf_counter() - start
-            found[kind] = assigner(x)[1]
+            found[kind] = index(x)[1]
             record[f"{kind}_seconds"] = round(time.perf_counter() - start, 3)
             record[f"{kind}_build_seconds"] = round(built, 3)
-        record["hnsw_finds_exact_centroid"] = float(np.mean(found["exact"] == found["hnsw"]))
+        for kind in ("ivf", "hnsw"):
+            record[f"{kind}_finds_exact_centroid"] = float(np.mean(found["exact"] == found[kind]))
         records.append(record)
         print(f"[proto_scale] assign {json.dumps(record)}", flush=True)
     return {"records": records}
+
+
+class _Ivf:
+    """faiss IndexIVFFlat over the centroids: sqrt(k) lists, 8 probed (not in the library:
+    measured here, it missed too many nearest centroids to be offered)."""
+
+    def __init__(self, centroids: np.ndarray) -> None:
+        import faiss
+
+        k, dim = centroids.shape
+        self.nlist = max(1, round(k**0.5))
+        self.index = faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(dim), dim, self.nlist, faiss.METRIC_INNER_PRODUCT
+        )
+        self.index.cp.seed = 0
+        self.index.cp.min_points_per_centroid = 1  # quiet: the centroids are few by nature
+        self.index.train(centroids)
+        self.index.nprobe = min(8, self.nlist)
+        self.index.add(centroids)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        similarity, nearest = self.index.search(x, 1)
+        return 1.0 - similarity[:, 0], nearest[:, 0]
 
 
 def _dataset(train: int, cache: Path) -> Any:
@@ -214,21 +239,46 @@ def budget(train: int, steps: Sequence[int], cache: Path, store: Path) -> dict[s
 
 
 def quality(
-    train: int, new: str, seeds: Sequence[int], epochs: int, cache: Path, store: Path
+    train: int,
+    compare: Sequence[str],
+    seeds: Sequence[int],
+    epochs: int,
+    cache: Path,
+    store: Path,
+    previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Students on the hardest/easiest 30%/50% by the old scores and by ``new``'s."""
+    """Students on the hardest/easiest 30%/50% by the old scores and by each of ``compare``
+    (``steps<N>`` from the budget phase, or ``old_seed1``: the old recipe with encoder seed
+    1, computed here, whose difference from the old scores is the recipe's own noise).
+
+    Runs of an earlier result with the same student recipe and score sets are reused."""
     from datapruning.config import ModelConfig, TrainConfig
     from datapruning.scores import select
     from datapruning.train.loop import train as fit
 
     data = _dataset(train, cache)
     with np.load(store) as held:
-        sets = {"old": held["old"], "new": held[new]}
+        arrays = {name: held[name] for name in held.files}
+    if "old_seed1" in compare and "old_seed1" not in arrays:
+        arrays["old_seed1"], _ = _proto(data, **OLD, seed=1)
+        np.savez(store, **arrays)
+    sets = {name: arrays[name] for name in ("old", *compare)}
+    student = {"model": "convnet1d (the dataset default)", "epochs": epochs}
+    earlier = {}
+    if previous and previous.get("student") == student:
+        earlier = {
+            (r["scores"], r["strategy"], r["fraction"], r["seed"]): r
+            for r in previous.get("runs", [])
+        }
     runs = []
     for strategy in ("hard", "easy"):
         for fraction in (0.3, 0.5):
             for seed in seeds:
                 for name, values in sets.items():
+                    key = (name, strategy, fraction, seed)
+                    if key in earlier:
+                        runs.append(earlier[key])
+                        continue
                     indices = select(values, fraction, strategy, seed)
                     result = fit(
                         data,
@@ -246,29 +296,32 @@ def quality(
     cells = []
     for strategy in ("hard", "easy"):
         for fraction in (0.3, 0.5):
-            mean = {
-                name: float(
-                    np.mean(
-                        [
-                            r["test_acc"]
-                            for r in runs
-                            if (r["scores"], r["strategy"], r["fraction"])
-                            == (name, strategy, fraction)
-                        ]
-                    )
-                )
+            accs = {
+                name: [
+                    r["test_acc"]
+                    for r in runs
+                    if (r["scores"], r["strategy"], r["fraction"]) == (name, strategy, fraction)
+                ]
                 for name in sets
             }
-            delta = 100 * (mean["new"] - mean["old"])
-            cells.append(
-                {"strategy": strategy, "fraction": fraction, "old_mean_acc": mean["old"],
-                 "new_mean_acc": mean["new"], "delta_points": round(delta, 2),
-                 "within_0.3_points": abs(delta) <= 0.3}
-            )  # fmt: skip
+            cell: dict[str, Any] = {
+                "strategy": strategy,
+                "fraction": fraction,
+                "mean_acc": {name: float(np.mean(a)) for name, a in accs.items()},
+                "stdev_points": {
+                    name: round(100 * float(np.std(a, ddof=1)), 2) if len(a) > 1 else None
+                    for name, a in accs.items()
+                },
+            }
+            cell["delta_points_vs_old"] = {
+                name: round(100 * (cell["mean_acc"][name] - cell["mean_acc"]["old"]), 2)
+                for name in compare
+            }
+            cells.append(cell)
     return {
         "num_train": data.num_train,
-        "new": new,
-        "student": {"model": "convnet1d (the dataset default)", "epochs": epochs},
+        "compared": list(compare),
+        "student": student,
         "seeds": list(seeds),
         "cells": cells,
         "runs": runs,
@@ -280,18 +333,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--phases",
         nargs="+",
-        default=["generate", "scale", "assign", "budget", "quality"],
-        choices=["generate", "scale", "assign", "budget", "quality"],
+        default=list(PHASES),
+        choices=PHASES,
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 200_000, 1_000_000])
     parser.add_argument("--threads", type=int, default=None, help="train.threads of scoring")
     parser.add_argument("--quality-size", type=int, default=20_000)
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000])
-    parser.add_argument("--new", default=None, help="the budget students compare (steps<N>)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        help="score sets students compare with the old ones (default: old_seed1 and the "
+        "default budget's steps<N>)",
+    )
     parser.add_argument("--student-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--student-epochs", type=int, default=30)
-    parser.add_argument("--assign-rows", type=int, default=200_000)
-    parser.add_argument("--assign-k", type=int, nargs="+", default=[10, 100, 1000, 4096, 16384])
+    parser.add_argument("--assign-rows", type=int, default=100_000)
+    parser.add_argument("--assign-k", type=int, nargs="+", default=[10, 100, 1000, 4096, 8192])
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -300,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
+        # The whole file's record: the command that regenerates every phase, each
+        # phase's own command (they may have run apart), and the latest machine/versions.
+        latest = provenance(__file__, [], ["faiss-cpu", "mnist1d"])
+        result["command"] = latest["command"]
+        result["commands"] = [result[p]["command"] for p in PHASES if p in result]
+        result["machine"], result["versions"] = latest["machine"], latest["versions"]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -316,10 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from datapruning.scoring.params import DEFAULT_ENCODER_STEPS
 
-            new = args.new or f"steps{DEFAULT_ENCODER_STEPS}"
+            compare = args.compare or ["old_seed1", f"steps{DEFAULT_ENCODER_STEPS}"]
             record |= quality(
-                args.quality_size, new, args.student_seeds, args.student_epochs, args.cache, store
+                args.quality_size,
+                compare,
+                args.student_seeds,
+                args.student_epochs,
+                args.cache,
+                store,
+                result.get("quality"),
             )
+            record["default"] = f"steps{DEFAULT_ENCODER_STEPS}"
         record["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
         result[phase] = record
         save()

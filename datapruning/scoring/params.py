@@ -57,10 +57,10 @@ class ProtoParams(MetricParams):
     # whose outputs are the embedding.
     encoder: Any = None
     # The SimCLR-style encoder trained here otherwise: ``encoder_steps`` optimizer
-    # steps on seeded batches, whatever N (then one no-grad pass embeds every
-    # example); or, when set, ``encoder_epochs`` epochs over every example (the
-    # recipe before the step budget: 30 epochs, a cost that grows with N).
-    encoder_steps: int = Field(DEFAULT_ENCODER_STEPS, ge=1)
+    # steps on seeded batches, whatever N (None: DEFAULT_ENCODER_STEPS; then one
+    # no-grad pass embeds every example); or ``encoder_epochs`` epochs over every
+    # example (the recipe before the step budget: 30 epochs, a cost that grows with N).
+    encoder_steps: int | None = Field(None, ge=1)
     encoder_epochs: int | None = Field(None, ge=1)
     embedding_dim: int = Field(64, ge=2)
     batch_size: int = Field(256, ge=2)
@@ -68,9 +68,9 @@ class ProtoParams(MetricParams):
     temperature: float = Field(0.1, gt=0)
     # Rows embedded (and assigned to their centroid) per no-grad chunk.
     embed_batch_size: int = Field(4096, ge=1)
-    # Nearest-centroid search: exact (faiss IndexFlatIP), hnsw (faiss IndexHNSWFlat,
-    # approximate), or auto: exact up to ``HNSW_MIN_K`` centroids (see prototypes.py).
-    index: Literal["auto", "exact", "hnsw"] = "auto"
+    # Nearest-centroid search: exact (faiss IndexFlatIP), or hnsw (faiss IndexHNSWFlat,
+    # approximate; for very large k, see prototypes.py for the measurement).
+    index: Literal["exact", "hnsw"] = "exact"
     seed: Seed = 0
 
     @field_validator("encoder", mode="before")
@@ -104,9 +104,16 @@ class ProtoParams(MetricParams):
     def _one_source(self) -> ProtoParams:
         if self.encoder is not None and self.embeddings is not None:
             raise ValueError("give embeddings or encoder, not both")
-        if self.encoder_epochs is not None and "encoder_steps" in self.model_fields_set:
+        if self.encoder_epochs is not None and self.encoder_steps is not None:
             raise ValueError(
                 "give encoder_steps (a budget that does not grow with N) or encoder_epochs, "
                 "not both"
             )
         return self
+
+    @property
+    def steps(self) -> int | None:
+        """The encoder's step budget (None: ``encoder_epochs`` passes instead)."""
+        if self.encoder_epochs is not None:
+            return None
+        return self.encoder_steps if self.encoder_steps is not None else DEFAULT_ENCODER_STEPS

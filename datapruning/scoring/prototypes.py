@@ -3,18 +3,42 @@
 No labels are used. Each training example is embedded by a self-supervised
 encoder, trained here with a SimCLR-style contrastive objective (NT-Xent on two
 augmented views: random shifts, amplitude scaling and noise for 1D signals;
-padded random crops and horizontal flips for images), or taken from the user's
-embeddings (``scoring.params.proto.embeddings``, a ``.npy`` with one row per example).
-Embeddings are L2-normalised and clustered by spherical ``faiss.Kmeans``; an
-example's score is its cosine distance to the nearest centroid: far from every
-prototype = hard, close = easy (prototypical).
+padded random crops and horizontal flips for images), or an encoder the user
+already has (``scoring.params.proto.encoder``: a ``checkpoint.pt`` of
+``datapruning train``, whose penultimate features, the input of its last Linear
+layer, are the embedding; or, in Python, an ``nn.Module`` whose outputs are), or
+taken from the user's embeddings (``scoring.params.proto.embeddings``, a ``.npy``
+with one row per example). Embeddings are L2-normalised and clustered by
+spherical ``faiss.Kmeans``; an example's score is its cosine distance to the
+nearest centroid: far from every prototype = hard, close = easy (prototypical).
+A checkpoint trained with labels makes the scores depend on them through its
+weights; the scoring itself still reads none.
+
+Cost. The encoder trains for ``encoder_steps`` batches whatever N (1000 by
+default), not for epochs over every example (``encoder_epochs``, the old recipe:
+30 epochs, 30 x N forward-backward passes before anything is scored); then one
+no-grad pass embeds every row, ``embed_batch_size`` rows at a time, each chunk
+assigned to its nearest centroid as it comes, so memory holds the scores and one
+chunk, never every embedding. The default comes from
+``bench/results/proto_scale.json`` ("budget", 20k MNIST-1D examples): the
+scores' Spearman correlation with the old recipe's is 0.57 at 250 steps, 0.62 at
+500 and 0.79 at 1000, while the old recipe run with another seed agrees with
+itself at 0.61; 1000 steps is twice the budget where the agreement reaches that
+noise floor. The students trained on the subsets it selects are in the same
+file ("quality").
 
 The encoder and centroids are fitted once (:func:`prepare_proto`) and, with a
 work dir, saved there: the k-means runs on a seeded sample of ``k x 256`` rows
 (faiss subsamples to that many points per centroid anyway; every row when the
-set is smaller, as before), so a sharded scoring (``--shard i/n``) embeds and
-assigns each shard's rows against the same centroids and merges to the
-unsharded scores bit for bit (tests/scoring/test_shards.py).
+set is smaller), so a sharded scoring (``--shard i/n``) embeds and assigns each
+shard's rows against the same centroids, in chunks cut where one pass cuts them,
+and merges to the unsharded scores bit for bit (tests/scoring/test_shards.py,
+tests/scoring/test_prototypes_scale.py).
+
+Progress: a bar per phase on a terminal (encoder steps, embedded rows), else one
+line on stderr per tenth of each. SIGINT/SIGTERM stop at once with a line saying
+where it stopped and what the rerun reuses (the saved encoder and centroids, when
+the interrupt came after them), as the seed-group metrics' do.
 
 ``k`` defaults to the dataset's number of classes (the paper's choice, known
 without reading any label), else ``sqrt(N) / 2`` capped at 1000.
@@ -152,27 +176,33 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return Assigner(centroids, "exact")(x)
 
 
-# Nearest-centroid search by faiss's HNSW graph from this many centroids on
-# (``index: auto``); below it the exact search (IndexFlatIP, the scores bit for bit
-# as before) is not the bottleneck: bench/results/proto_scale.json ("assign").
-HNSW_MIN_K = 4096
-
-
+# Nearest-centroid search: exact (faiss IndexFlatIP, one BLAS product per chunk)
+# unless ``index: hnsw`` asks for faiss's HNSW graph. Measured first
+# (bench/results/proto_scale.json, "assign": 100k random unit rows, d=64, on this
+# 2-core machine), the exact search is not the bottleneck at any k the default
+# allows: 0.5-0.7 s for k=10..1000 and 2.4-6.6 s at k=8192, while HNSW took 3-7x
+# longer and missed 2% of the nearest centroids at k=8192, and IVF (sqrt(k)
+# lists, 8 probed) saved under half the time and missed 32-53%. The k-means
+# itself costs niter x 256 x k rows' products against the search's N x k, so the
+# search only dominates past N = 6400 k examples. Exact is the default; HNSW is
+# there for very large k on clustered embeddings, where graphs do better.
 class Assigner:
     """Cosine distance to the nearest centroid, by exact search or an HNSW index (built once)."""
 
-    def __init__(self, centroids: np.ndarray, index: str = "auto") -> None:
+    def __init__(self, centroids: np.ndarray, index: str = "exact") -> None:
         import faiss
 
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        k, dim = self.centroids.shape
-        self.kind = index if index != "auto" else ("hnsw" if k >= HNSW_MIN_K else "exact")
-        if self.kind == "exact":
+        dim = self.centroids.shape[1]
+        self.kind = index
+        if index == "exact":
             self.index = faiss.IndexFlatIP(dim)
-        else:
+        elif index == "hnsw":
             self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = 80
             self.index.hnsw.efSearch = 64
+        else:
+            raise DataPruningError(f"scoring.params.proto.index {index!r}: give exact or hnsw")
         self.index.add(self.centroids)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -318,11 +348,12 @@ def _batches(
     starts = [
         s for s in range(0, num_rows - 1, batch_size) if min(s + batch_size, num_rows) - s > 1
     ]
-    if proto.encoder_epochs is not None:
+    if proto.steps is None:
+        assert proto.encoder_epochs is not None
         total = proto.encoder_epochs * len(starts)
         passes: int | None = proto.encoder_epochs
     else:
-        total, passes = proto.encoder_steps, None
+        total, passes = proto.steps, None
 
     def walk() -> Iterator[torch.Tensor]:
         given, finished = 0, 0

@@ -17,9 +17,8 @@ from datapruning.config import ModelConfig, ScoringConfig, TrainConfig, parse_co
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scoring import prototypes, score
 from datapruning.scoring._common import merge_shards
-from datapruning.scoring.params import ProtoParams
+from datapruning.scoring.params import DEFAULT_ENCODER_STEPS, ProtoParams
 from datapruning.scoring.prototypes import (
-    HNSW_MIN_K,
     Assigner,
     Penultimate,
     assign,
@@ -77,10 +76,18 @@ def test_the_epochs_budget_is_kept(data):
 
 
 def test_steps_and_epochs_together_are_refused():
-    with pytest.raises(DataPruningError, match="encoder_steps .* or encoder_epochs, not both"):
+    with pytest.raises(DataPruningError, match=r"encoder_steps .* or encoder_epochs, not both"):
         parse_config({"scoring": {"params": {"proto": {"encoder_steps": 5, "encoder_epochs": 2}}}})
     with pytest.raises(DataPruningError, match="embeddings or encoder, not both"):
         parse_config({"scoring": {"params": {"proto": {"embeddings": "e.npy", "encoder": "c.pt"}}}})
+
+
+def test_the_params_survive_a_round_trip_through_their_dump():
+    for proto in (ProtoParams(), ProtoParams(encoder_epochs=2), ProtoParams(encoder_steps=9)):
+        again = ProtoParams.model_validate(proto.model_dump())
+        assert again == proto and again.steps == proto.steps
+    assert ProtoParams().steps == DEFAULT_ENCODER_STEPS
+    assert ProtoParams(encoder_epochs=2).steps is None
 
 
 def test_the_budget_is_part_of_the_scoring_key():
@@ -152,7 +159,7 @@ def test_a_checkpoint_embeds_with_its_penultimate_features(data, tmp_path):
 
 
 def test_an_encoder_that_is_no_module_is_refused():
-    with pytest.raises(ValueError, match="checkpoint path .* or an nn.Module, not int"):
+    with pytest.raises(ValueError, match=r"checkpoint path .* or an nn.Module, not int"):
         ProtoParams(encoder=3)
 
 
@@ -197,9 +204,9 @@ def test_the_exact_index_is_the_plain_flat_search():
     rng = np.random.default_rng(5)
     x = normalised(rng.normal(size=(300, 8)).astype(np.float32))
     centroids = normalised(rng.normal(size=(6, 8)).astype(np.float32))
-    auto = Assigner(centroids)
-    assert auto.kind == "exact" and 6 < HNSW_MIN_K
-    distances, nearest = auto(x)
+    default = Assigner(centroids)
+    assert default.kind == "exact" and ProtoParams().index == "exact"
+    distances, nearest = default(x)
     want_d, want_n = assign(x, centroids)
     assert np.array_equal(distances, want_d) and np.array_equal(nearest, want_n)
     similarity = x @ centroids.T
@@ -213,8 +220,17 @@ def test_hnsw_finds_the_nearest_centroid_of_clustered_rows():
     exact, hnsw = Assigner(centroids, "exact"), Assigner(centroids, "hnsw")
     assert hnsw.kind == "hnsw" and hnsw.record()["faiss"] == "IndexHNSWFlat"
     assert np.mean(exact(x)[1] == hnsw(x)[1]) > 0.99
-    big = normalised(rng.normal(size=(HNSW_MIN_K, 4)).astype(np.float32))
-    assert Assigner(big).kind == "hnsw"
+    with pytest.raises(DataPruningError, match="give exact or hnsw"):
+        Assigner(centroids, "ivf")
+
+
+def test_scores_through_hnsw_record_the_index(data):
+    scores = proto_score(data, encoder_steps=3, k=4, index="hnsw")
+    assert scores.metadata["params"]["assignment"]["kind"] == "hnsw"
+    exact = proto_score(data, encoder_steps=3, k=4)
+    assert exact.metadata["params"]["assignment"] == {"kind": "exact", "faiss": "IndexFlatIP"}
+    # Four centroids: the graph finds the nearest one for every row.
+    np.testing.assert_allclose(scores.values, exact.values, atol=1e-6)
 
 
 # ------------------------------------------------------------------ progress and interrupts
@@ -291,3 +307,23 @@ def test_an_interrupt_after_the_encoder_is_saved_resumes_from_it(
     assert code == 0, err
     resumed, whole = (pd.read_parquet(tmp_path / n) for n in ("s.parquet", "whole.parquet"))
     pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+
+
+def test_a_streamed_uint8_set_scores_as_its_float_copy(tmp_path):
+    from dataclasses import replace
+
+    from datapruning.data.stream import ArrayExamples
+
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, size=(300, 3, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 3, 300)
+    memory = as_dataset((pixels.astype(np.float32) / 255, y))
+    streamed = replace(
+        memory, x_train=ArrayExamples((memory.x_train * 255).round().astype(np.uint8))
+    )
+    assert streamed.streaming and streamed.fingerprint == memory.fingerprint
+    conv = ModelConfig(name="mlp", params={"hidden": 8})
+    cfg = scoring(encoder_steps=4, batch_size=32, k=3, embed_batch_size=50)
+    a = score(memory, "proto", cfg, conv, progress=False)
+    b = score(streamed, "proto", cfg, conv, progress=False)
+    pd.testing.assert_frame_equal(a.table, b.table, check_exact=True)
