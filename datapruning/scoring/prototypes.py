@@ -14,18 +14,23 @@ nearest centroid: far from every prototype = hard, close = easy (prototypical).
 A checkpoint trained with labels makes the scores depend on them through its
 weights; the scoring itself still reads none.
 
-Cost. The encoder trains for ``encoder_steps`` batches whatever N (1000 by
-default), not for epochs over every example (``encoder_epochs``, the old recipe:
-30 epochs, 30 x N forward-backward passes before anything is scored); then one
+Cost. The encoder trains for ``encoder_steps`` batches whatever N (by default
+500, or 30 epochs' worth when a set is small enough that that is fewer: the
+same batches as the old recipe there), not for epochs over every example
+(``encoder_epochs``, the old recipe: 30 epochs, 30 x N forward-backward passes
+before anything is scored); then one
 no-grad pass embeds every row, ``embed_batch_size`` rows at a time, each chunk
 assigned to its nearest centroid as it comes, so memory holds the scores and one
 chunk, never every embedding. The default comes from
 ``bench/results/proto_scale.json`` ("budget", 20k MNIST-1D examples): the
 scores' Spearman correlation with the old recipe's is 0.57 at 250 steps, 0.62 at
-500 and 0.79 at 1000, while the old recipe run with another seed agrees with
-itself at 0.61; 1000 steps is twice the budget where the agreement reaches that
-noise floor. The students trained on the subsets it selects are in the same
-file ("quality").
+500, 0.79 at 1000 and 0.87 at 2000, while the old recipe run with another
+encoder seed agrees with itself at 0.61; 500 is the smallest budget measured that
+reaches that floor. Students on the 30%/50% hardest/easiest it selects ("quality",
+3 seeds) are within 0.29 points of those on the old scores' in all four cells,
+where the old recipe's own second seed differs by up to 2.84 points. At 1M
+examples ``datapruning score --metric proto`` takes under 30 s and 0.94 GiB
+("scale").
 
 The encoder and centroids are fitted once (:func:`prepare_proto`) and, with a
 work dir, saved there: the k-means runs on a seeded sample of ``k x 256`` rows
@@ -180,12 +185,14 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
 # unless ``index: hnsw`` asks for faiss's HNSW graph. Measured first
 # (bench/results/proto_scale.json, "assign": 100k random unit rows, d=64, on this
 # 2-core machine), the exact search is not the bottleneck at any k the default
-# allows: 0.5-0.7 s for k=10..1000 and 2.4-6.6 s at k=8192, while HNSW took 3-7x
-# longer and missed 2% of the nearest centroids at k=8192, and IVF (sqrt(k)
-# lists, 8 probed) saved under half the time and missed 32-53%. The k-means
-# itself costs niter x 256 x k rows' products against the search's N x k, so the
-# search only dominates past N = 6400 k examples. Exact is the default; HNSW is
-# there for very large k on clustered embeddings, where graphs do better.
+# allows: 0.1-0.5 s for k=10..1000, 2.1 s at k=4096 and 3.9 s at 8192. HNSW took
+# 3-15x longer from k=100 on and missed 0.7% (k=4096) to 2% (k=8192) of the
+# nearest centroids; IVF (sqrt(k) lists, 8 probed; in the bench only) was 2-3x
+# faster from k=4096 but found the nearest centroid for only 47-69% of the rows
+# from k=1000 on. The k-means itself costs niter x 256 x k rows' products against
+# the search's N x k, so the search only dominates past N = 6400 k examples.
+# Exact is the default; HNSW is there for very large k on clustered embeddings,
+# where graphs do better than on these random rows.
 class Assigner:
     """Cosine distance to the nearest centroid, by exact search or an HNSW index (built once)."""
 
@@ -338,6 +345,12 @@ class Progress:
             self.bar.close()
 
 
+# The default step budget is capped at this many epochs (the recipe before the step
+# budget) on sets small enough that 1000 steps would be more: 4000 examples in
+# batches of 256 take 480 steps, as they did; the batches are the same.
+DEFAULT_MAX_EPOCHS = 30
+
+
 def _batches(
     num_rows: int, batch_size: int, proto: ProtoParams, generator: torch.Generator
 ) -> tuple[int, Iterator[torch.Tensor]]:
@@ -352,6 +365,9 @@ def _batches(
         assert proto.encoder_epochs is not None
         total = proto.encoder_epochs * len(starts)
         passes: int | None = proto.encoder_epochs
+    elif proto.encoder_steps is None:
+        # The default budget, but never more than the old recipe's epochs on a small set.
+        total, passes = min(proto.steps, DEFAULT_MAX_EPOCHS * len(starts)), None
     else:
         total, passes = proto.steps, None
 

@@ -68,6 +68,18 @@ def test_the_step_budget_walks_fresh_permutations_past_one_epoch(data):
     assert total == 7 and sizes == [200, 200, 80, 200, 200, 80, 200]
 
 
+def test_the_default_budget_is_capped_at_the_old_epochs_on_a_small_set(data):
+    # 480 rows in batches of 256: 2 batches an epoch, 30 epochs = 60 steps < the default.
+    default = proto_score(data).metadata["params"]["encoder"]
+    assert default["budget"] == "steps" and default["steps"] == 60 < DEFAULT_ENCODER_STEPS
+    old = proto_score(data, encoder_epochs=30)
+    assert old.metadata["params"]["encoder"]["steps"] == 60
+    # The same batches in the same order: the same scores.
+    np.testing.assert_array_equal(proto_score(data).values, old.values)
+    # An explicit budget is not capped.
+    assert proto_score(data, encoder_steps=70).metadata["params"]["encoder"]["steps"] == 70
+
+
 def test_the_epochs_budget_is_kept(data):
     record = proto_score(data, encoder_epochs=2, batch_size=128).metadata["params"]["encoder"]
     # ceil(480 / 128) = 4 batches per epoch.
