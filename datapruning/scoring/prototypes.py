@@ -41,9 +41,12 @@ and merges to the unsharded scores bit for bit (tests/scoring/test_shards.py,
 tests/scoring/test_prototypes_scale.py).
 
 Progress: a bar per phase on a terminal (encoder steps, embedded rows), else one
-line on stderr per tenth of each. SIGINT/SIGTERM stop at once with a line saying
-where it stopped and what the rerun reuses (the saved encoder and centroids, when
-the interrupt came after them), as the seed-group metrics' do.
+line on stderr per tenth of each. With a work dir the encoder saves a resume
+point (weights, optimizer, batch order and RNG) at each tenth of its steps, and
+a rerun continues from it to the same encoder bit for bit. SIGINT/SIGTERM stop
+at once with a line saying where it stopped and what the rerun reuses (that
+resume point, or the saved encoder and centroids once they are), as the
+seed-group metrics' do.
 
 ``k`` defaults to the dataset's number of classes (the paper's choice, known
 without reading any label), else ``sqrt(N) / 2`` capped at 1000.
@@ -76,7 +79,7 @@ from tqdm.auto import tqdm
 
 from datapruning import user
 from datapruning._interrupt import immediate_stop
-from datapruning._io import write_once
+from datapruning._io import atomic_write, write_once
 from datapruning.config import ModelConfig
 from datapruning.data.stream import ExampleSource, as_rows
 from datapruning.errors import DataPruningError, Interrupted
@@ -346,43 +349,69 @@ class Progress:
 
 
 # The default step budget is capped at this many epochs (the recipe before the step
-# budget) on sets small enough that 1000 steps would be more: 4000 examples in
+# budget) on sets small enough that the default would be more: 4000 examples in
 # batches of 256 take 480 steps, as they did; the batches are the same.
 DEFAULT_MAX_EPOCHS = 30
 
 
-def _batches(
-    num_rows: int, batch_size: int, proto: ProtoParams, generator: torch.Generator
-) -> tuple[int, Iterator[torch.Tensor]]:
-    """The encoder's batches (row indices) and how many: ``encoder_steps`` batches walking
-    seeded permutations of the rows (a new one each time one is used up), or
+@dataclass
+class Stage:
+    """Where a proto scoring is, and what it has saved: the interrupt message's parts."""
+
+    now: str = "preparing"
+    saved: str | None = None
+
+
+class Batches:
+    """The encoder's batches (row indices): ``encoder_steps`` batches walking seeded
+    permutations of the rows (a new one each time one is used up), or
     ``encoder_epochs`` passes over every row. A last batch of one is dropped: NT-Xent
-    needs a negative for every view."""
-    starts = [
-        s for s in range(0, num_rows - 1, batch_size) if min(s + batch_size, num_rows) - s > 1
-    ]
-    if proto.steps is None:
-        assert proto.encoder_epochs is not None
-        total = proto.encoder_epochs * len(starts)
-        passes: int | None = proto.encoder_epochs
-    elif proto.encoder_steps is None:
-        # The default budget, but never more than the old recipe's epochs on a small set.
-        total, passes = min(proto.steps, DEFAULT_MAX_EPOCHS * len(starts)), None
-    else:
-        total, passes = proto.steps, None
+    needs a negative for every view. Its position is part of the encoder's resume point.
+    """
 
-    def walk() -> Iterator[torch.Tensor]:
-        given, finished = 0, 0
-        while given < total and (passes is None or finished < passes):
-            order = torch.randperm(num_rows, generator=generator)
-            for start_at in starts:
-                if given == total:
-                    return
-                yield order[start_at : start_at + batch_size]
-                given += 1
-            finished += 1
+    def __init__(
+        self, num_rows: int, batch_size: int, proto: ProtoParams, generator: torch.Generator
+    ) -> None:
+        self.num_rows, self.batch_size, self.generator = num_rows, batch_size, generator
+        self.starts = [
+            s for s in range(0, num_rows - 1, batch_size) if min(s + batch_size, num_rows) - s > 1
+        ]
+        if proto.steps is None:
+            assert proto.encoder_epochs is not None
+            self.total = proto.encoder_epochs * len(self.starts)
+        elif proto.encoder_steps is None:
+            # The default budget, but never more than the old recipe's epochs on a small set.
+            self.total = min(proto.steps, DEFAULT_MAX_EPOCHS * len(self.starts))
+        else:
+            self.total = proto.steps
+        self.order: torch.Tensor | None = None
+        self.position, self.given = 0, 0
 
-    return total, walk()
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        while self.given < self.total:
+            if self.order is None or self.position == len(self.starts):
+                self.order = torch.randperm(self.num_rows, generator=self.generator)
+                self.position = 0
+            start_at = self.starts[self.position]
+            self.position += 1
+            self.given += 1
+            yield self.order[start_at : start_at + self.batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "order": self.order,
+            "position": self.position,
+            "given": self.given,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.position, self.given = state["order"], state["position"], state["given"]
+        self.generator.set_state(state["generator"])
+
+
+# The layout of the encoder's resume file (proto-<key>.encoder.pt); bump on change.
+ENCODER_RESUME_FORMAT = 1
 
 
 def train_encoder(
@@ -392,6 +421,8 @@ def train_encoder(
     proto: ProtoParams,
     progress: bool | None = None,
     build: Callable[[], nn.Module] | None = None,
+    resume: Path | None = None,
+    stage: Stage | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A SimCLR-style encoder on ``x`` alone; returns it and its training record.
 
@@ -399,6 +430,9 @@ def train_encoder(
     ``proto.encoder_epochs`` passes over every row, the cost growing with N).
     ``build`` makes the user's own encoder instead of the registered ``model_name``
     with ``proto.embedding_dim`` outputs; its outputs are then the embedding.
+    With ``resume`` (a file path), a resume point is saved there atomically at each
+    tenth of the steps and training continues from it when it exists: the same
+    encoder, bit for bit, as training in one go.
     """
     start = time.perf_counter()
     data = as_rows(x)  # a streaming set: each batch read from the source (uint8 until then)
@@ -412,9 +446,29 @@ def train_encoder(
     parameters = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=proto.lr)
     batch_size = min(proto.batch_size, len(data))
-    total, batches = _batches(len(data), batch_size, proto, generator)
+    batches = Batches(len(data), batch_size, proto, generator)
+    total = batches.total
+    # Counters: steps, examples seen, the running block's loss sum and rows, last block's mean.
+    counts: dict[str, Any] = {"seen": 0, "block_loss": 0.0, "block_rows": 0, "last_loss": None}
+    earlier_seconds = 0.0
+    if resume is not None and resume.is_file():
+        try:
+            state = torch.load(resume, map_location="cpu", weights_only=True)
+            if state.get("format") != ENCODER_RESUME_FORMAT:
+                raise ValueError("another layout")
+            encoder.load_state_dict(state["encoder"])
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            batches.load_state_dict(state["batches"])
+            counts = json.loads(state["counts"])
+            earlier_seconds = float(counts.pop("seconds"))
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError):
+            # A damaged or foreign file: train from the start.
+            return train_encoder(x, model_name, model_params, proto, progress, build, None, stage)
     bar = Progress("proto encoder", total, "steps", progress)
-    steps, seen, block_loss, block_rows, last_loss = 0, 0, 0.0, 0, None
+    if batches.given:
+        bar.update(batches.given)
+    resumed_at = batches.given
     encoder.train()
     try:
         for index in batches:
@@ -425,14 +479,22 @@ def train_encoder(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            block_loss += loss.item() * len(batch)
-            block_rows += len(batch)
-            steps += 1
-            seen += len(batch)
+            counts["block_loss"] += loss.item() * len(batch)
+            counts["block_rows"] += len(batch)
+            counts["seen"] += len(batch)
+            steps = batches.given
             if steps % max(1, total // 10) == 0 or steps == total:
-                last_loss = block_loss / block_rows
-                block_loss, block_rows = 0.0, 0
-                bar.update(steps - bar.done, f"loss {last_loss:.3f}")
+                counts["last_loss"] = counts["block_loss"] / counts["block_rows"]
+                counts["block_loss"], counts["block_rows"] = 0.0, 0
+                bar.update(steps - bar.done, f"loss {counts['last_loss']:.3f}")
+                if resume is not None and steps < total:
+                    seconds = earlier_seconds + time.perf_counter() - start
+                    _save_resume(resume, encoder, head, optimizer, batches, counts, seconds)
+                    if stage is not None:
+                        stage.saved = (
+                            f"encoder step {steps} of {total} saved in "
+                            f"{str(resume.parent)!r}, the rerun continues from it"
+                        )
     finally:
         bar.close()
     encoder.eval()
@@ -443,15 +505,37 @@ def train_encoder(
         "embedding_dim": dim,
         "budget": "epochs" if proto.encoder_epochs is not None else "steps",
         "epochs": proto.encoder_epochs,
-        "steps": steps,
-        "examples_seen": seen,
+        "steps": batches.given,
+        "examples_seen": counts["seen"],
         "batch_size": batch_size,
         "lr": proto.lr,
         "temperature": proto.temperature,
-        "final_loss": last_loss,  # mean NT-Xent over the last tenth of the steps
-        "seconds": time.perf_counter() - start,
+        "final_loss": counts["last_loss"],  # mean NT-Xent over the last tenth of the steps
+        "seconds": earlier_seconds + time.perf_counter() - start,
+        "resumed_at_step": resumed_at,
     }
     return encoder, record
+
+
+def _save_resume(
+    path: Path,
+    encoder: nn.Module,
+    head: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    counts: dict[str, Any],
+    seconds: float,
+) -> None:
+    state = {
+        "format": ENCODER_RESUME_FORMAT,
+        "encoder": encoder.state_dict(),
+        "head": head.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "batches": batches.state_dict(),
+        "counts": json.dumps({**counts, "seconds": seconds}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _chunk(x: np.ndarray | ExampleSource, start: int, stop: int) -> torch.Tensor:
@@ -664,7 +748,7 @@ def _encoder_builder(job: MetricJob) -> Callable[[], nn.Module] | None:
     return None if isinstance(job.model, ModelConfig) else user.per_seed(job.model)
 
 
-def _prepare(job: MetricJob, stage: list[str]) -> Prepared:
+def _prepare(job: MetricJob, stage: Stage) -> Prepared:
     """Train the encoder (or take the user's encoder or embeddings), embed the clustered
     sample and fit the centroids; saved in ``job.work_dir`` and read back from there by
     every shard. ``stage`` is told where the work is, for an interrupt's message."""
@@ -683,6 +767,10 @@ def _prepare(job: MetricJob, stage: list[str]) -> Prepared:
     if path is not None and path.is_file():
         prepared = _load_prepared(job, path, model, encoder)
         if prepared is not None:
+            stage.saved = (
+                f"encoder and centroids saved in {str(path.parent)!r}, "
+                "the rerun only embeds and assigns"
+            )
             return prepared
     sample = sample_rows(dataset.num_train, k, proto.seed)
     if proto.embeddings is not None:
@@ -692,17 +780,25 @@ def _prepare(job: MetricJob, stage: list[str]) -> Prepared:
     else:
         if encoder is None:
             assert model is not None
-            stage[0] = "training the encoder"
+            stage.now = "training the encoder"
+            resume = path.with_name(path.stem + ".encoder.pt") if path is not None else None
             encoder, encoder_record = train_encoder(
-                x, model["name"], model["params"], proto, job.progress, _encoder_builder(job)
+                x,
+                model["name"],
+                model["params"],
+                proto,
+                job.progress,
+                _encoder_builder(job),
+                resume,
+                stage,
             )
         else:
             assert given_record is not None
             encoder_record = given_record
-        stage[0] = "embedding the clustered sample"
+        stage.now = "embedding the clustered sample"
         rows = range(dataset.num_train) if len(sample) == dataset.num_train else sample
         embeddings = embed(encoder, x, proto.embed_batch_size, rows)
-    stage[0] = "clustering"
+    stage.now = "clustering"
     centroids, clustering = cluster(normalised(embeddings), k, proto.niter, proto.seed)
     params = {
         **clustering,
@@ -720,7 +816,13 @@ def _prepare(job: MetricJob, stage: list[str]) -> Prepared:
             "record": json.dumps({"params": params, "seconds": seconds}),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not write_once(path, lambda tmp: torch.save(state, tmp)):
+        written = write_once(path, lambda tmp: torch.save(state, tmp))
+        stage.saved = (
+            f"encoder and centroids saved in {str(path.parent)!r}, "
+            "the rerun only embeds and assigns"
+        )
+        path.with_name(path.stem + ".encoder.pt").unlink(missing_ok=True)
+        if not written:
             # Another shard saved first: use its encoder and centroids, as every shard does.
             prepared = _load_prepared(job, path, model, encoder)
             if prepared is not None:
@@ -754,7 +856,7 @@ def _load_prepared(
 
 
 @contextmanager
-def _interruptible(job: MetricJob, stage: list[str]) -> Iterator[None]:
+def _interruptible(job: MetricJob, stage: Stage) -> Iterator[None]:
     """SIGINT/SIGTERM stop at once with a line saying what is saved for the rerun (as the
     seed-group metrics' :class:`~datapruning.scoring._common.SeedStore` does)."""
     try:
@@ -763,19 +865,16 @@ def _interruptible(job: MetricJob, stage: list[str]) -> Iterator[None]:
     except Interrupted as exc:
         if job.work_dir is None:
             saved = "nothing saved (no work dir)"
-        elif list(Path(job.work_dir).glob("proto-*.pt")):
-            saved = (
-                f"encoder and centroids saved in {str(job.work_dir)!r}, "
-                "the rerun only embeds and assigns"
-            )
+        elif stage.saved is not None:
+            saved = stage.saved
         else:
             saved = f"nothing saved yet in {str(job.work_dir)!r}"
-        raise Interrupted(exc.signum, f"proto stopped while {stage[0]}; {saved}") from None
+        raise Interrupted(exc.signum, f"proto stopped while {stage.now}; {saved}") from None
 
 
 def prepare_proto(job: MetricJob) -> float:
     """Encoder and centroids of a sharded proto scoring, saved in ``job.work_dir``; seconds."""
-    stage = ["preparing"]
+    stage = Stage()
     with _threads(job), _interruptible(job, stage):
         return _prepare(job, stage).seconds
 
@@ -790,7 +889,7 @@ def score_proto(job: MetricJob) -> Scores:
     assigned, a chunk of ``embed_batch_size`` rows at a time: memory holds the
     scores and one chunk, not the embeddings of every row.
     """
-    stage = ["preparing"]
+    stage = Stage()
     with _threads(job), _interruptible(job, stage):
         prepared = _prepare(job, stage)
         began = time.perf_counter()
@@ -808,7 +907,7 @@ def score_proto(job: MetricJob) -> Scores:
             parts = embed_chunks(
                 prepared.encoder, job.dataset.x_train, proto.embed_batch_size, rows
             )
-        stage[0] = "embedding and assigning"
+        stage.now = "embedding and assigning"
         bar = Progress("proto embed", len(rows), "rows", job.progress)
         done = 0
         try:

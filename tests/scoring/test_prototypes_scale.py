@@ -63,9 +63,13 @@ def test_the_step_budget_does_not_grow_with_the_data(data):
 def test_the_step_budget_walks_fresh_permutations_past_one_epoch(data):
     # 480 rows in batches of 200: 3 batches a pass (the last of 80); 7 steps take 3 passes.
     generator = torch.Generator().manual_seed(0)
-    total, batches = prototypes._batches(480, 200, ProtoParams(encoder_steps=7), generator)
+    batches = prototypes.Batches(480, 200, ProtoParams(encoder_steps=7), generator)
     sizes = [len(batch) for batch in batches]
-    assert total == 7 and sizes == [200, 200, 80, 200, 200, 80, 200]
+    assert batches.total == 7 and sizes == [200, 200, 80, 200, 200, 80, 200]
+    # Each pass is a permutation of every row.
+    again = prototypes.Batches(480, 200, ProtoParams(encoder_steps=6), generator.manual_seed(0))
+    rows = torch.cat(list(again))
+    assert sorted(rows[:480].tolist()) == list(range(480)) == sorted(rows[480:].tolist())
 
 
 def test_the_default_budget_is_capped_at_the_old_epochs_on_a_small_set(data):
@@ -278,14 +282,39 @@ def interrupt_at(monkeypatch, target: str, calls: int, signum: int = signal.SIGI
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_while_training_says_nothing_is_saved(data, tmp_path, monkeypatch, signum):
-    interrupt_at(monkeypatch, "nt_xent", 3, signum)
-    cfg = scoring(encoder_steps=10)
+    interrupt_at(monkeypatch, "nt_xent", 2, signum)  # before the first resume point
+    cfg = scoring(encoder_steps=30)
     with pytest.raises(Interrupted) as info:
         score(data, "proto", cfg, MLP, progress=False, work_dir=tmp_path)
     assert info.value.signum == signum
     assert str(info.value) == (
         f"proto stopped while training the encoder; nothing saved yet in {str(tmp_path)!r}"
     )
+
+
+def test_an_interrupted_encoder_resumes_from_its_last_tenth_bit_for_bit(
+    data, tmp_path, monkeypatch
+):
+    cfg = scoring(encoder_steps=30, batch_size=64)  # a resume point every 3 steps
+    whole = score(data, "proto", cfg, MLP, progress=False)
+    interrupt_at(monkeypatch, "nt_xent", 15)  # during step 15: the last point is step 12
+    with pytest.raises(Interrupted) as info:
+        score(data, "proto", cfg, MLP, progress=False, work_dir=tmp_path)
+    assert str(info.value) == (
+        "proto stopped while training the encoder; encoder step 12 of 30 saved in "
+        f"{str(tmp_path)!r}, the rerun continues from it"
+    )
+    assert len(list(tmp_path.glob("proto-*.encoder.pt"))) == 1
+    monkeypatch.undo()
+    resumed = score(data, "proto", cfg, MLP, progress=False, work_dir=tmp_path)
+    pd.testing.assert_frame_equal(resumed.table, whole.table, check_exact=True)
+    record = resumed.metadata["params"]["encoder"]
+    assert record["resumed_at_step"] == 12 and record["steps"] == 30
+    assert record["examples_seen"] == whole.metadata["params"]["encoder"]["examples_seen"]
+    assert record["final_loss"] == whole.metadata["params"]["encoder"]["final_loss"]
+    # The resume point is gone once the encoder and centroids are saved.
+    assert not list(tmp_path.glob("proto-*.encoder.pt"))
+    assert len(list(tmp_path.glob("proto-*.pt"))) == 1
 
 
 def test_an_interrupt_after_the_encoder_is_saved_resumes_from_it(
