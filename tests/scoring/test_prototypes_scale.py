@@ -368,3 +368,15 @@ def test_a_streamed_uint8_set_scores_as_its_float_copy(tmp_path):
     a = score(memory, "proto", cfg, conv, progress=False)
     b = score(streamed, "proto", cfg, conv, progress=False)
     pd.testing.assert_frame_equal(a.table, b.table, check_exact=True)
+
+
+def test_permuted_labels_leave_the_scores_unchanged(data):
+    from dataclasses import replace
+
+    permuted = replace(data, y_train=np.random.default_rng(8).permutation(data.y_train))
+    assert permuted.fingerprint != data.fingerprint  # the labels are part of it
+    torch.manual_seed(9)
+    module = Tiny()
+    for proto in ({"encoder_steps": 6}, {"encoder": module, "k": 4}):
+        a, b = (proto_score(d, **proto).values for d in (data, permuted))
+        np.testing.assert_array_equal(a, b)
