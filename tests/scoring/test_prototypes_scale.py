@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -380,3 +381,23 @@ def test_permuted_labels_leave_the_scores_unchanged(data):
     for proto in ({"encoder_steps": 6}, {"encoder": module, "k": 4}):
         a, b = (proto_score(d, **proto).values for d in (data, permuted))
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_cli_scores_with_a_checkpoint_encoder(data, tmp_path, capsys, monkeypatch):
+    from datapruning.scores import Scores
+    from datapruning.train.loop import train
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", x=data.x_train, y=data.y_train)
+    train(data, MLP, TrainConfig(epochs=1, batch_size=64), run_dir=tmp_path / "run", progress=False)
+    args = ["score", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--metric", "proto", "--k", "3"]
+    code, _, err = run_cli(
+        capsys, *args, "--set", "scoring.params.proto.encoder=run", "--out", "p.parquet"
+    )
+    assert code == 0, err
+    record = Scores.load(tmp_path / "p.parquet").metadata["params"]["encoder"]
+    assert record["name"] == "checkpoint" and record["path"] == str(Path("run") / "checkpoint.pt")
+    code, _, err = run_cli(
+        capsys, *args, "--set", "scoring.params.proto.encoder=nowhere.pt", "--out", "q.parquet"
+    )
+    assert code == 2 and len(err) == 1 and "nowhere.pt" in err[0] and "not found" in err[0]
