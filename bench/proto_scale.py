@@ -20,6 +20,8 @@ the other sections of an earlier run):
 - ``quality``: students (the dataset's default model, ``--student-epochs``) on the
   hardest and easiest 30% and 50% chosen by the old scores and by the new default,
   ``--student-seeds`` seeds each: mean test accuracy and the difference.
+- ``before``: the same command with the old recipe (``encoder_epochs=30``) at
+  ``--before-sizes``, for the cost the step budget replaced;
 - ``assign``: the exact nearest-centroid search against faiss's HNSW index on
   random unit embeddings (``--assign-rows`` x 64) for several k: where the exact
   search becomes the bottleneck and how often HNSW finds the exact centroid.
@@ -48,7 +50,7 @@ from provenance import provenance
 RESULTS = Path(__file__).resolve().parent / "results" / "proto_scale.json"
 CACHE = Path(tempfile.gettempdir()) / "datapruning-proto-bench-cache"
 GIB = 2**30
-PHASES = ("generate", "scale", "assign", "budget", "quality")
+PHASES = ("generate", "scale", "before", "assign", "budget", "quality")
 PYTHON = sys.executable
 DATAPRUNING = str(Path(sys.executable).parent / "datapruning")
 
@@ -95,8 +97,11 @@ def generate(sizes: Sequence[int], cache: Path) -> dict[str, Any]:
     return {"cache": str(cache), "sizes": records}
 
 
-def score_cli(sizes: Sequence[int], cache: Path, threads: int | None) -> dict[str, Any]:
-    """``datapruning score --metric proto`` at each size, each in its own process."""
+def score_cli(
+    sizes: Sequence[int], cache: Path, threads: int | None, extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``datapruning score --metric proto`` at each size, each in its own process;
+    ``extra``: more ``--set`` overrides (the old recipe's ``encoder_epochs=30``)."""
     records: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for train in sizes:
@@ -107,6 +112,8 @@ def score_cli(sizes: Sequence[int], cache: Path, threads: int | None) -> dict[st
             ]  # fmt: skip
             if threads:
                 argv += ["--set", f"train.threads={threads}"]
+            for override in extra:
+                argv += ["--set", override]
             record = run_process(argv, environment(cache))
             from datapruning.scores import Scores
 
@@ -122,6 +129,8 @@ def score_cli(sizes: Sequence[int], cache: Path, threads: int | None) -> dict[st
             }
             records[str(train)] = record
             print(f"[proto_scale] score {train}: {json.dumps(record)}", flush=True)
+    if extra:
+        return {"sizes": records, "overrides": list(extra)}
     # Least-squares slopes over every size: wall time (noisy on a shared machine), the
     # part of scoring that grows with N (scoring less the encoder's fixed steps: the
     # embedding pass, the assignment, the sample's clustering) and peak RSS.
@@ -347,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 200_000, 1_000_000])
     parser.add_argument("--threads", type=int, default=None, help="train.threads of scoring")
+    parser.add_argument(
+        "--before-sizes", type=int, nargs="+", default=[100_000], help="the old recipe's sizes"
+    )
     parser.add_argument("--quality-size", type=int, default=20_000)
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument(
@@ -383,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             record |= generate(args.sizes, args.cache)
         elif phase == "scale":
             record |= score_cli(args.sizes, args.cache, args.threads)
+        elif phase == "before":
+            extra = ["scoring.params.proto.encoder_epochs=30"]
+            record |= score_cli(args.before_sizes, args.cache, args.threads, extra)
         elif phase == "assign":
             record |= assignment(args.assign_rows, args.assign_k)
         elif phase == "budget":
