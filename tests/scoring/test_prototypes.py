@@ -21,7 +21,7 @@ from datapruning.scoring.prototypes import (
 )
 
 # A short encoder run: enough to check the plumbing, not the quality.
-QUICK = ProtoParams(encoder_epochs=2, embedding_dim=16, batch_size=128)
+QUICK = ProtoParams(encoder_steps=20, embedding_dim=16, batch_size=128)
 
 
 def blobs(n_per=100, k=4, dim=8, seed=0):
@@ -164,7 +164,9 @@ def test_score_proto_trains_an_encoder_and_records_it(digits):
     assert meta["params"]["niter"] == 25
     encoder = meta["params"]["encoder"]
     assert encoder["name"] == "simclr" and encoder["backbone"] == "mlp"
-    assert encoder["epochs"] == 2 and encoder["steps"] == 2 * 11  # ceil(1347 / 128)
+    assert encoder["budget"] == "steps" and encoder["steps"] == 20
+    # One pass of 11 batches (the last of 67 rows), then 9 of the next.
+    assert encoder["examples_seen"] == 1347 + 9 * 128 and encoder["epochs"] is None
     assert encoder["seconds"] > 0
     assert meta["model"] == {"name": "mlp", "params": {"hidden": 32}}
     assert list(scores.table.columns) == ["index", "score", "label", "score_seed0"]
