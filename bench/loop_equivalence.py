@@ -162,6 +162,7 @@ def compare(old: Path, new: Path) -> dict[str, Any]:
         a = torch.load(path, weights_only=True)
         b = torch.load(new / path.name, weights_only=True)
         equal = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        gap = max(float((a[k].float() - b[k].float()).abs().max()) for k in a) if a else 0.0
         sa = json.loads((old / name / "summary.json").read_text())
         sb = json.loads((new / name / "summary.json").read_text())
         fa, fb = _flatten(sa), _flatten(sb)
@@ -170,6 +171,7 @@ def compare(old: Path, new: Path) -> dict[str, Any]:
             {
                 "recipe": name,
                 "weights_equal": equal,
+                "max_abs_weight_difference": gap,
                 "summary_fields_differing": differing,
                 "summary_format": [sa.get("format_version"), sb.get("format_version")],
                 "final_test_acc": [sa["final_test_acc"], sb["final_test_acc"]],
@@ -180,6 +182,8 @@ def compare(old: Path, new: Path) -> dict[str, Any]:
     b = torch.load(new / "resumed_kd_gmp90.weights.pt", weights_only=True)
     resume = json.loads((new / "resume_record.json").read_text())
     resume["weights_equal_to_old_uninterrupted"] = all(torch.equal(a[k], b[k]) for k in a)
+    same = torch.load(new / "kd_gmp90.weights.pt", weights_only=True)
+    resume["weights_equal_to_new_uninterrupted"] = all(torch.equal(same[k], b[k]) for k in b)
     return {
         "recipes": rows,
         "all_weights_equal": all(r["weights_equal"] for r in rows),
@@ -196,6 +200,8 @@ def main() -> None:
     compare_parser.add_argument("old", type=Path)
     compare_parser.add_argument("new", type=Path)
     compare_parser.add_argument("--out", type=Path)
+    compare_parser.add_argument("--old-label", default="old", help="e.g. the old commit")
+    compare_parser.add_argument("--new-label", default="new", help="e.g. the new commit")
     args = parser.parse_args()
     if args.command == "run":
         run(args.out)
@@ -204,7 +210,8 @@ def main() -> None:
 
     from datapruning._io import write_json
 
-    result = {**compare(args.old, args.new), **provenance(__file__, None)}
+    labels = {"old": args.old_label, "new": args.new_label}
+    result = {"compared": labels, **compare(args.old, args.new), **provenance(__file__, None)}
     print(json.dumps(result, indent=1))
     if args.out is not None:
         write_json(args.out, result)
