@@ -183,6 +183,7 @@ def _write_outputs(run: Run, summary: dict[str, Any]) -> None:
     state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     for algorithm in run.algorithms:  # pruned weights as real zeros
         algorithm.export(state)
+        algorithm.write(run.run_dir)  # its own files (recorded scores)
     save_checkpoint(
         run.run_dir / CHECKPOINT_NAME,
         {
@@ -253,6 +254,7 @@ class _Loop:
         self.selectors = [a.batch for a in overriding(self.algorithms, "batch")]
         self.weigh = next((a.weights for a in overriding(self.algorithms, "weights")), None)
         self.epoch_starts = overriding(self.algorithms, "epoch_start")
+        self.epoch_ends = overriding(self.algorithms, "epoch_end")
         self.after_evals = overriding(self.algorithms, "after_eval")
         self.train_clock, self.eval_clock = Stopwatch(sync), Stopwatch()
         self.train_clock.seconds, self.eval_clock.seconds = (
@@ -298,6 +300,8 @@ class _Loop:
         checkpoint_due = self.steps(epoch, skip, epoch_steps, stop)
         self.train_clock.stop()
         self.check_finite(epoch)
+        for algorithm in self.epoch_ends:
+            algorithm.epoch_end(epoch)
         # A dynamic plan's epochs may end short of total_steps: the last epoch ends it.
         finished = progress.step >= plan.total_steps or epoch + 1 == plan.epochs
         if finished or (run.cfg.eval_every and (epoch + 1) % run.cfg.eval_every == 0):

@@ -365,6 +365,35 @@ def parse_target(target: float | str) -> tuple[float, bool]:
     return value, relative
 
 
+class DynamicsConfig(Section):
+    """Per-example training dynamics a run records as scores files (``train.record``).
+
+    ``forgetting``: forgetting events and the first step each example was learned,
+    from the predictions of the training forward passes (Toneva et al. 2019);
+    ``aum``: the area under the margin, the mean of logit[y] - max other logit over
+    those passes (Pleiss et al. 2020); ``el2n_epochs``: after each of these epochs,
+    one eval-mode pass over the training set records EL2N (Paul et al. 2021), averaged
+    over the passes. Forgetting and AUM count every presentation, so they need a run
+    that sees every example every epoch (``train.data.mode: full``); EL2N passes over
+    the whole training set whatever the run trains on. Recording changes no weight.
+    """
+
+    forgetting: bool = False
+    aum: bool = False
+    el2n_epochs: list[int] = Field(default_factory=list)
+
+    @field_validator("el2n_epochs")
+    @classmethod
+    def _epochs(cls, epochs: list[int]) -> list[int]:
+        if any(epoch < 1 for epoch in epochs):
+            raise ValueError(f"el2n_epochs {epochs} must be epochs >= 1 (after that many epochs)")
+        return sorted(set(epochs))
+
+    @property
+    def enabled(self) -> bool:
+        return self.forgetting or self.aum or bool(self.el2n_epochs)
+
+
 class TrainConfig(Section):
     """One training run: SGD (or AdamW) and a cosine LR over the steps taken."""
 
@@ -428,6 +457,8 @@ class TrainConfig(Section):
     # Weight sparsity: gradual magnitude (the default, off at target 0), one-shot N:M or
     # dynamic N:M, each with its own fields (datapruning.train.settings).
     sparsity: SparsityConfig = Field(default_factory=GradualMagnitude)
+    # Training dynamics recorded as scores files in the run directory (off by default).
+    record: DynamicsConfig = Field(default_factory=DynamicsConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -35,6 +35,8 @@ class StepResult:
     step: int  # optimizer steps taken, this one included
     index: Tensor  # the batch's training-set indices
     losses: Tensor  # the batch's per-example losses (detached, float32)
+    logits: Tensor  # the batch's logits from the step's forward pass, before the update (detached)
+    targets: Tensor  # the batch's labels
 
 
 # Called after every optimizer step (the pruner; a sampler that records losses).
@@ -147,7 +149,7 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self._update(loss)
         if self.after_step:
-            result = StepResult(step, index, losses.detach())
+            result = StepResult(step, index, losses.detach(), logits.detach(), y)
             for hook in self.after_step:
                 hook(result)
         self.scheduler.step()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datapruning.train.algorithms import infobatch, kd, online, pruning
+from datapruning.train.algorithms import dynamics, infobatch, kd, online, pruning
 from datapruning.train.algorithms.base import Algorithm, Factory, Trainer, overriding
 
 __all__ = ["ALGORITHMS", "Algorithm", "Factory", "Trainer", "build_algorithms", "overriding"]
@@ -27,6 +27,7 @@ ALGORITHMS: dict[str, Factory] = {
     "pruning": pruning.build,
     "infobatch": infobatch.build,
     "online": online.build,
+    "dynamics": dynamics.build,
 }
 
 

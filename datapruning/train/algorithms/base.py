@@ -14,8 +14,11 @@ at its engine's events and Lightning's callbacks at the trainer's hooks:
 - :meth:`~Algorithm.batch`: a batch on the device, before the step (online selection);
 - :meth:`~Algorithm.weights`: per-example loss weights for the batch (InfoBatch);
 - :meth:`~Algorithm.after_step`: after ``optimizer.step()``, before the LR schedule
-  steps (the pruner, the loss recorder);
-- :meth:`~Algorithm.after_eval`: after each evaluation.
+  steps (the pruner, the loss recorder, the dynamics recorder);
+- :meth:`~Algorithm.epoch_end`: an epoch's steps are done, outside the training clock,
+  before its evaluation (the dynamics recorder's EL2N pass);
+- :meth:`~Algorithm.after_eval`: after each evaluation;
+- :meth:`~Algorithm.write`: the run finished; its own files go beside the checkpoint.
 
 An algorithm also adds its state to the resume file (:meth:`~Algorithm.state_dict`),
 its part to the summary (:meth:`~Algorithm.summarize`) and to the exported weights
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -96,6 +100,9 @@ class Algorithm:
     def after_step(self, result: StepResult) -> None:
         """After ``optimizer.step()``; ``result.step`` counts the steps taken."""
 
+    def epoch_end(self, epoch: int) -> None:
+        """Epoch ``epoch`` (0-based) trained, off the training clock, before its evaluation."""
+
     def after_eval(self, epoch: int, line: Mapping[str, Any]) -> None:
         """After the evaluation that ends epoch ``epoch`` (0-based); ``line`` is its log line."""
 
@@ -115,6 +122,10 @@ class Algorithm:
 
     def export(self, state: dict[str, Tensor]) -> None:
         """Fold what the exported weights must show into ``state`` (in place)."""
+
+    def write(self, run_dir: Path) -> None:
+        """Write this algorithm's own files into the finished run's directory (before
+        summary.json, which marks the run finished)."""
 
 
 # Builds an algorithm for a resolved run (datapruning.train.run.Run), or None when the
