@@ -306,6 +306,7 @@ class _Loop:
         finished = progress.step >= plan.total_steps or epoch + 1 == plan.epochs
         if finished or (run.cfg.eval_every and (epoch + 1) % run.cfg.eval_every == 0):
             self.evaluate(epoch)
+            self.check_learning()
         if (checkpoint_due or stop) and not finished:
             self.save_resume(epoch + 1, 0)
         if stop and not finished:  # a finished run is written out instead
@@ -326,6 +327,23 @@ class _Loop:
         raise DataPruningError(
             f"the training loss became {loss} {where}: the run diverged; lower train.lr "
             f"({cfg.lr:g}) or add train.warmup_epochs{kept}"
+        )
+
+    def check_learning(self) -> None:
+        """Stop a run still at chance after its first evaluations while its training loss
+        grows (a KD student that collapsed from its first steps, say): training on would
+        spend every epoch at chance."""
+        lines, classes = self.progress.lines, self.run.dataset.num_classes
+        if len(lines) < 2 or any(line["test_acc"] > 1.5 / classes for line in lines):
+            return
+        first, last = lines[0]["train_loss"], lines[-1]["train_loss"]
+        if last <= first:
+            return
+        raise DataPruningError(
+            f"the run is at chance ({lines[-1]['test_acc']:.1%} test accuracy after "
+            f"{lines[-1]['epoch']} epochs, {classes} classes) while its training loss grows "
+            f"({first:.3g} -> {last:.3g}): it diverged; lower train.lr ({self.run.cfg.lr:g}) "
+            "or add train.warmup_epochs"
         )
 
     def steps(self, epoch: int, skip: int, epoch_steps: int, stop: StopRequest) -> bool:

@@ -49,3 +49,19 @@ def test_the_cli_says_it_in_one_line_and_exits_2(capsys, tmp_path):
 def test_a_healthy_run_is_not_stopped(digits):
     summary = train(digits, MLP, TrainConfig(epochs=2, batch_size=64), progress=False).summary
     assert summary["epochs"] == 2 and summary["final_test_acc"] > 0.2  # chance: 0.1
+
+
+def test_a_run_at_chance_whose_loss_grows_stops(digits, tmp_path):
+    # lr 20: finite losses that swing up by orders of magnitude, accuracy at chance.
+    cfg = TrainConfig(epochs=6, batch_size=64, lr=20.0, targets=[0.5])
+    with pytest.raises(DataPruningError, match=r"at chance \(.*\) while its training loss grows"):
+        train(digits, MLP, cfg, run_dir=tmp_path, progress=False)
+    assert not (tmp_path / SUMMARY_NAME).exists()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert 2 <= len(lines) < 6  # stopped early, not after every epoch at chance
+
+
+def test_a_slow_start_whose_loss_falls_is_not_stopped(digits):
+    # lr 2 stays near chance for its first epochs, but its loss falls: no divergence.
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=2.0, targets=[0.5])
+    assert train(digits, MLP, cfg, progress=False).summary["epochs"] == 3
