@@ -184,7 +184,7 @@ def kd_loss_reference(
 ) -> torch.Tensor:
     """What :func:`kd_loss` computes, in plain torch (float32 arithmetic): the definition.
 
-    Its mean over the batch (without weights) is ``datapruning.train.kd.kd_loss``.
+    Its mean over the batch (without weights) is ``datapruning.train.kd.mean_kd_loss``.
     """
     _check(student_logits, targets, teacher_logits, index, alpha, temperature, weights)
     return _reference(student_logits, targets, teacher_logits, index, alpha, temperature, weights)
@@ -201,7 +201,7 @@ def _reference(
 ) -> torch.Tensor:
     student = student_logits.float()
     loss = F.cross_entropy(student, targets.long(), reduction="none")
-    if alpha != 0:  # at alpha = 0 the teacher is not read (as train.kd.kd_loss)
+    if alpha != 0:  # at alpha = 0 the teacher is not read (as train.kd.mean_kd_loss)
         teacher = teacher_logits.detach()
         if index is not None:
             teacher = teacher[index]

@@ -42,7 +42,7 @@ __all__ = [
     "OnlineTeacher",
     "TeacherLogits",
     "auto_alpha",
-    "kd_loss",
+    "mean_kd_loss",
     "online_teacher",
     "per_example_kd_loss",
     "resolve_alpha",
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-def kd_loss(
+def mean_kd_loss(
     student_logits: torch.Tensor,
     targets: torch.Tensor,
     teacher_logits: torch.Tensor,

@@ -162,7 +162,7 @@ def test_reference_mean_is_the_training_loss(alpha, temperature):
         64, 10, torch.float32, indexed=False, weighted=False
     )
     per_example = kd_loss_reference(student, targets, teacher, alpha=alpha, temperature=temperature)
-    batch_mean = train_kd.kd_loss(student, targets, teacher, alpha, temperature)
+    batch_mean = train_kd.mean_kd_loss(student, targets, teacher, alpha, temperature)
     torch.testing.assert_close(per_example.mean(), batch_mean, rtol=1e-6, atol=1e-6)
 
 

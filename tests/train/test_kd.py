@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datapruning.train.kd import kd_loss
+from datapruning.train.kd import mean_kd_loss
 
 
 def reference_kd(student, targets, teacher, alpha, temperature):
@@ -43,7 +43,7 @@ def logits():
 @pytest.mark.parametrize(("alpha", "temperature"), [(0.5, 4.0), (0.9, 1.0), (1.0, 2.0), (0.2, 0.5)])
 def test_matches_hand_written_formula(logits, alpha, temperature):
     student, targets, teacher = logits
-    got = kd_loss(student, targets, teacher, alpha, temperature)
+    got = mean_kd_loss(student, targets, teacher, alpha, temperature)
     assert got.shape == ()
     want = reference_kd(student, targets, teacher, alpha, temperature)
     assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
@@ -51,17 +51,17 @@ def test_matches_hand_written_formula(logits, alpha, temperature):
 
 def test_alpha_zero_is_cross_entropy(logits):
     student, targets, teacher = logits
-    got = kd_loss(student, targets, teacher, alpha=0.0, temperature=4.0)
+    got = mean_kd_loss(student, targets, teacher, alpha=0.0, temperature=4.0)
     assert got.item() == pytest.approx(reference_kd(student, targets, teacher, 0.0, 4.0), rel=1e-6)
     # And the teacher has no influence.
-    other = kd_loss(student, targets, teacher * -5, alpha=0.0, temperature=4.0)
+    other = mean_kd_loss(student, targets, teacher * -5, alpha=0.0, temperature=4.0)
     assert got.item() == other.item()
 
 
 def test_identical_teacher_adds_nothing(logits):
     student, targets, _ = logits
     ce = F.cross_entropy(student, targets).item()
-    got = kd_loss(student, targets, student.clone(), alpha=0.4, temperature=3.0).item()
+    got = mean_kd_loss(student, targets, student.clone(), alpha=0.4, temperature=3.0).item()
     assert got == pytest.approx(0.6 * ce, rel=1e-5)
 
 
@@ -70,8 +70,8 @@ def test_kl_direction_is_teacher_to_student():
     student = torch.tensor([[4.0, 0.0, 0.0]])
     teacher = torch.tensor([[0.0, 1.0, 2.0]])
     y = torch.tensor([0])
-    forward = kd_loss(student, y, teacher, 1.0, 1.0).item()
-    backward = kd_loss(teacher, y, student, 1.0, 1.0).item()
+    forward = mean_kd_loss(student, y, teacher, 1.0, 1.0).item()
+    backward = mean_kd_loss(teacher, y, student, 1.0, 1.0).item()
     assert forward == pytest.approx(reference_kd(student, y, teacher, 1.0, 1.0), rel=1e-5)
     assert not np.isclose(forward, backward)
 
@@ -79,7 +79,7 @@ def test_kl_direction_is_teacher_to_student():
 def test_gradient_flows_to_student_only(logits):
     student, targets, teacher = logits
     student = student.clone().requires_grad_(True)
-    kd_loss(student, targets, teacher, 0.5, 4.0).backward()
+    mean_kd_loss(student, targets, teacher, 0.5, 4.0).backward()
     assert student.grad is not None
     assert torch.isfinite(student.grad).all()
     assert student.grad.abs().sum() > 0

@@ -15,7 +15,7 @@ from datapruning.data.sources import load_dataset
 from datapruning.errors import ConfigError, DataPruningError
 from datapruning.train import loop
 from datapruning.train.device import Precision, check_compile, resolve_device, synchronizer
-from datapruning.train.kd import kd_loss, per_example_kd_loss
+from datapruning.train.kd import mean_kd_loss, per_example_kd_loss
 from datapruning.train.loop import RESUME_NAME, fit, train
 from datapruning.train.run import resolve_run
 from datapruning.train.schedule import StepPlan, make_optimizer, make_scheduler
@@ -89,7 +89,7 @@ def test_per_example_kd_loss_averages_to_the_batch_loss(logits):
         reduction="batchmean",
     )  # fmt: skip
     assert losses.mean().item() == pytest.approx((0.7 * ce + 0.3 * 4 * kl).item(), rel=1e-6)
-    assert kd_loss(student, targets, teacher, 0.3, 2.0).item() == pytest.approx(
+    assert mean_kd_loss(student, targets, teacher, 0.3, 2.0).item() == pytest.approx(
         losses.mean().item(), rel=1e-6
     )
     # Each row is that example's own loss: a one-row batch gives the same value.
