@@ -203,6 +203,8 @@ def _where(name: str) -> str | None:
 
     exports = getattr(datapruning, "_EXPORTS", {})
     value = getattr(datapruning, name)
+    if inspect.ismodule(value):
+        return value.__name__
     if inspect.isclass(value) or inspect.isfunction(value):
         return f"{value.__module__}.{value.__qualname__}"
     if name in exports:
@@ -214,14 +216,19 @@ def api_markdown() -> str:
     import datapruning
 
     out: list[str] = []
+    documented: set[str] = set()
     names = [n for n in datapruning.__all__ if not n.startswith("__")]
     for name in sorted(names, key=str.lower):
         where = _where(name)
-        if where is None:
+        if where is None or where in documented:
             continue
+        documented.add(where)
         out += [f"## `datapruning.{name}`", "", f"::: {where}", ""]
-    out += ["## Outside `datapruning.__all__`", ""]
-    for where in EXTRA_API:
+    # Each object once: an extra that __all__ came to export is already above.
+    extras = [where for where in EXTRA_API if where not in documented]
+    if extras:
+        out += ["## Outside `datapruning.__all__`", ""]
+    for where in extras:
         out += [f"### `{where}`", "", f"::: {where}", "    options:", "      heading_level: 4", ""]
     return "\n".join(out)
 
