@@ -115,6 +115,8 @@ def _section_classes(annotation: Any) -> list[type]:
 
 
 def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "None"
     origin = get_origin(annotation)
     if origin is typing.Annotated:
         return _type_name(get_args(annotation)[0])
@@ -155,6 +157,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _own_doc(cls: type) -> str:
+    """The first paragraph of the docstring ``cls`` itself defines (not pydantic's)."""
+    doc = cls.__dict__.get("__doc__")
+    if not doc or not cls.__module__.startswith("datapruning"):
+        return ""
+    return inspect.cleandoc(doc).split("\n\n", 1)[0].replace("\n", " ")
+
+
 def _section_table(path: str, cls: type, out: list[str], seen: set[tuple[str, type]]) -> None:
     if (path, cls) in seen:
         return
@@ -165,21 +175,23 @@ def _section_table(path: str, cls: type, out: list[str], seen: set[tuple[str, ty
             comments.update(_comments(klass))
     out.append(f"### `{path}` ({cls.__name__})" if path else f"### The top level ({cls.__name__})")
     out.append("")
-    doc = inspect.getdoc(cls) or ""
-    if doc and cls.__module__.startswith("datapruning") and doc != inspect.getdoc(cls.__base__):
-        out.append(doc.split("\n\n", 1)[0].replace("\n", " "))
-        out.append("")
+    if doc := _own_doc(cls):
+        out += [doc, ""]
     out.append("| field | type | default | description |")
     out.append("|---|---|---|---|")
     nested: list[tuple[str, type]] = []
     for name, field in cls.model_fields.items():
         description = field.description or comments.get(name, "")
+        sections = _section_classes(field.annotation)
+        if not description and len(sections) == 1:
+            # A section field without a comment: its class's docstring says what it holds.
+            description = _own_doc(sections[0])
         key = f"{path}.{name}" if path else name
         out.append(
             f"| `{name}` | `{_cell(_type_name(field.annotation))}` | "
             f"`{_cell(_default(field))}` | {_cell(description)} |"
         )
-        for section in _section_classes(field.annotation):
+        for section in sections:
             nested.append((key, section))
     out.append("")
     for key, section in nested:
