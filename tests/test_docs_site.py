@@ -7,8 +7,10 @@ installs) loads every page from disk and this test reads the DOM it rendered:
 - the page rendered: the theme's script ran (it marks ``<html>`` with
   ``js-focus-visible``), the article has a non-empty ``<h1>``, and no Markdown
   was left unrendered (a literal ``::: `` block or a generator marker);
-- every internal link (``<a href>``, ``<img src>``) points at a file of the site, and
-  its ``#fragment``, if any, at an element of that page with that id;
+- no script on it raised (Chromium's console log has no ``Uncaught`` error);
+- every internal link and asset (``<a href>``, ``<img src>``, ``<script src>``,
+  stylesheets) points at a file of the site, and a link's ``#fragment``, if any, at an
+  element of that page with that id;
 - nothing is fetched from the internet: no stylesheet, script or font from another
   host (the theme's web fonts are off).
 """
@@ -71,6 +73,10 @@ class _Page(HTMLParser):
             self.links.append(a["href"])
         if tag == "img" and a.get("src"):
             self.links.append(a["src"])
+        if tag == "script" and a.get("src"):
+            self.links.append(a["src"])
+        if tag == "link" and a.get("href") and a.get("rel") in ("stylesheet", "preload", "icon"):
+            self.links.append(a["href"])
         if tag in ("script", "img") and a.get("src", "").startswith(("http:", "https:", "//")):
             self.remote_assets.append(a["src"])
         remote = a.get("href", "").startswith(("http:", "https:", "//"))
@@ -175,10 +181,19 @@ def test_every_page_renders_and_every_internal_link_resolves(site: Path, tmp_pat
     dumps = tmp_path / "dom"
     dumps.mkdir()
     profile = tmp_path / "profile"
+    script_errors: list[str] = []
     start = time.monotonic()
     for page in pages:
         result = subprocess.run(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                page.as_uri(),
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -187,13 +202,18 @@ def test_every_page_renders_and_every_internal_link_resolves(site: Path, tmp_pat
         assert result.returncode == 0 and "<html" in result.stdout, (
             f"{name}: chromium rendered nothing (exit {result.returncode}): {result.stderr[-2000:]}"
         )
+        script_errors += [
+            f"{name}: {line.split(':CONSOLE', 1)[1]}"
+            for line in result.stderr.splitlines()
+            if ":CONSOLE" in line and "Uncaught" in line
+        ]
         dom = dumps / name.replace("/", "__")
         dom.write_text(result.stdout, encoding="utf-8")
         rendered[page] = _read(dom)
     seconds = time.monotonic() - start
     print(f"{len(pages)} pages rendered in headless chromium in {seconds:.1f} s")
 
-    problems = site_problems(site, rendered)
+    problems = script_errors + site_problems(site, rendered)
     assert not problems, "\n".join(problems)
 
 
