@@ -3,8 +3,9 @@
 The long-form documentation is the site built from docs/ (tests/test_docs_site.py opens
 it in a browser); the README is the front page: at most about 150 lines, its links
 relative paths to files of this repository (no ``../`` out of it), its test command the
-one CI runs, and every ``bench/results/*.json`` that it or a docs page names a committed
-file.
+one CI runs, every ``bench/results/*.json`` that it or a docs page names a committed
+file, and its figures, like the advice of docs/recipes.md, quoted from the study
+(docs/results.md) or a bench result, not new ones.
 """
 
 from __future__ import annotations
@@ -50,3 +51,33 @@ def test_every_cited_result_file_is_committed():
             cited += 1
             assert name in results, f"{page.relative_to(REPO)} cites bench/results/{name}"
     assert cited >= 20, "the benchmark pages cite their bench/results files"
+
+
+FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?(?:–\d+(?:\.\d+)?)?(?:×|%| s\b)")
+
+
+def test_recipe_advice_quotes_the_study():
+    """docs/recipes.md adds no figure: each one it gives is in the study's pages."""
+    advice = (REPO / "docs" / "recipes.md").read_text(encoding="utf-8")
+    study = (REPO / "docs" / "results.md").read_text(encoding="utf-8") + (
+        REPO / "docs" / "study" / "report.md"
+    ).read_text(encoding="utf-8")
+    figures = set(FIGURE.findall(advice))
+    assert len(figures) >= 20
+    assert not sorted(f for f in figures if f not in study), "figures not in docs/results.md"
+
+
+def test_readme_figures_come_from_the_study_or_bench_results():
+    """The README's figures are quoted from docs/results.md (the study) or bench/results."""
+    readme = README.read_text(encoding="utf-8")
+    sources = (REPO / "docs" / "results.md").read_text(encoding="utf-8") + "".join(
+        p.read_text(encoding="utf-8") for p in (REPO / "bench" / "results").glob("*.json")
+    )
+    # Measured figures have decimals (settings such as "30/50/70% kept" do not); a range
+    # a–b× quotes its two ends.
+    figures: set[str] = set()
+    for figure in re.findall(r"\d[\d,]*\.\d+(?:–\d+\.\d+)?(?:×|%| s\b)", readme):
+        unit = re.sub(r"[\d.,–]", "", figure)
+        figures.update(end + unit for end in re.findall(r"\d[\d,]*\.\d+", figure))
+    assert len(figures) >= 5, "the README quotes the study's answer line"
+    assert not sorted(f for f in figures if f not in sources)
