@@ -3,19 +3,21 @@
 # make setup - idempotent install: the Debian packages it needs, .venv, the project at the
 #              versions pinned in constraints.txt
 # make constraints - pin what .venv holds now (after an upgrade) in constraints.txt
+# make docs  - build the documentation site into site/ (mkdocs build --strict)
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 # A bare Debian machine: a C/C++ compiler, and pkg-config, OpenCV and libjpeg-turbo, which
 # FFCV 1.0.2 compiles against; python3-dev (Python.h) and python3-venv (ensurepip) when
-# $(PYTHON) is Debian's own (/usr/bin), which lacks them on a bare machine.
-APT_PACKAGES := build-essential pkg-config libopencv-dev libturbojpeg0-dev
+# $(PYTHON) is Debian's own (/usr/bin), which lacks them on a bare machine. chromium: the
+# documentation site's browser test (tests/test_docs_site.py) opens every page in it.
+APT_PACKAGES := build-essential pkg-config libopencv-dev libturbojpeg0-dev chromium
 STAMP := $(VENV)/.installed
 # The versions CI resolved (pip freeze), so that two installs a month apart get the same stack.
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup system-packages constraints run test test-fast lint format clean
+.PHONY: setup system-packages constraints run test test-fast lint format docs clean
 
 setup: $(STAMP)
 
@@ -81,5 +83,10 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The site: guides and results from docs/, reference pages generated from the code at build
+# time (docs/_hooks). --strict: a broken link, a missing page or an unresolved reference fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs site
