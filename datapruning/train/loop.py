@@ -331,13 +331,15 @@ class _Loop:
 
     def check_learning(self) -> None:
         """Stop a run still at chance after its first evaluations while its training loss
-        grows (a KD student that collapsed from its first steps, say): training on would
-        spend every epoch at chance."""
+        grows (at least doubled since the first): training on would spend every epoch at
+        chance."""
         lines, classes = self.progress.lines, self.run.dataset.num_classes
         if len(lines) < 2 or any(line["test_acc"] > 1.5 / classes for line in lines):
             return
+        # Grows: doubles at least, so neither a small run's noise at chance nor InfoBatch's
+        # full last epochs (a loss over all examples after pruned ones) stop anything.
         first, last = lines[0]["train_loss"], lines[-1]["train_loss"]
-        if last <= first:
+        if last < 2 * first:
             return
         raise DataPruningError(
             f"the run is at chance ({lines[-1]['test_acc']:.1%} test accuracy after "
