@@ -148,18 +148,86 @@ class Scores:
     ) -> np.ndarray:
         """Dataset indices of the kept examples (see :func:`select`)."""
         labels = self.table["label"].to_numpy()
-        num_classes = self.metadata.get("dataset", {}).get("num_classes")
-        chosen = select(
+        chosen = select_positions(
             self.values,
             keep,
             strategy,
             seed,
             labels=labels,
-            num_classes=num_classes,
+            num_classes=self.num_classes,
             offset=offset,
             bins=bins,
         )
         return self.table["index"].to_numpy()[chosen]
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.metadata.get("dataset", {}).get("num_classes")
+
+    def strategy_for(self, keep: float, strategy: str) -> str:
+        """The strategy :meth:`select` applies: ``auto`` resolved to ``hard`` or ``easy``."""
+        if strategy != "auto":
+            return strategy
+        count = max(1, round(keep * len(self)))
+        labels = self.table["label"].to_numpy()
+        return auto_strategy(count, _num_classes(labels, self.num_classes, len(self)))
+
+
+def select(
+    scores: Scores | str | os.PathLike[str],
+    keep: float,
+    strategy: str = "hard",
+    seed: int = 0,
+    *,
+    offset: float = 0.0,
+    bins: int = CCS_BINS,
+    fingerprint: str | None = None,
+) -> np.ndarray:
+    """Dataset indices of the ``round(keep * N)`` examples kept by ``strategy``.
+
+    ``scores`` is a :class:`Scores` or the path of a scores file (``datapruning
+    score``); with ``fingerprint`` (a dataset's, :func:`datapruning.fingerprint`)
+    scores of another dataset are refused. The indices are the dataset's own
+    (the table's ``index`` column, in its order), ready for
+    :class:`~datapruning.data.samplers.SubsetSampler`, ``torch.utils.data.Subset``
+    or ``datapruning train --indices``.
+
+    - ``hard`` keeps the largest scores, ``easy`` the smallest (ties broken by
+      position), ``random`` a uniform draw seeded by ``seed``.
+    - ``balanced`` keeps the hardest within each class, each class keeping
+      ``keep`` of its examples (largest-remainder rounding).
+    - ``ccs``, coverage-centric selection (Zheng et al. 2023): drop the hardest
+      ``offset`` fraction (likely mislabeled), split the rest into ``bins``
+      equal-width score bins, and fill the budget from the smallest bin up, each
+      bin giving at most an equal share of what is left (a seeded draw inside).
+    - ``auto`` is ``hard`` when the kept subset holds at least
+      ``AUTO_HARD_MIN_PER_CLASS`` examples per class (data abundant), else
+      ``easy`` (Sorscher et al. 2022); :meth:`Scores.strategy_for` says which.
+
+    Example::
+
+        >>> import numpy as np, pandas as pd
+        >>> from datapruning import Scores, select
+        >>> table = pd.DataFrame(
+        ...     {"index": [10, 11, 12, 13], "score": [0.9, 0.1, 0.5, 0.7], "label": [0, 1, 0, 1]}
+        ... )
+        >>> select(Scores(table), 0.5, "hard").tolist()
+        [10, 13]
+        >>> select(Scores(table), 0.5, "easy").tolist()
+        [11, 12]
+    """
+    if not isinstance(scores, Scores):
+        if isinstance(scores, str | os.PathLike):
+            scores = Scores.load(scores, fingerprint=fingerprint)
+        else:
+            raise DataPruningError(
+                f"select takes a Scores or the path of a scores file, not "
+                f"{type(scores).__name__}; for an array of scores use "
+                "datapruning.scores.select_positions"
+            )
+    elif fingerprint is not None:
+        scores.check_dataset(fingerprint)
+    return scores.select(keep, strategy, seed, offset=offset, bins=bins)
 
 
 def _check_format(path: Path, version: Any) -> None:
@@ -176,7 +244,7 @@ def _check_format(path: Path, version: Any) -> None:
     )
 
 
-def select(
+def select_positions(
     scores: np.ndarray,
     keep: float,
     strategy: str = "hard",
@@ -187,7 +255,10 @@ def select(
     offset: float = 0.0,
     bins: int = CCS_BINS,
 ) -> np.ndarray:
-    """Positions of the ``round(keep * N)`` kept examples, sorted ascending.
+    """Positions in ``scores`` (an array) of the ``round(keep * N)`` kept examples, sorted.
+
+    The array form of :func:`select`, which takes a :class:`Scores` and returns
+    dataset indices; the strategies are described there.
 
     - ``hard`` keeps the largest scores, ``easy`` the smallest (ties broken by
       position), ``random`` a uniform draw seeded by ``seed``.

@@ -53,7 +53,7 @@ seed-group metrics' do.
 without reading any label), else ``sqrt(N) / 2`` capped at 1000.
 
 Selection: the paper finds keeping hard examples best when data is abundant
-and easy ones when it is scarce; ``datapruning.scores.select(..., "auto")``
+and easy ones when it is scarce; ``datapruning.select(scores, keep, "auto")``
 applies that rule (see there for the threshold).
 """
 
