@@ -230,6 +230,87 @@ def select(
     return scores.select(keep, strategy, seed, offset=offset, bins=bins)
 
 
+# The sidecar `datapruning select` writes beside the indices (OUT.npy.json): where they came
+# from and what the scoring behind them cost, which `datapruning train --indices` charges.
+SELECTION_FORMAT = 1
+
+
+def selection_path(indices: str | os.PathLike[str]) -> Path:
+    """The provenance sidecar of an indices file: ``idx.npy`` -> ``idx.npy.json``."""
+    return Path(f"{os.fspath(indices)}.json")
+
+
+def selection_record(
+    scores: Scores,
+    source: str | os.PathLike[str],
+    kept: int,
+    keep: float,
+    strategy: str,
+    seed: int,
+    *,
+    offset: float = 0.0,
+    bins: int = CCS_BINS,
+) -> dict[str, Any]:
+    """What a selection came from: the scores file, its metric and cost, and the strategy
+    applied (``auto`` resolved to ``hard`` or ``easy``)."""
+    from datapruning import __version__
+
+    applied = scores.strategy_for(keep, strategy)
+    dataset = scores.metadata.get("dataset", {})
+    return {
+        "format_version": SELECTION_FORMAT,
+        "scores": str(Path(source).resolve()),
+        "metric": scores.metadata.get("metric"),
+        "scoring_seconds": float(scores.metadata.get("seconds") or 0.0),
+        "strategy": strategy,
+        "applied_strategy": applied,
+        "keep": keep,
+        "kept": kept,
+        "of": len(scores),
+        "seed": seed,
+        **({"offset": offset, "bins": bins} if applied == "ccs" else {}),
+        "dataset": {"name": dataset.get("name"), "fingerprint": scores.fingerprint},
+        "version": __version__,
+    }
+
+
+def read_selection(indices: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance sidecar of an indices file (:func:`selection_record`), or None if it
+    has none (indices made some other way)."""
+    path = selection_path(indices)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("scoring_seconds"), int | float):
+        raise DataPruningError(
+            f"{str(path)!r} is not a selection record; select again with `datapruning select`, "
+            "or delete it to train on the indices without their scoring cost"
+        )
+    version = record.get("format_version")
+    if version != SELECTION_FORMAT:
+        raise DataPruningError(
+            f"{str(path)!r} has selection format {version!r}, this datapruning reads "
+            f"{SELECTION_FORMAT}; select again with `datapruning select`"
+        )
+    return record
+
+
+def check_selection(
+    record: dict[str, Any], indices: str | os.PathLike[str], fingerprint: str
+) -> None:
+    """Refuse indices selected from another dataset's scores."""
+    found = (record.get("dataset") or {}).get("fingerprint")
+    if found is not None and found != fingerprint:
+        raise FingerprintMismatchError(
+            f"indices {os.fspath(indices)!r} were selected from scores of dataset {found} "
+            f"(see {str(selection_path(indices))!r}), not this one ({fingerprint}); select from "
+            "this dataset's scores"
+        )
+
+
 def _check_format(path: Path, version: Any) -> None:
     if version == SCORES_FORMAT and isinstance(version, int):
         return

@@ -151,11 +151,11 @@ def test_with_index_yields_positions_for_infobatch():
     ds = TensorDataset(torch.arange(12.0).reshape(6, 2), torch.tensor([0, 1, 0, 1, 0, 1]))
     wrapped = datapruning.with_index(ds)
     assert len(wrapped) == 6
-    x, y, index = wrapped[4]
+    _, y, index = wrapped[4]
     assert index == 4 and y.item() == 0
     sampler = datapruning.InfoBatchSampler(6, epochs=2, prune=0.5, seed=0)
     sampler.set_epoch(0)
-    for x, y, index in DataLoader(wrapped, batch_size=3, sampler=sampler):
+    for _x, _y, index in DataLoader(wrapped, batch_size=3, sampler=sampler):
         sampler.update(index, torch.ones(len(index)))
     assert torch.equal(sampler.weights(index).to(torch.float32), sampler.weights(index))
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datapruning.errors import DataPruningError, FingerprintMismatchError, UnknownNameError
-from datapruning.scores import SCORES_FORMAT, STRATEGIES, Scores, select, select_positions
+from datapruning.scores import SCORES_FORMAT, STRATEGIES, Scores, select_positions
 
 METADATA = {
     "metric": "el2n",
