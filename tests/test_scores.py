@@ -284,7 +284,8 @@ def test_balanced_keeps_each_class_share_hardest_first():
             scores[kept].min()
             >= np.delete(scores, chosen)[labels[np.delete(np.arange(100), chosen)] == cls].max()
         )
-    assert np.bincount(labels[select_positions(scores, 0.2, "hard")], minlength=3).tolist() == [20, 0, 0]
+    hardest = select_positions(scores, 0.2, "hard")
+    assert np.bincount(labels[hardest], minlength=3).tolist() == [20, 0, 0]
 
 
 def test_balanced_rounds_by_largest_remainder():
@@ -343,15 +344,18 @@ def test_auto_keeps_hard_when_abundant_easy_when_scarce():
     labels = np.arange(n) % 2
     abundant = 2 * AUTO_HARD_MIN_PER_CLASS / n
     np.testing.assert_array_equal(
-        select_positions(scores, abundant, "auto", labels=labels), select_positions(scores, abundant, "hard")
+        select_positions(scores, abundant, "auto", labels=labels),
+        select_positions(scores, abundant, "hard"),
     )
     scarce = (2 * AUTO_HARD_MIN_PER_CLASS - 2) / n
     np.testing.assert_array_equal(
-        select_positions(scores, scarce, "auto", labels=labels), select_positions(scores, scarce, "easy")
+        select_positions(scores, scarce, "auto", labels=labels),
+        select_positions(scores, scarce, "easy"),
     )
     # The dataset's class count from the metadata wins over the labels seen.
     np.testing.assert_array_equal(
-        select_positions(scores, abundant, "auto", num_classes=4), select_positions(scores, abundant, "easy")
+        select_positions(scores, abundant, "auto", num_classes=4),
+        select_positions(scores, abundant, "easy"),
     )
 
 
