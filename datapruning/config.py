@@ -93,8 +93,9 @@ class ScoringConfig(Section):
     batched: bool = True
     # Seeds trained together per ensemble; each group's scores are saved as it finishes.
     ensemble_size: int = Field(8, ge=1)
-    # torch threads while a batched ensemble trains (None: every core, at most one
-    # per model). One wide ensemble can use more cores than one small model can.
+    # torch threads while a batched ensemble trains (None: one fewer than the cores,
+    # at least one, at most one per model: a busy core otherwise stalls every thread;
+    # datapruning.scoring.ensemble.ensemble_threads has the figures).
     ensemble_threads: int | None = Field(None, ge=1)
     # The scoring model when it differs from the student's (``model:``): a small
     # proxy makes scoring cheap. None: the student's model. Recorded in the scores'
