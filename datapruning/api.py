@@ -37,16 +37,25 @@ def run(
     Returns ``{"reports": [report.md paths], "records": [one per cell: run, status,
     seconds, ...], "counts": {status: number}}``.
 
-    Example (a pipeline of a few seconds; the report lands in ``output_dir``)::
+    Example (the quickstart cut to a teacher, one scoring and one student: seconds, plus
+    the temporary Prefect server's start; the report lands in ``output_dir``)::
+
+        import datapruning
 
         result = datapruning.run(
             "configs/quickstart.yaml",
-            ["output_dir=/tmp/dp-example", "dataset.params.num_samples=400",
-             "train.epochs=1", "scoring.seeds=1", "scoring.epochs=1",
-             "students.fractions=[0.5]", "students.strategies=[hard]",
-             "students.seeds=[0]", "students.rs2=false"],
+            [
+                "output_dir=/tmp/datapruning-example",
+                "dataset.params.num_samples=500",
+                "train.epochs=2",
+                "scoring.seeds=1",
+                "scoring.epochs=1",
+                "students.fractions=[0.5]",
+                "students.strategies=[hard]",
+                "students.kd=[false]",
+            ],
         )
-        print(result["counts"])  # {'done': ..., ...}
+        print(result["counts"], result["reports"])
     """
     from datapruning.config import load_config
 

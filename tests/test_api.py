@@ -173,3 +173,24 @@ class _Triples(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, int, int]:
         return 1, 2, 3
+
+
+@pytest.mark.slow
+def test_the_run_example_runs(tmp_path, monkeypatch):
+    """datapruning.run's docstring example, with its output_dir in a temporary folder."""
+    import textwrap
+    from pathlib import Path
+
+    from datapruning.api import run
+
+    doc = run.__doc__
+    assert doc is not None
+    block = doc.split("::\n", 1)[1].split('    """')[0]
+    code = textwrap.dedent(block).replace("/tmp/datapruning-example", str(tmp_path / "out"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # configs/ is the checkout's
+    scope: dict[str, object] = {}
+    exec(compile(code, "datapruning.run example", "exec"), scope)
+    result = scope["result"]
+    assert isinstance(result, dict)
+    assert result["counts"].get("failed", 0) == 0
+    assert [Path(path).is_file() for path in result["reports"]] == [True]
