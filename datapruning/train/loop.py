@@ -115,8 +115,9 @@ def train(
 
     Args:
         dataset: the data; the test split is used for evaluation. Also ``(x, y)`` arrays
-            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`,
-            20% of each class held out for testing; call it yourself to give a test split).
+            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`
+            holds out 20% of each class for testing and warns that it did; call it
+            yourself with ``test=`` to give the test split).
         model_cfg: a ModelConfig naming a registered model (name None: the dataset's
             default), or your own ``nn.Module`` (trained in place) or a factory returning
             one (called under the run's seed).
