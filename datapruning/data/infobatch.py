@@ -14,7 +14,7 @@ goes into any DataLoader, under DDP and as an FFCV traversal order, with
 nothing patched::
 
     sampler = InfoBatchSampler(len(dataset), epochs, prune=0.5)
-    loader = DataLoader(dataset_with_indices, sampler=sampler, batch_size=128)
+    loader = DataLoader(with_index(dataset), sampler=sampler, batch_size=128)  # (x, y, index)
     for epoch in range(epochs):
         sampler.set_epoch(epoch)                                   # 1
         for x, y, index in loader:
@@ -22,6 +22,10 @@ nothing patched::
             (losses * sampler.weights(index)).mean().backward()    # 2
             sampler.update(index, losses)                          # 3
             ...
+
+(``datapruning.with_index`` wraps a Dataset of ``(x, y)`` items.) Misuse is one
+line naming the argument: a mean loss instead of the per-example losses, lengths
+that differ, indices out of range, NaN or inf losses, an epoch past ``epochs``.
 
 An epoch's indices are a pure function of ``(seed, epoch, loss table when
 set_epoch(epoch) was called)``: ``set_epoch`` fixes the epoch's plan (order
