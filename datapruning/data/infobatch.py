@@ -132,9 +132,10 @@ class InfoBatchSampler(IndexSampler):
                 f"epoch {epoch} is past the run: this sampler plans epochs 0..{self.epochs - 1} "
                 f"(epochs={self.epochs}); build it with the run's number of epochs"
             )
+        if self._plan is None or self._plan.epoch != epoch:
+            self._check_deferred()  # before anything changes
         self.epoch = epoch
         if self._plan is None or self._plan.epoch != self.epoch:
-            self._check_deferred()
             self._synchronise()
             self._plan = self._make_plan()
             del self.sizes[self.epoch :]

@@ -85,3 +85,18 @@ def test_the_documented_loop_still_works():
         assert weights.shape == losses.shape
         sampler.update(index, losses)
     assert sampler.sizes[0] == 16 and sampler.sizes[1] < 16
+
+
+@pytest.mark.cuda
+def test_nan_losses_on_cuda_are_refused_at_the_next_set_epoch():
+    # No host sync per step on an accelerator: the check waits for set_epoch's.
+    sampler = InfoBatchSampler(8, 4, prune=0.5, seed=0, device="cuda")
+    sampler.set_epoch(0)
+    index = torch.arange(4, device="cuda")
+    sampler.update(index, torch.tensor([0.1, math.nan, 0.3, 0.4], device="cuda"))
+    sampler.update(index, torch.rand(4, device="cuda"))  # a later finite batch hides nothing
+    with pytest.raises(DataPruningError, match="NaN or inf losses during epoch 0"):
+        sampler.set_epoch(1)
+    with pytest.raises(DataPruningError, match="reduction='none'"):
+        sampler.update(index, torch.rand(4, device="cuda").mean())
+    assert sampler.weights(index).device.type == "cuda"
