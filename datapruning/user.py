@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datapruning.data.fingerprint import fingerprint_arrays
+from datapruning.data.fingerprint import canonical, fingerprint_arrays
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.train.settings import ModelConfig
@@ -140,6 +140,7 @@ def as_dataset(
     take more than 512 MiB as float32. A streamed dataset needs ``test=`` (the test
     split is held in memory) and is not split.
 
+    uint8 inputs are pixels: the model sees ``p / 255``, in memory or streamed.
     ``test`` is the test split in the same forms; without it ``test_fraction`` of
     each class is held out (seeded) and a ``UserWarning`` says how many: the
     Dataset's fingerprint (and so its scores) then covers only the rest, not the
@@ -258,7 +259,8 @@ def _check_classes(classes: int, y: np.ndarray, y_test: np.ndarray) -> None:
 
 
 def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """float32 inputs and int64 labels from (x, y) arrays or a torch Dataset of (x, y)."""
+    """float32 inputs (uint8 pixels as p / 255) and int64 labels from (x, y) arrays or a
+    torch Dataset of (x, y)."""
     if isinstance(data, tuple | list) and len(data) == 2 and not _is_item_dataset(data):
         x, y = (
             np.asarray(part.detach().cpu() if isinstance(part, torch.Tensor) else part)
@@ -275,7 +277,7 @@ def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
             raise DataPruningError(f"{what}: the dataset is empty")
         if not all(isinstance(item, tuple | list) and len(item) == 2 for item in items[:1]):
             raise DataPruningError(f"{what}: dataset items must be (x, y) pairs")
-        x = np.stack([np.asarray(_numpy(item[0]), dtype=np.float32) for item in items])
+        x = np.stack([np.asarray(_numpy(item[0])) for item in items])
         y = np.asarray([int(_numpy(item[1])) for item in items])
     else:
         raise DataPruningError(
@@ -288,7 +290,9 @@ def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
         raise DataPruningError(f"{what}: labels must be integer class ids, got {y.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+    # float32 as a batch holds them: uint8 pixels become p / 255, as every source and the
+    # streamed path make them (and as the fingerprint reads them).
+    return canonical(x), y.astype(np.int64)
 
 
 def _is_item_dataset(data: Any) -> bool:

@@ -194,3 +194,17 @@ def test_the_run_example_runs(tmp_path, monkeypatch):
     assert isinstance(result, dict)
     assert result["counts"].get("failed", 0) == 0
     assert [Path(path).is_file() for path in result["reports"]] == [True]
+
+
+def test_uint8_pixels_are_the_same_data_in_memory_streamed_and_fingerprinted():
+    # Before: in memory a uint8 torch Dataset became 0..255, streamed p / 255 (and its
+    # in-memory test split 0..255 beside a streamed training split in [0, 1]).
+    x = torch.randint(0, 256, (20, 1, 4, 4), dtype=torch.uint8)
+    y = torch.arange(20) % 2
+    ds, test = TensorDataset(x, y), TensorDataset(x[:4], y[:4])
+    memory = datapruning.as_dataset(ds, test=test, stream=False)
+    streamed = datapruning.as_dataset(ds, test=test, stream=True)
+    assert memory.fingerprint == streamed.fingerprint == datapruning.fingerprint(ds)
+    assert datapruning.fingerprint((x.numpy(), y.numpy())) == memory.fingerprint
+    assert float(memory.x_train.max()) <= 1.0 and float(streamed.x_test.max()) <= 1.0
+    np.testing.assert_array_equal(memory.x_test, streamed.x_test)
