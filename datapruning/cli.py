@@ -420,6 +420,12 @@ def train_(
         f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps{resumed}, "
         f"{s['train_seconds']:.1f} s training + {s['eval_seconds']:.1f} s evaluation -> {out}"
     )
+    if selection is not None:
+        typer.echo(
+            f"charged {s['scoring_seconds']:.1f} s of {selection['metric']} scoring "
+            f"({selection['applied_strategy']} {selection['kept']} of {selection['of']}, "
+            f"from {selection['scores']})"
+        )
 
 
 def _check_experiment(cfg: PipelineConfig) -> None:

@@ -83,8 +83,11 @@ def test_train_on_selected_indices_charges_the_scoring(capsys, tmp_path, digits)
     assert run_cli(capsys, "select", "--scores", scores, "--keep", 0.5, "--out", out)[0] == 0
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG)
-    code, _, err = run_cli(capsys, "train", config, "--indices", out, "--out", tmp_path / "run")
+    code, stdout, err = run_cli(
+        capsys, "train", config, "--indices", out, "--out", tmp_path / "run"
+    )
     assert code == 0, err
+    assert f"charged {SCORING_SECONDS:.1f} s of el2n scoring (hard" in stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["scoring_seconds"] == SCORING_SECONDS
     assert summary["end_to_end_seconds"] == pytest.approx(
