@@ -22,7 +22,7 @@ from provenance import provenance
 from datapruning._io import write_json
 from datapruning.config import KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
-from datapruning.scores import select
+from datapruning.scores import select_positions
 from datapruning.train.loop import train
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"teacher: {teacher_acc:.3f}", flush=True)
         runs = []
         for fraction, alpha, seed in itertools.product(args.fractions, args.alphas, args.seeds):
-            indices = select(data.y_train * 0.0, fraction, "random", seed)
+            indices = select_positions(data.y_train * 0.0, fraction, "random", seed)
             result = train(
                 data,
                 model,

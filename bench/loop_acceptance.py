@@ -21,7 +21,7 @@ from provenance import provenance
 from datapruning._io import write_json
 from datapruning.config import DataConfig, KDConfig, ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
-from datapruning.scores import select
+from datapruning.scores import select_positions
 from datapruning.train.loop import train
 
 DATASET = {"num_samples": 5000, "seed": 42}  # the quickstart's MNIST-1D: 4000 train / 1000 test
@@ -36,7 +36,7 @@ def kd_vs_plain(args: argparse.Namespace) -> dict[str, Any]:
     kd = KDConfig(alpha=alpha, temperature=args.temperature)
     rows = []
     for seed in args.seeds:
-        indices = select(data.y_train * 0.0, args.fraction, "random", seed)
+        indices = select_positions(data.y_train * 0.0, args.fraction, "random", seed)
         run_cfg = base.model_copy(update={"seed": seed})
         plain = train(data, MODEL, run_cfg, indices=indices, progress=False).summary
         distilled = train(
@@ -68,7 +68,7 @@ def rs2_vs_static(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for seed in args.seeds:
         run_cfg = base.model_copy(update={"seed": seed})
-        indices = select(data.y_train * 0.0, args.fraction, "random", seed)
+        indices = select_positions(data.y_train * 0.0, args.fraction, "random", seed)
         static = train(data, MODEL, run_cfg, indices=indices, progress=False).summary
         rs2_cfg = run_cfg.model_copy(
             update={"data": DataConfig(mode="rs2", fraction=args.fraction)}

@@ -271,7 +271,7 @@ def quality(
 
     Runs of an earlier result with the same student recipe and score sets are reused."""
     from datapruning.config import ModelConfig, TrainConfig
-    from datapruning.scores import select
+    from datapruning.scores import select_positions
     from datapruning.train.loop import train as fit
 
     data = _dataset(train, cache)
@@ -297,7 +297,7 @@ def quality(
                     if key in earlier:
                         runs.append(earlier[key])
                         continue
-                    indices = select(values, fraction, strategy, seed)
+                    indices = select_positions(values, fraction, strategy, seed)
                     result = fit(
                         data,
                         ModelConfig(),

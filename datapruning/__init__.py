@@ -1,8 +1,20 @@
 """datapruning: score a training set, keep a subset, train on it sooner.
 
-The public API lives here; submodules not re-exported are private. Names are
-imported on first use, so ``import datapruning`` (and the CLI's ``--help``)
-does not pay for torch, pandas and pyarrow until they are needed.
+The public API is the names here. The four steps: :func:`score` (every
+training example by a metric, into a :class:`Scores`), :func:`select` (a
+:class:`Scores` or a scores file in, the kept dataset indices out), ``train``
+(one model, optionally on a subset, with KD, pruning or InfoBatch; see
+:func:`datapruning.train.loop.train`) and :func:`run` (a whole experiment
+config: teachers, scores, students, report). The samplers (:class:`SubsetSampler`,
+:class:`RS2Sampler`, :class:`InfoBatchSampler`) fit your own loop;
+:func:`as_dataset`, :func:`fingerprint` and :func:`with_index` bring your own data.
+Their settings are the config classes (:class:`TrainConfig`, :class:`ModelConfig`,
+:class:`ScoringConfig`, ...). Other modules are documented where they say so
+(``datapruning.train.run``, ``datapruning.train.loop``) and otherwise internal.
+
+Names are imported on first use, so ``import datapruning`` (and the CLI's
+``--help``) does not pay for torch, pandas and pyarrow until they are needed.
+``datapruning.train`` is the training package, callable as the function.
 """
 
 from __future__ import annotations
@@ -34,15 +46,34 @@ _EXPORTS = {
     "load_dataset": "datapruning.data.sources",
     "save_teacher_logits": "datapruning.train.kd",
     "select": "datapruning.scores",
+    "score": "datapruning.scoring",
+    "run": "datapruning.api",
+    "train": "datapruning.train",
+    "fingerprint": "datapruning.user",
+    "with_index": "datapruning.user",
+    "DataConfig": "datapruning.config",
+    "DatasetConfig": "datapruning.config",
+    "KDConfig": "datapruning.config",
+    "ModelConfig": "datapruning.config",
+    "ScoringConfig": "datapruning.config",
+    "TrainConfig": "datapruning.config",
+    "TrainResult": "datapruning.train.loop",
 }
 
 if TYPE_CHECKING:
+    from datapruning.api import run
     from datapruning.config import (
+        DataConfig,
+        DatasetConfig,
         DynamicNM,
         GradualMagnitude,
+        KDConfig,
+        ModelConfig,
         OneShotNM,
         PipelineConfig,
+        ScoringConfig,
         SparsityConfig,
+        TrainConfig,
         load_config,
         sparsity_config,
     )
@@ -51,15 +82,19 @@ if TYPE_CHECKING:
     from datapruning.data.sources import SOURCES, Dataset, load_dataset
     from datapruning.errors import DataPruningError
     from datapruning.scores import Scores, select
+    from datapruning.scoring import score
     from datapruning.train.kd import save_teacher_logits
+    from datapruning.train.loop import TrainResult, train
     from datapruning.train.sparsity import MagnitudePruner, export_sparse
-    from datapruning.user import as_dataset
+    from datapruning.user import as_dataset, fingerprint, with_index
 
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'datapruning' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    module = importlib.import_module(_EXPORTS[name])
+    # The train package is callable as its function; importing it binds the package here.
+    return module if name == "train" else getattr(module, name)
 
 
 def __dir__() -> list[str]:
@@ -68,25 +103,37 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "SOURCES",
+    "DataConfig",
     "DataPruningError",
     "Dataset",
+    "DatasetConfig",
     "DynamicNM",
     "GradualMagnitude",
     "IndexSampler",
     "InfoBatchSampler",
+    "KDConfig",
     "MagnitudePruner",
+    "ModelConfig",
     "OneShotNM",
     "PipelineConfig",
     "RS2Sampler",
     "Scores",
+    "ScoringConfig",
     "SparsityConfig",
     "SubsetSampler",
+    "TrainConfig",
+    "TrainResult",
     "__version__",
     "as_dataset",
     "export_sparse",
+    "fingerprint",
     "load_config",
     "load_dataset",
+    "run",
     "save_teacher_logits",
+    "score",
     "select",
     "sparsity_config",
+    "train",
+    "with_index",
 ]

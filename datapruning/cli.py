@@ -73,11 +73,17 @@ def _dataset_overrides(dataset: str | None, root: Path | None) -> list[str]:
 
 @app.command()
 def datasets() -> None:
-    """List the registered datasets."""
+    """List the registered datasets and the model each trains when the config names none."""
     from datapruning.data.sources import SOURCES
 
+    typer.echo(f"{'dataset':12s} {'default model':28s} description")
     for source in SOURCES.values():
-        typer.echo(f"{source.name:12s} {source.description}")
+        typer.echo(f"{source.name:12s} {source.default_model:28s} {source.description}")
+    typer.echo(
+        "\nA config's model.name overrides the default. resnet18 (model.params.width 64) has "
+        "11.2 M parameters; on a CPU a lighter model trains sooner: "
+        "--set model.params.width=16, or --set model.name=mlp."
+    )
 
 
 _METRIC_HELP = "Pruning metric (default: the config's, else el2n): " + "; ".join(
@@ -320,9 +326,13 @@ def select_(
     root: RootOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Keep a fraction of the training set by score and write the indices as .npy."""
-    from datapruning._io import check_output_path, write_npy
-    from datapruning.scores import Scores
+    """Keep a fraction of the training set by score and write the indices as .npy.
+
+    Beside OUT goes OUT.json: the scores file, its metric and scoring seconds, and the
+    strategy applied (what auto chose), which `datapruning train --indices OUT` reads.
+    """
+    from datapruning._io import check_output_path, write_json, write_npy
+    from datapruning.scores import Scores, selection_path, selection_record
 
     check_output_path(out)
     fingerprint = None
@@ -333,8 +343,17 @@ def select_(
         fingerprint = load_dataset(cfg.dataset.name, cfg.dataset.params).fingerprint
     table = Scores.load(scores, fingerprint=fingerprint)
     indices = table.select(keep, strategy, seed, offset=offset, bins=bins)
+    record = selection_record(
+        table, scores, len(indices), keep, strategy, seed, offset=offset, bins=bins
+    )
     write_npy(out, indices)
-    typer.echo(f"kept {len(indices)} of {len(table)} examples ({strategy}) -> {out}")
+    write_json(selection_path(out), record)
+    applied = record["applied_strategy"]
+    chose = f"auto chose {applied}" if strategy == "auto" else strategy
+    typer.echo(
+        f"kept {len(indices)} of {len(table)} examples ({chose}) -> {out} "
+        f"(provenance: {selection_path(out)})"
+    )
 
 
 @app.command("train")
@@ -370,9 +389,12 @@ def train_(
     with the same settings is kept; one with other settings is refused unless --force.
     """
     from datapruning._io import read_indices
+    from datapruning.scores import check_selection, read_selection
 
     cfg = _config(config, set_)
     kept = read_indices(indices) if indices is not None else None
+    # `select` leaves its provenance beside the indices: the scoring is charged to this run.
+    selection = read_selection(indices) if indices is not None else None
     if out.exists() and not out.is_dir():
         raise DataPruningError(f"--out {str(out)!r} is a file; give a run directory")
 
@@ -381,18 +403,29 @@ def train_(
     from datapruning.train.run import resolve_run
 
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    if selection is not None:
+        assert indices is not None
+        check_selection(selection, indices, data.fingerprint)
     run = resolve_run(
         data, cfg.model, cfg.train, indices=kept, teacher=teacher, kd=cfg.kd, run_dir=out
     )
     if not _replaces_finished_run(run, out, force):
         return
     teacher_seconds = _teacher_seconds(Path(run.teacher)) if run.teacher is not None else None
-    s = train_run(run, teacher_seconds).summary
+    scoring_seconds = selection["scoring_seconds"] if selection is not None else None
+    extra = {"selection": selection} if selection is not None else None
+    s = train_run(run, teacher_seconds, scoring_seconds, extra).summary
     resumed = f" (resumed at step {s['resumed_from_step']})" if s["resumed_from_step"] else ""
     typer.echo(
         f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps{resumed}, "
         f"{s['train_seconds']:.1f} s training + {s['eval_seconds']:.1f} s evaluation -> {out}"
     )
+    if selection is not None:
+        typer.echo(
+            f"charged {s['scoring_seconds']:.1f} s of {selection['metric']} scoring "
+            f"({selection['applied_strategy']} {selection['kept']} of {selection['of']}, "
+            f"from {selection['scores']})"
+        )
 
 
 def _check_experiment(cfg: PipelineConfig) -> None:

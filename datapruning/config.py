@@ -93,8 +93,9 @@ class ScoringConfig(Section):
     batched: bool = True
     # Seeds trained together per ensemble; each group's scores are saved as it finishes.
     ensemble_size: int = Field(8, ge=1)
-    # torch threads while a batched ensemble trains (None: every core, at most one
-    # per model). One wide ensemble can use more cores than one small model can.
+    # torch threads while a batched ensemble trains (None: one fewer than the cores,
+    # at least one, at most one per model: a busy core otherwise stalls every thread;
+    # datapruning.scoring.ensemble.ensemble_threads has the figures).
     ensemble_threads: int | None = Field(None, ge=1)
     # The scoring model when it differs from the student's (``model:``): a small
     # proxy makes scoring cheap. None: the student's model. Recorded in the scores'
@@ -356,9 +357,43 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections at the top")
+    anchor_dataset_paths(raw, path.parent)  # the file's own paths; overrides stay the shell's
     for override in overrides or []:
         apply_override(raw, override)
     return parse_config(raw, source=str(path))
+
+
+def anchor_dataset_paths(raw: dict[str, Any], folder: Path) -> None:
+    """Make the relative dataset locations of a config file (``npz:data.npz``,
+    ``dataset.params.path``, ``.root``, and the sweep's datasets') relative to the
+    file's ``folder``, not to the working directory, so a config finds its data from
+    wherever it is run."""
+    from datapruning.data.sources import SOURCES
+
+    sweep = raw.get("sweep")
+    sections = [raw.get("dataset")]
+    if isinstance(sweep, dict) and isinstance(sweep.get("datasets"), list):
+        sections += sweep["datasets"]
+    for section in sections:
+        if not isinstance(section, dict):
+            continue
+        name = section.get("name")
+        if not isinstance(name, str):
+            continue
+        base, colon, location = name.partition(":")
+        source = SOURCES.get(base)
+        if source is None or source.location is None:
+            continue
+        if colon and location:
+            section["name"] = f"{base}:{_anchored(location, folder)}"
+        params = section.get("params")
+        if isinstance(params, dict) and isinstance(params.get(source.location), str):
+            params[source.location] = _anchored(params[source.location], folder)
+
+
+def _anchored(location: str, folder: Path) -> str:
+    path = Path(location).expanduser()
+    return location if path.is_absolute() else str(folder / path)
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> PipelineConfig:

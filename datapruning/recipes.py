@@ -25,7 +25,7 @@ from datapruning.config import (
 )
 from datapruning.errors import DataPruningError
 from datapruning.report import FULL_RECIPE
-from datapruning.scores import Scores, select
+from datapruning.scores import Scores, select_positions
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Recipe:
         if self.is_rs2 or self.is_infobatch or self.is_short:
             return None
         if not self.needs_scores:
-            return select(np.zeros(num_train), self.fraction, "random", self.seed)
+            return select_positions(np.zeros(num_train), self.fraction, "random", self.seed)
         if scores is None:
             raise ValueError(f"recipe {self.run_name} needs scores")
         return scores.select(self.fraction, self.strategy, self.seed)

@@ -148,18 +148,167 @@ class Scores:
     ) -> np.ndarray:
         """Dataset indices of the kept examples (see :func:`select`)."""
         labels = self.table["label"].to_numpy()
-        num_classes = self.metadata.get("dataset", {}).get("num_classes")
-        chosen = select(
+        chosen = select_positions(
             self.values,
             keep,
             strategy,
             seed,
             labels=labels,
-            num_classes=num_classes,
+            num_classes=self.num_classes,
             offset=offset,
             bins=bins,
         )
         return self.table["index"].to_numpy()[chosen]
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.metadata.get("dataset", {}).get("num_classes")
+
+    def strategy_for(self, keep: float, strategy: str) -> str:
+        """The strategy :meth:`select` applies: ``auto`` resolved to ``hard`` or ``easy``."""
+        if strategy != "auto":
+            return strategy
+        count = max(1, round(keep * len(self)))
+        labels = self.table["label"].to_numpy()
+        return auto_strategy(count, _num_classes(labels, self.num_classes, len(self)))
+
+
+def select(
+    scores: Scores | str | os.PathLike[str],
+    keep: float,
+    strategy: str = "hard",
+    seed: int = 0,
+    *,
+    offset: float = 0.0,
+    bins: int = CCS_BINS,
+    fingerprint: str | None = None,
+) -> np.ndarray:
+    """Dataset indices of the ``round(keep * N)`` examples kept by ``strategy``.
+
+    ``scores`` is a :class:`Scores` or the path of a scores file (``datapruning
+    score``); with ``fingerprint`` (a dataset's, :func:`datapruning.fingerprint`)
+    scores of another dataset are refused. The indices are the dataset's own
+    (the table's ``index`` column, in its order), ready for
+    :class:`~datapruning.data.samplers.SubsetSampler`, ``torch.utils.data.Subset``
+    or ``datapruning train --indices``.
+
+    - ``hard`` keeps the largest scores, ``easy`` the smallest (ties broken by
+      position), ``random`` a uniform draw seeded by ``seed``.
+    - ``balanced`` keeps the hardest within each class, each class keeping
+      ``keep`` of its examples (largest-remainder rounding).
+    - ``ccs``, coverage-centric selection (Zheng et al. 2023): drop the hardest
+      ``offset`` fraction (likely mislabeled), split the rest into ``bins``
+      equal-width score bins, and fill the budget from the smallest bin up, each
+      bin giving at most an equal share of what is left (a seeded draw inside).
+    - ``auto`` is ``hard`` when the kept subset holds at least
+      ``AUTO_HARD_MIN_PER_CLASS`` examples per class (data abundant), else
+      ``easy`` (Sorscher et al. 2022); :meth:`Scores.strategy_for` says which.
+
+    Example::
+
+        >>> import numpy as np, pandas as pd
+        >>> from datapruning import Scores, select
+        >>> table = pd.DataFrame(
+        ...     {"index": [10, 11, 12, 13], "score": [0.9, 0.1, 0.5, 0.7], "label": [0, 1, 0, 1]}
+        ... )
+        >>> select(Scores(table), 0.5, "hard").tolist()
+        [10, 13]
+        >>> select(Scores(table), 0.5, "easy").tolist()
+        [11, 12]
+    """
+    if not isinstance(scores, Scores):
+        if isinstance(scores, str | os.PathLike):
+            scores = Scores.load(scores, fingerprint=fingerprint)
+        else:
+            raise DataPruningError(
+                f"select takes a Scores or the path of a scores file, not "
+                f"{type(scores).__name__}; for an array of scores use "
+                "datapruning.scores.select_positions"
+            )
+    elif fingerprint is not None:
+        scores.check_dataset(fingerprint)
+    return scores.select(keep, strategy, seed, offset=offset, bins=bins)
+
+
+# The sidecar `datapruning select` writes beside the indices (OUT.npy.json): where they came
+# from and what the scoring behind them cost, which `datapruning train --indices` charges.
+SELECTION_FORMAT = 1
+
+
+def selection_path(indices: str | os.PathLike[str]) -> Path:
+    """The provenance sidecar of an indices file: ``idx.npy`` -> ``idx.npy.json``."""
+    return Path(f"{os.fspath(indices)}.json")
+
+
+def selection_record(
+    scores: Scores,
+    source: str | os.PathLike[str],
+    kept: int,
+    keep: float,
+    strategy: str,
+    seed: int,
+    *,
+    offset: float = 0.0,
+    bins: int = CCS_BINS,
+) -> dict[str, Any]:
+    """What a selection came from: the scores file, its metric and cost, and the strategy
+    applied (``auto`` resolved to ``hard`` or ``easy``)."""
+    from datapruning import __version__
+
+    applied = scores.strategy_for(keep, strategy)
+    dataset = scores.metadata.get("dataset", {})
+    return {
+        "format_version": SELECTION_FORMAT,
+        "scores": str(Path(source).resolve()),
+        "metric": scores.metadata.get("metric"),
+        "scoring_seconds": float(scores.metadata.get("seconds") or 0.0),
+        "strategy": strategy,
+        "applied_strategy": applied,
+        "keep": keep,
+        "kept": kept,
+        "of": len(scores),
+        "seed": seed,
+        **({"offset": offset, "bins": bins} if applied == "ccs" else {}),
+        "dataset": {"name": dataset.get("name"), "fingerprint": scores.fingerprint},
+        "version": __version__,
+    }
+
+
+def read_selection(indices: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance sidecar of an indices file (:func:`selection_record`), or None if it
+    has none (indices made some other way)."""
+    path = selection_path(indices)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("scoring_seconds"), int | float):
+        raise DataPruningError(
+            f"{str(path)!r} is not a selection record; select again with `datapruning select`, "
+            "or delete it to train on the indices without their scoring cost"
+        )
+    version = record.get("format_version")
+    if version != SELECTION_FORMAT:
+        raise DataPruningError(
+            f"{str(path)!r} has selection format {version!r}, this datapruning reads "
+            f"{SELECTION_FORMAT}; select again with `datapruning select`"
+        )
+    return record
+
+
+def check_selection(
+    record: dict[str, Any], indices: str | os.PathLike[str], fingerprint: str
+) -> None:
+    """Refuse indices selected from another dataset's scores."""
+    found = (record.get("dataset") or {}).get("fingerprint")
+    if found is not None and found != fingerprint:
+        raise FingerprintMismatchError(
+            f"indices {os.fspath(indices)!r} were selected from scores of dataset {found} "
+            f"(see {str(selection_path(indices))!r}), not this one ({fingerprint}); select from "
+            "this dataset's scores"
+        )
 
 
 def _check_format(path: Path, version: Any) -> None:
@@ -176,7 +325,7 @@ def _check_format(path: Path, version: Any) -> None:
     )
 
 
-def select(
+def select_positions(
     scores: np.ndarray,
     keep: float,
     strategy: str = "hard",
@@ -187,7 +336,10 @@ def select(
     offset: float = 0.0,
     bins: int = CCS_BINS,
 ) -> np.ndarray:
-    """Positions of the ``round(keep * N)`` kept examples, sorted ascending.
+    """Positions in ``scores`` (an array) of the ``round(keep * N)`` kept examples, sorted.
+
+    The array form of :func:`select`, which takes a :class:`Scores` and returns
+    dataset indices; the strategies are described there.
 
     - ``hard`` keeps the largest scores, ``easy`` the smallest (ties broken by
       position), ``random`` a uniform draw seeded by ``seed``.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datapruning.data.fingerprint import fingerprint_arrays
+from datapruning.data.fingerprint import canonical, fingerprint_arrays
 from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.train.settings import ModelConfig
@@ -139,8 +140,21 @@ def as_dataset(
     take more than 512 MiB as float32. A streamed dataset needs ``test=`` (the test
     split is held in memory) and is not split.
 
+    uint8 inputs are pixels: the model sees ``p / 255``, in memory or streamed.
     ``test`` is the test split in the same forms; without it ``test_fraction`` of
-    each class is held out (seeded). ``num_classes`` defaults to the largest label + 1.
+    each class is held out (seeded) and a ``UserWarning`` says how many: the
+    Dataset's fingerprint (and so its scores) then covers only the rest, not the
+    ``data`` you passed. ``num_classes`` defaults to the largest label + 1.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from datapruning import as_dataset, fingerprint
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(60, 8)).astype("float32"), np.arange(60) % 3
+        >>> data = as_dataset((x, y), test=(x[:12], y[:12]))
+        >>> data.num_train, data.num_classes, data.fingerprint == fingerprint((x, y))
+        (60, 3, True)
     """
     from datapruning.data import files
 
@@ -156,7 +170,15 @@ def as_dataset(
             return streamed
     x, y = _arrays(data, "data")
     if test is None:
+        total = len(y)
         x, y, x_test, y_test = files.split_arrays(x, y, test_fraction, seed)
+        warnings.warn(
+            f"as_dataset held out {len(y_test)} of {total} examples ({test_fraction:.0%} of "
+            f"each class, seed {seed}) as the test split; the Dataset, its fingerprint and its "
+            f"scores cover the other {len(y)}: give test= to keep all {total} for training",
+            UserWarning,
+            stacklevel=2,
+        )
     else:
         x_test, y_test = _arrays(test, "test")
         if x_test.shape[1:] != x.shape[1:]:
@@ -205,11 +227,7 @@ def _streamed(
             "a streamed dataset is not split: give test= (its test split, read into memory), "
             "or stream=False to read it into memory and split it"
         )
-    targets = getattr(data, "targets", None)
-    if targets is not None and len(targets) == len(data):
-        y = np.asarray(_numpy(torch.as_tensor(targets)), dtype=np.int64)
-    else:  # one pass over the items for their labels
-        y = np.asarray([int(_numpy(data[i][1])) for i in range(len(data))], dtype=np.int64)
+    y = _item_labels(data)  # its targets, else one pass over the items
     x_test, y_test = _arrays(test, "test")
     if x_test.shape[1:] != source.example_shape:
         raise DataPruningError(
@@ -241,7 +259,8 @@ def _check_classes(classes: int, y: np.ndarray, y_test: np.ndarray) -> None:
 
 
 def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """float32 inputs and int64 labels from (x, y) arrays or a torch Dataset of (x, y)."""
+    """float32 inputs (uint8 pixels as p / 255) and int64 labels from (x, y) arrays or a
+    torch Dataset of (x, y)."""
     if isinstance(data, tuple | list) and len(data) == 2 and not _is_item_dataset(data):
         x, y = (
             np.asarray(part.detach().cpu() if isinstance(part, torch.Tensor) else part)
@@ -258,7 +277,7 @@ def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
             raise DataPruningError(f"{what}: the dataset is empty")
         if not all(isinstance(item, tuple | list) and len(item) == 2 for item in items[:1]):
             raise DataPruningError(f"{what}: dataset items must be (x, y) pairs")
-        x = np.stack([np.asarray(_numpy(item[0]), dtype=np.float32) for item in items])
+        x = np.stack([np.asarray(_numpy(item[0])) for item in items])
         y = np.asarray([int(_numpy(item[1])) for item in items])
     else:
         raise DataPruningError(
@@ -271,7 +290,9 @@ def _arrays(data: DataSpec, what: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
         raise DataPruningError(f"{what}: labels must be integer class ids, got {y.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+    # float32 as a batch holds them: uint8 pixels become p / 255, as every source and the
+    # streamed path make them (and as the fingerprint reads them).
+    return canonical(x), y.astype(np.int64)
 
 
 def _is_item_dataset(data: Any) -> bool:
@@ -284,3 +305,91 @@ def _is_item_dataset(data: Any) -> bool:
 
 def _numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def fingerprint(data: DataSpec) -> str:
+    """The fingerprint of ``data`` as a training set, as scores files and runs record it.
+
+    ``data`` is a :class:`Dataset` (its own fingerprint), ``(x, y)`` arrays, or a
+    ``torch.utils.data.Dataset`` of ``(x, y)`` items: all of it, as
+    ``as_dataset(data, test=...)`` would train on it (``as_dataset(data)`` without
+    ``test=`` holds out a share, and fingerprints only the rest). A scores file
+    belongs to ``data`` when ``scores.fingerprint == fingerprint(data)``; a torch
+    Dataset is read item by item, not held in memory.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from datapruning import fingerprint
+        >>> x, y = np.zeros((4, 2), dtype="float32"), np.array([0, 1, 0, 1])
+        >>> fingerprint((x, y)).startswith("v2:")
+        True
+        >>> fingerprint((x, y)) == fingerprint((x.astype("float64"), y))
+        True
+    """
+    if isinstance(data, Dataset) or (hasattr(data, "x_train") and hasattr(data, "fingerprint")):
+        return str(data.fingerprint)
+    if _is_item_dataset(data) and not isinstance(data, tuple | list):
+        from datapruning.data.stream import TorchExamples
+
+        if len(data) == 0:
+            raise DataPruningError("data: the dataset is empty")
+        first = data[0]
+        if not (isinstance(first, tuple | list) and len(first) == 2):
+            raise DataPruningError("data: dataset items must be (x, y) pairs")
+        return TorchExamples(data, first[0]).fingerprint(_item_labels(data))
+    x, y = _arrays(data, "data")
+    return fingerprint_arrays(x, y)
+
+
+def _item_labels(data: Any) -> np.ndarray:
+    """The labels of a torch Dataset of ``(x, y)`` items: its ``targets``, else each item's."""
+    targets = getattr(data, "targets", None)
+    if targets is not None and len(targets) == len(data):
+        return np.asarray(_numpy(torch.as_tensor(targets)), dtype=np.int64)
+    return np.asarray([int(_numpy(data[i][1])) for i in range(len(data))], dtype=np.int64)
+
+
+class WithIndex(torch.utils.data.Dataset):
+    """A torch Dataset of ``(x, y)`` items as one of ``(x, y, index)`` items; see :func:`with_index`."""
+
+    def __init__(self, dataset: Any) -> None:
+        if not _is_item_dataset(dataset):
+            raise DataPruningError(
+                f"with_index takes a torch Dataset (with __getitem__ and __len__), not "
+                f"{type(dataset).__name__}"
+            )
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        item = self.dataset[index]
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise DataPruningError(
+                f"with_index: item {index} of {type(self.dataset).__name__} is not an (x, y) "
+                "pair; wrap a dataset whose items are (x, y)"
+            )
+        return item[0], item[1], int(index)
+
+
+def with_index(dataset: Any) -> WithIndex:
+    """``dataset`` (a torch Dataset of ``(x, y)``) yielding ``(x, y, index)``.
+
+    The samplers' dynamic methods need each example's position in the dataset:
+    :meth:`~datapruning.data.infobatch.InfoBatchSampler.update` takes the batch's
+    indices with its per-example losses. A ``DataLoader`` over ``with_index(ds)``
+    collates them into a third tensor.
+
+    Example::
+
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from datapruning import with_index
+        >>> ds = TensorDataset(torch.zeros(5, 2), torch.tensor([0, 1, 0, 1, 0]))
+        >>> x, y, index = next(iter(DataLoader(with_index(ds), batch_size=5)))
+        >>> index.tolist()
+        [0, 1, 2, 3, 4]
+    """
+    return WithIndex(dataset)

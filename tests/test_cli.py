@@ -231,7 +231,7 @@ def test_select_keeps_the_top_scoring_examples(capsys, tmp_path, scores_file, st
     if len(np.unique(values)) == len(values):
         order = np.argsort(-values if strategy == "hard" else values)
         assert np.array_equal(kept, np.sort(index[order[:count]]))
-    assert [p.name for p in tmp_path.iterdir()] == ["idx.npy"]
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["idx.npy", "idx.npy.json"]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datapruning.errors import DataPruningError, FingerprintMismatchError, UnknownNameError
-from datapruning.scores import SCORES_FORMAT, STRATEGIES, Scores, select
+from datapruning.scores import SCORES_FORMAT, STRATEGIES, Scores, select_positions
 
 METADATA = {
     "metric": "el2n",
@@ -186,7 +186,7 @@ def test_table_needs_columns_and_finite_scores():
 
 def test_select_refuses_nan_scores():
     with pytest.raises(DataPruningError, match="NaN"):
-        select(np.array([0.3, np.nan, 0.1, 0.2]), 0.5, "hard")
+        select_positions(np.array([0.3, np.nan, 0.1, 0.2]), 0.5, "hard")
 
 
 def top_positions(scores, count, largest):
@@ -198,8 +198,8 @@ def top_positions(scores, count, largest):
 def test_hard_and_easy(keep):
     scores = np.random.default_rng(3).random(40)
     count = max(1, round(keep * 40))
-    hard = select(scores, keep, "hard")
-    easy = select(scores, keep, "easy")
+    hard = select_positions(scores, keep, "hard")
+    easy = select_positions(scores, keep, "easy")
     assert hard.tolist() == top_positions(scores.tolist(), count, largest=True)
     assert easy.tolist() == top_positions(scores.tolist(), count, largest=False)
     assert hard.dtype == easy.dtype == np.int64
@@ -209,9 +209,9 @@ def test_hard_and_easy(keep):
 
 
 def test_ties_are_broken_by_position():
-    assert select(np.ones(6), 0.5, "hard").tolist() == [0, 1, 2]
-    assert select(np.ones(6), 0.5, "easy").tolist() == [0, 1, 2]
-    assert select(np.array([1.0, 2.0, 2.0, 0.0]), 0.25, "hard").tolist() == [1]
+    assert select_positions(np.ones(6), 0.5, "hard").tolist() == [0, 1, 2]
+    assert select_positions(np.ones(6), 0.5, "easy").tolist() == [0, 1, 2]
+    assert select_positions(np.array([1.0, 2.0, 2.0, 0.0]), 0.25, "hard").tolist() == [1]
 
 
 @pytest.mark.parametrize(
@@ -220,37 +220,37 @@ def test_ties_are_broken_by_position():
 def test_counts(n, keep, count):
     scores = np.linspace(0, 1, n)
     for strategy in STRATEGIES:
-        chosen = select(scores, keep, strategy, labels=np.arange(n) % 3)
+        chosen = select_positions(scores, keep, strategy, labels=np.arange(n) % 3)
         assert len(chosen) == count
         assert len(set(chosen.tolist())) == count
 
 
 def test_random():
     scores = np.arange(100, dtype=float)
-    first = select(scores, 0.3, "random", seed=1)
+    first = select_positions(scores, 0.3, "random", seed=1)
     assert len(first) == 30
     assert len(np.unique(first)) == 30
     assert first.min() >= 0
     assert first.max() < 100
     assert np.all(np.diff(first) > 0)  # sorted
-    np.testing.assert_array_equal(first, select(scores, 0.3, "random", seed=1))
-    assert not np.array_equal(first, select(scores, 0.3, "random", seed=2))
+    np.testing.assert_array_equal(first, select_positions(scores, 0.3, "random", seed=1))
+    assert not np.array_equal(first, select_positions(scores, 0.3, "random", seed=2))
     # Not the hardest or easiest block.
-    assert not np.array_equal(first, select(scores, 0.3, "hard"))
-    assert not np.array_equal(first, select(scores, 0.3, "easy"))
+    assert not np.array_equal(first, select_positions(scores, 0.3, "hard"))
+    assert not np.array_equal(first, select_positions(scores, 0.3, "easy"))
     # Independent of the scores' values.
-    np.testing.assert_array_equal(first, select(-scores, 0.3, "random", seed=1))
+    np.testing.assert_array_equal(first, select_positions(-scores, 0.3, "random", seed=1))
 
 
 @pytest.mark.parametrize("keep", [0, -0.5, 1.01, 2])
 def test_keep_outside_unit_interval(keep):
     with pytest.raises(DataPruningError, match="must lie in"):
-        select(np.ones(5), keep)
+        select_positions(np.ones(5), keep)
 
 
 def test_unknown_strategy():
     with pytest.raises(UnknownNameError) as info:
-        select(np.ones(5), 0.5, "middle")
+        select_positions(np.ones(5), 0.5, "middle")
     assert "'middle'" in str(info.value)
     for name in STRATEGIES:
         assert name in str(info.value)
@@ -274,7 +274,7 @@ def test_balanced_keeps_each_class_share_hardest_first():
     labels = np.repeat([0, 1, 2], [50, 30, 20])
     # Class 0 is much harder overall: "hard" would take almost only class 0.
     scores = rng.random(100) + np.where(labels == 0, 10.0, 0.0)
-    chosen = select(scores, 0.2, "balanced", labels=labels)
+    chosen = select_positions(scores, 0.2, "balanced", labels=labels)
     assert len(chosen) == 20
     assert np.bincount(labels[chosen], minlength=3).tolist() == [10, 6, 4]
     for cls in range(3):
@@ -284,36 +284,37 @@ def test_balanced_keeps_each_class_share_hardest_first():
             scores[kept].min()
             >= np.delete(scores, chosen)[labels[np.delete(np.arange(100), chosen)] == cls].max()
         )
-    assert np.bincount(labels[select(scores, 0.2, "hard")], minlength=3).tolist() == [20, 0, 0]
+    hardest = select_positions(scores, 0.2, "hard")
+    assert np.bincount(labels[hardest], minlength=3).tolist() == [20, 0, 0]
 
 
 def test_balanced_rounds_by_largest_remainder():
     labels = np.array([0] * 5 + [1] * 3 + [2] * 2)
-    chosen = select(np.arange(10.0), 0.5, "balanced", labels=labels)
+    chosen = select_positions(np.arange(10.0), 0.5, "balanced", labels=labels)
     # Exact shares 2.5, 1.5, 1.0: five slots, the first remainder tie to class 0.
     assert np.bincount(labels[chosen], minlength=3).tolist() == [3, 1, 1]
 
 
 def test_balanced_needs_labels():
     with pytest.raises(DataPruningError, match="labels"):
-        select(np.ones(4), 0.5, "balanced")
+        select_positions(np.ones(4), 0.5, "balanced")
     with pytest.raises(DataPruningError, match="labels"):
-        select(np.ones(4), 0.5, "balanced", labels=np.array([-1, -1, 0, 1]))
+        select_positions(np.ones(4), 0.5, "balanced", labels=np.array([-1, -1, 0, 1]))
 
 
 def test_ccs_covers_the_score_range_and_drops_the_hardest():
     rng = np.random.default_rng(1)
     # Most examples are easy; a thin tail is hard.
     scores = np.concatenate([rng.random(900) * 0.1, 0.1 + rng.random(100) * 0.9])
-    chosen = select(scores, 0.1, "ccs", seed=0, bins=10)
+    chosen = select_positions(scores, 0.1, "ccs", seed=0, bins=10)
     assert len(chosen) == 100 and len(np.unique(chosen)) == 100
     # Equal-width bins: the sparse hard tail is kept far above its 10% share,
     # and the dense easy bin does not take the whole budget.
     assert np.mean(scores[chosen] > 0.1) > 0.5
     assert np.mean(scores[chosen] <= 0.1) > 0.05
-    np.testing.assert_array_equal(chosen, select(scores, 0.1, "ccs", seed=0, bins=10))
+    np.testing.assert_array_equal(chosen, select_positions(scores, 0.1, "ccs", seed=0, bins=10))
     hardest = np.argsort(-scores)[:50]
-    with_offset = select(scores, 0.1, "ccs", seed=0, bins=10, offset=0.05)
+    with_offset = select_positions(scores, 0.1, "ccs", seed=0, bins=10, offset=0.05)
     assert len(with_offset) == 100
     assert not set(with_offset.tolist()) & set(hardest.tolist())
     assert set(chosen.tolist()) & set(hardest.tolist())
@@ -322,7 +323,7 @@ def test_ccs_covers_the_score_range_and_drops_the_hardest():
 def test_ccs_small_bins_are_kept_whole():
     # Bin sizes 2, 8 and 90 over [0, 3): a budget of 30 takes both small bins whole.
     scores = np.concatenate([np.full(2, 2.9), np.full(8, 1.5), np.linspace(0, 0.9, 90)])
-    chosen = select(scores, 0.3, "ccs", bins=3)
+    chosen = select_positions(scores, 0.3, "ccs", bins=3)
     assert set(range(10)) <= set(chosen.tolist())
     assert len(chosen) == 30
 
@@ -330,9 +331,9 @@ def test_ccs_small_bins_are_kept_whole():
 def test_ccs_bad_offset():
     for offset in (-0.1, 1.0):
         with pytest.raises(DataPruningError, match="offset"):
-            select(np.ones(10), 0.5, "ccs", offset=offset)
+            select_positions(np.ones(10), 0.5, "ccs", offset=offset)
     with pytest.raises(DataPruningError, match="too few"):
-        select(np.arange(10.0), 0.9, "ccs", offset=0.5)
+        select_positions(np.arange(10.0), 0.9, "ccs", offset=0.5)
 
 
 def test_auto_keeps_hard_when_abundant_easy_when_scarce():
@@ -343,15 +344,18 @@ def test_auto_keeps_hard_when_abundant_easy_when_scarce():
     labels = np.arange(n) % 2
     abundant = 2 * AUTO_HARD_MIN_PER_CLASS / n
     np.testing.assert_array_equal(
-        select(scores, abundant, "auto", labels=labels), select(scores, abundant, "hard")
+        select_positions(scores, abundant, "auto", labels=labels),
+        select_positions(scores, abundant, "hard"),
     )
     scarce = (2 * AUTO_HARD_MIN_PER_CLASS - 2) / n
     np.testing.assert_array_equal(
-        select(scores, scarce, "auto", labels=labels), select(scores, scarce, "easy")
+        select_positions(scores, scarce, "auto", labels=labels),
+        select_positions(scores, scarce, "easy"),
     )
     # The dataset's class count from the metadata wins over the labels seen.
     np.testing.assert_array_equal(
-        select(scores, abundant, "auto", num_classes=4), select(scores, abundant, "easy")
+        select_positions(scores, abundant, "auto", num_classes=4),
+        select_positions(scores, abundant, "easy"),
     )
 
 

@@ -136,7 +136,8 @@ def test_every_trained_model_metric_takes_a_user_module_and_dataset(digits, metr
 def test_proto_takes_a_user_encoder(digits):
     cfg = ScoringConfig(params={"proto": {"encoder_epochs": 1, "batch_size": 128}})
     scores = score(digits, "proto", cfg, Net(classes=16), TrainConfig(), progress=False)
-    assert scores.metadata["params"]["embedding_dim"] == 16
+    # Its penultimate features (24), not its 16 class outputs (issue 25).
+    assert scores.metadata["params"]["embedding_dim"] == 24
     assert np.all(np.isfinite(scores.values))
 
 

@@ -14,7 +14,7 @@ goes into any DataLoader, under DDP and as an FFCV traversal order, with
 nothing patched::
 
     sampler = InfoBatchSampler(len(dataset), epochs, prune=0.5)
-    loader = DataLoader(dataset_with_indices, sampler=sampler, batch_size=128)
+    loader = DataLoader(with_index(dataset), sampler=sampler, batch_size=128)  # (x, y, index)
     for epoch in range(epochs):
         sampler.set_epoch(epoch)                                   # 1
         for x, y, index in loader:
@@ -22,6 +22,10 @@ nothing patched::
             (losses * sampler.weights(index)).mean().backward()    # 2
             sampler.update(index, losses)                          # 3
             ...
+
+(``datapruning.with_index`` wraps a Dataset of ``(x, y)`` items.) Misuse is one
+line naming the argument: a mean loss instead of the per-example losses, lengths
+that differ, indices out of range, NaN or inf losses, an epoch past ``epochs``.
 
 An epoch's indices are a pure function of ``(seed, epoch, loss table when
 set_epoch(epoch) was called)``: ``set_epoch`` fixes the epoch's plan (order
@@ -47,6 +51,7 @@ on, so epoch 0, before any update, works under NCCL too.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -109,13 +114,27 @@ class InfoBatchSampler(IndexSampler):
         self._losses = torch.full((self.num_samples,), math.nan, device=where)  # NaN: never updated
         self._written = torch.zeros(self.num_samples, dtype=torch.bool, device=where)  # since sync
         self._plan: _Plan | None = None
+        # On an accelerator: whether every loss given to update since set_epoch was finite.
+        self._deferred: Tensor | None = None
         self.sizes: list[int] = []  # examples in each planned epoch (all ranks), epoch by epoch
 
     # ------------------------------------------------------------- the epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Fix epoch ``epoch``'s plan from the losses recorded so far (a no-op if it is fixed)."""
-        self.epoch = int(epoch)
+        """Fix epoch ``epoch``'s plan from the losses recorded so far (a no-op if it is fixed).
+
+        ``epoch`` counts from 0 and must lie below ``epochs``; non-finite losses given to
+        :meth:`update` on an accelerator since the last epoch are refused here.
+        """
+        epoch = _integer("epoch", epoch, 0)
+        if epoch >= self.epochs:
+            raise DataPruningError(
+                f"epoch {epoch} is past the run: this sampler plans epochs 0..{self.epochs - 1} "
+                f"(epochs={self.epochs}); build it with the run's number of epochs"
+            )
+        if self._plan is None or self._plan.epoch != epoch:
+            self._check_deferred()  # before anything changes
+        self.epoch = epoch
         if self._plan is None or self._plan.epoch != self.epoch:
             self._synchronise()
             self._plan = self._make_plan()
@@ -165,20 +184,97 @@ class InfoBatchSampler(IndexSampler):
 
     # ------------------------------------------------------------- losses
 
-    def weights(self, index: Tensor) -> Tensor:
-        """The loss weights of the examples ``index`` this epoch (on ``index``'s device)."""
-        return self.plan.weights_on(index.device).index_select(0, index)
+    def weights(self, index: Tensor | Sequence[int] | np.ndarray) -> Tensor:
+        """The loss weights of the examples ``index`` this epoch (on ``index``'s device).
 
-    def update(self, index: Tensor, losses: Tensor) -> None:
-        """Record the per-example losses (unweighted) of the examples ``index``."""
+        ``index`` is the batch's dataset indices (a tensor, or a list or array of ints).
+        """
+        index = self._index(index, None)
+        try:
+            return self.plan.weights_on(index.device).index_select(0, index)
+        except (IndexError, RuntimeError):
+            self._check_range(index)
+            raise
+
+    def update(self, index: Tensor | Sequence[int] | np.ndarray, losses: Tensor) -> None:
+        """Record the per-example losses (unweighted) of the examples ``index``.
+
+        ``losses`` holds one loss per entry of ``index`` (``reduction="none"``), all
+        finite: NaN or inf is refused here on the CPU, and at the next
+        :meth:`set_epoch` on an accelerator (checked there, with no host sync per step).
+        The checks of both methods cost about 10 us a step on the CPU (update + weights
+        of 128 examples: 9.7 us before them, 19.3 us with them, on the shared 2-core machine).
+        """
         losses = torch.as_tensor(losses).detach()
         device = losses.device
+        index = self._index(index, device)
+        if losses.shape != index.shape:
+            if losses.dim() == 0:
+                raise DataPruningError(
+                    f"update: losses is one number, index has {len(index)} examples; pass the "
+                    "per-example losses (F.cross_entropy(..., reduction='none')), not their mean"
+                )
+            raise DataPruningError(
+                f"update: losses has {losses.numel()} entries (shape {tuple(losses.shape)}), "
+                f"index has {len(index)}; pass one loss per example of the batch"
+            )
+        finite = torch.isfinite(losses).all()
+        if device.type == "cpu":
+            if not bool(finite):
+                raise DataPruningError(
+                    "update: losses contain NaN or inf; the run diverged (lower the learning "
+                    "rate), or pass the losses before any weighting"
+                )
+        else:  # checked at the next set_epoch: no host sync per step
+            self._deferred = finite if self._deferred is None else self._deferred & finite
         if self._losses.device != device:  # kept where the losses are: no sync per step
             self._losses, self._written = self._losses.to(device), self._written.to(device)
-        index = torch.as_tensor(index, dtype=torch.int64, device=device)
         # index_copy_/index_fill_: a third less host time per step than indexed assignment.
-        self._losses.index_copy_(0, index, losses.float())
+        try:
+            self._losses.index_copy_(0, index, losses.float())
+        except (IndexError, RuntimeError):  # bounds are checked by torch (on the CPU)
+            self._check_range(index)
+            raise
         self._written.index_fill_(0, index, True)
+
+    def _index(self, index: Any, device: torch.device | None) -> Tensor:
+        """``index`` as an int64 tensor (on ``device`` if given), checked: 1-D integers.
+        The range is torch's to check, as it indexes (on the CPU: :meth:`_check_range`
+        then says what was wrong; on CUDA it is a device-side assert)."""
+        try:
+            found = torch.as_tensor(index)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataPruningError(
+                f"index must be a tensor, list or array of example indices, got "
+                f"{type(index).__name__}"
+            ) from None
+        if found.dtype == torch.bool or found.is_floating_point() or found.is_complex():
+            raise DataPruningError(f"index must hold integers (dataset indices), got {found.dtype}")
+        if found.dim() != 1:
+            raise DataPruningError(
+                f"index must be 1-D (one dataset index per example), got shape {tuple(found.shape)}"
+            )
+        return found.to(dtype=torch.int64, device=device if device is not None else found.device)
+
+    def _check_range(self, index: Tensor) -> None:
+        """Say which entry of ``index`` is out of range (after torch refused it)."""
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= self.num_samples:
+            raise DataPruningError(
+                f"index holds {low if low < 0 else high}, outside 0..{self.num_samples - 1} "
+                f"(num_samples={self.num_samples}); pass dataset indices (with_index)"
+            ) from None
+
+    def _check_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None and not bool(deferred):
+            raise DataPruningError(
+                f"update was given NaN or inf losses during epoch {self._plan_epoch()}; the run "
+                "diverged (lower the learning rate), or pass the losses before any weighting"
+            )
+
+    def _plan_epoch(self) -> int:
+        return self._plan.epoch if self._plan is not None else 0
 
     @property
     def losses(self) -> Tensor:

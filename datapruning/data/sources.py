@@ -325,6 +325,8 @@ class Source:
     load: Callable[[Any], Dataset]
     # The parameter that ``name:VALUE`` and ``--root`` fill (file sources only).
     location: str | None = None
+    # The model a config naming none trains on it, as `datapruning datasets` states it.
+    default_model: str = "mlp"
 
 
 SOURCES: dict[str, Source] = {
@@ -335,6 +337,7 @@ SOURCES: dict[str, Source] = {
             "MNIST-1D, generated on this machine (4000 train / 1000 test, length 40, 10 classes)",
             Mnist1dParams,
             _load_mnist1d,
+            default_model="convnet1d",
         ),
         Source(
             "digits",
@@ -348,6 +351,7 @@ SOURCES: dict[str, Source] = {
             CifarParams,
             _load_cifar10,
             location="root",
+            default_model=IMAGE_MODEL,
         ),
         Source(
             "cifar100",
@@ -355,6 +359,7 @@ SOURCES: dict[str, Source] = {
             Cifar100Params,
             _load_cifar100,
             location="root",
+            default_model=IMAGE_MODEL,
         ),
         Source(
             "imagefolder",
@@ -362,6 +367,7 @@ SOURCES: dict[str, Source] = {
             ImageFolderParams,
             _load_image_folder,
             location="root",
+            default_model=IMAGE_MODEL,
         ),
         Source(
             "beton",
@@ -369,6 +375,7 @@ SOURCES: dict[str, Source] = {
             BetonParams,
             _load_beton,
             location="path",
+            default_model="as when converted",
         ),
         Source(
             "npz",
@@ -376,6 +383,7 @@ SOURCES: dict[str, Source] = {
             NpzParams,
             _load_npz,
             location="path",
+            default_model=f"{IMAGE_MODEL} (images), else mlp",
         ),
     )
 }
@@ -387,10 +395,20 @@ def get_source(name: str) -> Source:
     try:
         source = SOURCES[base]
     except KeyError:
-        raise UnknownNameError("dataset", base, SOURCES) from None
+        error = UnknownNameError("dataset", base, SOURCES)
+        kind = _file_kind(base)
+        if kind is not None:  # a file given as a name: say how to name its source
+            error.args = (f"{error}; to read the file {name!r}, name its source: {kind}:{name}",)
+        raise error from None
     if location and source.location is None:
         raise ConfigError(f"dataset {base!r} reads no files; drop {':' + location!r}")
     return source
+
+
+def _file_kind(name: str) -> str | None:
+    """The file source of a dataset name that looks like a path (``x.npz``, ``x.beton``)."""
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return suffix if suffix in ("npz", "beton") else None
 
 
 def dataset_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -209,6 +209,19 @@ def score(
     scores only that contiguous block of rows, reading what the shards share
     (trained models, centroids) from ``work_dir`` or computing and saving it
     there; :func:`~datapruning.scoring._common.merge_shards` joins the shards.
+
+    Example (two small scoring models on 120 examples, a few seconds on a CPU)::
+
+        >>> import numpy as np
+        >>> from datapruning import ScoringConfig, as_dataset, score, select
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(120, 8)).astype("float32"), np.arange(120) % 3
+        >>> data = as_dataset((x, y), test=(x[:30], y[:30]))
+        >>> scores = score(data, "el2n", ScoringConfig(seeds=2, epochs=2))
+        >>> len(scores), scores.metadata["metric"], scores.fingerprint == data.fingerprint
+        (120, 'el2n', True)
+        >>> len(select(scores, 0.25, "hard"))
+        30
     """
     entry, job = _job(dataset, metric, scoring, model, train, progress, work_dir, shard)
     scores = entry.function(job)

@@ -142,17 +142,24 @@ class Ensemble:
 
 
 def ensemble_threads(configured: int | None, models: int) -> int:
-    """Torch threads for an ensemble of ``models``: ``configured``, or by default every
-    core this process may use, at most one per model.
+    """Torch threads for an ensemble of ``models``: ``configured``, or by default one
+    fewer than the cores this process may use (at least one), at most one per model.
 
     One small model gains little from a second thread, but the ensemble's batched
     GEMMs split over its models (8 convnet1d models on MNIST-1D: 1.5x faster on
-    two threads than on one, bench/scoring.py).
+    two threads than on one on an idle machine, bench/scoring.py). Every core is
+    not the default because a parallel region waits for its slowest thread: when
+    another job holds a core, the thread sharing it stalls the rest. Measured on
+    the 2-core machine with other jobs running (load 3-5; el2n, 4 convnet1d models,
+    3 epochs of MNIST-1D's 4000 examples): 10.6, 13.0 and 21.0 s on two threads
+    against 5.0, 4.1 and 7.0 s on one (issue 25 reported 12.1 s against 9.4 s). So
+    one core is left free; set ``scoring.ensemble_threads`` to use every core of a
+    machine you have to yourself.
     """
     if configured:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, models))
+    return max(1, min((cores or 1) - 1, models))
 
 
 def can_batch(model: nn.Module) -> bool:

@@ -8,8 +8,11 @@ already has (``scoring.params.proto.encoder``: a ``checkpoint.pt`` of
 ``datapruning train``, whose penultimate features, the input of its last Linear
 layer, are the embedding; or, in Python, an ``nn.Module`` whose outputs are), or
 taken from the user's embeddings (``scoring.params.proto.embeddings``, a ``.npy``
-with one row per example). Embeddings are L2-normalised and clustered by
-spherical ``faiss.Kmeans``; an example's score is its cosine distance to the
+with one row per example). With your own model (``score(data, "proto", cfg, model)``)
+the encoder trained is that model, and its penultimate features are the embedding,
+not its class outputs (``embedding_dim`` then sizes the projection head; a model
+without a Linear layer embeds with its outputs). Embeddings are L2-normalised and
+clustered by spherical ``faiss.Kmeans``; an example's score is its cosine distance to the
 nearest centroid: far from every prototype = hard, close = easy (prototypical).
 A checkpoint trained with labels makes the scores depend on them through its
 weights; the scoring itself still reads none.
@@ -53,7 +56,7 @@ seed-group metrics' do.
 without reading any label), else ``sqrt(N) / 2`` capped at 1000.
 
 Selection: the paper finds keeping hard examples best when data is abundant
-and easy ones when it is scarce; ``datapruning.scores.select(..., "auto")``
+and easy ones when it is scarce; ``datapruning.select(scores, keep, "auto")``
 applies that rule (see there for the threshold).
 """
 
@@ -292,13 +295,21 @@ def new_encoder(
     proto: ProtoParams,
     build: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, int]:
-    """An untrained encoder (from torch's RNG) and its embedding size; ``example``: 2 rows."""
+    """An untrained encoder (from torch's RNG) and its embedding size; ``example``: 2 rows.
+
+    A registered model is built with ``proto.embedding_dim`` outputs, which are the
+    embedding. The user's model (``build``) is a classifier as given: its penultimate
+    features (the input of its last ``nn.Linear``) are the embedding, not its class
+    outputs; a model without a Linear layer embeds with its outputs.
+    """
     from datapruning.models import build_model
 
     if build is None:
         dim = proto.embedding_dim
         return build_model(model_name, tuple(example.shape[1:]), dim, **model_params), dim
     encoder = build()
+    if any(isinstance(module, nn.Linear) for module in encoder.modules()):
+        encoder = Penultimate(encoder)
     return encoder, output_dim(encoder, example)
 
 
@@ -440,9 +451,10 @@ def train_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(proto.seed)
         encoder, dim = new_encoder(np.asarray(data[:2]), model_name, model_params, proto, build)
-        head = nn.Sequential(
-            nn.ReLU(), nn.Linear(dim, dim)
-        )  # the projection head; scores use the encoder's output before it
+        # The projection head; scores use the encoder's output before it. A registered
+        # encoder already outputs embedding_dim; the user's gets a head to that size.
+        projection = dim if build is None else proto.embedding_dim
+        head = nn.Sequential(nn.ReLU(), nn.Linear(dim, projection))
     generator = torch.Generator().manual_seed(proto.seed)
     parameters = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=proto.lr)
@@ -504,6 +516,16 @@ def train_encoder(
         "backbone": model_name,
         "backbone_params": dict(model_params),
         "embedding_dim": dim,
+        **(
+            {}
+            if build is None
+            else {
+                "features": "penultimate (the input of its last Linear layer)"
+                if isinstance(encoder, Penultimate)
+                else "outputs",
+                "projection_dim": projection,
+            }
+        ),
         "budget": "epochs" if proto.encoder_epochs is not None else "steps",
         "epochs": proto.encoder_epochs,
         "steps": batches.given,
@@ -698,7 +720,8 @@ class Prepared:
 
 
 # The layout of prepared.pt (encoder state, centroids, record); part of the key.
-PREPARED_FORMAT = 2
+# 3: a user model's encoder is its penultimate features, with its own projection head.
+PREPARED_FORMAT = 3
 
 
 def _threads(job: MetricJob) -> AbstractContextManager[None]:

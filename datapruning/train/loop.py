@@ -115,8 +115,9 @@ def train(
 
     Args:
         dataset: the data; the test split is used for evaluation. Also ``(x, y)`` arrays
-            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`,
-            20% of each class held out for testing; call it yourself to give a test split).
+            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`
+            holds out 20% of each class for testing and warns that it did; call it
+            yourself with ``test=`` to give the test split).
         model_cfg: a ModelConfig naming a registered model (name None: the dataset's
             default), or your own ``nn.Module`` (trained in place) or a factory returning
             one (called under the run's seed).
@@ -134,6 +135,25 @@ def train(
         teacher_seconds: the teacher's training time, for end-to-end time in the summary.
         scoring_seconds: the scoring time behind the subset (default: read from the
             scores file of ``train_cfg.data``, else 0).
+
+    ``datapruning.train(...)`` is this function. It is :func:`~datapruning.train.run.resolve_run`
+    (everything checked and built before a file is written) followed by :func:`train_run`;
+    call the two yourself to inspect the resolved run first.
+
+    Example (an MLP on half of 120 examples, chosen by score; about a second on a CPU)::
+
+        >>> import numpy as np
+        >>> import datapruning
+        >>> from datapruning import ModelConfig, TrainConfig, as_dataset
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(120, 8)).astype("float32"), np.arange(120) % 3
+        >>> data = as_dataset((x, y), test=(x[:30], y[:30]))
+        >>> kept = np.arange(0, 120, 2)
+        >>> result = datapruning.train(
+        ...     data, ModelConfig(name="mlp"), TrainConfig(epochs=2, batch_size=20), indices=kept
+        ... )
+        >>> result.summary["steps"], result.summary["num_train_examples"]
+        (6, 60)
     """
     # Everything that can be wrong with the input fails here, before the run dir is touched.
     dataset = as_dataset(dataset)

@@ -291,7 +291,14 @@ def _data(
     scoring_seconds = None
     if spec.mode == "subset":
         if spec.indices is not None:
+            from datapruning.scores import check_selection, read_selection
+
             indices = read_indices(spec.indices)
+            # `datapruning select`'s sidecar: the scoring behind these indices, to charge.
+            selection = read_selection(spec.indices)
+            if selection is not None:
+                check_selection(selection, spec.indices, dataset.fingerprint)
+                scoring_seconds = float(selection["scoring_seconds"])
         else:
             from datapruning.scores import Scores
 

@@ -177,12 +177,17 @@ def test_the_folded_model_is_used_only_where_it_matches_vmap(model_cls, predict_
         torch.testing.assert_close(ensemble.predict(shared, batch_size=4), predicted)
 
 
-def test_ensembles_use_every_core_by_default_at_most_one_per_model(monkeypatch):
+def test_ensembles_leave_a_core_free_by_default_at_most_one_thread_per_model(monkeypatch):
     import os
 
     from datapruning.scoring.ensemble import ensemble_threads
 
+    # A busy core stalls every thread of a parallel region: one is left free (issue 25).
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert ensemble_threads(None, 8) == 4
+    assert ensemble_threads(None, 8) == 3
     assert ensemble_threads(None, 2) == 2
     assert ensemble_threads(3, 8) == 3  # as configured
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert ensemble_threads(None, 8) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert ensemble_threads(None, 8) == 1
