@@ -64,12 +64,13 @@ CONTROL_CELLS = [0, 4, 8] * 2  # random-subset students without KD: no scores, n
 
 CONTROL = """
 import json, sys
-from datapruning import orchestration as orch
 from datapruning.config import parse_config
+from datapruning.pipeline.cells import run_student
+from datapruning.pipeline.grid import experiments
 cfg = parse_config(json.loads(sys.argv[1]))
-(exp,) = orch.experiments(cfg)
+(exp,) = experiments(cfg)
 seconds = [
-    orch.run_student(exp.cfg, exp.recipes[i], None, None, refresh=True)["train_seconds"]
+    run_student(exp.cfg, exp.recipes[i], None, None, refresh=True)["train_seconds"]
     for i in json.loads(sys.argv[2])
 ]
 print(json.dumps(seconds))

@@ -18,7 +18,7 @@ import typer
 from typer.exceptions import TyperException
 
 from datapruning.errors import DataPruningError, Interrupted
-from datapruning.scoring import METRICS
+from datapruning.scoring.registry import METRICS
 
 if TYPE_CHECKING:
     from datapruning.config import PipelineConfig
@@ -192,9 +192,9 @@ def score(
     --shard I/N each command scores one block of rows; --merge writes OUT from them.
     """
     from datapruning._io import check_output_path
-    from datapruning.scoring import check_shardable, get_metric
     from datapruning.scoring import score as score_with
     from datapruning.scoring._common import Shard
+    from datapruning.scoring.registry import check_shardable, get_metric
 
     # Options given on the command line override the config; unknown names fail
     # here, before any work.
@@ -517,14 +517,15 @@ def run(
     same settings and library source are reused; --refresh recomputes them.
     """
     cfg = _config(config, set_)
-    from datapruning import orchestration
     from datapruning.flows.runners import check_runner
+    from datapruning.pipeline.accounting import describe_tally
+    from datapruning.pipeline.grid import experiments, is_sweep
 
     check_runner(runner, dask_address, workers)
     if retries < 0:
         raise DataPruningError(f"--retries {retries} must be at least 0")
     # Bad grids, datasets and models fail here, before the server starts or a file is written.
-    for experiment in orchestration.experiments(cfg):
+    for experiment in experiments(cfg):
         _check_experiment(experiment.cfg)
     if dask_address is not None:
         from datapruning.flows.runners import check_scheduler
@@ -535,11 +536,11 @@ def run(
     from datapruning.flows.pipeline import pipeline, sweep
     from datapruning.flows.runners import prefect_api
 
-    flow = sweep if orchestration.is_sweep(cfg) else pipeline
+    flow = sweep if is_sweep(cfg) else pipeline
     with prefect_api():
+        # The config as loaded here: the flow and its cells read it, not the file again.
         result = flow(
-            str(config),
-            list(set_ or []),
+            cfg,
             runner=runner,
             dask_address=dask_address,
             workers=workers,
@@ -552,7 +553,7 @@ def run(
     for record in result["records"]:
         if record["status"] == "failed":
             typer.echo(f"failed: {record['run']}: {record['error']}", err=True)
-    typer.echo(orchestration.describe_tally(result["counts"]))
+    typer.echo(describe_tally(result["counts"]))
 
 
 @app.command()
@@ -581,7 +582,7 @@ def deploy(
     """
     import subprocess
 
-    from datapruning.deploy import deploy_command, deployment_names, load_deployments
+    from datapruning.pipeline.deploy import deploy_command, deployment_names, load_deployments
 
     spec = load_deployments(file)
     available = deployment_names(spec)

@@ -60,7 +60,7 @@ class DatasetConfig(Section):
 
 def _metric_params_section() -> type[BaseModel]:
     """``scoring.params``: one field per registered metric, holding its own params model."""
-    from datapruning.scoring import METRICS
+    from datapruning.scoring.registry import METRICS
 
     fields: dict[str, Any] = {
         name: (metric.params_model, Field(default_factory=metric.params_model))
@@ -120,7 +120,7 @@ class ScoringConfig(Section):
     @field_validator("metric")
     @classmethod
     def _known(cls, metric: str) -> str:
-        from datapruning.scoring import METRICS
+        from datapruning.scoring.registry import METRICS
 
         return check_name("metric", metric, METRICS)
 
@@ -205,7 +205,7 @@ class SweepDatasetConfig(DatasetConfig):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, metrics: list[str] | None) -> list[str] | None:
-        from datapruning.scoring import METRICS
+        from datapruning.scoring.registry import METRICS
 
         return None if metrics is None else [check_name("metric", m, METRICS) for m in metrics]
 
@@ -243,7 +243,7 @@ class SweepConfig(Section):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, metrics: list[str] | None) -> list[str] | None:
-        from datapruning.scoring import METRICS
+        from datapruning.scoring.registry import METRICS
 
         return None if metrics is None else [check_name("metric", m, METRICS) for m in metrics]
 

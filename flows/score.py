@@ -6,9 +6,10 @@ each saving its columns in ``scores/METRIC.parquet.parts/``, and one merge cell
 writes the scores file with its cache key. With ``scoring.shards: N`` (el2n,
 grand, proto) the groups save their trained models instead (proto: one cell
 fits the encoder and centroids), N cells each score a block of rows with them,
-and the merge joins the N shards (``flows.tasks.submit_scores``). A scores file made with the same
-settings and library source is reused unless ``refresh``. Logic lives in
-``datapruning.orchestration``.
+and the merge joins the N shards. The cells are the pipeline's own
+(``datapruning.pipeline.score_cells.fan_out``), queued as the pipeline queues
+them (``flows/queue.py``). A scores file made with the same settings and library
+source is reused unless ``refresh``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from datapruning import orchestration as orch
-from datapruning.config import load_config
+from datapruning.config import PipelineConfig
+from datapruning.flows.pipeline import config_of, scoring_tasks
+from datapruning.flows.queue import CellQueue, add_scoring
 from datapruning.flows.runners import task_runner
-from datapruning.flows.tasks import submit_scores
+from datapruning.pipeline.failures import Failure
+from datapruning.pipeline.grid import experiments
+from datapruning.pipeline.score_cells import clear_scores
 
 
 @flow(name="datapruning-score")
 def score(
-    config: str,
+    config: str | PipelineConfig,
     overrides: list[str] | None = None,
     runner: str = "sequential",
     dask_address: str | None = None,
@@ -35,30 +39,38 @@ def score(
     retry_delay: float = 2.0,
 ) -> dict[str, Any]:
     """The scores of every experiment and metric of the config (scoring.metric, or sweep.metrics)."""
-    cfg = load_config(config, overrides)
-    orch.experiments(cfg)
+    cfg = config_of(config, overrides)
+    experiments(cfg)
     with task_runner(runner, cfg.run_root, dask_address=dask_address, workers=workers) as tr:
         return score_cells.with_options(task_runner=tr.task_runner)(
-            config, overrides, refresh, retries, retry_delay
+            cfg, None, refresh, retries, retry_delay, tr.slots
         )
 
 
 @flow(name="datapruning-score-cells")
 def score_cells(
-    config: str,
+    config: str | PipelineConfig,
     overrides: list[str] | None = None,
     refresh: bool = False,
     retries: int = 2,
     retry_delay: float = 2.0,
+    slots: int | None = None,
 ) -> dict[str, Any]:
-    cfg = load_config(config, overrides)
+    cfg = config_of(config, overrides)
+    tasks = scoring_tasks(retries, retry_delay)
+    queue = CellQueue(slots)
     merges = []
-    for exp in orch.experiments(cfg):
+    for i, exp in enumerate(experiments(cfg)):
         for metric in exp.metrics:
             if refresh:
-                orch.clear_scores(exp.cfg, metric)
-            merges.append(submit_scores(exp.cfg, metric, retries, retry_delay))
-    records = [future.result() for future in merges]
+                clear_scores(exp.cfg, metric)
+            merges.append(add_scoring(queue, i, exp.cfg, metric, tasks))
+    done = dict(queue.run())
+    failed = [(key, done[key]) for key in merges if isinstance(done[key], Failure)]
+    if failed:
+        (_, i, metric), reason = failed[0]
+        raise RuntimeError(f"scoring {metric} of experiment {i} failed: {reason}")
+    records = [done[key] for key in merges]
     reused = sum(record["reused"] for record in records)
     get_run_logger().info("%d scores files: %d reused", len(records), reused)
     return {"scores": records}

@@ -1,4 +1,4 @@
-"""The Prefect tasks: one call each into datapruning.orchestration, with retries.
+"""The Prefect tasks: one call each into datapruning.pipeline, with retries.
 
 Every task is a cell that may run on another machine; what it computes, when
 it is reused and what it is charged are decided in the library. Prefect's own
@@ -18,15 +18,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from datapruning import orchestration as orch
 from datapruning.config import PipelineConfig
-from datapruning.recipes import Recipe
+from datapruning.pipeline import cells, score_cells
+from datapruning.pipeline.failures import is_transient
+from datapruning.pipeline.recipes import StudentRecipe
 from datapruning.report import write_report
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
     exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and orch.is_transient(exc)
+    return isinstance(exc, BaseException) and is_transient(exc)
 
 
 def retrying(task_: Any, retries: int, delay: float) -> Any:
@@ -40,7 +41,7 @@ def retrying(task_: Any, retries: int, delay: float) -> Any:
 
 @task(name="train-teacher", cache_policy=NO_CACHE)
 def teacher_task(cfg: PipelineConfig, seed: int, refresh: bool) -> dict[str, Any]:
-    record = orch.run_teacher(cfg, seed, refresh=refresh)
+    record = cells.run_teacher(cfg, seed, refresh=refresh)
     get_run_logger().info(
         "%s: %s, %.1f%% test accuracy, %.1f s training + %.2f s logits",
         record["run"],
@@ -54,28 +55,28 @@ def teacher_task(cfg: PipelineConfig, seed: int, refresh: bool) -> dict[str, Any
 
 @task(name="score-group", cache_policy=NO_CACHE)
 def score_group_task(cfg: PipelineConfig, metric: str, seeds: list[int]) -> list[int]:
-    if orch.reusable_scores(cfg, metric) is not None:
+    if score_cells.reusable_scores(cfg, metric) is not None:
         return []
-    return orch.score_group(cfg, metric, seeds)
+    return score_cells.score_group(cfg, metric, seeds)
 
 
 @task(name="prepare-shards", cache_policy=NO_CACHE)
 def prepare_shards_task(cfg: PipelineConfig, metric: str, seeds: list[int] | None) -> float:
-    if orch.reusable_scores(cfg, metric) is not None:
+    if score_cells.reusable_scores(cfg, metric) is not None:
         return 0.0
-    return orch.prepare_shards(cfg, metric, seeds)
+    return score_cells.prepare_shards(cfg, metric, seeds)
 
 
 @task(name="score-shard", cache_policy=NO_CACHE)
 def score_shard_task(cfg: PipelineConfig, metric: str, number: int, count: int) -> str | None:
-    if orch.reusable_scores(cfg, metric) is not None:
+    if score_cells.reusable_scores(cfg, metric) is not None:
         return None
-    return orch.score_shard(cfg, metric, number, count)
+    return score_cells.score_shard(cfg, metric, number, count)
 
 
 @task(name="merge-scores", cache_policy=NO_CACHE)
 def merge_scores_task(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
-    record = orch.reusable_scores(cfg, metric) or orch.merge_scores(cfg, metric)
+    record = score_cells.reusable_scores(cfg, metric) or score_cells.merge_scores(cfg, metric)
     get_run_logger().info(
         "%s scores (%s): %.1f s -> %s",
         metric,
@@ -86,43 +87,15 @@ def merge_scores_task(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     return record
 
 
-def submit_scores(cfg: PipelineConfig, metric: str, retries: int, retry_delay: float) -> Any:
-    """Fan one scoring out on the flow's task runner; the future of its merge cell.
-
-    Unsharded: one cell per seed group (orch.seed_groups), then the merge scores
-    whatever is missing. With ``scoring.shards`` = N > 1 (el2n, grand, proto): the
-    seed groups train and save their models (proto: one cell fits the encoder and
-    centroids), then N cells each score one block of rows with them, then the
-    merge joins the N shard files.
-    """
-    merge_t = retrying(merge_scores_task, retries, retry_delay)
-    groups = orch.seed_groups(cfg, metric)
-    count = orch.shard_count(cfg, metric)
-    if count > 1:
-        prepare_t = retrying(prepare_shards_task, retries, retry_delay)
-        shard_t = retrying(score_shard_task, retries, retry_delay)
-        prepared = [prepare_t.submit(cfg, metric, group) for group in groups] or [
-            prepare_t.submit(cfg, metric, None)
-        ]
-        cells = [
-            shard_t.submit(cfg, metric, number, count, wait_for=prepared)
-            for number in range(1, count + 1)
-        ]
-    else:
-        group_t = retrying(score_group_task, retries, retry_delay)
-        cells = [group_t.submit(cfg, metric, group) for group in groups]
-    return merge_t.submit(cfg, metric, wait_for=cells)
-
-
 @task(name="train-student", cache_policy=NO_CACHE)
 def student_task(
     cfg: PipelineConfig,
-    recipe: Recipe,
+    recipe: StudentRecipe,
     scores: dict[str, Any] | None,
     teacher: dict[str, Any] | None,
     refresh: bool,
 ) -> dict[str, Any]:
-    record = orch.run_student(cfg, recipe, scores, teacher, refresh=refresh)
+    record = cells.run_student(cfg, recipe, scores, teacher, refresh=refresh)
     get_run_logger().info(
         "%s: %s, %.1f%% test accuracy, %.1f s training",
         record["run"],

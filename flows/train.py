@@ -12,19 +12,20 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from datapruning import orchestration as orch
-from datapruning.config import PipelineConfig, load_config
+from datapruning.config import PipelineConfig
+from datapruning.flows.pipeline import config_of
 from datapruning.flows.tasks import retrying
+from datapruning.pipeline import cells
 
 
 @task(name="train-run", cache_policy=NO_CACHE)
 def train_task(cfg: PipelineConfig, out: str, refresh: bool) -> dict[str, Any]:
-    return orch.run_single(cfg, out, refresh=refresh)
+    return cells.run_single(cfg, out, refresh=refresh)
 
 
 @flow(name="datapruning-train")
 def train(
-    config: str,
+    config: str | PipelineConfig,
     overrides: list[str] | None = None,
     out: str = "runs/train",
     refresh: bool = False,
@@ -32,5 +33,5 @@ def train(
     retry_delay: float = 2.0,
 ) -> dict[str, Any]:
     """Train one model with the config's dataset, model, train and kd sections into ``out``."""
-    cfg = load_config(config, overrides)
+    cfg = config_of(config, overrides)
     return retrying(train_task, retries, retry_delay)(cfg, out, refresh)

@@ -21,7 +21,7 @@ from datapruning._io import check_format_version
 from datapruning.config import ModelConfig, TrainConfig
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
-from datapruning.orchestration import reusable_summary
+from datapruning.pipeline.keys import reusable_summary
 from datapruning.report import find_runs
 from datapruning.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from datapruning.train.kd import logits_sidecar, save_teacher_logits, teacher_logits

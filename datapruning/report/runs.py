@@ -19,7 +19,7 @@ from datapruning.errors import DataPruningError
 from datapruning.train.loop import METRICS_NAME
 from datapruning.train.summary import SUMMARY_NAME, check_summary_format
 
-# Written by datapruning.orchestration: a cell that failed for good, and a teacher's logits cost.
+# Written by datapruning.pipeline: a cell that failed for good, and a teacher's logits cost.
 FAILURE_NAME = "failure.json"
 TEACHER_LOGITS_RECORD = "teacher_logits.json"
 FULL_RECIPE = "full"

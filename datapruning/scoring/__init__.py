@@ -1,11 +1,10 @@
-"""Pruning metrics behind one registry, shaped like the dataset sources'.
+"""Scoring a dataset with a pruning metric: :func:`score`, and :func:`prepare` for shards.
 
-A :class:`Metric` entry pairs a name with its one-line help, its own params
-model (``scoring.params.<name>``, :mod:`datapruning.scoring.params`) and the
-function that computes it, ``fn(job: MetricJob) -> Scores``, where larger scores
-mean harder / more informative examples. The config, the CLI's ``--metric``
-help, the pipeline's seed-group fan-out and :func:`score` all read this one
-table: a new metric is one entry plus its module.
+The metrics sit behind one registry (:mod:`datapruning.scoring.registry`, shaped
+like the dataset sources'), which the config, the CLI's ``--metric`` help, the
+pipeline's seed-group fan-out and :func:`score` all read: a new metric is one
+entry plus its module. The registry imports no config; this module reads the
+config's sections only when it scores.
 
 ``work_dir`` holds per-seed results as they finish, so an interrupted run
 resumes and recomputes only what is missing.
@@ -13,14 +12,19 @@ resumes and recomputes only what is missing.
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from datapruning.errors import DataPruningError, UnknownNameError
-from datapruning.scoring.params import GrandParams, MetricParams, NoParams, ProtoParams
+from datapruning.scoring.registry import (
+    METRICS,
+    SEED_GROUP_METRICS,
+    SHARDABLE_METRICS,
+    Metric,
+    check_shardable,
+    get_metric,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,92 +36,6 @@ if TYPE_CHECKING:
     from datapruning.user import ModelSpec
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    # One line: what it computes and where the recipe comes from.
-    help: str
-    params_model: type[MetricParams]
-    # "module:function", imported on first use so that listing metrics imports no torch.
-    target: str
-    # Computed per group of seeds by trained scoring models (scoring.ensemble_size at a
-    # time): a pipeline fans the groups out to workers and merges them.
-    seed_groups: bool = False
-    # "module:function" that computes and saves in the work dir what every shard of
-    # a sharded scoring reads (trained models, centroids), ``fn(job) -> seconds``;
-    # None: the metric cannot be split by example (``--shard`` is refused).
-    prepare: str | None = None
-
-    @property
-    def function(self) -> Callable[..., Scores]:
-        return _resolve(self.target)
-
-    @property
-    def shardable(self) -> bool:
-        return self.prepare is not None
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)
-
-
-METRICS: dict[str, Metric] = {
-    metric.name: metric
-    for metric in (
-        Metric(
-            "el2n",
-            "||softmax(f(x)) - onehot(y)||2 after a few epochs, mean over seeds (Paul et al. 2021)",
-            NoParams,
-            "datapruning.scoring.el2n:score_el2n",
-            seed_groups=True,
-            prepare="datapruning.scoring.driver:prepare_models",
-        ),
-        Metric(
-            "grand",
-            "per-example loss-gradient norm, all parameters or the last layer "
-            "(scoring.params.grand.layer; Paul et al. 2021)",
-            GrandParams,
-            "datapruning.scoring.grand:score_grand",
-            seed_groups=True,
-            prepare="datapruning.scoring.driver:prepare_models",
-        ),
-        Metric(
-            "forgetting",
-            "learned->forgotten transitions during training, never-learned hardest "
-            "(Toneva et al. 2019)",
-            NoParams,
-            "datapruning.scoring.forgetting:score_forgetting",
-            seed_groups=True,
-        ),
-        Metric(
-            "proto",
-            "cosine distance to the nearest faiss k-means centroid of self-supervised "
-            "embeddings (scoring.params.proto); reads no labels (Sorscher et al. 2022)",
-            ProtoParams,
-            "datapruning.scoring.prototypes:score_proto",
-            prepare="datapruning.scoring.prototypes:prepare_proto",
-        ),
-        Metric(
-            "random",
-            "uniform random scores: the baseline every metric must beat",
-            NoParams,
-            "datapruning.scoring.random:score_random",
-        ),
-    )
-}
-
-SEED_GROUP_METRICS = frozenset(name for name, metric in METRICS.items() if metric.seed_groups)
-SHARDABLE_METRICS = frozenset(name for name, metric in METRICS.items() if metric.shardable)
-
-
-def get_metric(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise UnknownNameError("metric", name, METRICS) from None
-
-
 def _job(
     dataset: Any,
     metric: str | None,
@@ -127,6 +45,7 @@ def _job(
     progress: bool | None,
     work_dir: str | os.PathLike[str] | None,
     shard: Shard | str | None,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[Metric, MetricJob]:
     from datapruning.config import ScoringConfig, TrainConfig
     from datapruning.scoring._common import MetricJob, Shard
@@ -153,23 +72,9 @@ def _job(
         progress=progress,
         work_dir=work_dir,
         shard=shard,
+        seeds=None if seeds is None else frozenset(seeds),
     )
     return entry, job
-
-
-# Why a metric cannot be split by example.
-_UNSHARDABLE = {
-    "forgetting": "is counted while its models train, so it cannot be split by example; "
-    "score it unsharded (its seed groups still fan out: scoring.ensemble_size)",
-    "": "has no per-example pass to split; score it unsharded",
-}
-
-
-def check_shardable(metric: str) -> None:
-    """Refuse ``--shard`` for a metric without a per-example pass to split."""
-    if not get_metric(metric).shardable:
-        why = _UNSHARDABLE.get(metric, _UNSHARDABLE[""])
-        raise DataPruningError(f"--shard: {metric} {why}")
 
 
 def scoring_model(
@@ -194,6 +99,7 @@ def score(
     progress: bool | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     shard: Shard | str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Scores:
     """Score every training example of ``dataset`` with ``metric`` (default: scoring.metric).
 
@@ -210,6 +116,11 @@ def score(
     (trained models, centroids) from ``work_dir`` or computing and saving it
     there; :func:`~datapruning.scoring._common.merge_shards` joins the shards.
 
+    ``seeds`` computes and saves in ``work_dir`` only those seeds of a seed-group
+    metric (None: every seed): a fan-out scores each seed group on its own worker,
+    then one call without ``seeds`` finds them all saved and writes the scores.
+    Restricted, the result holds only the seeds done so far.
+
     Example (two small scoring models on 120 examples, a few seconds on a CPU)::
 
         >>> import numpy as np
@@ -223,7 +134,7 @@ def score(
         >>> len(select(scores, 0.25, "hard"))
         30
     """
-    entry, job = _job(dataset, metric, scoring, model, train, progress, work_dir, shard)
+    entry, job = _job(dataset, metric, scoring, model, train, progress, work_dir, shard, seeds)
     scores = entry.function(job)
     # Which model scored: a proxy from scoring.model, or the student's own model.
     if scores.metadata.get("model") is not None:
@@ -240,17 +151,17 @@ def prepare(
     *,
     progress: bool | None = None,
     work_dir: str | os.PathLike[str],
+    seeds: Sequence[int] | None = None,
 ) -> float:
     """Compute and save in ``work_dir`` what the shards of a scoring share; its seconds.
 
-    Trained seed groups for el2n/grand (only those of
-    :func:`~datapruning.scoring._common.only_seeds` inside that block), the
-    encoder and centroids for proto. Shards find it there instead of computing it.
+    Trained seed groups for el2n/grand (only those holding ``seeds``, when given),
+    the encoder and centroids for proto. Shards find it there instead of computing it.
     """
-    entry, job = _job(dataset, metric, scoring, model, train, progress, work_dir, None)
+    entry, job = _job(dataset, metric, scoring, model, train, progress, work_dir, None, seeds)
     check_shardable(entry.name)
     assert entry.prepare is not None
-    return float(_resolve(entry.prepare)(job))
+    return float(resolve(entry.prepare)(job))
 
 
 __all__ = [

@@ -22,9 +22,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,6 +109,10 @@ class MetricJob:
     # Score only this shard's rows (a metric registered with a ``prepare`` step);
     # what the shards share (trained models, centroids) is kept in ``work_dir``.
     shard: Shard | None = None
+    # Compute and save only these seeds (None: every seed): a fan-out runs each seed group
+    # on its own worker, all with the same ``work_dir``; one unrestricted job afterwards
+    # finds every seed saved and merges them. A restricted job's scores are partial.
+    seeds: frozenset[int] | None = None
 
     def rows(self) -> range:
         """The rows this job scores: the shard's, or every training example."""
@@ -305,31 +307,6 @@ def merge_shards(shards: Sequence[Scores]) -> Scores:
     return Scores(table, metadata)
 
 
-# Set by only_seeds(): the seeds this process computes; the others are left to other workers.
-_ONLY_SEEDS: ContextVar[frozenset[int] | None] = ContextVar("only_seeds", default=None)
-
-
-@contextmanager
-def only_seeds(seeds: Sequence[int]) -> Iterator[None]:
-    """Within the block, seed-group metrics compute and save only ``seeds``.
-
-    A scoring fan-out runs each seed group on its own worker under this, all
-    with the same ``work_dir``; one unrestricted call afterwards finds every
-    seed saved and merges them into the scores file. The restricted call returns
-    the scores of the seeds it has (finished or computed), so its result is partial.
-    """
-    token = _ONLY_SEEDS.set(frozenset(seeds))
-    try:
-        yield
-    finally:
-        _ONLY_SEEDS.reset(token)
-
-
-def current_only_seeds() -> frozenset[int] | None:
-    """The seeds :func:`only_seeds` restricts this block to (None: every seed)."""
-    return _ONLY_SEEDS.get()
-
-
 # The layout of a part (seedN.npz: values, seconds); part of the store's key.
 PARTS_FORMAT = 1
 
@@ -394,9 +371,6 @@ class SeedStore:
         ``compute(chunk)`` returns one row per seed of ``chunk`` (up to ``group``
         seeds at a time); each chunk is saved as soon as it finishes.
         """
-        only = _ONLY_SEEDS.get()
-        if only is not None:
-            seeds = [seed for seed in seeds if seed in only]
         done = self.load(seeds, num_rows)
         self.reused = sorted(done)
         missing = [seed for seed in seeds if seed not in done]

@@ -21,6 +21,7 @@ Forgetting is counted during training and has no such pass to split.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -46,8 +47,6 @@ from datapruning.scoring._common import (
     build_scores,
     check_features,
     check_labels,
-    current_only_seeds,
-    only_seeds,
 )
 from datapruning.scoring.ensemble import (
     Ensemble,
@@ -142,7 +141,7 @@ def score_seed_groups(
         identity["shard"] = [job.shard.number, job.shard.count]
     # Batched and sequential runs agree only up to rounding, so they are not mixed.
     store = SeedStore(job.work_dir, identity | {"params": params})
-    seeds = list(range(scoring.seeds))
+    seeds = [seed for seed in range(scoring.seeds) if job.seeds is None or seed in job.seeds]
     group = scoring.ensemble_size if batched else 1
     done = store.run(
         seeds,
@@ -155,7 +154,7 @@ def score_seed_groups(
     return build_scores(
         dataset,
         metric,
-        # Every seed, or under only_seeds() (a fan-out's share) the seeds done so far.
+        # Every seed, or with job.seeds (a fan-out's share) the seeds done so far.
         {seed: done[seed][0] for seed in sorted(done)},
         params=params,
         model=model,
@@ -298,15 +297,13 @@ class ModelStore:
 def prepare_models(job: MetricJob, store: ModelStore | None = None) -> float:
     """Train and save the scoring models of every seed group a shard will read.
 
-    Under :func:`~datapruning.scoring._common.only_seeds` only the groups
-    holding those seeds (one fan-out cell each). Returns the training seconds of
+    With ``job.seeds`` only the groups holding those seeds (one fan-out cell each). Returns the training seconds of
     the groups prepared (recorded by whichever worker trained them).
     """
     store = store or ModelStore(job)
-    only = current_only_seeds()
     total = 0.0
     for group in store.groups():
-        if only is None or set(group) & only:
+        if job.seeds is None or set(group) & job.seeds:
             total += store.ensure(group)
     return total
 
@@ -328,8 +325,8 @@ def score_with_models(
     store = ModelStore(job, recipe) if job.shard is not None else None
     prepare_seconds = 0.0
     if store is not None:
-        with only_seeds(range(job.scoring.seeds)):  # a shard reads every group
-            prepare_seconds = prepare_models(job, store)
+        # A shard reads every group.
+        prepare_seconds = prepare_models(dataclasses.replace(job, seeds=None), store)
 
     def compute(chunk: list[int], recipe: TrainConfig, batched: bool) -> np.ndarray:
         # A streaming set: a lazy view of the shard's rows, read in batches.

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from cli_helper import assert_one_line_error, run_cli
 
-from datapruning import orchestration as orch
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig, parse_config
 from datapruning.errors import DataPruningError
+from datapruning.pipeline import keys, score_cells
 from datapruning.scores import Scores
 from datapruning.scoring import driver, score
 from datapruning.scoring._common import Shard, load_shards, merge_shards
@@ -195,7 +195,7 @@ def test_scores_key_follows_the_scoring_model_not_the_shards():
     )
     same_as_student = parse_config(base | {"scoring": {"model": base["model"]}})
     sharded_cfg = parse_config(base | {"scoring": {"shards": 4}})
-    key = orch.scores_key
+    key = keys.scores_key
     assert key(proxy, "el2n") != key(plain, "el2n")
     # With a proxy, the student's model does not change what scoring computes.
     assert key(other_student, "el2n") == key(proxy, "el2n")
@@ -358,17 +358,20 @@ def test_orchestration_shards_and_merges_with_the_cache_key(tmp_path):
         },
     }
     cfg = parse_config(raw)
-    assert orch.shard_count(cfg, "el2n") == 3 and orch.shard_count(cfg, "forgetting") == 1
-    for group in orch.seed_groups(cfg, "el2n"):
-        orch.prepare_shards(cfg, "el2n", group)
+    assert (
+        score_cells.shard_count(cfg, "el2n") == 3
+        and score_cells.shard_count(cfg, "forgetting") == 1
+    )
+    for group in score_cells.seed_groups(cfg, "el2n"):
+        score_cells.prepare_shards(cfg, "el2n", group)
     for number in (1, 2, 3):
-        orch.score_shard(cfg, "el2n", number, 3)
-    record = orch.merge_scores(cfg, "el2n")
-    assert orch.reusable_scores(cfg, "el2n") is not None
+        score_cells.score_shard(cfg, "el2n", number, 3)
+    record = score_cells.merge_scores(cfg, "el2n")
+    assert score_cells.reusable_scores(cfg, "el2n") is not None
     unsharded = parse_config(
         raw | {"output_dir": str(tmp_path / "b"), "scoring": raw["scoring"] | {"shards": 1}}
     )
-    whole = orch.merge_scores(unsharded, "el2n")
+    whole = score_cells.merge_scores(unsharded, "el2n")
     merged, one = Scores.load(record["path"]), Scores.load(whole["path"])
     assert_same_scores(merged, one)
     assert merged.metadata["model"] == {"name": "mlp", "params": {"hidden": 8}}
@@ -396,11 +399,11 @@ def test_score_flow_fans_out_groups_then_shards_and_merges(tmp_path, prefect_ser
     for metric, record in records.items():
         merged = Scores.load(record["path"])
         assert merged.metadata["shards"] == 3
-        path = orch.scores_path(parse_config(raw), metric)
+        path = score_cells.scores_path(parse_config(raw), metric)
         assert not path.with_name(path.name + ".parts").exists()
         one_pass = parse_config(raw | {"output_dir": str(tmp_path / "one")})
         one_pass = one_pass.model_copy(update={"scoring": changed(one_pass.scoring, shards=1)})
-        assert_same_scores(merged, Scores.load(orch.merge_scores(one_pass, metric)["path"]))
+        assert_same_scores(merged, Scores.load(score_cells.merge_scores(one_pass, metric)["path"]))
     again = score_flow(str(config))["scores"]
     assert all(r["reused"] for r in again)
 
@@ -424,6 +427,6 @@ def test_pipeline_flow_scores_in_shards_before_its_students(tmp_path, prefect_se
     config.write_text(yaml.safe_dump(raw))
     result = pipeline(str(config))
     assert result["counts"] == {"trained": 2, "reused": 0, "failed": 0}
-    scores = Scores.load(orch.scores_path(parse_config(raw), "el2n"))
+    scores = Scores.load(score_cells.scores_path(parse_config(raw), "el2n"))
     assert scores.metadata["shards"] == 2
-    assert scores.metadata[orch.SCORES_KEY] == orch.scores_key(parse_config(raw), "el2n")
+    assert scores.metadata[keys.SCORES_KEY] == keys.scores_key(parse_config(raw), "el2n")

@@ -13,9 +13,9 @@ import yaml
 from cli_helper import assert_one_line_error, run_cli
 from server_helper import stop
 
-from datapruning.deploy import deployment_names, load_deployments
+from datapruning.pipeline.deploy import deployment_names, load_deployments
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"
 
 

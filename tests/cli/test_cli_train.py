@@ -33,7 +33,7 @@ kd:
   alpha: 0.5
   temperature: 2.0
 """
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def snapshot(path: Path) -> dict[str, bytes]:

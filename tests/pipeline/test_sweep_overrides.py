@@ -7,7 +7,9 @@ import pytest
 
 from datapruning.config import PipelineConfig, parse_config
 from datapruning.errors import ConfigError, DataPruningError
-from datapruning.orchestration import dataset_of, experiments, student_train
+from datapruning.pipeline.data import dataset_of
+from datapruning.pipeline.grid import experiments
+from datapruning.pipeline.recipes import student_train
 
 
 def study(tmp_path, *datasets):

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from datapruning.config import PipelineConfig
-from datapruning.recipes import Recipe, student_recipes
+from datapruning.pipeline.recipes import StudentRecipe, student_recipes
 from datapruning.scores import Scores
 
 
@@ -25,7 +25,7 @@ def test_grid_is_every_fraction_strategy_kd_and_seed():
 
 def test_fixed_subset_recipes_select_their_indices():
     scores = Scores(pd.DataFrame({"index": np.arange(10), "score": np.arange(10.0), "label": 0}))
-    hard = Recipe(0.3, "hard", kd=True, seed=0, metric="el2n")
+    hard = StudentRecipe(0.3, "hard", kd=True, seed=0, metric="el2n")
     assert (hard.label, hard.run_name, hard.needs_scores) == (
         "el2n-hard",
         "el2n-hard-f0.3-kd-s0",
@@ -35,13 +35,13 @@ def test_fixed_subset_recipes_select_their_indices():
     assert hard.data().mode == "full"
     with pytest.raises(ValueError, match="needs scores"):
         hard.indices(10, None)
-    random = Recipe(0.5, "random", kd=False, seed=1, metric="el2n")
+    random = StudentRecipe(0.5, "random", kd=False, seed=1, metric="el2n")
     assert not random.needs_scores
     assert len(random.indices(10, None)) == 5
 
 
 def test_rs2_recipe_trains_on_all_indices_with_a_fresh_draw_per_epoch():
-    rs2 = Recipe(0.1, "rs2", kd=False, seed=0, metric="el2n")
+    rs2 = StudentRecipe(0.1, "rs2", kd=False, seed=0, metric="el2n")
     assert (rs2.label, rs2.run_name, rs2.needs_scores) == ("rs2", "rs2-f0.1-s0", False)
     assert rs2.indices(100, None) is None
     data = rs2.data()
@@ -67,7 +67,7 @@ def test_infobatch_students_take_the_prune_values_instead_of_fractions():
         "infobatch-p0.7-kd-s0",
         "random-f0.5-kd-s0",
     ]
-    recipe = Recipe(1.0, "infobatch", kd=True, seed=0, metric="el2n", prune=0.7)
+    recipe = StudentRecipe(1.0, "infobatch", kd=True, seed=0, metric="el2n", prune=0.7)
     assert not recipe.needs_scores  # no scores read, none charged
     assert recipe.indices(100, None) is None
     data = recipe.data()
@@ -80,7 +80,7 @@ def test_prune_values_are_checked():
 
 
 def test_short_recipe_trains_all_the_data_for_its_share_of_the_full_steps():
-    short = Recipe(0.3, "short", kd=True, seed=2, metric="el2n")
+    short = StudentRecipe(0.3, "short", kd=True, seed=2, metric="el2n")
     assert (short.label, short.run_name, short.needs_scores) == (
         "full-short",
         "full-short-f0.3-kd-s2",
@@ -89,7 +89,7 @@ def test_short_recipe_trains_all_the_data_for_its_share_of_the_full_steps():
     assert short.indices(100, None) is None
     assert short.data().mode == "full"
     assert short.steps(1000) == 300
-    assert Recipe(0.001, "short", kd=False, seed=0, metric="el2n").steps(100) == 1
+    assert StudentRecipe(0.001, "short", kd=False, seed=0, metric="el2n").steps(100) == 1
 
 
 def test_step_budget_gives_subsets_the_full_data_step_count_once_per_recipe():

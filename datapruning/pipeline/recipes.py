@@ -1,35 +1,46 @@
-"""The student grid of a pipeline config, and the subset each recipe trains on.
+"""The student grid of a pipeline config: the subset and the training settings of each student.
 
-A recipe is one student run: a kept fraction, a selection strategy (or ``rs2``:
+A student recipe is one student run: a kept fraction, a selection strategy (or ``rs2``:
 a fresh random subset of that fraction every epoch; or ``infobatch``: all the
 data pruned by loss during training, with a ``prune`` value instead of a
 fraction; or ``short``: all the data for the fraction's share of the full-data
 steps), whether it distils from the full-data teacher, a seed, and a budget
 (``epochs``: the config's epochs over the subset; ``steps``: as many steps as
 the full-data run). Prefect flows iterate these;
-the library can run them without Prefect.
+the library can run them without Prefect. What a recipe trains on and with
+which settings (:func:`student_train`, :meth:`StudentRecipe.indices`) decides
+what the run computes, so this module is part of the source the cache keys hash
+(:func:`datapruning.pipeline.keys.source_hash`); the rest of the pipeline only
+orchestrates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from datapruning._sections import derive
 from datapruning.config import (
     INFOBATCH_STRATEGY,
     RS2_STRATEGY,
     SHORT_STRATEGY,
     DataConfig,
+    GradualMagnitude,
     PipelineConfig,
+    TrainConfig,
 )
 from datapruning.errors import DataPruningError
+from datapruning.pipeline.data import full_steps
 from datapruning.report import FULL_RECIPE
 from datapruning.scores import Scores, select_positions
 
 
 @dataclass(frozen=True)
-class Recipe:
+class StudentRecipe:
+    """One student of the grid: what it trains on, with or without KD, its seed and budget."""
+
     fraction: float
     strategy: str
     kd: bool
@@ -102,11 +113,28 @@ def full_run_name(seed: int) -> str:
     return f"{FULL_RECIPE}-s{seed}"
 
 
+def teacher_train(cfg: PipelineConfig, seed: int) -> TrainConfig:
+    """The training settings of the full-data run of ``seed`` (the baseline and KD teacher)."""
+    # The full-data reference and teacher is dense: train.sparsity is for the students.
+    return derive(cfg.train, seed=seed, sparsity=GradualMagnitude())
+
+
+def student_train(cfg: PipelineConfig, recipe: StudentRecipe) -> TrainConfig:
+    """The training settings of ``recipe``'s student: its seed, data mode, steps and sparsity."""
+    update: dict[str, Any] = {"seed": recipe.seed, "data": recipe.data()}
+    if recipe.is_short or recipe.budget == "steps":
+        update["steps"] = recipe.steps(full_steps(cfg))
+    if recipe.sparsity is not None:  # a sweep's target: gradual magnitude (checked at load)
+        sparsity = derive(cfg.train.sparsity, target=recipe.sparsity)
+        update["sparsity"] = sparsity if sparsity.enabled else GradualMagnitude()
+    return derive(cfg.train, **update)
+
+
 def student_recipes(
     cfg: PipelineConfig,
     metrics: list[str] | None = None,
     sparsities: list[float | None] | None = None,
-) -> list[Recipe]:
+) -> list[StudentRecipe]:
     """The students grid, for each metric (default: scoring.metric) and sparsity target.
 
     Recipes that do not read the scores (random, RS2) are the same for every
@@ -126,7 +154,7 @@ def student_recipes(
         # InfoBatch and short runs set their own length: one budget (the dict keeps one).
         for budget in students.budgets
         for recipe in [
-            Recipe(
+            StudentRecipe(
                 fraction,
                 strategy,
                 kd,

@@ -17,9 +17,10 @@ import pytest
 import yaml
 from cli_helper import assert_one_line_error, run_cli
 
-from datapruning import orchestration as orch
 from datapruning.config import parse_config
-from datapruning.recipes import Recipe
+from datapruning.pipeline import cells as train_cells
+from datapruning.pipeline import failures, grid, score_cells
+from datapruning.pipeline.recipes import StudentRecipe
 from datapruning.train.checkpoint import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,12 +64,12 @@ def summary(root: Path, name: str) -> dict:
 def test_accounting_charges_what_each_student_used_whatever_the_order(tmp_path, one_thread):
     for order in ("forward", "reverse"):
         cfg = parse_config(TINY | {"output_dir": str(tmp_path / order)})
-        (exp,) = orch.experiments(cfg)
-        teacher = orch.run_teacher(exp.cfg, 0)
-        scores = orch.merge_scores(exp.cfg, "el2n")
+        (exp,) = grid.experiments(cfg)
+        teacher = train_cells.run_teacher(exp.cfg, 0)
+        scores = score_cells.merge_scores(exp.cfg, "el2n")
         recipes = exp.recipes if order == "forward" else exp.recipes[::-1]
         for recipe in recipes:
-            orch.run_student(exp.cfg, recipe, scores, teacher)
+            train_cells.run_student(exp.cfg, recipe, scores, teacher)
         root = exp.root
         for recipe in exp.recipes:
             s = summary(root, recipe.run_name)
@@ -97,12 +98,13 @@ def test_accounting_charges_what_each_student_used_whatever_the_order(tmp_path, 
     victim = exp.recipes[1].run_name
     (root / victim / "summary.json").unlink()
     statuses = {
-        r.run_name: orch.run_student(exp.cfg, r, scores, teacher)["status"] for r in exp.recipes
+        r.run_name: train_cells.run_student(exp.cfg, r, scores, teacher)["status"]
+        for r in exp.recipes
     }
     assert statuses == {
         r.run_name: "trained" if r.run_name == victim else "reused" for r in exp.recipes
     }
-    assert orch.run_teacher(exp.cfg, 0)["status"] == "reused"
+    assert train_cells.run_teacher(exp.cfg, 0)["status"] == "reused"
 
 
 def test_sweep_grid_expands_datasets_models_metrics_and_sparsity(tmp_path):
@@ -117,7 +119,7 @@ def test_sweep_grid_expands_datasets_models_metrics_and_sparsity(tmp_path):
             },
         }
     )
-    exps = orch.experiments(cfg)
+    exps = grid.experiments(cfg)
     assert [e.root.name for e in exps] == ["mnist1d-convnet1d", "mnist1d-mlp"]
     assert {e.root.parent for e in exps} == {tmp_path / "tiny"}
     names = {r.run_name for r in exps[0].recipes}
@@ -128,12 +130,12 @@ def test_sweep_grid_expands_datasets_models_metrics_and_sparsity(tmp_path):
 
 
 def test_transient_errors_only():
-    assert orch.is_transient(OSError("disk"))
-    assert orch.is_transient(type("KilledWorker", (Exception,), {})())
-    assert not orch.is_transient(ValueError("bad"))
+    assert failures.is_transient(OSError("disk"))
+    assert failures.is_transient(type("KilledWorker", (Exception,), {})())
+    assert not failures.is_transient(ValueError("bad"))
     from datapruning.errors import DataPruningError
 
-    assert not orch.is_transient(DataPruningError("bad input"))
+    assert not failures.is_transient(DataPruningError("bad input"))
 
 
 @pytest.mark.parametrize(
@@ -157,9 +159,9 @@ def test_run_refuses_bad_input_before_any_work(tmp_path, capsys, monkeypatch, ar
 
 
 def test_a_cell_waiting_for_an_input_no_cell_makes_is_an_error_not_a_hang():
-    from datapruning.flows.pipeline import _CellQueue
+    from datapruning.flows.queue import CellQueue
 
-    queue = _CellQueue(slots=1)
+    queue = CellQueue(slots=1)
     queue.add(("student", 0, "el2n-hard-f0.5-s0"), (3, -0.5), [("scores", 0, "el2n")], None)
     with pytest.raises(RuntimeError, match="no cell makes"):
         list(queue.run())
@@ -275,9 +277,9 @@ def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
     from datapruning.flows.pipeline import pipeline
 
     calls: dict[str, int] = {}
-    real = orch.run_student
+    real = train_cells.run_student
 
-    def flaky(cfg, recipe: Recipe, scores, teacher, *, refresh=False):
+    def flaky(cfg, recipe: StudentRecipe, scores, teacher, *, refresh=False):
         calls[recipe.run_name] = calls.get(recipe.run_name, 0) + 1
         if recipe.run_name == "random-f0.5-s0" and calls[recipe.run_name] == 1:
             raise OSError("shared filesystem hiccup")
@@ -285,7 +287,7 @@ def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
             raise ValueError("this cell is broken")
         return real(cfg, recipe, scores, teacher, refresh=refresh)
 
-    monkeypatch.setattr(orch, "run_student", flaky)
+    monkeypatch.setattr(train_cells, "run_student", flaky)
     # Its own name: artifact keys (results-NAME, ...) are shared by every run of a name.
     result = pipeline(str(write_config(tmp_path, name="flaky")), retries=2, retry_delay=0.1)
     assert calls["random-f0.5-s0"] == 2  # failed once, passed on retry
@@ -335,12 +337,14 @@ def test_a_student_that_reads_neither_teacher_nor_scores_starts_before_they_fini
             started.set()
         return {"run": recipe.run_name, "status": "trained", **done}
 
-    monkeypatch.setattr(orch, "run_teacher", teacher)
-    monkeypatch.setattr(orch, "run_student", student)
-    monkeypatch.setattr(orch, "score_group", lambda cfg, metric, seeds: list(seeds))
-    monkeypatch.setattr(orch, "reusable_scores", lambda cfg, metric: None)
+    monkeypatch.setattr(train_cells, "run_teacher", teacher)
+    monkeypatch.setattr(train_cells, "run_student", student)
+    monkeypatch.setattr(score_cells, "score_group", lambda cfg, metric, seeds: list(seeds))
+    monkeypatch.setattr(score_cells, "reusable_scores", lambda cfg, metric: None)
     monkeypatch.setattr(
-        orch, "merge_scores", lambda cfg, metric: {"reused": False, "seconds": 0.0, "path": "-"}
+        score_cells,
+        "merge_scores",
+        lambda cfg, metric: {"reused": False, "seconds": 0.0, "path": "-"},
     )
     config = write_config(tmp_path, name="order")
     runner = ThreadPoolTaskRunner(max_workers=2)
@@ -376,10 +380,10 @@ def test_one_slot_runs_what_students_wait_for_first_then_the_longest_students(
         ran.append(recipe.run_name)
         return {"run": recipe.run_name, "status": "trained", **done}
 
-    monkeypatch.setattr(orch, "run_teacher", teacher)
-    monkeypatch.setattr(orch, "run_student", student)
-    monkeypatch.setattr(orch, "score_group", group)
-    monkeypatch.setattr(orch, "reusable_scores", lambda cfg, metric: None)
+    monkeypatch.setattr(train_cells, "run_teacher", teacher)
+    monkeypatch.setattr(train_cells, "run_student", student)
+    monkeypatch.setattr(score_cells, "score_group", group)
+    monkeypatch.setattr(score_cells, "reusable_scores", lambda cfg, metric: None)
     students = {"fractions": [0.3, 0.7], "strategies": ["random", "hard"], "kd": [False, True]}
     config = write_config(tmp_path, name="queue", students=students | {"seeds": [0]})
     result = cells.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
@@ -420,8 +424,8 @@ def test_one_slot_sends_a_sweeps_bigger_experiments_work_first(
         ran.append(f"{cfg.name}/{recipe.run_name}")
         return {"run": recipe.run_name, "status": "trained", **done}
 
-    monkeypatch.setattr(orch, "run_teacher", teacher)
-    monkeypatch.setattr(orch, "run_student", student)
+    monkeypatch.setattr(train_cells, "run_teacher", teacher)
+    monkeypatch.setattr(train_cells, "run_student", student)
     students = {"fractions": [0.5, 0.7], "strategies": ["random"], "kd": [False], "seeds": [0]}
     sizes = [
         {"name": "mnist1d", "label": "small", "params": {"num_samples": 400}},
@@ -472,7 +476,7 @@ def test_score_and_train_flows_fan_out_and_reuse(tmp_path, prefect_server):
     (record,) = score(config)["scores"]
     path = Path(record["path"])
     assert not record["reused"] and path.is_file()
-    assert orch.seed_groups(parse_config(TINY), "el2n") == [[0], [1]]  # two cells, one merge
+    assert score_cells.seed_groups(parse_config(TINY), "el2n") == [[0], [1]]  # two cells, one merge
     assert not path.with_name(path.name + ".parts").exists()
     mtime = path.stat().st_mtime_ns
     (again,) = score(config)["scores"]
