@@ -75,9 +75,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# lint-imports: the import layers and no-circle contracts in pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

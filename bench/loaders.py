@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--subset must lie in 1..--images")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    from datapruning.data.ffcv import make_loader, to_beton
+    from datapruning.data.beton import to_beton
+    from datapruning.data.ffcv import make_loader
 
     images, labels = make_images(args.images, args.seed)
     subset = np.sort(np.random.default_rng(args.seed).choice(args.images, args.subset, False))

@@ -231,7 +231,7 @@ def throughput(beton: Path, folder: Path, count: int, workers: int) -> dict[str,
         "folder_stream": rate(stream("memory", "folder")),
         f"folder_workers{workers}": rate(stream("torch", "folder", workers)),
     }
-    from datapruning.data.ffcv import ffcv_installed
+    from datapruning.data.beton import ffcv_installed
 
     if ffcv_installed():
         results["beton_ffcv"] = rate(stream("ffcv", "beton"))

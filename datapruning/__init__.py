@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DataPruningError": "datapruning.errors",
-    "Dataset": "datapruning.data.sources",
+    "Dataset": "datapruning.data.dataset",
     "PipelineConfig": "datapruning.config",
     "SOURCES": "datapruning.data.sources",
     "Scores": "datapruning.scores",
@@ -77,9 +77,10 @@ if TYPE_CHECKING:
         load_config,
         sparsity_config,
     )
+    from datapruning.data.dataset import Dataset
     from datapruning.data.infobatch import InfoBatchSampler
     from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler
-    from datapruning.data.sources import SOURCES, Dataset, load_dataset
+    from datapruning.data.sources import SOURCES, load_dataset
     from datapruning.errors import DataPruningError
     from datapruning.scores import Scores, select
     from datapruning.scoring import score

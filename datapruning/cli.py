@@ -106,7 +106,7 @@ def convert(
 ) -> None:
     """Write a dataset's training split to an FFCV .beton for `train.loader: ffcv`."""
     from datapruning._io import check_output_path
-    from datapruning.data.ffcv import to_beton
+    from datapruning.data.beton import to_beton
     from datapruning.data.sources import load_dataset
 
     overrides = list(set_ or []) + _dataset_overrides(dataset, root)

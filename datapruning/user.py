@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from datapruning.data.dataset import Dataset
 from datapruning.data.fingerprint import canonical, fingerprint_arrays
-from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.train.settings import ModelConfig
 

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from datapruning.data.stream import ExampleSource
 
 if TYPE_CHECKING:
+    from datapruning.data.dataset import Dataset
     from datapruning.data.ffcv import FFCVBatches
-    from datapruning.data.sources import Dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -72,12 +72,13 @@ def make_batches(
     block the host. ``ffcv`` batches go to ``device`` (default: ``x``'s); it
     needs ``dataset`` (whose fingerprint the beton must carry) and reads
     ``beton``, or without it a beton written once into the cache directory
-    (:func:`datapruning.data.ffcv.cached_beton`).
+    (:func:`datapruning.data.beton.cached_beton`).
     """
     if kind == "memory":
         return TensorBatches(x, y, sampler, batch_size)
     if kind == "ffcv":
-        from datapruning.data.ffcv import cached_beton, make_loader
+        from datapruning.data.beton import cached_beton
+        from datapruning.data.ffcv import make_loader
         from datapruning.data.samplers import IndexSampler
 
         if dataset is None or not isinstance(sampler, IndexSampler):
@@ -197,7 +198,8 @@ def make_source_batches(
         return SourceBatches(source, y, sampler, batch_size, device)
     if kind == "torch":
         return WorkerBatches(source, y, sampler, batch_size, device, workers)
-    from datapruning.data.ffcv import BetonExamples, cached_beton, make_loader
+    from datapruning.data.beton import BetonExamples, cached_beton
+    from datapruning.data.ffcv import make_loader
     from datapruning.data.samplers import IndexSampler
 
     if not isinstance(sampler, IndexSampler):

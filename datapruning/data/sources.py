@@ -23,15 +23,15 @@ folder is decoded image by image when read (:mod:`datapruning.data.stream`).
 A file source may also be named with its location, ``npz:PATH`` or
 ``cifar10:DIR``: the part after the colon fills its ``path``/``root`` parameter.
 
-A source returns a :class:`Dataset`: train and test arrays plus a fingerprint
-that identifies the training set, so scores can be checked against it.
+A source returns a :class:`~datapruning.data.dataset.Dataset`: train and test
+arrays plus a fingerprint that identifies the training set, so scores can be
+checked against it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from importlib.metadata import version as _version
 from typing import Any
 
@@ -40,7 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from datapruning._io import cached_arrays
 from datapruning.data import files
-from datapruning.data.fingerprint import canonical, fingerprint_arrays
+from datapruning.data.dataset import Dataset
+from datapruning.data.fingerprint import canonical
 from datapruning.data.stream import ArrayExamples, ExampleSource, ImageFileExamples
 from datapruning.errors import (
     ConfigError,
@@ -48,65 +49,6 @@ from datapruning.errors import (
     UnknownNameError,
     describe_validation_error,
 )
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train/test data of one dataset.
-
-    ``x_train`` is a float32 array of shape ``(N, *input_shape)`` in memory, or an
-    :class:`~datapruning.data.stream.ExampleSource` that reads examples on demand
-    (a beton, an image folder, uint8 CIFAR batches, a user torch Dataset); read it
-    through :func:`~datapruning.data.stream.train_rows` or :meth:`read_train`.
-    ``x_test`` is always a float32 array in memory (the test split is small).
-    ``y_*`` are int64 class labels in ``0..num_classes-1``, in memory.
-    """
-
-    name: str
-    x_train: np.ndarray | ExampleSource
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    params: Mapping[str, Any] = field(default_factory=dict)
-    default_model: str = "mlp"
-    # The augmentation ``train.augment: auto`` picks (datapruning.train.augment): on for
-    # natural images, as people expect for them; off for generated signals and features.
-    default_augment: str = "none"
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_train(self) -> int:
-        return len(self.y_train)
-
-    @property
-    def streaming(self) -> bool:
-        """Whether the training inputs are read on demand rather than held as float32."""
-        return isinstance(self.x_train, ExampleSource)
-
-    def read_train(self, indices: np.ndarray) -> np.ndarray:
-        """Training inputs ``indices`` as float32, from memory or from the source."""
-        if isinstance(self.x_train, ExampleSource):
-            return self.x_train.read_float(indices)
-        return self.x_train[indices]
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """``v2:`` + a hash of the training inputs' float32 values, shape and labels
-        (:mod:`datapruning.data.fingerprint`): the same for every way of storing them."""
-        if isinstance(self.x_train, ExampleSource):
-            return self.x_train.fingerprint(self.y_train)
-        return fingerprint_arrays(self.x_train, self.y_train)
-
-    def describe(self) -> str:
-        return (
-            f"{self.name}: {self.num_train} train / {len(self.y_test)} test, "
-            f"input {self.input_shape}, {self.num_classes} classes"
-        )
-
 
 # The model image datasets get when the config names none.
 IMAGE_MODEL = "resnet18"
@@ -278,7 +220,7 @@ def _load_image_folder(params: ImageFolderParams) -> Dataset:
 
 
 def _load_beton(params: BetonParams) -> Dataset:
-    from datapruning.data.ffcv import load_beton_dataset
+    from datapruning.data.beton import load_beton_dataset
 
     return load_beton_dataset(params.path, params.model_dump())
 

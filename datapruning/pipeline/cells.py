@@ -18,7 +18,7 @@ from typing import Any
 
 from datapruning._io import file_hash, write_json, write_npy
 from datapruning.config import PipelineConfig, TrainConfig
-from datapruning.data.sources import Dataset
+from datapruning.data.dataset import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.pipeline.accounting import student_charges
 from datapruning.pipeline.data import dataset_of

@@ -11,7 +11,8 @@ import json
 import math
 
 from datapruning.config import PipelineConfig
-from datapruning.data.sources import Dataset, load_dataset
+from datapruning.data.dataset import Dataset
+from datapruning.data.sources import load_dataset
 
 
 @functools.cache

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
-    from datapruning.data.sources import Dataset
+    from datapruning.data.dataset import Dataset
     from datapruning.scores import Scores
     from datapruning.scoring._common import MetricJob, Shard
     from datapruning.user import ModelSpec

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from datapruning import __version__
 from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write
-from datapruning.data.sources import Dataset
+from datapruning.data.dataset import Dataset
 from datapruning.data.stream import ExampleSource, check_finite
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scores import Scores

@@ -37,7 +37,7 @@ from datapruning import user
 from datapruning._io import write_once
 from datapruning._sections import derive
 from datapruning.config import DataConfig, GradualMagnitude, ScoringConfig, TrainConfig
-from datapruning.data.sources import Dataset
+from datapruning.data.dataset import Dataset
 from datapruning.data.stream import as_rows
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores

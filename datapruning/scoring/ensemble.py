@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 
 from datapruning._sections import derive
 from datapruning.config import TrainConfig
+from datapruning.data.dataset import Dataset
 from datapruning.data.samplers import SubsetSampler
-from datapruning.data.sources import Dataset
 from datapruning.data.stream import train_rows
 from datapruning.errors import DataPruningError
 from datapruning.scoring.folded import fold_model

@@ -85,7 +85,8 @@ def test_convert_cifar10_images_round_trip_exactly(capsys, tmp_path):
     import numpy as np
     import torch
 
-    from datapruning.data.ffcv import make_loader, read_meta
+    from datapruning.data.beton import read_meta
+    from datapruning.data.ffcv import make_loader
     from datapruning.data.sources import load_dataset
 
     rng = np.random.default_rng(0)

@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from datapruning.data.ffcv import (
-    cached_beton,
-    make_loader,
-    meta_path,
-    read_meta,
-    to_beton,
-)
+from datapruning.data.beton import cached_beton, meta_path, read_meta, to_beton
+from datapruning.data.dataset import Dataset
+from datapruning.data.ffcv import make_loader
 from datapruning.data.samplers import RS2Sampler, SubsetSampler
-from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError, FingerprintMismatchError
 
 pytest.importorskip("ffcv")

@@ -58,7 +58,7 @@ def _worker(rank: int, init_file: str, beton: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
-    from datapruning.data.ffcv import to_beton
+    from datapruning.data.beton import to_beton
 
     tmp = tmp_path_factory.mktemp("ffcv-ddp")
     beton = to_beton((X, Y), tmp / "data.beton")

@@ -7,7 +7,8 @@ import torch
 from datapruning.data.infobatch import InfoBatchSampler
 
 pytest.importorskip("ffcv")
-from datapruning.data.ffcv import make_loader, to_beton
+from datapruning.data.beton import to_beton
+from datapruning.data.ffcv import make_loader
 
 
 @pytest.mark.slow  # FFCV's first loader compiles its pipeline (over a minute on a loaded 2-core box)

@@ -4,7 +4,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from datapruning.data.sources import SOURCES, Dataset, load_dataset
+from datapruning.data.dataset import Dataset
+from datapruning.data.sources import SOURCES, load_dataset
 from datapruning.errors import ConfigError, DataPruningError, UnknownNameError
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from weights_helper import assert_same_weights
 
 from datapruning.config import ModelConfig, ScoringConfig, TrainConfig
-from datapruning.data.ffcv import meta_path, to_beton
+from datapruning.data.beton import meta_path, to_beton
 from datapruning.data.fingerprint import fingerprint_arrays
 from datapruning.data.loaders import make_batches, make_source_batches
 from datapruning.data.samplers import SubsetSampler

@@ -85,7 +85,7 @@ def test_warm_up_longer_than_the_run_is_refused(digits):
 
 
 def tiny_images(n=48, seed=0):
-    from datapruning.data.sources import Dataset
+    from datapruning.data.dataset import Dataset
 
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
