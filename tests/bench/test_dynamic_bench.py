@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs a bench/ script (in CI too; leave these out with -m 'not bench').
+pytestmark = pytest.mark.bench
+
 BENCH = Path(__file__).parents[2] / "bench" / "dynamic.py"
 
 

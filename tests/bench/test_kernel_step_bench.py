@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs a bench/ script (in CI too; leave these out with -m 'not bench').
+pytestmark = pytest.mark.bench
+
 BENCH = Path(__file__).parents[2] / "bench" / "kernel_step.py"
 VARIANTS = {"fp32_torch", "fp32_torch_gmp90", "fused", "fused_gmp90"}
 

@@ -5,6 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Runs a bench/ script (in CI too; leave these out with -m 'not bench').
+pytestmark = pytest.mark.bench
+
 ROOT = Path(__file__).parents[2]
 
 

@@ -9,6 +9,9 @@ import pytest
 
 pytest.importorskip("ffcv")
 
+# Runs a bench/ script (in CI too; leave these out with -m 'not bench').
+pytestmark = pytest.mark.bench
+
 BENCH = Path(__file__).parents[2] / "bench" / "loaders.py"
 
 
