@@ -271,6 +271,29 @@ def test_rerun_reuses_everything_and_a_changed_setting_retrains_only_its_runs(
 
 
 @pytest.mark.slow
+def test_run_reads_its_config_file_once(tmp_path, capsys, prefect_server, monkeypatch):
+    # The CLI loads and checks the config; the flow and its cells subflow take it as loaded.
+    import datapruning.config
+    from datapruning.flows import pipeline as pipeline_flows
+
+    read: list[str] = []
+    real = datapruning.config.load_config
+
+    def counting(path, overrides=None):
+        read.append(str(path))
+        return real(path, overrides)
+
+    monkeypatch.setattr(datapruning.config, "load_config", counting)
+    monkeypatch.setattr(pipeline_flows, "load_config", counting)
+    students = {"fractions": [0.5], "strategies": ["random"], "kd": [False], "seeds": [0]}
+    config = write_config(tmp_path, name="once", students=students)
+    code, out, _ = run_cli(capsys, "run", config, "--set", "train.epochs=1")
+    assert code == 0 and "2 runs: 2 trained, 0 reused" in out
+    assert read == [str(config)]
+    assert summary(tmp_path / "runs" / "once", "random-f0.5-s0")["config"]["train"]["epochs"] == 1
+
+
+@pytest.mark.slow
 def test_retry_after_a_transient_error_and_a_cell_that_fails_for_good(
     tmp_path, prefect_server, monkeypatch
 ):

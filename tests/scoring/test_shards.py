@@ -126,6 +126,17 @@ def test_prepared_models_are_read_by_every_shard(data, tmp_path, monkeypatch):
     assert merged.metadata["seconds"] >= seconds  # the preparation is charged once
 
 
+def test_seeds_restrict_a_scoring_and_the_full_one_reuses_what_they_saved(data, tmp_path):
+    # A fan-out cell scores with seeds=...: only those seeds are computed and saved; the full
+    # scoring afterwards finds them in the work dir and computes only the others.
+    args = (data, "el2n", SCORING, MLP, TRAIN)
+    part = score(*args, progress=False, work_dir=tmp_path, seeds=[2])
+    assert [c for c in part.table.columns if c.startswith("score_seed")] == ["score_seed2"]
+    whole = score(*args, progress=False, work_dir=tmp_path)
+    assert whole.metadata["reused_seeds"] == [2]
+    pd.testing.assert_frame_equal(whole.table, score(*args, progress=False).table, check_exact=True)
+
+
 @pytest.mark.parametrize("embeddings", [False, True])
 def test_proto_shards_merge_to_the_unsharded_scores(data, embeddings, tmp_path):
     proto = {"encoder_epochs": 2, "k": 4}
