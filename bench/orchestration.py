@@ -65,7 +65,7 @@ CONTROL_CELLS = [0, 4, 8] * 2  # random-subset students without KD: no scores, n
 CONTROL = """
 import json, sys
 from datapruning.config import parse_config
-from datapruning.pipeline.cells import run_student
+from datapruning.pipeline.train_cells import run_student
 from datapruning.pipeline.grid import experiments
 cfg = parse_config(json.loads(sys.argv[1]))
 (exp,) = experiments(cfg)

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from datapruning.config import PipelineConfig
-from datapruning.pipeline import cells, score_cells
+from datapruning.pipeline import score_cells, train_cells
 from datapruning.pipeline.failures import is_transient
 from datapruning.pipeline.recipes import StudentRecipe
 from datapruning.report import write_report
@@ -41,7 +41,7 @@ def retrying(task_: Any, retries: int, delay: float) -> Any:
 
 @task(name="train-teacher", cache_policy=NO_CACHE)
 def teacher_task(cfg: PipelineConfig, seed: int, refresh: bool) -> dict[str, Any]:
-    record = cells.run_teacher(cfg, seed, refresh=refresh)
+    record = train_cells.run_teacher(cfg, seed, refresh=refresh)
     get_run_logger().info(
         "%s: %s, %.1f%% test accuracy, %.1f s training + %.2f s logits",
         record["run"],
@@ -95,7 +95,7 @@ def student_task(
     teacher: dict[str, Any] | None,
     refresh: bool,
 ) -> dict[str, Any]:
-    record = cells.run_student(cfg, recipe, scores, teacher, refresh=refresh)
+    record = train_cells.run_student(cfg, recipe, scores, teacher, refresh=refresh)
     get_run_logger().info(
         "%s: %s, %.1f%% test accuracy, %.1f s training",
         record["run"],

@@ -15,12 +15,12 @@ from prefect.cache_policies import NO_CACHE
 from datapruning.config import PipelineConfig
 from datapruning.flows.pipeline import config_of
 from datapruning.flows.tasks import retrying
-from datapruning.pipeline import cells
+from datapruning.pipeline import train_cells
 
 
 @task(name="train-run", cache_policy=NO_CACHE)
 def train_task(cfg: PipelineConfig, out: str, refresh: bool) -> dict[str, Any]:
-    return cells.run_single(cfg, out, refresh=refresh)
+    return train_cells.run_single(cfg, out, refresh=refresh)
 
 
 @flow(name="datapruning-train")

@@ -6,7 +6,7 @@ examples when asked:
 
 - :class:`ArrayExamples`: an array kept in its storage dtype (CIFAR batches as
   uint8: 150 MB instead of 600 MB as float32 for CIFAR-10);
-- :class:`BetonExamples` (:mod:`datapruning.data.ffcv`): rows of a ``.beton``
+- :class:`BetonExamples` (:mod:`datapruning.data.beton`): rows of a ``.beton``
   read through a memory map (page cache, not the process heap);
 - :class:`ImageFileExamples`: an image folder, each image decoded when read;
 - :class:`TorchExamples`: any ``torch.utils.data.Dataset`` of ``(x, y)`` items.

@@ -11,7 +11,7 @@ Dask workers on other machines) and without Prefect at all; the Prefect flows
   settings of each student (:class:`~datapruning.pipeline.recipes.StudentRecipe`);
 - :mod:`~datapruning.pipeline.keys`: the cache keys that decide reuse, and the library
   source they hash;
-- :mod:`~datapruning.pipeline.cells`: the training cells (teacher, student, one run);
+- :mod:`~datapruning.pipeline.train_cells`: the training cells (teacher, student, one run);
 - :mod:`~datapruning.pipeline.score_cells`: the scoring cells (seed groups, shards, merge);
 - :mod:`~datapruning.pipeline.accounting`: what a student is charged, and the tally;
 - :mod:`~datapruning.pipeline.failures`: which errors are retried, and failure records;

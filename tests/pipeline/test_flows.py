@@ -18,8 +18,7 @@ import yaml
 from cli_helper import assert_one_line_error, run_cli
 
 from datapruning.config import parse_config
-from datapruning.pipeline import cells as train_cells
-from datapruning.pipeline import failures, grid, score_cells
+from datapruning.pipeline import failures, grid, score_cells, train_cells
 from datapruning.pipeline.recipes import StudentRecipe
 from datapruning.train.checkpoint import CHECKPOINT_NAME
 

@@ -2,7 +2,7 @@
 and for a study root of several (different training-set sizes).
 
 Run directories are hand-made with :func:`write_run`; the numbers are exact (see
-tests/test_report.py for the table arithmetic).
+tests/report/test_report.py for the table arithmetic).
 """
 
 from __future__ import annotations

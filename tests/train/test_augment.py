@@ -225,7 +225,7 @@ def test_augmentation_with_cached_logits_only_is_refused(teacher, tmp_path):
 def test_pipeline_students_read_the_checkpoint_when_they_augment():
     # orchestration.run_student hands an augmenting KD student the teacher's run
     # directory (online teacher) instead of the logits file.
-    from datapruning.pipeline.cells import augments
+    from datapruning.pipeline.train_cells import augments
 
     assert augments(TrainConfig(), images())
     assert not augments(TrainConfig(augment="none"), images())

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from datapruning.config import parse_config
-from datapruning.pipeline import cells, grid
+from datapruning.pipeline import grid, train_cells
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,8 +26,8 @@ def test_infobatch_student_reads_no_scores_and_pays_the_teacher(tmp_path):
     (exp,) = grid.experiments(cfg)
     assert [r.run_name for r in exp.recipes] == ["infobatch-p0.5-kd-s0"]
     assert exp.scored_metrics == []  # nothing to score for it
-    teacher = cells.run_teacher(exp.cfg, 0)
-    record = cells.run_student(exp.cfg, exp.recipes[0], None, teacher)
+    teacher = train_cells.run_teacher(exp.cfg, 0)
+    record = train_cells.run_student(exp.cfg, exp.recipes[0], None, teacher)
     assert record["status"] == "trained"
     summary = json.loads((exp.root / "infobatch-p0.5-kd-s0" / "summary.json").read_text())
     assert summary["data_mode"] == "infobatch"
@@ -35,5 +35,5 @@ def test_infobatch_student_reads_no_scores_and_pays_the_teacher(tmp_path):
     assert summary["teacher_seconds"] == teacher["train_seconds"]
     assert summary["cost"]["prune"] == 0.5
     assert summary["cost"]["backward_fraction"] < 1
-    again = cells.run_student(exp.cfg, exp.recipes[0], None, teacher)
+    again = train_cells.run_student(exp.cfg, exp.recipes[0], None, teacher)
     assert again["status"] == "reused"
