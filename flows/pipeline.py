@@ -37,18 +37,16 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from datapruning.config import PipelineConfig, load_config
+from datapruning.config import PipelineConfig
 from datapruning.errors import DataPruningError
 from datapruning.flows.queue import CellQueue, Result, add_scoring, outcome
 from datapruning.flows.runners import task_runner
 from datapruning.flows.tasks import (
     artifact_key,
-    merge_scores_task,
-    prepare_shards_task,
+    config_of,
     report_task,
     retrying,
-    score_group_task,
-    score_shard_task,
+    scoring_tasks,
     student_task,
     teacher_task,
 )
@@ -59,28 +57,6 @@ from datapruning.pipeline.grid import experiments
 from datapruning.pipeline.order import student_priority, teacher_priority
 from datapruning.pipeline.recipes import StudentRecipe, full_run_name
 from datapruning.pipeline.score_cells import clear_scores
-
-
-def config_of(config: str | PipelineConfig, overrides: list[str] | None) -> PipelineConfig:
-    """The flow's config: ``config`` loaded with ``overrides``, or as given when loaded."""
-    if not isinstance(config, PipelineConfig):
-        return load_config(config, overrides)
-    if overrides:
-        raise DataPruningError(
-            "overrides apply to a config file; this config is loaded already, so set them "
-            "in it (load_config(path, overrides))"
-        )
-    return config
-
-
-def scoring_tasks(retries: int, retry_delay: float) -> dict[str, Any]:
-    """The task of each kind of scoring cell, with retries."""
-    return {
-        "group": retrying(score_group_task, retries, retry_delay),
-        "prepare": retrying(prepare_shards_task, retries, retry_delay),
-        "shard": retrying(score_shard_task, retries, retry_delay),
-        "merge": retrying(merge_scores_task, retries, retry_delay),
-    }
 
 
 @flow(name="datapruning-pipeline")

@@ -19,9 +19,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from datapruning.config import PipelineConfig
-from datapruning.flows.pipeline import config_of, scoring_tasks
 from datapruning.flows.queue import CellQueue, add_scoring
 from datapruning.flows.runners import task_runner
+from datapruning.flows.tasks import config_of, scoring_tasks
 from datapruning.pipeline.failures import Failure
 from datapruning.pipeline.grid import experiments
 from datapruning.pipeline.score_cells import clear_scores

@@ -18,7 +18,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from datapruning.config import PipelineConfig
+from datapruning.config import PipelineConfig, load_config
+from datapruning.errors import DataPruningError
 from datapruning.pipeline import score_cells, train_cells
 from datapruning.pipeline.failures import is_transient
 from datapruning.pipeline.recipes import StudentRecipe
@@ -129,3 +130,25 @@ def report_task(
 def artifact_key(prefix: str, name: str) -> str:
     # Artifact keys may hold only lowercase letters, digits and dashes.
     return f"{prefix}-" + (re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "run")
+
+
+def config_of(config: str | PipelineConfig, overrides: list[str] | None) -> PipelineConfig:
+    """The flow's config: ``config`` loaded with ``overrides``, or as given when loaded."""
+    if not isinstance(config, PipelineConfig):
+        return load_config(config, overrides)
+    if overrides:
+        raise DataPruningError(
+            "overrides apply to a config file; this config is loaded already, so set them "
+            "in it (load_config(path, overrides))"
+        )
+    return config
+
+
+def scoring_tasks(retries: int, retry_delay: float) -> dict[str, Any]:
+    """The task of each kind of scoring cell, with retries."""
+    return {
+        "group": retrying(score_group_task, retries, retry_delay),
+        "prepare": retrying(prepare_shards_task, retries, retry_delay),
+        "shard": retrying(score_shard_task, retries, retry_delay),
+        "merge": retrying(merge_scores_task, retries, retry_delay),
+    }

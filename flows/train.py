@@ -13,8 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from datapruning.config import PipelineConfig
-from datapruning.flows.pipeline import config_of
-from datapruning.flows.tasks import retrying
+from datapruning.flows.tasks import config_of, retrying
 from datapruning.pipeline import train_cells
 
 

@@ -273,7 +273,7 @@ def test_rerun_reuses_everything_and_a_changed_setting_retrains_only_its_runs(
 def test_run_reads_its_config_file_once(tmp_path, capsys, prefect_server, monkeypatch):
     # The CLI loads and checks the config; the flow and its cells subflow take it as loaded.
     import datapruning.config
-    from datapruning.flows import pipeline as pipeline_flows
+    from datapruning.flows import tasks
 
     read: list[str] = []
     real = datapruning.config.load_config
@@ -283,7 +283,7 @@ def test_run_reads_its_config_file_once(tmp_path, capsys, prefect_server, monkey
         return real(path, overrides)
 
     monkeypatch.setattr(datapruning.config, "load_config", counting)
-    monkeypatch.setattr(pipeline_flows, "load_config", counting)
+    monkeypatch.setattr(tasks, "load_config", counting)
     students = {"fractions": [0.5], "strategies": ["random"], "kd": [False], "seeds": [0]}
     config = write_config(tmp_path, name="once", students=students)
     code, out, _ = run_cli(capsys, "run", config, "--set", "train.epochs=1")
