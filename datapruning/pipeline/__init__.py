@@ -7,6 +7,7 @@ Dask workers on other machines) and without Prefect at all; the Prefect flows
 (``datapruning.flows``) only order the cells and fan them out.
 
 - :mod:`~datapruning.pipeline.grid`: the experiments (dataset x model) of a config;
+- :mod:`~datapruning.pipeline.data`: an experiment's dataset, loaded once per process;
 - :mod:`~datapruning.pipeline.recipes`: the student grid, the subset and the training
   settings of each student (:class:`~datapruning.pipeline.recipes.StudentRecipe`);
 - :mod:`~datapruning.pipeline.keys`: the cache keys that decide reuse, and the library
