@@ -157,6 +157,17 @@ def test_run_refuses_bad_input_before_any_work(tmp_path, capsys, monkeypatch, ar
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_flow_takes_a_config_file_with_overrides_or_a_loaded_config_as_is(tmp_path):
+    from datapruning.errors import DataPruningError
+    from datapruning.flows.tasks import config_of
+
+    loaded = config_of(str(write_config(tmp_path)), ["train.epochs=1"])
+    assert loaded.train.epochs == 1
+    assert config_of(loaded, None) is loaded  # `datapruning run` hands its config down
+    with pytest.raises(DataPruningError, match="loaded already"):
+        config_of(loaded, ["train.epochs=3"])
+
+
 def test_a_cell_waiting_for_an_input_no_cell_makes_is_an_error_not_a_hang():
     from datapruning.flows.queue import CellQueue
 
