@@ -1,10 +1,9 @@
-"""The cell queue of the flows: cells wait until what they read is done and a slot is free.
+"""The cell queue of the flows (:class:`CellQueue`), and a scoring's cells added to it.
 
-Sent all at once, cells queue in the runner first come, first served; here a cell
-goes to the runner only when one of ``slots`` is free, the most urgent ready one
-first (:mod:`datapruning.pipeline.order`). A scoring's cells are added from one
-list (:func:`datapruning.pipeline.score_cells.fan_out`) by :func:`add_scoring`,
-for the pipeline and the score flow alike.
+Both the pipeline and the score flow send their cells through one queue, so a
+cell goes to the runner only when a slot is free and the most urgent ready one
+goes first; a scoring's cells come from one list
+(:func:`datapruning.pipeline.score_cells.fan_out`) added by :func:`add_scoring`.
 """
 
 from __future__ import annotations
