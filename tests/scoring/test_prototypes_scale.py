@@ -108,7 +108,7 @@ def test_the_params_survive_a_round_trip_through_their_dump():
 
 
 def test_the_budget_is_part_of_the_scoring_key():
-    from datapruning.orchestration import scores_key
+    from datapruning.pipeline.keys import scores_key
 
     base = {"dataset": {"name": "mnist1d", "params": {"num_samples": 200}}}
     keys = {
