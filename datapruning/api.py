@@ -66,14 +66,14 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from datapruning.flows.pipeline import pipeline, sweep
     from datapruning.flows.runners import check_runner, prefect_api
+    from datapruning.pipeline.grid import is_sweep
 
     check_runner(runner, dask_address, workers)
-    is_sweep = any(value is not None for value in cfg.sweep.model_dump().values())
-    flow = sweep if is_sweep else pipeline
+    flow = sweep if is_sweep(cfg) else pipeline
     with prefect_api():
+        # The config as loaded here: the flow and its cells read it, not the file again.
         return flow(
-            str(path),
-            list(overrides or []),
+            cfg,
             runner=runner,
             dask_address=dask_address,
             workers=workers,
