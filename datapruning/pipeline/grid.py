@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datapruning._sections import derive
 from datapruning.config import PipelineConfig, SweepDatasetConfig
 from datapruning.errors import DataPruningError
 from datapruning.pipeline.recipes import StudentRecipe, check_pipeline_config, student_recipes
@@ -73,7 +74,7 @@ def experiments(cfg: PipelineConfig) -> list[Experiment]:
                         "" if len(models) == 1 else f"-{_slug(str(model.name))}"
                     )
                 update |= {"output_dir": cfg.run_root, "name": name}
-            found.append(Experiment(cfg.model_copy(update=update), own_metrics, sparsities))
+            found.append(Experiment(derive(cfg, **update), own_metrics, sparsities))
     roots = [str(exp.root) for exp in found]
     if len(set(roots)) != len(roots):
         raise DataPruningError(

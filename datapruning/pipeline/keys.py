@@ -2,9 +2,10 @@
 
 A run is reused when its directory holds a ``summary.json`` whose ``run_key``
 matches the key of the run about to start. The key hashes what the run computes
-from: the dataset fingerprint, the model, the training settings (except
-``threads`` and ``checkpoint_every``, which change how fast a run goes, not what
-it computes), the recipe, for KD the teacher checkpoint's hash and the KD
+from: the dataset fingerprint, the model, the training settings (except those
+that change how a run goes, not what it computes: ``train.run.NOT_COMPUTING``,
+the same list the resume check of a run leaves out; ``threads`` counts, since
+it changes a convnet's weights in their last bits), the recipe, for KD the teacher checkpoint's hash and the KD
 settings, for a scored subset the scores file's hash, and the library's source
 (:func:`source_hash`; the version string is fixed at 0.1.0, so it says
 nothing). Scores are reused when their metadata carries the same key. The loop
@@ -26,12 +27,11 @@ from datapruning.config import PipelineConfig, TrainConfig
 from datapruning.pipeline.data import dataset_of
 from datapruning.pipeline.recipes import StudentRecipe, student_train, teacher_train
 from datapruning.report import FULL_RECIPE
+from datapruning.train.run import NOT_COMPUTING, resolve_teacher
 from datapruning.train.summary import SUMMARY_FORMAT
 
 RUN_KEY = "run_key"
 SCORES_KEY = "cache_key"
-# Settings that change how fast a run goes, not what it computes.
-_SPEED_ONLY = {"threads", "checkpoint_every"}
 # Sharded scores merge equal to unsharded ones (tests/scoring/test_shards.py).
 _SCORING_SPEED_ONLY = {"ensemble_threads", "shards"}
 # Modules (paths inside the datapruning package) that do not change what a run or a score
@@ -74,7 +74,7 @@ def _key(identity: dict[str, Any]) -> str:
 
 
 def _train_identity(train_cfg: TrainConfig) -> dict[str, Any]:
-    return train_cfg.model_dump(mode="json", exclude=_SPEED_ONLY)
+    return train_cfg.model_dump(mode="json", exclude=set(NOT_COMPUTING))
 
 
 def reusable_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
@@ -108,7 +108,15 @@ def scores_key(cfg: PipelineConfig, metric: str) -> str:
         mode="json", exclude=_SCORING_SPEED_ONLY | {"metric", "params", "model"}
     )
     # Only this metric's own settings: another metric's params never invalidate its scores.
-    scoring["params"] = cfg.scoring.params_for(metric).model_dump(mode="json")
+    params = cfg.scoring.params_for(metric)
+    scoring["params"] = params.model_dump(mode="json")
+    # Files the metric reads (proto's embeddings or encoder checkpoint) by their contents:
+    # a retrained encoder at the same path rescores.
+    scoring["inputs"] = {
+        name: _input_hash(Path(value))
+        for name in ("embeddings", "encoder")
+        if isinstance(value := getattr(params, name, None), str | Path) and Path(value).exists()
+    }
     return _key(
         {
             "metric": metric,
@@ -144,7 +152,7 @@ def student_key(
 
 def single_key(cfg: PipelineConfig) -> str:
     """The key of ``datapruning train``'s one run: its settings and the files it reads."""
-    teacher = cfg.kd.teacher or cfg.kd.teacher_logits
+    teacher, _ = resolve_teacher(None, cfg.kd)
     data = cfg.train.data
     inputs = {
         name: _input_hash(path)

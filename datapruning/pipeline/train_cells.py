@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from datapruning._io import file_hash, write_json, write_npy
+from datapruning._sections import derive
 from datapruning.config import PipelineConfig, TrainConfig
 from datapruning.data.dataset import Dataset
 from datapruning.errors import DataPruningError
@@ -206,7 +207,7 @@ def _worker_threads(train_cfg: TrainConfig) -> TrainConfig:
     """``threads: null`` means every core this worker may use (pinned by the runner)."""
     if train_cfg.threads is not None or not hasattr(os, "sched_getaffinity"):
         return train_cfg
-    return train_cfg.model_copy(update={"threads": len(os.sched_getaffinity(0))})
+    return derive(train_cfg, threads=len(os.sched_getaffinity(0)))
 
 
 def run_single(
@@ -217,7 +218,6 @@ def run_single(
 
     run_dir = Path(run_dir)
     dataset = dataset_of(cfg)
-    teacher = cfg.kd.teacher or cfg.kd.teacher_logits
     key = single_key(cfg)
     summary = None if refresh else reusable_summary(run_dir, key)
     reused = summary is not None
@@ -226,8 +226,7 @@ def run_single(
             dataset,
             cfg.model,
             _worker_threads(cfg.train),
-            teacher=teacher,
-            kd=cfg.kd if teacher else None,
+            kd=cfg.kd,  # its teacher, if any, is resolved with the run (train.run.resolve_teacher)
             run_dir=run_dir,
             extra_summary={"recipe": "train", RUN_KEY: key, **_where()},
             progress=False,

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from datapruning._io import file_hash, write_json, write_npy
+from datapruning.data.dataset import Dataset
 from datapruning.data.fingerprint import check_current
-from datapruning.data.sources import Dataset
 from datapruning.data.stream import train_rows
 from datapruning.errors import DataPruningError
 from datapruning.kernels.kd_loss import kd_loss_reference as per_example_kd_loss

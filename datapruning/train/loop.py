@@ -57,8 +57,8 @@ from tqdm.auto import tqdm
 
 from datapruning._interrupt import StopRequest, deferred_stop
 from datapruning._io import remove_stale_temporaries, write_json, write_text
+from datapruning.data.dataset import Dataset
 from datapruning.data.loaders import Batch
-from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.kernels import paths_taken
 from datapruning.train.algorithms import Trainer, overriding

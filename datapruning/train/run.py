@@ -31,10 +31,10 @@ from torch import Tensor, nn
 
 from datapruning import __version__
 from datapruning._io import read_indices
+from datapruning.data.dataset import Dataset
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch, make_batches, make_source_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
-from datapruning.data.sources import Dataset
 from datapruning.errors import DataPruningError
 from datapruning.kernels import reset_paths
 from datapruning.train.algorithms import Algorithm, build_algorithms
