@@ -548,3 +548,32 @@ def test_sweep_flow_runs_every_model_and_sparsity_target(tmp_path, prefect_serve
         str(root / "mnist1d-mlp" / "report.md"),
         str(root / "report.md"),
     ]
+
+
+@pytest.mark.slow
+def test_a_diverging_run_fails_its_cells_and_the_others_finish(tmp_path, prefect_server):
+    from datapruning.flows.pipeline import sweep
+
+    students = {"fractions": [0.5], "strategies": ["random"], "kd": [False], "seeds": [0]}
+    datasets = [
+        {"name": "mnist1d", "params": {"num_samples": 400}, "label": "ok"},
+        # lr 1000: the loss is NaN after the first epoch; the loop stops the run there.
+        {
+            "name": "mnist1d",
+            "params": {"num_samples": 400},
+            "label": "bad",
+            "train": {"lr": 1000.0},
+        },
+    ]
+    config = write_config(tmp_path, name="diverge", students=students, sweep={"datasets": datasets})
+    result = sweep(str(config), retries=1, retry_delay=0.1)
+    records = {(r["experiment"], r["run"]): r for r in result["records"]}
+    statuses = {key: record["status"] for key, record in records.items()}
+    assert statuses == {
+        ("ok", "full-s0"): "trained",
+        ("ok", "random-f0.5-s0"): "trained",
+        ("bad", "full-s0"): "failed",
+        ("bad", "random-f0.5-s0"): "failed",
+    }
+    error = records[("bad", "full-s0")]["error"]
+    assert "the run diverged; lower train.lr (1000)" in error and "\n" not in error
