@@ -114,10 +114,9 @@ def train(
     """Train one model and return it with its summary.
 
     Args:
-        dataset: the data; the test split is used for evaluation. Also ``(x, y)`` arrays
-            or a torch Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`
-            holds out 20% of each class for testing and warns that it did; call it
-            yourself with ``test=`` to give the test split).
+        dataset: the data (its test split evaluates); or ``(x, y)`` arrays or a torch Dataset
+            of ``(x, y)``, of which :func:`datapruning.user.as_dataset` holds out 20% of each
+            class for testing, with a warning (call it with ``test=`` to give a test split).
         model_cfg: a ModelConfig naming a registered model (name None: the dataset's
             default), or your own ``nn.Module`` (trained in place) or a factory returning
             one (called under the run's seed).
@@ -127,18 +126,15 @@ def train(
         teacher: a checkpoint path, a ``.npy`` of logits, or a model to distil from
             (default: ``kd.teacher`` or ``kd.teacher_logits``).
         kd: distillation settings; without a teacher anywhere, no distillation.
-        run_dir: where to write metrics.jsonl, summary.json and checkpoint.pt (and
-            resume.pt with ``train_cfg.checkpoint_every``); an unfinished run there
-            with the same settings is continued.
+        run_dir: where metrics.jsonl, summary.json, checkpoint.pt (and resume.pt) go; an
+            unfinished run there with the same settings is continued.
         extra_summary: fields copied into summary.json (recipe name, ...).
         progress: show a progress bar (None: only on a terminal).
-        teacher_seconds: the teacher's training time, for end-to-end time in the summary.
-        scoring_seconds: the scoring time behind the subset (default: read from the
-            scores file of ``train_cfg.data``, else 0).
+        teacher_seconds, scoring_seconds: what the teacher and the scores behind the subset
+            cost, for end-to-end time (default: from ``train_cfg.data``'s scores, else 0).
 
-    ``datapruning.train(...)`` is this function. It is :func:`~datapruning.train.run.resolve_run`
-    (everything checked and built before a file is written) followed by :func:`train_run`;
-    call the two yourself to inspect the resolved run first.
+    ``datapruning.train`` is this function: :func:`~datapruning.train.run.resolve_run` (all
+    checked and built before a file is written), then :func:`train_run`.
 
     Example (an MLP on half of 120 examples, chosen by score; about a second on a CPU)::
 
@@ -155,8 +151,7 @@ def train(
         >>> result.summary["steps"], result.summary["num_train_examples"]
         (6, 60)
     """
-    # Everything that can be wrong with the input fails here, before the run dir is touched.
-    dataset = as_dataset(dataset)
+    dataset = as_dataset(dataset)  # bad input fails here, before the run dir is touched
     run = resolve_run(
         dataset, model_cfg, train_cfg, indices=indices, teacher=teacher, kd=kd,
         run_dir=run_dir, progress=progress,
