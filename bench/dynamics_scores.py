@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from label_flip import flip_labels
     from provenance import provenance
     from sklearn.metrics import roc_auc_score
 
@@ -123,16 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"cost: {result['cost']}", file=sys.stderr)
         # Label noise: flipped labels, found by which score?
-        rng = np.random.default_rng(0)
-        n = clean.num_train
-        flipped = rng.choice(n, size=round(args.flip * n), replace=False)
-        labels = clean.y_train.copy()
-        labels[flipped] = (labels[flipped] + rng.integers(1, clean.num_classes, len(flipped))) % 10
-        is_flipped = np.zeros(n, dtype=bool)
-        is_flipped[flipped] = True
-        path = Path(tmp) / "noisy.npz"
-        np.savez(path, x=clean.x_train, y=labels, x_test=clean.x_test, y_test=clean.y_test)
-        noisy = load_dataset(f"npz:{path}")
+        noisy, is_flipped = flip_labels(clean, args.flip, 0, Path(tmp))
         noisy_recorded, _ = _record(noisy, args, Path(tmp) / "noisy")
         noisy_ensemble, _ = _ensemble(noisy, args)
         result["label_noise"] = {

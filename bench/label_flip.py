@@ -15,10 +15,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "label_flip.json"
+
+
+def flip_labels(clean: Any, share: float, seed: int, folder: Path) -> tuple[Any, np.ndarray]:
+    """``clean`` with ``share`` of its training labels flipped to another class (seeded),
+    written as an .npz in ``folder`` and read back through the ``npz`` source, as a user's
+    file would be; and which examples were flipped."""
+    from datapruning.data.sources import load_dataset
+
+    rng = np.random.default_rng(seed)
+    n = clean.num_train
+    flipped = rng.choice(n, size=round(share * n), replace=False)
+    labels = clean.y_train.copy()
+    # A random *other* class for each flipped example.
+    labels[flipped] = (labels[flipped] + rng.integers(1, clean.num_classes, len(flipped))) % 10
+    is_flipped = np.zeros(n, dtype=bool)
+    is_flipped[flipped] = True
+    path = folder / "noisy.npz"
+    np.savez(path, x=clean.x_train, y=labels, x_test=clean.x_test, y_test=clean.y_test)
+    return load_dataset(f"npz:{path}"), is_flipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,18 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from datapruning.scoring import score
 
     clean = load_dataset("mnist1d")
-    rng = np.random.default_rng(args.seed)
-    n = clean.num_train
-    flipped = rng.choice(n, size=round(args.flip * n), replace=False)
-    labels = clean.y_train.copy()
-    # A random *other* class for each flipped example.
-    labels[flipped] = (labels[flipped] + rng.integers(1, clean.num_classes, len(flipped))) % 10
-    is_flipped = np.zeros(n, dtype=bool)
-    is_flipped[flipped] = True
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "noisy.npz"
-        np.savez(path, x=clean.x_train, y=labels, x_test=clean.x_test, y_test=clean.y_test)
-        noisy = load_dataset(f"npz:{path}")
+        noisy, is_flipped = flip_labels(clean, args.flip, args.seed, Path(tmp))
         start = time.perf_counter()
         scores = score(noisy, "el2n", ScoringConfig(seeds=args.seeds, epochs=args.epochs))
         seconds = time.perf_counter() - start
@@ -58,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         **provenance(__file__, argv, packages=("scikit-learn",)),
-        "dataset": f"mnist1d train split with {len(flipped)} of {n} labels flipped (seed {args.seed})",
+        "dataset": f"mnist1d train split with {int(is_flipped.sum())} of {len(is_flipped)} "
+        f"labels flipped (seed {args.seed})",
         "el2n": {"seeds": args.seeds, "epochs": args.epochs, "seconds": seconds},
         "auroc": float(roc_auc_score(is_flipped, scores.values)),
         "flipped_share_of_hardest": float(is_flipped[hardest].mean()),
