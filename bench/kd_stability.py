@@ -155,22 +155,49 @@ def diagnose(data: Dataset, teachers: dict, tmp: Path, steps: int) -> list[dict[
                         run_dir=tmp / f"diag-{lr}-{defaults}-{kd}",
                         progress=False,
                     )
-                rows = trace.rows
-                after = [r["logit_spread"] for r in rows[10:]]
-                entry = {
-                    "lr": lr,
-                    "defaults": defaults,
-                    "kd": kd,
-                    "first_step_grad_norm": rows[0]["grad_norm"],
-                    "max_grad_norm": max(r["grad_norm"] for r in rows),
-                    "max_abs_logit_by_step_20": max(r["max_abs_logit"] for r in rows[:20]),
-                    "min_logit_spread_after_step_10": min(after),
-                    "mean_loss_last_20_steps": float(np.mean([r["loss"] for r in rows[-20:]])),
-                    "trace": rows,
-                }
+                entry = {"lr": lr, "defaults": defaults, "kd": kd, "trace": trace.rows}
+                entry.update(trace_summary(trace.rows))
                 out.append(entry)
                 print({k: v for k, v in entry.items() if k != "trace"}, flush=True)
     return out
+
+
+def trace_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the first steps show: gradient and logit scale, and collapse to a constant output.
+
+    A collapse event: the logits' spread across the batch (mean over classes of their
+    standard deviation) had risen above 0.5 and then falls below 0.01, i.e. the network's
+    output stopped depending on its input (dead ReLUs); ``collapsed_steps`` counts the
+    steps spent so.
+    """
+    risen, first, steps = False, None, 0
+    for row in rows:
+        risen = risen or row["logit_spread"] > 0.5
+        if risen and row["logit_spread"] < 0.01:
+            first = row["step"] if first is None else first
+            steps += 1
+    return {
+        "first_step_grad_norm": rows[0]["grad_norm"],
+        "max_grad_norm": max(r["grad_norm"] for r in rows),
+        "max_abs_logit_by_step_20": max(r["max_abs_logit"] for r in rows[:20]),
+        "first_collapse_step": first,
+        "collapsed_steps": steps,
+        "mean_loss_last_20_steps": float(np.mean([r["loss"] for r in rows[-20:]])),
+    }
+
+
+def resummarise(path: Path) -> None:
+    """Recompute the derived fields of a results file from its runs and traces (no training)."""
+    record = json.loads(path.read_text())
+    if "diagnosis" in record:
+        record["diagnosis"]["runs"] = [
+            {key: run[key] for key in ("lr", "defaults", "kd", "trace")}
+            | trace_summary(run["trace"])
+            for run in record["diagnosis"]["runs"]
+        ]
+    record["summary"] = summarise(record)
+    write_json(path, record)
+    print(json.dumps(record["summary"], indent=1))
 
 
 def student_config(
@@ -216,7 +243,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lr01", action="store_true", help="also the 20k collapsed cells at lr 0.1"
     )
+    parser.add_argument(
+        "--resummarise", action="store_true", help="only recompute --out's derived fields"
+    )
     args = parser.parse_args(argv)
+    if args.resummarise:
+        resummarise(args.out)
+        return
 
     record: dict[str, Any] = {
         **provenance(__file__, argv),
