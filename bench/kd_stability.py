@@ -186,9 +186,11 @@ def trace_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def resummarise(path: Path) -> None:
+def resummarise(path: Path, command: str) -> None:
     """Recompute the derived fields of a results file from its runs and traces (no training)."""
     record = json.loads(path.read_text())
+    if command not in record.setdefault("commands", []):
+        record["commands"].append(command)
     if "diagnosis" in record:
         record["diagnosis"]["runs"] = [
             {key: run[key] for key in ("lr", "defaults", "kd", "trace")}
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.resummarise:
-        resummarise(args.out)
+        resummarise(args.out, provenance(__file__, argv)["command"])
         return
 
     record: dict[str, Any] = {
