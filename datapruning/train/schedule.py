@@ -118,17 +118,31 @@ class DynamicStepPlan(StepPlan):
         return range(reached(step - 1) + 1, reached(step) + 1)
 
 
+def warmup_steps(warmup_epochs: float | str, steps_per_epoch: int, total: int) -> int:
+    """The linear LR warm-up's length in steps.
+
+    ``auto`` (the default): one epoch of the run's own steps, but at most a tenth of its
+    ``total`` steps, so a run of a few epochs (or a short step budget) still spends most
+    of them at the peak LR and on the cosine. A number: that many epochs' worth of steps.
+    Without a warm-up a KD student at lr 0.05 could collapse to a constant output within
+    its first few dozen steps (bench/results/kd_stability.json).
+    """
+    if warmup_epochs == "auto":
+        return min(steps_per_epoch, total // 10)
+    return round(float(warmup_epochs) * steps_per_epoch)
+
+
 def plan_steps(
     cfg: TrainConfig, steps_per_epoch: int, raise_hint: str = "train.steps or train.epochs"
 ) -> StepPlan:
     """The run's step count and LR schedule; ``raise_hint`` names what to raise if too short."""
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
     if total <= warmup:
         budget = f"train.steps={cfg.steps}" if cfg.steps is not None else f"{total} steps"
         raise DataPruningError(
             f"{budget} leaves no steps after the {warmup}-step warm-up "
-            f"(train.warmup_epochs={cfg.warmup_epochs:g} x {steps_per_epoch} steps per epoch); "
+            f"(train.warmup_epochs={cfg.warmup_epochs} x {steps_per_epoch} steps per epoch); "
             f"raise {raise_hint}, or lower train.warmup_epochs"
         )
     return StepPlan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup)

@@ -400,8 +400,12 @@ class TrainConfig(Section):
     epochs: int = Field(60, ge=1)
     # A fixed number of optimizer steps instead of epochs (compare recipes at equal compute).
     steps: int | None = Field(None, ge=1)
-    # Linear LR warm-up over this many epochs' worth of steps, then cosine to zero.
-    warmup_epochs: float = Field(0.0, ge=0)
+    # Linear LR warm-up, then cosine to zero. auto (the default): one epoch of the run's own
+    # steps, at most a tenth of all of them (datapruning.train.schedule.warmup_steps); a
+    # number: that many epochs' worth of steps (0: none). Without it KD students at lr
+    # 0.05-0.1 could collapse to a constant output in their first steps
+    # (bench/results/kd_stability.json); every run gets it, so baselines stay comparable.
+    warmup_epochs: float | Literal["auto"] = "auto"
     batch_size: int = Field(100, ge=1)
     # sgd: SGD with (Nesterov) momentum; adamw: AdamW, weight decay decoupled
     # (datapruning.train.schedule.make_optimizer).
@@ -467,6 +471,13 @@ class TrainConfig(Section):
         if isinstance(data, dict) and data.get("optimizer") == "adamw":
             data = {**ADAMW_DEFAULTS, **data}
         return data
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup(cls, warmup: float | str) -> float | str:
+        if warmup != "auto" and warmup < 0:  # type: ignore[operator]
+            raise ValueError(f"warmup_epochs {warmup} must be >= 0 (or auto)")
+        return warmup
 
     @field_validator("device")
     @classmethod

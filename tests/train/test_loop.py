@@ -135,7 +135,11 @@ def test_subset_steps_kept_fraction_and_cosine_lr(digits, tmp_path):
     indices = np.arange(0, digits.num_train, 3)  # 449 examples
     epochs, batch_size = 3, 64
     result = train(
-        digits, MLP, cfg(epochs=epochs, batch_size=batch_size), indices=indices, run_dir=tmp_path
+        digits,
+        MLP,
+        cfg(epochs=epochs, batch_size=batch_size, warmup_epochs=0),  # the cosine alone
+        indices=indices,
+        run_dir=tmp_path,
     )
     per_epoch = math.ceil(len(indices) / batch_size)
     total = per_epoch * epochs

@@ -25,6 +25,7 @@ from datapruning.scores import Scores
 from datapruning.train.checkpoint import load_checkpoint, save_checkpoint
 from datapruning.train.kd import auto_alpha
 from datapruning.train.loop import RESUME_NAME, train
+from datapruning.train.schedule import warmup_steps
 
 MLP = ModelConfig(name="mlp", params={"hidden": 32})
 
@@ -63,7 +64,7 @@ def test_rs2_trains_on_a_fresh_fraction_each_epoch(digits, tmp_path, monkeypatch
 
     monkeypatch.setattr(RS2Sampler, "rank_indices", record)
     data = DataConfig(mode="rs2", fraction=0.1)
-    result = train(digits, MLP, cfg(epochs=4, data=data), run_dir=tmp_path)
+    result = train(digits, MLP, cfg(epochs=4, data=data, warmup_epochs=0), run_dir=tmp_path)
     per_epoch = math.ceil(0.1 * digits.num_train)
     steps_per_epoch = math.ceil(per_epoch / 64)
     summary = result.summary
@@ -128,7 +129,7 @@ def test_subset_from_scores_carries_the_scoring_seconds(digits, tmp_path):
 
 def test_step_budget_fixes_the_steps_and_anneals_over_them(digits, tmp_path):
     per_epoch = math.ceil(digits.num_train / 64)  # 22
-    result = train(digits, MLP, cfg(epochs=99, steps=50), run_dir=tmp_path)
+    result = train(digits, MLP, cfg(epochs=99, steps=50, warmup_epochs=0), run_dir=tmp_path)
     assert result.summary["steps"] == 50
     assert result.summary["epochs"] == math.ceil(50 / per_epoch)
     lines = read_metrics(tmp_path)
@@ -152,6 +153,36 @@ def test_step_budget_within_the_warmup_is_refused_before_touching_the_run_dir(di
     with pytest.raises(DataPruningError, match="warm-up"):
         train(digits, MLP, cfg(steps=10, warmup_epochs=1), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_default_warmup_is_one_epoch_at_most_a_tenth_of_the_run(digits, tmp_path):
+    # auto: one epoch of the run's own steps, but never more than a tenth of its steps.
+    assert TrainConfig().warmup_epochs == "auto"
+    per_epoch = math.ceil(digits.num_train / 64)  # 22
+    long = train(digits, MLP, cfg(epochs=12), run_dir=tmp_path / "long")
+    assert long.summary["warmup_steps"] == per_epoch
+    lines = read_metrics(tmp_path / "long")
+    total = 12 * per_epoch
+    want = 0.1 * 0.5 * (1 + math.cos(math.pi * (2 * per_epoch - per_epoch) / (total - per_epoch)))
+    assert lines[1]["lr"] == pytest.approx(want, abs=1e-9)  # the cosine after the warm-up
+    short = train(digits, MLP, cfg(epochs=3), run_dir=tmp_path / "short")
+    assert short.summary["warmup_steps"] == 3 * per_epoch // 10
+    # A budget shorter than an epoch trains (no refusal), with a warm-up of a tenth of it.
+    tiny = train(digits, MLP, cfg(steps=5), run_dir=tmp_path / "tiny")
+    assert tiny.summary["steps"] == 5
+    assert tiny.summary["warmup_steps"] == 0
+    assert TrainConfig(warmup_epochs=0).warmup_epochs == 0
+
+
+def test_plan_steps_auto_warmup():
+    assert warmup_steps("auto", 200, 6000) == 200
+    assert warmup_steps("auto", 200, 1800) == 180
+    assert warmup_steps("auto", 60, 1800) == 60
+    assert warmup_steps("auto", 14, 3) == 0
+    assert warmup_steps(1.5, 200, 6000) == 300
+    assert warmup_steps(0, 200, 6000) == 0
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(warmup_epochs=-0.5)
 
 
 # --- knowledge distillation ---------------------------------------------------------------

@@ -1,0 +1,444 @@
+"""Do KD students train with the default LR warm-up? The study's collapsed cells and a grid.
+
+The study of docs/results.md (configs/study.yaml: SGD lr 0.05, Nesterov momentum 0.9,
+batch 100, 30 epochs, KD alpha 0.5 at T 4 from the full-data run of the same seed) had
+7 of 57 KD students at 20,000 MNIST-1D examples stay at chance from the first epoch.
+This benchmark
+
+1. **diagnoses** the first steps of a KD student against its cross-entropy twin (the
+   study's full-short 50% cell, teacher and student seed 0): per step the loss, the
+   gradient norm, the largest |logit| and the logits' spread across the batch (a network
+   whose output no longer depends on its input has spread ~0), without and with the
+   default warm-up, at lr 0.05 and 0.1;
+2. trains **KD students** with the old defaults (``train.warmup_epochs: 0``) and the new
+   (``auto``: one epoch of the run's own steps, at most a tenth of them) on the study's
+   recipes: random / EL2N-hard / EL2N-easy subsets, RS2 and full-short at 30% and 50%,
+   InfoBatch and all data, 3 seeds, on MNIST-1D 4k and 20k and digits, at lr 0.05 and
+   (``--lr01``) at lr 0.1. Teachers (the full-data runs) and EL2N scores (4 models x 10
+   epochs, as the study) are made with the same defaults as their students, so the
+   full-data runs' accuracy old against new is also recorded.
+
+A student **collapsed** when its final test accuracy is below twice chance, or when the
+loop's divergence checks stopped it (``DataPruningError``). The JSON is rewritten after
+every run, so an interrupted run leaves what it finished.
+
+    python bench/kd_stability.py --out bench/results/kd_stability.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from provenance import provenance
+
+from datapruning._io import write_json
+from datapruning.config import DataConfig, KDConfig, ModelConfig, ScoringConfig, TrainConfig
+from datapruning.data.sources import Dataset, load_dataset
+from datapruning.errors import DataPruningError
+from datapruning.scores import Scores, select
+from datapruning.scoring import score
+from datapruning.train import step as train_step
+from datapruning.train.loop import train
+
+DATASETS = {
+    "mnist1d-20k": ("mnist1d", {"num_samples": 25000, "seed": 42}),
+    "mnist1d-4k": ("mnist1d", {"num_samples": 5000, "seed": 42}),
+    "digits": ("digits", {}),
+}
+# The study's KD cells at 20k with a collapsed seed (docs/results.md, docs/study/report.md).
+STUDY_COLLAPSED = [
+    ("short", 0.3),
+    ("short", 0.5),
+    ("rs2", 0.5),
+    ("infobatch", 1.0),
+    ("easy", 0.5),
+    ("easy", 0.3),
+]
+GRID = [
+    *[(strategy, f) for strategy in ("random", "hard", "easy", "rs2", "short") for f in (0.3, 0.5)],
+    ("infobatch", 1.0),
+    ("full", 1.0),
+]
+DEFAULTS = {"old": 0.0, "new": "auto"}  # train.warmup_epochs
+KD = KDConfig(alpha=0.5, temperature=4.0)
+MODEL = ModelConfig()  # the dataset's default (the study's): convnet1d 32 / mlp
+
+
+def base_config(lr: float, defaults: str, seed: int) -> TrainConfig:
+    """The study's train section (configs/study.yaml) with the old or new warm-up default."""
+    cfg = TrainConfig(
+        epochs=30,
+        batch_size=100,
+        lr=lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        eval_every=1,
+        targets=[0.9],
+        threads=1,
+        seed=seed,
+    )
+    return cfg if defaults == "new" else cfg.model_copy(update={"warmup_epochs": DEFAULTS["old"]})
+
+
+class _Trace:
+    """Records the first ``limit`` steps of a run (loss, gradient norm, logit scale), then stops it."""
+
+    class Done(Exception):
+        pass
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.rows = limit, []
+        self.original = train_step.TrainStep.__call__
+
+    def __enter__(self) -> _Trace:
+        trace, original = self, self.original
+
+        def call(
+            step: Any, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, n: int, weights=None
+        ):
+            lr = step.optimizer.param_groups[0]["lr"]
+            loss = original(step, x, y, index, n, weights)
+            grads = [p.grad for p in step.model.parameters() if p.grad is not None]
+            norm = float(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+            with torch.no_grad():
+                step.model.eval()
+                logits = step.model(x)
+                step.model.train()
+            trace.rows.append(
+                {
+                    "step": n,
+                    "lr": lr,
+                    "loss": float(loss),
+                    "grad_norm": norm,
+                    "max_abs_logit": float(logits.abs().max()),
+                    "logit_spread": float(logits.std(0).mean()),
+                }
+            )
+            if n >= trace.limit:
+                raise _Trace.Done
+            return loss
+
+        train_step.TrainStep.__call__ = call  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        train_step.TrainStep.__call__ = self.original  # type: ignore[method-assign]
+
+
+def diagnose(data: Dataset, teachers: dict, tmp: Path, steps: int) -> list[dict[str, Any]]:
+    """The first ``steps`` steps of the study's full-short 50% cell (seed 0), KD and CE."""
+    spe = math.ceil(data.num_train / 100)
+    out = []
+    for lr in (0.05, 0.1):
+        for defaults in ("old", "new"):
+            for kd in (True, False):
+                cfg = base_config(lr, defaults, 0)
+                cfg = cfg.model_copy(update={"steps": round(0.5 * 30 * spe)})
+                with _Trace(steps) as trace, contextlib.suppress(_Trace.Done):
+                    train(
+                        data,
+                        MODEL,
+                        cfg,
+                        teacher=teachers[(lr, defaults, 0)][0] if kd else None,
+                        kd=KD if kd else None,
+                        run_dir=tmp / f"diag-{lr}-{defaults}-{kd}",
+                        progress=False,
+                    )
+                entry = {"lr": lr, "defaults": defaults, "kd": kd, "trace": trace.rows}
+                entry.update(trace_summary(trace.rows))
+                out.append(entry)
+                print({k: v for k, v in entry.items() if k != "trace"}, flush=True)
+    return out
+
+
+def trace_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the first steps show: gradient and logit scale, and collapse to a constant output.
+
+    A collapse event: the logits' spread across the batch (mean over classes of their
+    standard deviation) had risen above 0.5 and then falls below 0.01, i.e. the network's
+    output stopped depending on its input (dead ReLUs); ``collapsed_steps`` counts the
+    steps spent so.
+    """
+    risen, first, steps = False, None, 0
+    for row in rows:
+        risen = risen or row["logit_spread"] > 0.5
+        if risen and row["logit_spread"] < 0.01:
+            first = row["step"] if first is None else first
+            steps += 1
+    return {
+        "first_step_grad_norm": rows[0]["grad_norm"],
+        "max_grad_norm": max(r["grad_norm"] for r in rows),
+        "max_abs_logit_by_step_20": max(r["max_abs_logit"] for r in rows[:20]),
+        "first_collapse_step": first,
+        "collapsed_steps": steps,
+        "mean_loss_last_20_steps": float(np.mean([r["loss"] for r in rows[-20:]])),
+    }
+
+
+def resummarise(path: Path, command: str) -> None:
+    """Recompute the derived fields of a results file from its runs and traces (no training)."""
+    record = json.loads(path.read_text())
+    if command not in record.setdefault("commands", []):
+        record["commands"].append(command)
+    if "diagnosis" in record:
+        record["diagnosis"]["runs"] = [
+            {key: run[key] for key in ("lr", "defaults", "kd", "trace")}
+            | trace_summary(run["trace"])
+            for run in record["diagnosis"]["runs"]
+        ]
+    record["summary"] = summarise(record)
+    write_json(path, record)
+    print(json.dumps(record["summary"], indent=1))
+
+
+def student_config(
+    strategy: str,
+    fraction: float,
+    cfg: TrainConfig,
+    scores: Scores | None,
+    num_train: int,
+    seed: int,
+) -> tuple[TrainConfig, np.ndarray | None]:
+    """The study's recipe (datapruning.recipes) as a train config and training indices."""
+    spe = math.ceil(num_train / cfg.batch_size)
+    if strategy == "random":  # as datapruning.recipes draws it
+        return cfg, select(np.zeros(num_train), fraction, "random", seed)
+    if strategy in ("hard", "easy"):
+        assert scores is not None
+        return cfg, scores.select(fraction, strategy, seed)
+    if strategy == "rs2":
+        return cfg.model_copy(update={"data": DataConfig(mode="rs2", fraction=fraction)}), None
+    if strategy == "infobatch":
+        return cfg.model_copy(update={"data": DataConfig(mode="infobatch")}), None
+    if strategy == "short":  # all data for the fraction's share of the steps
+        return cfg.model_copy(update={"steps": round(fraction * cfg.epochs * spe)}), None
+    return cfg, None  # full
+
+
+def collapsed(run: dict[str, Any], classes: int) -> bool:
+    return run["stopped"] is not None or run["final_test_acc"] < 2.0 / classes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--diagnose-steps", type=int, default=200)
+    parser.add_argument(
+        "--old-grid",
+        choices=["collapsed", "all"],
+        default="collapsed",
+        help="old defaults: only the study's collapsed cells (and full data), or every cell",
+    )
+    parser.add_argument(
+        "--lr01", action="store_true", help="also the 20k collapsed cells at lr 0.1"
+    )
+    parser.add_argument(
+        "--resummarise", action="store_true", help="only recompute --out's derived fields"
+    )
+    args = parser.parse_args(argv)
+    if args.resummarise:
+        resummarise(args.out, provenance(__file__, argv)["command"])
+        return
+
+    record: dict[str, Any] = {
+        **provenance(__file__, argv),
+        "definition": {
+            "collapsed": "final test accuracy below 2x chance, or stopped by the loop's "
+            "divergence checks (check_finite / check_learning: DataPruningError)",
+            "defaults": {
+                "old": "train.warmup_epochs 0 (no warm-up)",
+                "new": "train.warmup_epochs auto (one epoch of the run's steps, at most 10%)",
+            },
+            "study_collapsed_cells_20k": [f"{s} {f:.0%} + KD" for s, f in STUDY_COLLAPSED],
+            "teacher": "the full-data run of the student's seed, same defaults and lr",
+            "scores": "EL2N, 4 models x 10 epochs (the study's), same defaults and lr",
+        },
+        "train": base_config(0.05, "new", 0).model_dump(mode="json"),
+        "kd": KD.model_dump(mode="json"),
+        "teachers": [],
+        "students": [],
+    }
+    started = time.time()
+
+    def save() -> None:
+        record["elapsed_seconds"] = round(time.time() - started, 1)
+        record["load_average_at_end"] = list(os.getloadavg())
+        record["summary"] = summarise(record)
+        write_json(args.out, record)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        teachers: dict[tuple, tuple[Path, float]] = {}
+        score_cache: dict[tuple, Scores] = {}
+        data_cache = {label: load_dataset(*DATASETS[label]) for label in args.datasets}
+
+        def teacher(label: str, lr: float, defaults: str, seed: int) -> Path:
+            key = (label, lr, defaults, seed)
+            if key not in teachers:
+                data = data_cache[label]
+                run_dir = tmp / f"teacher-{label}-{lr}-{defaults}-{seed}"
+                cfg = base_config(lr, defaults, seed)
+                result = train(data, MODEL, cfg, run_dir=run_dir, progress=False)
+                acc = result.summary["final_test_acc"]
+                teachers[key] = (run_dir, acc)
+                record["teachers"].append(
+                    {
+                        "dataset": label,
+                        "lr": lr,
+                        "defaults": defaults,
+                        "seed": seed,
+                        "final_test_acc": acc,
+                        "warmup_steps": result.summary["warmup_steps"],
+                        "train_seconds": result.summary.get("train_seconds"),
+                    }
+                )
+                print(record["teachers"][-1], flush=True)
+                save()
+            return teachers[key][0]
+
+        def scores_for(label: str, lr: float, defaults: str) -> Scores:
+            key = (label, lr, defaults)
+            if key not in score_cache:
+                t0 = time.time()
+                score_cache[key] = score(
+                    data_cache[label],
+                    "el2n",
+                    ScoringConfig(metric="el2n", seeds=4, epochs=10, ensemble_size=2),
+                    MODEL,
+                    base_config(lr, defaults, 0),
+                    progress=False,
+                )
+                print(f"scores {key}: {time.time() - t0:.1f} s", flush=True)
+            return score_cache[key]
+
+        def student(
+            label: str, lr: float, defaults: str, strategy: str, fraction: float, seed: int
+        ):
+            data = data_cache[label]
+            teacher_dir = teacher(label, lr, defaults, seed)
+            scores = scores_for(label, lr, defaults) if strategy in ("hard", "easy") else None
+            cfg, indices = student_config(
+                strategy, fraction, base_config(lr, defaults, seed), scores, data.num_train, seed
+            )
+            run_dir = tmp / f"s-{label}-{lr}-{defaults}-{strategy}-{fraction}-{seed}"
+            stopped = None
+            try:
+                result = train(
+                    data, MODEL, cfg, indices=indices, teacher=teacher_dir, kd=KD,
+                    run_dir=run_dir, progress=False,
+                )  # fmt: skip
+                summary = result.summary
+            except DataPruningError as exc:
+                stopped, summary = str(exc), {}
+            lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+            first = json.loads(lines[0]) if lines else {}
+            last = json.loads(lines[-1]) if lines else {}
+            run = {
+                "dataset": label,
+                "lr": lr,
+                "defaults": defaults,
+                "strategy": strategy,
+                "kept": fraction,
+                "seed": seed,
+                "study_collapsed_cell": label == "mnist1d-20k"
+                and (strategy, fraction) in STUDY_COLLAPSED,
+                "final_test_acc": summary.get("final_test_acc", last.get("test_acc", 0.0)),
+                "first_epoch_train_loss": first.get("train_loss"),
+                "first_epoch_test_acc": first.get("test_acc"),
+                "steps": summary.get("steps"),
+                "warmup_steps": summary.get("warmup_steps"),
+                "stopped": stopped,
+            }
+            run["collapsed"] = collapsed(run, data.num_classes)
+            record["students"].append(run)
+            print(run, flush=True)
+            save()
+
+        if "mnist1d-20k" in args.datasets:
+            data = data_cache["mnist1d-20k"]
+            if args.diagnose_steps:
+                lookup = {
+                    (lr, defaults, 0): (teacher("mnist1d-20k", lr, defaults, 0), 0.0)
+                    for lr in (0.05, 0.1)
+                    for defaults in ("old", "new")
+                }
+                record["diagnosis"] = {
+                    "cell": "mnist1d-20k full-short 50% (3,000 steps), teacher and student seed 0",
+                    "steps": args.diagnose_steps,
+                    "runs": diagnose(data, lookup, tmp, args.diagnose_steps),
+                }
+                save()
+            # The study's collapsed cells first, old defaults then new.
+            for defaults in ("new", "old"):
+                for strategy, fraction in STUDY_COLLAPSED:
+                    for seed in args.seeds:
+                        student("mnist1d-20k", 0.05, defaults, strategy, fraction, seed)
+            if args.lr01:
+                for defaults in ("new", "old"):
+                    for strategy, fraction in [*STUDY_COLLAPSED, ("full", 1.0)]:
+                        for seed in args.seeds:
+                            student("mnist1d-20k", 0.1, defaults, strategy, fraction, seed)
+        for label in args.datasets:
+            for defaults in ("new", "old"):
+                cells = GRID if defaults == "new" or args.old_grid == "all" else [("full", 1.0)]
+                for strategy, fraction in cells:
+                    if label == "mnist1d-20k" and (strategy, fraction) in STUDY_COLLAPSED:
+                        continue  # run above
+                    for seed in args.seeds:
+                        student(label, 0.05, defaults, strategy, fraction, seed)
+            for defaults in ("old", "new"):  # every seed's full-data run, for accuracy
+                for seed in args.seeds:
+                    teacher(label, 0.05, defaults, seed)
+    save()
+    print(json.dumps(record["summary"], indent=1))
+    print(f"wrote {args.out}")
+
+
+def summarise(record: dict[str, Any]) -> dict[str, Any]:
+    """Collapsed counts per (lr, defaults), the study's cells apart, and full-data accuracy."""
+    out: dict[str, Any] = {"students": {}, "full_data_accuracy": {}}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in record["students"]:
+        groups.setdefault(f"lr {run['lr']:g}, {run['defaults']} defaults", []).append(run)
+    for key, runs in groups.items():
+        study = [r for r in runs if r["study_collapsed_cell"]]
+        out["students"][key] = {
+            "students": len(runs),
+            "collapsed": sum(r["collapsed"] for r in runs),
+            "stopped_by_divergence_checks": sum(r["stopped"] is not None for r in runs),
+            "study_collapsed_cells_students": len(study),
+            "study_collapsed_cells_collapsed": sum(r["collapsed"] for r in study),
+            "collapsed_runs": [
+                f"{r['dataset']} {r['strategy']} {r['kept']:.0%} seed {r['seed']}: "
+                f"{r['final_test_acc']:.1%}"
+                for r in runs
+                if r["collapsed"]
+            ],
+        }
+    accs: dict[str, dict[str, list[float]]] = {}
+    for t in record["teachers"]:
+        key = f"{t['dataset']} lr {t['lr']:g}"
+        accs.setdefault(key, {}).setdefault(t["defaults"], []).append(t["final_test_acc"])
+    for key, by in accs.items():
+        out["full_data_accuracy"][key] = {
+            defaults: {"seeds": len(a), "mean": float(np.mean(a)), "min": min(a), "max": max(a)}
+            for defaults, a in by.items()
+        }
+    return out
+
+
+if __name__ == "__main__":
+    main()
