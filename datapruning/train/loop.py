@@ -341,7 +341,7 @@ class _Loop:
         kept = f"; the resume point {str(resume)!r} is kept" if resume and resume.exists() else ""
         raise DataPruningError(
             f"the training loss became {loss} {where}: the run diverged; lower train.lr "
-            f"({cfg.lr:g}) or add train.warmup_epochs{kept}"
+            f"({cfg.lr:g}) or lengthen train.warmup_epochs{kept}"
         )
 
     def check_learning(self) -> None:
@@ -360,7 +360,7 @@ class _Loop:
             f"the run is at chance ({lines[-1]['test_acc']:.1%} test accuracy after "
             f"{lines[-1]['epoch']} epochs, {classes} classes) while its training loss grows "
             f"({first:.3g} -> {last:.3g}): it diverged; lower train.lr ({self.run.cfg.lr:g}) "
-            "or add train.warmup_epochs"
+            "or lengthen train.warmup_epochs"
         )
 
     def steps(self, epoch: int, skip: int, epoch_steps: int, stop: StopRequest) -> bool:
