@@ -1,8 +1,8 @@
 """Probe: does clipping the gradient norm train the lr-0.1 KD students the warm-up leaves diverging?
 
-Not a library feature (the step does not clip): this patches the loop's plain update
-(``TrainStep._update_plain``) to clip the global gradient norm to ``--max-norm`` before
-``optimizer.step()``, then trains the cells bench/kd_stability.py found still collapsing
+With ``train.clip_grad_norm`` (the step rescales the gradients to at most ``--max-norm``
+in total L2 norm before ``optimizer.step()``; off by default) it trains the cells
+bench/kd_stability.py found still collapsing
 at lr 0.1 with the default warm-up (MNIST-1D 20k, RS2 50% + KD and InfoBatch + KD; the
 study's recipe, teachers trained the same way, unclipped). Cross-entropy runs' gradient
 norms stay under 5 in their first epoch (kd_stability.json's diagnosis), KD's reach 22-36.
@@ -17,15 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from kd_stability import KD, MODEL, base_config, collapsed
 from provenance import provenance
 
 from datapruning._io import write_json
+from datapruning._sections import derive
 from datapruning.config import DataConfig
 from datapruning.data.sources import load_dataset
 from datapruning.errors import DataPruningError
-from datapruning.train import step as train_step
 from datapruning.train.loop import train
 
 DATASET = {"num_samples": 25000, "seed": 42}
@@ -33,15 +32,6 @@ CELLS = {
     "rs2 50%": DataConfig(mode="rs2", fraction=0.5),
     "infobatch": DataConfig(mode="infobatch"),
 }
-
-
-def clipped(max_norm: float):
-    def update(self: Any, loss: torch.Tensor) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.optimizer.step()
-
-    return update
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_epochs": "auto (the default)",
         "runs": runs,
     }
-    original = train_step.TrainStep._update_plain
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         teachers = {}
@@ -70,31 +59,29 @@ def main(argv: list[str] | None = None) -> None:
                 data, MODEL, base_config(args.lr, "new", seed), run_dir=teachers[seed],
                 progress=False,
             )  # fmt: skip
-        train_step.TrainStep._update_plain = clipped(args.max_norm)  # type: ignore[method-assign]
-        try:
-            for cell, data_cfg in CELLS.items():
-                for seed in args.seeds:
-                    cfg = base_config(args.lr, "new", seed).model_copy(update={"data": data_cfg})
-                    stopped, summary = None, {}
-                    try:
-                        summary = train(
-                            data, MODEL, cfg, teacher=teachers[seed], kd=KD,
-                            run_dir=tmp / f"{cell}-{seed}", progress=False,
-                        ).summary  # fmt: skip
-                    except DataPruningError as exc:
-                        stopped = str(exc)
-                    run = {
-                        "cell": cell,
-                        "seed": seed,
-                        "final_test_acc": summary.get("final_test_acc", 0.0),
-                        "stopped": stopped,
-                    }
-                    run["collapsed"] = collapsed(run, data.num_classes)
-                    runs.append(run)
-                    print(run, flush=True)
-                    write_json(args.out, record)
-        finally:
-            train_step.TrainStep._update_plain = original  # type: ignore[method-assign]
+        for cell, data_cfg in CELLS.items():
+            for seed in args.seeds:
+                cfg = derive(
+                    base_config(args.lr, "new", seed), data=data_cfg, clip_grad_norm=args.max_norm
+                )
+                stopped, summary = None, {}
+                try:
+                    summary = train(
+                        data, MODEL, cfg, teacher=teachers[seed], kd=KD,
+                        run_dir=tmp / f"{cell}-{seed}", progress=False,
+                    ).summary  # fmt: skip
+                except DataPruningError as exc:
+                    stopped = str(exc)
+                run = {
+                    "cell": cell,
+                    "seed": seed,
+                    "final_test_acc": summary.get("final_test_acc", 0.0),
+                    "stopped": stopped,
+                }
+                run["collapsed"] = collapsed(run, data.num_classes)
+                runs.append(run)
+                print(run, flush=True)
+                write_json(args.out, record)
     record["collapsed"] = {
         cell: sum(r["collapsed"] for r in runs if r["cell"] == cell) for cell in CELLS
     }

@@ -260,7 +260,7 @@ class _Loop:
         after_step = [a.after_step for a in overriding(self.algorithms, "after_step")]
         self.step: TrainStep | CompileTimer = TrainStep(
             model, loss.fn, self.optimizer, self.scheduler, run.precision, scaler, after_step,
-            teacher=loss.teacher,
+            teacher=loss.teacher, clip_grad_norm=cfg.clip_grad_norm,
         )  # fmt: skip
         self.compile_timer = None
         if cfg.compile:

@@ -406,6 +406,10 @@ class TrainConfig(Section):
     # 0.05-0.1 could collapse to a constant output in their first steps
     # (bench/results/kd_stability.json); every run gets it, so baselines stay comparable.
     warmup_epochs: float | Literal["auto"] = "auto"
+    # Rescale the gradients to at most this total L2 norm before each optimizer step (None:
+    # never). Off by default; clipping to 5 trained the KD students that still collapsed at
+    # lr 0.1 with the warm-up (bench/results/kd_clip_probe.json, two cells, 3 seeds each).
+    clip_grad_norm: float | None = Field(None, gt=0)
     batch_size: int = Field(100, ge=1)
     # sgd: SGD with (Nesterov) momentum; adamw: AdamW, weight decay decoupled
     # (datapruning.train.schedule.make_optimizer).

@@ -123,6 +123,7 @@ class TrainStep:
         scaler: torch.amp.GradScaler | None = None,
         after_step: Sequence[AfterStep] = (),
         teacher: nn.Module | None = None,
+        clip_grad_norm: float | None = None,
     ) -> None:
         self.model, self.loss_fn, self.optimizer, self.scheduler = (
             model,
@@ -136,6 +137,9 @@ class TrainStep:
         # An online teacher (KD with augmentation): run on the same batch under no_grad and
         # the run's precision, inside the step, so the clock counts its forward pass.
         self.teacher = teacher
+        # Gradients rescaled to this total norm at most before the optimizer step (None: not).
+        self.clip = clip_grad_norm
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self._update = self._scaled_update if scaler is not None else self._update_plain
 
     def __call__(
@@ -162,11 +166,16 @@ class TrainStep:
 
     def _update_plain(self, loss: Tensor) -> None:
         loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
 
     def _scaled_update(self, loss: Tensor) -> None:
         assert self.scaler is not None
         self.scaler.scale(loss).backward()
+        if self.clip is not None:  # the norm of the true gradients, not the scaled ones
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.scaler.step(self.optimizer)  # skipped when a gradient overflowed
         self.scaler.update()
 

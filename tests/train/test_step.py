@@ -155,6 +155,32 @@ def test_per_example_kd_loss_refuses_bad_input(logits, change, match):
         )  # fmt: skip
 
 
+def test_clip_grad_norm_rescales_the_gradients_before_the_optimizer_steps():
+    x, y = torch.randn(6, 4) * 50, torch.tensor([0, 1, 2, 0, 1, 2])  # a large gradient
+    fp32 = Precision("fp32", torch.device("cpu"))
+
+    def stepped(clip):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        settings = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0)
+        optimizer = make_optimizer(model.parameters(), settings)
+        scheduler = make_scheduler(optimizer, StepPlan(5, 5, 1, 0))
+        TrainStep(model, make_loss_fn(), optimizer, scheduler, fp32, clip_grad_norm=clip)(
+            x, y, torch.arange(6), 1
+        )
+        return model
+
+    torch.manual_seed(0)
+    by_hand = torch.nn.Linear(4, 3)
+    F.cross_entropy(by_hand(x), y).backward()
+    assert torch.nn.utils.clip_grad_norm_(by_hand.parameters(), 0.5) > 0.5  # it does clip
+    with torch.no_grad():
+        for p in by_hand.parameters():
+            p -= 0.1 * p.grad
+    assert_same_weights(stepped(0.5), by_hand)
+    assert not torch.equal(stepped(None).weight, by_hand.weight)
+
+
 def test_train_step_hands_each_step_to_the_after_step_hooks():
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
