@@ -230,6 +230,34 @@ def collapsed(run: dict[str, Any], classes: int) -> bool:
     return run["stopped"] is not None or run["final_test_acc"] < 2.0 / classes
 
 
+def train_teachers(data: Dataset, lr: float, seeds: list[int], folder: Path) -> dict[int, Path]:
+    """The full-data run of each seed at ``lr`` with the new defaults: the KD teachers."""
+    teachers = {}
+    for seed in seeds:
+        teachers[seed] = folder / f"teacher-{seed}"
+        result = train(
+            data, MODEL, base_config(lr, "new", seed), run_dir=teachers[seed], progress=False
+        )
+        print(f"teacher {seed}: {result.summary['final_test_acc']:.4f}", flush=True)
+    return teachers
+
+
+def kd_student(data: Dataset, cfg: TrainConfig, teacher: Path, run_dir: Path) -> dict[str, Any]:
+    """One KD student: its final accuracy and warm-up, or the loop's line if it stopped it."""
+    stopped, summary = None, {}
+    try:
+        summary = train(
+            data, MODEL, cfg, teacher=teacher, kd=KD, run_dir=run_dir, progress=False
+        ).summary
+    except DataPruningError as exc:
+        stopped = str(exc)
+    return {
+        "final_test_acc": summary.get("final_test_acc", 0.0),
+        "warmup_steps": summary.get("warmup_steps"),
+        "stopped": stopped,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)

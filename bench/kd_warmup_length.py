@@ -17,14 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kd_stability import KD, MODEL, base_config, collapsed
+from kd_stability import base_config, collapsed, kd_student, train_teachers
 from provenance import provenance
 
 from datapruning._io import write_json
 from datapruning.config import DataConfig
 from datapruning.data.sources import load_dataset
-from datapruning.errors import DataPruningError
-from datapruning.train.loop import train
 
 DATASET = {"num_samples": 25000, "seed": 42}
 CELLS = {
@@ -45,14 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     record: dict[str, Any] = {**provenance(__file__, argv), "lr": args.lr, "runs": runs}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        teachers = {}
-        for seed in args.seeds:
-            teachers[seed] = tmp / f"teacher-{seed}"
-            result = train(
-                data, MODEL, base_config(args.lr, "new", seed), run_dir=teachers[seed],
-                progress=False,
-            )  # fmt: skip
-            print(f"teacher {seed}: {result.summary['final_test_acc']:.4f}", flush=True)
+        teachers = train_teachers(data, args.lr, args.seeds, tmp)
         for cell, data_cfg in CELLS.items():
             for warmup in args.warmups:
                 for seed in args.seeds:
@@ -62,21 +53,12 @@ def main(argv: list[str] | None = None) -> None:
                             "warmup_epochs": warmup if warmup == "auto" else float(warmup),
                         }
                     )
-                    stopped, summary = None, {}
-                    try:
-                        summary = train(
-                            data, MODEL, cfg, teacher=teachers[seed], kd=KD,
-                            run_dir=tmp / f"{cell}-{warmup}-{seed}", progress=False,
-                        ).summary  # fmt: skip
-                    except DataPruningError as exc:
-                        stopped = str(exc)
+                    run_dir = tmp / f"{cell}-{warmup}-{seed}"
                     run = {
                         "cell": cell,
                         "warmup_epochs": warmup,
                         "seed": seed,
-                        "final_test_acc": summary.get("final_test_acc", 0.0),
-                        "warmup_steps": summary.get("warmup_steps"),
-                        "stopped": stopped,
+                        **kd_student(data, cfg, teachers[seed], run_dir),
                     }
                     run["collapsed"] = collapsed(run, data.num_classes)
                     runs.append(run)

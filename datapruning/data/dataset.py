@@ -75,3 +75,15 @@ class Dataset:
             f"{self.name}: {self.num_train} train / {len(self.y_test)} test, "
             f"input {self.input_shape}, {self.num_classes} classes"
         )
+
+
+def dataset_record(dataset: Any) -> dict[str, Any]:
+    """What a scores file's provenance says about the data it scored (any object with a
+    Dataset's attributes)."""
+    return {
+        "name": dataset.name,
+        "params": dict(dataset.params),
+        "fingerprint": dataset.fingerprint,
+        "num_train": dataset.num_train,
+        "num_classes": dataset.num_classes,
+    }

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from datapruning import __version__
 from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write
-from datapruning.data.dataset import Dataset
+from datapruning.data.dataset import Dataset, dataset_record
 from datapruning.data.stream import ExampleSource, check_finite
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.scores import Scores
@@ -137,16 +137,6 @@ def check_labels(dataset: Dataset) -> None:
             f"dataset {dataset.name!r}: train labels must lie in 0..{dataset.num_classes - 1}, "
             f"found {int(y.min())}..{int(y.max())}"
         )
-
-
-def dataset_record(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "name": dataset.name,
-        "params": dict(dataset.params),
-        "fingerprint": dataset.fingerprint,
-        "num_train": len(dataset.x_train),
-        "num_classes": dataset.num_classes,
-    }
 
 
 def build_scores(

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from datapruning import __version__
+from datapruning.data.dataset import dataset_record
 from datapruning.data.stream import train_rows
 from datapruning.errors import DataPruningError
 from datapruning.scores import Scores
@@ -157,17 +158,10 @@ class Dynamics(Algorithm):
                 **{name: column.cpu().numpy() for name, column in extra.items()},
             }
         )
-        dataset = run.dataset
         metadata = {
             "metric": metric,
             "params": {"source": "run", "epochs": run.plan.epochs, **params},
-            "dataset": {
-                "name": dataset.name,
-                "params": dict(dataset.params),
-                "fingerprint": dataset.fingerprint,
-                "num_train": dataset.num_train,
-                "num_classes": dataset.num_classes,
-            },
+            "dataset": dataset_record(run.dataset),
             "model": {"name": run.model_name, "params": dict(run.model_params)},
             "seeds": [seed],
             "seconds": self.step_seconds + self.pass_seconds,

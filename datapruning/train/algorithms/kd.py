@@ -48,7 +48,6 @@ class Distillation(Algorithm):
         self.online = isinstance(teacher, OnlineTeacher)
         # Cached logits on the run's device, where the kernel gathers the batch's rows.
         self.logits = None if isinstance(teacher, OnlineTeacher) else teacher.logits.to(device)
-        self.device = device
 
     def loss(self, loss: Loss) -> Loss:
         settings = {"alpha": self.alpha, "temperature": self.temperature}
