@@ -379,6 +379,13 @@ def train_(
         bool,
         typer.Option(help="Replace a finished run in --out that was trained with other settings."),
     ] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on this many processes (DDP through torchrun; gloo on CPU, NCCL on "
+            "CUDA): sets train.nproc. Each takes batch_size / nproc of every batch."
+        ),
+    ] = None,
 ) -> None:
     """Train one model with the config's dataset, model, train and kd sections.
 
@@ -390,8 +397,19 @@ def train_(
     """
     from datapruning._io import read_indices
     from datapruning.scores import check_selection, read_selection
+    from datapruning.train import distributed
 
+    if nproc is not None:
+        from datapruning.train.launch import check_nproc
+
+        check_nproc(nproc)
+        set_ = [*(set_ or []), f"train.nproc={nproc}"]
     cfg = _config(config, set_)
+    if cfg.train.nproc > 1 and not distributed.launched():
+        from datapruning.train.launch import launch
+
+        # The same command in train.nproc processes; they exit as it does.
+        raise typer.Exit(launch(cfg.train.nproc, sys.argv[1:], cfg.train.threads))
     kept = read_indices(indices) if indices is not None else None
     # `select` leaves its provenance beside the indices: the scoring is charged to this run.
     selection = read_selection(indices) if indices is not None else None
@@ -415,6 +433,8 @@ def train_(
     scoring_seconds = selection["scoring_seconds"] if selection is not None else None
     extra = {"selection": selection} if selection is not None else None
     s = train_run(run, teacher_seconds, scoring_seconds, extra).summary
+    if not run.world.writes:  # rank 0 says how the run went
+        return
     resumed = f" (resumed at step {s['resumed_from_step']})" if s["resumed_from_step"] else ""
     typer.echo(
         f"{s['final_test_acc']:.1%} test accuracy (best {s['best_test_acc']:.1%}) after {s['steps']} steps{resumed}, "
@@ -659,11 +679,15 @@ def main(argv: list[str] | None = None) -> int:
         # interrupted command, e.g. 130 after Ctrl-C.
         code = app(args=args, prog_name="datapruning", standalone_mode=False)
     except DataPruningError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if _speaks():
+            typer.echo(f"error: {exc}", err=True)
         return 2
     except Interrupted as exc:
         again = shlex.join(["datapruning", *args])
-        typer.echo(f"interrupted by {exc.signal_name}: {exc}; to continue, run: {again}", err=True)
+        if _speaks():
+            typer.echo(
+                f"interrupted by {exc.signal_name}: {exc}; to continue, run: {again}", err=True
+            )
         return exc.exit_code
     except TyperException as exc:  # usage errors: unknown option, missing argument, ...
         message = exc.format_message()
@@ -683,9 +707,27 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except Exception as exc:
         return _report_crash(exc, argv)
+    finally:
+        _leave_process_group()
     if code == 130:
         typer.echo("aborted", err=True)
     return code if isinstance(code, int) else 0
+
+
+def _leave_process_group() -> None:
+    """A process of a run on several leaves their group before it exits (else torch's
+    backends may abort the process at exit)."""
+    from datapruning.train.distributed import leave
+
+    leave()
+
+
+def _speaks() -> bool:
+    """Whether this process prints a run's one-line outcome: with several processes
+    (torchrun), rank 0 only, so the line is not repeated once per process."""
+    from datapruning.train.distributed import launched
+
+    return not launched() or os.environ.get("RANK") == "0"
 
 
 def _report_crash(exc: BaseException, argv: list[str] | None) -> int:

@@ -61,6 +61,7 @@ from datapruning.data.dataset import Dataset
 from datapruning.data.loaders import Batch
 from datapruning.errors import DataPruningError, Interrupted
 from datapruning.kernels import paths_taken
+from datapruning.train import distributed
 from datapruning.train.algorithms import Trainer, overriding
 from datapruning.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 from datapruning.train.device import synchronizer
@@ -69,7 +70,13 @@ from datapruning.train.evaluation import evaluate
 from datapruning.train.run import Run, describe, resolve_run, torch_settings
 from datapruning.train.schedule import make_optimizer, make_scheduler, optimizer_path
 from datapruning.train.settings import KDConfig, TrainConfig
-from datapruning.train.state import RESUME_NAME, TrainState, forked_rngs, set_rng_state
+from datapruning.train.state import (
+    RANK_KEYS,
+    RESUME_NAME,
+    TrainState,
+    forked_rngs,
+    set_rng_state,
+)
 from datapruning.train.step import CompileTimer, Loss, TrainStep, make_loss_fn
 from datapruning.train.summary import SUMMARY_FORMAT, SUMMARY_NAME
 from datapruning.train.tta import Stopwatch, time_to_accuracy
@@ -166,8 +173,10 @@ def train_run(
     extra_summary: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a resolved run (:func:`resolve_run`) and write its outputs; see :func:`train`."""
-    if run.run_dir is not None:
+    world = run.world
+    if run.run_dir is not None and world.writes:
         _open_run_dir(run.run_dir)
+    world.barrier()  # the other ranks start once the run directory is ready
     summary = {
         "format_version": SUMMARY_FORMAT,
         **describe(run, teacher_seconds, scoring_seconds),
@@ -179,8 +188,9 @@ def train_run(
         float(summary.get(key) or 0.0)
         for key in ("teacher_seconds", "teacher_logits_seconds", "scoring_seconds")
     )
-    if run.run_dir is not None:
+    if run.run_dir is not None and world.writes:
         _write_outputs(run, summary)
+    world.barrier()  # the run is finished for every rank once its files are written
     return TrainResult(model=run.model, summary=summary, run_dir=run.run_dir)
 
 
@@ -258,8 +268,10 @@ class _Loop:
         self.resumed_from = progress.step if run.resume is not None else None
         self.before = (progress.selection_seconds, progress.scored, progress.compile_seconds)
         after_step = [a.after_step for a in overriding(self.algorithms, "after_step")]
+        self.world = run.world
+        assert run.trained_model is not None
         self.step: TrainStep | CompileTimer = TrainStep(
-            model, loss.fn, self.optimizer, self.scheduler, run.precision, scaler, after_step,
+            run.trained_model, loss.fn, self.optimizer, self.scheduler, run.precision, scaler, after_step,
             teacher=loss.teacher, clip_grad_norm=cfg.clip_grad_norm,
         )  # fmt: skip
         self.compile_timer = None
@@ -283,7 +295,7 @@ class _Loop:
     def output(self) -> Iterator[None]:
         """The metrics log (rewritten from the resume state, then appended) and progress bar."""
         run, progress = self.run, self.progress
-        if run.run_dir is not None:
+        if run.run_dir is not None and self.world.writes:
             # Lines a killed run logged after its resume point go away.
             path = run.run_dir / METRICS_NAME
             write_text(path, "".join(json.dumps(line) + "\n" for line in progress.lines))
@@ -312,7 +324,8 @@ class _Loop:
         plan.begin_epoch(epoch, progress.step - skip, epoch_steps)
         if not skip:
             progress.loss_sum, progress.seen = 0.0, 0
-        checkpoint_due = self.steps(epoch, skip, epoch_steps, stop)
+        with distributed.collective(self.world):  # a rank that dies: one line
+            checkpoint_due = self.steps(epoch, skip, epoch_steps, stop)
         self.train_clock.stop()
         self.check_finite(epoch)
         for algorithm in self.epoch_ends:
@@ -322,6 +335,7 @@ class _Loop:
         if finished or (run.cfg.eval_every and (epoch + 1) % run.cfg.eval_every == 0):
             self.evaluate(epoch)
             self.check_learning()
+        self.agree(stop)  # a signal during the evaluation: every rank stops here
         if (checkpoint_due or stop) and not finished:
             self.save_resume(epoch + 1, 0)
         if stop and not finished:  # a finished run is written out instead
@@ -332,7 +346,7 @@ class _Loop:
         """Stop a run whose training loss is no longer a number, before it is evaluated or
         saved (the last resume point, if any, is kept). With fp16's gradient scaler an
         overflowing step is skipped by the scaler itself, so its loss is not checked."""
-        loss = self.progress.loss_sum
+        loss = self.world.reduce([self.progress.loss_sum])[0]  # every rank stops, or none
         if math.isfinite(loss) or self.scaler is not None:
             return
         where = f"in epoch {epoch + 1} (by step {self.progress.step})"
@@ -390,6 +404,8 @@ class _Loop:
             self.bar.update()
             more = batch + 1 < epoch_steps and progress.step < total  # else: after evaluation
             due = bool(every) and progress.step % every == 0
+            if more and self.world.distributed:
+                self.agree(stop)
             checkpoint_due = checkpoint_due or (due and not more)
             # SIGINT/SIGTERM: a resume point here, at a step boundary.
             if more and (due or stop):
@@ -404,16 +420,26 @@ class _Loop:
 
     def evaluate(self, epoch: int) -> None:
         """Test loss and accuracy on the eval clock; a line in the log and the curve."""
-        run, progress = self.run, self.progress
+        run, progress, world = self.run, self.progress, self.world
         with self.eval_clock.running():
             test_loss, test_acc = evaluate(run.model, run.x_test, run.y_test, run.cfg.batch_size)
-        progress.curve.append((self.train_clock.seconds, test_acc))
+        # Each rank evaluated its share of the test set; the clock is the slowest rank's.
+        n = len(run.y_test)
+        loss_sum, correct, tested, loss_seen, seen = world.reduce(
+            [test_loss * n, test_acc * n, n, progress.loss_sum, progress.seen]
+        )
+        if world.distributed:
+            test_loss, test_acc = loss_sum / tested, correct / tested
+        train_seconds, eval_seconds = world.reduce(
+            [self.train_clock.seconds, self.eval_clock.seconds], "max"
+        )
+        progress.curve.append((train_seconds, test_acc))
         line = {
             "epoch": epoch + 1,
             "step": progress.step,
-            "train_seconds": round(self.train_clock.seconds, 4),
-            "eval_seconds": round(self.eval_clock.seconds, 4),
-            "train_loss": progress.loss_sum / max(progress.seen, 1),
+            "train_seconds": round(train_seconds, 4),
+            "eval_seconds": round(eval_seconds, 4),
+            "train_loss": loss_seen / max(seen, 1),
             "test_loss": test_loss,
             "test_acc": test_acc,
             "lr": self.scheduler.get_last_lr()[0],
@@ -430,18 +456,31 @@ class _Loop:
         """The progress's clocks and selection counts, as of now."""
         progress, (selection, scored, compiled) = self.progress, self.before
         progress.train_seconds = self.train_clock.seconds
-        progress.eval_seconds = self.eval_clock.seconds
+        progress.eval_seconds = self.eval_clock.seconds  # each rank's own (resumed as such)
         if self.compile_timer is not None:
             progress.compile_seconds = compiled + self.compile_timer.seconds
         progress.selection_seconds = selection + sum(a.selection_seconds for a in self.algorithms)
         progress.scored = scored + sum(a.scored for a in self.algorithms)
+
+    def agree(self, stop: StopRequest) -> None:
+        """A stop signal any rank received, on every rank (so all stop at the same step)."""
+        if self.world.distributed:
+            stop.signum = int(self.world.reduce([stop.signum or 0], "max")[0]) or None
 
     def save_resume(self, epoch: int, batch: int) -> None:
         if self.run.run_dir is None:
             return
         self.progress.epoch, self.progress.batch = epoch, batch
         self.count()
-        self.state.save(self.run.run_dir / RESUME_NAME, self.run.config_hash)
+        state = self.state.state_dict(self.run.config_hash)
+        if self.world.distributed:
+            # Weights and optimizer are the same on every rank; the rest is each rank's.
+            own = {key: state[key] for key in RANK_KEYS}
+            ranks = self.world.gather(own)
+            if ranks is not None:
+                state["ranks"] = ranks
+        if self.world.writes:
+            save_checkpoint(self.run.run_dir / RESUME_NAME, state)
 
     def interrupted(self, stop: StopRequest) -> Interrupted:
         assert stop.signum is not None
@@ -458,14 +497,19 @@ class _Loop:
         """The run's part of summary.json; each algorithm then adds its own."""
         self.count()
         run, progress, cfg = self.run, self.progress, self.run.cfg
+        # Counts over all ranks; the clocks are the slowest rank's.
+        examples, scored = self.world.reduce([progress.examples, progress.scored])
+        train_seconds, eval_seconds, selection_seconds = self.world.reduce(
+            [progress.train_seconds, progress.eval_seconds, progress.selection_seconds], "max"
+        )
         ran = paths_taken()
         accuracies = [acc for _, acc in progress.curve]
         summary: dict[str, Any] = {
             "final_test_acc": accuracies[-1],
             "best_test_acc": max(accuracies),
             "final_test_loss": progress.lines[-1]["test_loss"],
-            "train_seconds": progress.train_seconds,
-            "eval_seconds": progress.eval_seconds,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
             "compile_seconds": progress.compile_seconds if self.compile_timer else None,
             "epochs": run.plan.epochs,
             "steps": progress.step,
@@ -484,12 +528,12 @@ class _Loop:
                 "paths": ran,
             },
             "cost": cost_summary(
-                trained=progress.examples,
-                scored=progress.scored,
+                trained=int(examples),
+                scored=int(scored),
                 full_data=full_data_examples(
                     run.dataset.num_train, run.plan.epochs, cfg.steps, cfg.batch_size
                 ),
-                selection_seconds=progress.selection_seconds,
+                selection_seconds=selection_seconds,
             ),
         }
         for algorithm in self.algorithms:

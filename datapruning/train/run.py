@@ -31,12 +31,14 @@ from torch import Tensor, nn
 
 from datapruning import __version__
 from datapruning._io import read_indices
+from datapruning._sections import derive
 from datapruning.data.dataset import Dataset
 from datapruning.data.infobatch import InfoBatchSampler
 from datapruning.data.loaders import Batch, make_batches, make_source_batches
 from datapruning.data.samplers import IndexSampler, RS2Sampler, SubsetSampler, as_index_array
 from datapruning.errors import DataPruningError
 from datapruning.kernels import reset_paths
+from datapruning.train import distributed
 from datapruning.train.algorithms import Algorithm, build_algorithms
 from datapruning.train.augment import Augmenter, resolve_recipe
 from datapruning.train.device import (
@@ -46,6 +48,7 @@ from datapruning.train.device import (
     resolve_device,
     resolve_precision,
 )
+from datapruning.train.distributed import World
 from datapruning.train.dynamic import candidate_batch
 from datapruning.train.schedule import DynamicStepPlan, StepPlan, plan_steps
 from datapruning.train.settings import DataConfig, KDConfig, TrainConfig
@@ -104,6 +107,10 @@ class Run:
     algorithms: list[Algorithm] = field(default_factory=list)
     config_hash: str = ""
     resume: dict[str, Any] | None = None  # a TrainState to continue from
+    # The processes the run trains on (one: no DDP), and the model as they train it
+    # (DistributedDataParallel around ``model``; ``model`` itself otherwise).
+    world: World = field(default_factory=World)
+    trained_model: nn.Module | None = None
 
 
 def resolve_run(
@@ -121,7 +128,9 @@ def resolve_run(
     from datapruning import user
 
     reset_paths()  # the kernels record what this run's calls run, from here
-    device = resolve_device(train_cfg.device)
+    world = distributed.join(train_cfg.device)
+    train_cfg = _check_world(train_cfg, world)
+    device = distributed.rank_device(resolve_device(train_cfg.device), world)
     precision = resolve_precision(train_cfg.precision, device)
     if train_cfg.compile:
         check_compile(device)
@@ -130,14 +139,18 @@ def resolve_run(
     teacher, kd = resolve_teacher(teacher, kd)
     reference = reference_accuracy(train_cfg.reference) if train_cfg.reference is not None else None
     model_record = user.record(model_cfg, dataset)
-    batches = _batches(dataset, train_cfg, data, device)
+    batches = _batches(dataset, train_cfg, data, device, world)
     plan = plan_steps(train_cfg, len(batches))  # type: ignore[arg-type]
     if isinstance(data.sampler, InfoBatchSampler):  # epochs as long as the sampler makes them
-        plan = _dynamic_plan(plan, data.sampler, train_cfg.batch_size)
+        rank_batch = distributed.per_rank_batch(train_cfg.batch_size, world)
+        plan = _dynamic_plan(plan, data.sampler, rank_batch)
     with torch_settings(train_cfg), forked_rngs(device):
         torch.manual_seed(train_cfg.seed)
         # A registered model or a factory's is built under the seed; a module is used as given.
-        model = user.build(model_cfg, dataset).to(device)
+        model = user.build(model_cfg, dataset)
+        if world.distributed and train_cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(device)
         rng = rng_state(device)  # fit continues from here: as if it ran right after
     run = Run(
         dataset=dataset,
@@ -157,10 +170,15 @@ def resolve_run(
         device=device,
         precision=precision,
         rng=rng,
-        x_test=torch.as_tensor(dataset.x_test, device=device),
-        y_test=torch.as_tensor(dataset.y_test, device=device),
-        progress=progress,
-        augmenter=Augmenter(recipe, train_cfg.seed, device) if recipe is not None else None,
+        # Each rank evaluates every world.size-th test example; the loop sums the shares.
+        x_test=torch.as_tensor(dataset.x_test[world.rank :: world.size], device=device),
+        y_test=torch.as_tensor(dataset.y_test[world.rank :: world.size], device=device),
+        progress=progress if world.writes else False,
+        # Each rank its own augmentation stream (rank 0's is the one-process run's).
+        augmenter=(
+            Augmenter(recipe, train_cfg.seed + world.rank, device) if recipe is not None else None
+        ),
+        world=world,
     )
     _prepare(run)
     return run
@@ -189,18 +207,26 @@ def _prepare(run: Run) -> None:
     if run.cfg.compile:
         # In place: the state_dict keys (checkpoints, pruner names) stay the model's.
         run.model.compile()
+    run.trained_model = run.model
+    if run.world.distributed:
+        # DDP averages the ranks' gradients in the backward pass; checkpoints, evaluation
+        # and the algorithms keep using the model itself (its own state_dict keys).
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        run.trained_model = nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids)
     run.config_hash = run_key(run)
     if run.run_dir is not None:
         run.resume = TrainState.read(run.run_dir / RESUME_NAME, run.config_hash)
         if run.resume is not None:
-            _check_resume(run.resume, run.model, run.run_dir / RESUME_NAME)
+            _check_resume(run.resume, run.model, run.run_dir / RESUME_NAME, run.world)
 
 
 def _batches(
-    dataset: Dataset, cfg: TrainConfig, data: RunData, device: torch.device
+    dataset: Dataset, cfg: TrainConfig, data: RunData, device: torch.device, world: World
 ) -> Iterable[Batch]:
-    """The loader of the run's batches (the sampler's order, candidate batches when online)."""
-    batch_size = data.candidate_batch or cfg.batch_size
+    """The loader of the run's batches (the sampler's order, candidate batches when online):
+    this rank's share of each global batch."""
+    name = "the online candidate batch" if data.candidate_batch else "train.batch_size"
+    batch_size = distributed.per_rank_batch(data.candidate_batch or cfg.batch_size, world, name)
     if dataset.streaming:  # read on demand in batches, never the whole set
         return make_source_batches(
             cfg.loader,
@@ -261,6 +287,11 @@ def describe(
         },
         "config_hash": run.config_hash,
         "version": __version__,
+        "distributed": {
+            "world_size": run.world.size,
+            "backend": run.world.backend,
+            "per_rank_batch": run.cfg.batch_size // run.world.size,
+        },
     }
 
 
@@ -357,10 +388,12 @@ def _dynamic_plan(plan: StepPlan, sampler: InfoBatchSampler, batch_size: int) ->
 _RESUME_KEYS = {"model", "optimizer", "scheduler", "sampler", "progress", "rng", "algorithms"}
 
 
-def _check_resume(state: dict[str, Any], model: nn.Module, path: Path) -> None:
+def _check_resume(state: dict[str, Any], model: nn.Module, path: Path, world: World) -> None:
     """Refuse an incomplete resume state, or one whose weights do not fit the model, before
     the run directory is touched."""
     missing = sorted(_RESUME_KEYS - state.keys())
+    if world.distributed and len(state.get("ranks") or ()) != world.size:
+        missing.append(f"the state of each of {world.size} processes")
     weights = state.get("model")
     fits = isinstance(weights, dict) and all(
         key in weights and tuple(getattr(weights[key], "shape", ())) == tuple(value.shape)
@@ -371,6 +404,29 @@ def _check_resume(state: dict[str, Any], model: nn.Module, path: Path) -> None:
         raise DataPruningError(
             f"resume checkpoint {str(path)!r} {what}; delete it to start the run over"
         )
+
+
+def _check_world(cfg: TrainConfig, world: World) -> TrainConfig:
+    """``cfg`` with ``nproc`` the processes the run really has (torchrun's count)."""
+    if not world.distributed:
+        if cfg.nproc > 1:
+            raise DataPruningError(
+                f"train.nproc is {cfg.nproc} but this process was not started by torchrun; "
+                f"run `datapruning train CONFIG --nproc {cfg.nproc}` (or torchrun), or set "
+                "train.nproc=1"
+            )
+        return cfg
+    if cfg.nproc not in (1, world.size):
+        raise DataPruningError(
+            f"train.nproc is {cfg.nproc} but torchrun started {world.size} processes; make "
+            "them agree"
+        )
+    if cfg.record.forgetting or cfg.record.aum or cfg.record.el2n_epochs:
+        raise DataPruningError(
+            "train.record needs the whole run in one process (each process sees its share "
+            "of the examples); record on a one-process run, or turn train.record off"
+        )
+    return derive(cfg, nproc=world.size)
 
 
 def run_key(run: Run) -> str:

@@ -443,6 +443,13 @@ class TrainConfig(Section):
     threads: int | None = Field(1, ge=1)
     # cpu, cuda, cuda:N or mps; checked against the machine when a run starts.
     device: str = "cpu"
+    # Processes the run trains on (DDP through torchrun; datapruning.train.distributed):
+    # `datapruning train --nproc N` and the pipeline's runners launch them; under torchrun
+    # the launcher's count is used. Each takes batch_size / nproc of every batch.
+    nproc: int = Field(1, ge=1)
+    # With several processes, BatchNorm's batch statistics over the global batch
+    # (torch.nn.SyncBatchNorm) rather than over each process's share.
+    sync_bn: bool = False
     # Forward pass in fp32, or under autocast in bf16 or fp16 (fp16 adds a gradient
     # scaler and needs CUDA); weights, optimizer state and the loss stay float32.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

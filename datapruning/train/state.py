@@ -32,6 +32,7 @@ from torch import nn
 from datapruning._io import check_format_version
 from datapruning.data.samplers import IndexSampler
 from datapruning.errors import DataPruningError
+from datapruning.train import distributed
 from datapruning.train.checkpoint import save_checkpoint
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 RESUME_NAME = "resume.pt"
 # Its layout; bump it when a key changes meaning, so an older file is refused, not misread.
 RESUME_FORMAT = 2
+# What differs between the processes of one run (datapruning.train.distributed): a resume
+# point of a run on several holds each rank's under "ranks", beside the shared weights.
+RANK_KEYS = ("sampler", "progress", "rng", "augment", "algorithms")
 
 
 @dataclass
@@ -106,7 +110,10 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore everything from :meth:`state_dict` (as :meth:`read` returns it)."""
+        """Restore everything from :meth:`state_dict` (as :meth:`read` returns it); a
+        run on several processes takes this rank's own part of it."""
+        if "ranks" in state:
+            state = {**state, **state["ranks"][distributed.current().rank]}
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -86,10 +86,30 @@ def build(run: Any) -> Distillation | None:
     kd = run.kd
     # Augmented inputs change every step: the teacher sees the same augmented batch.
     teacher = (
-        teacher_logits(run.teacher, run.dataset, cache=kd.cache_logits)
+        _shared_logits(run)
         if run.augmenter is None
         else online_teacher(run.teacher, run.dataset, run.device)
     )
     alpha = resolve_alpha(kd.alpha, run.data.kept_fraction)
     rule = "auto" if kd.alpha == "auto" else None
     return Distillation(teacher, alpha, kd.temperature, rule, run.device)
+
+
+def _shared_logits(run: Any) -> TeacherLogits:
+    """The teacher's logits on every training example: with several processes, rank 0
+    computes (and caches) them once and the others receive them, indexed like the data."""
+    world = run.world
+    if not world.distributed:
+        return teacher_logits(run.teacher, run.dataset, cache=run.kd.cache_logits)
+    shape = (run.dataset.num_train, run.dataset.num_classes)
+    ready = None
+    if world.writes:
+        ready = teacher_logits(run.teacher, run.dataset, cache=run.kd.cache_logits)
+        logits = ready.logits.detach().to("cpu", torch.float32).contiguous()
+    else:
+        logits = torch.empty(shape, dtype=torch.float32)
+    world.broadcast(logits)
+    if ready is not None:
+        return TeacherLogits(logits.to(ready.logits.dtype), ready.source, ready.seconds, ready.cached)
+    # The others spent nothing of their own; the time is rank 0's (the summary's).
+    return TeacherLogits(logits, "rank 0", 0.0, True)
