@@ -27,6 +27,7 @@ turns that into one line saying the run lost a process and how to resume.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -180,9 +181,16 @@ def collective(world: World) -> Iterator[None]:
     except (RuntimeError, dist.DistError) as exc:  # gloo and NCCL raise RuntimeError kinds
         if not world.distributed:
             raise
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = _first_sentence(str(exc)) or type(exc).__name__
         raise DataPruningError(
             f"rank {world.rank}: another of the {world.size} processes stopped during the run "
             f"({detail[:160]}); run the same command again to continue from the last resume "
             "point"
         ) from None
+
+
+def _first_sentence(message: str) -> str:
+    """A backend error's gist: its first sentence, without gloo's source location."""
+    text = message.strip().splitlines()[0] if message.strip() else ""
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". ")[0][:200]

@@ -26,8 +26,11 @@ def launch(nproc: int, argv: Sequence[str], threads: int | None = 1) -> int:
 
     # torchrun warns about OMP_NUM_THREADS unless it is set; train.threads sets torch's.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads or 1))
-    # The agent logs each start, failure and shutdown; the processes say what matters.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # The agent logs each start, failure and shutdown (each module's logger at its own
+    # level); the processes and this function say what matters, in one line.
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "datapruning"])
     # Given apart: torchrun's parser would take the command's own options (--nproc) as
     # abbreviations of its own.

@@ -110,6 +110,8 @@ def _shared_logits(run: Any) -> TeacherLogits:
         logits = torch.empty(shape, dtype=torch.float32)
     world.broadcast(logits)
     if ready is not None:
-        return TeacherLogits(logits.to(ready.logits.dtype), ready.source, ready.seconds, ready.cached)
+        return TeacherLogits(
+            logits.to(ready.logits.dtype), ready.source, ready.seconds, ready.cached
+        )
     # The others spent nothing of their own; the time is rank 0's (the summary's).
     return TeacherLogits(logits, "rank 0", 0.0, True)

@@ -1,0 +1,219 @@
+"""One run on several processes (datapruning.train.distributed): torchrun, gloo, 2 ranks.
+
+The end-to-end tests start ``datapruning train --nproc 2`` (torchrun in the process
+it starts) and compare with a one-process run of the same global batch and order:
+the ranks' step-k batches together are the one-process step-k batch, so the weights
+agree but for the order of floating-point sums (DDP averages two half-batch
+gradients). An MLP keeps that difference at the float32 rounding level after 50
+steps; a convnet's first chaotic steps amplify it (bench/ddp.py measures both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from datapruning.errors import DataPruningError
+from datapruning.train import distributed
+from datapruning.train.distributed import World, per_rank_batch
+from datapruning.train.run import _check_world
+from datapruning.train.settings import DynamicsConfig, TrainConfig
+
+CLI = [sys.executable, "-m", "datapruning"]
+
+CONFIG = """\
+dataset:
+  name: mnist1d
+  params: {num_samples: 5000, seed: 42}
+model:
+  name: mlp
+train:
+  epochs: 2
+  batch_size: 100
+  lr: 0.05
+  eval_every: 1
+  threads: 1
+  targets: [0.9]
+"""
+
+
+def test_per_rank_batch_divides_the_global_batch() -> None:
+    assert per_rank_batch(100, World(size=2)) == 50
+    with pytest.raises(DataPruningError, match=r"train\.batch_size is 100, which 3 processes"):
+        per_rank_batch(100, World(size=3))
+
+
+def test_nproc_without_torchrun_is_refused_in_one_line() -> None:
+    with pytest.raises(DataPruningError, match=r"not started by torchrun.*--nproc 2"):
+        _check_world(TrainConfig(nproc=2), distributed.SINGLE)
+    assert _check_world(TrainConfig(), distributed.SINGLE).nproc == 1
+
+
+def test_the_world_sets_nproc_and_refuses_what_it_cannot_run() -> None:
+    world = World(rank=0, size=2)
+    assert _check_world(TrainConfig(), world).nproc == 2  # under torchrun: its count
+    with pytest.raises(DataPruningError, match=r"train\.nproc is 4 but torchrun started 2"):
+        _check_world(TrainConfig(nproc=4), world)
+    recording = TrainConfig(record=DynamicsConfig(forgetting=True))
+    with pytest.raises(DataPruningError, match=r"train\.record needs the whole run"):
+        _check_world(recording, world)
+
+
+def test_launched_reads_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    assert not distributed.launched()
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    assert distributed.launched()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.launched()
+
+
+def test_cli_refuses_a_bad_nproc(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    done = subprocess.run(
+        [*CLI, "train", "c.yaml", "--out", "r", "--nproc", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: --nproc is 0; give 1 or more processes"]
+
+
+def _train(cwd: Path, out: str, *args: str, nproc: int = 1) -> subprocess.CompletedProcess[str]:
+    command = [*CLI, "train", "c.yaml", "--out", out, *args]
+    if nproc > 1:
+        command += ["--nproc", str(nproc)]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["state_dict"]
+
+
+def _max_difference(a: Path, b: Path) -> float:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    return max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        ["--set", "train.steps=50"],  # plain cross-entropy
+        ["--set", "train.steps=50", "--teacher", "teacher"],  # KD from cached logits
+        # GMP to 80%: masks updated every 2% of the run from 10% to 50% of it.
+        ["--set", "train.steps=50", "--set", "train.sparsity.target=0.8",
+         "--set", "train.sparsity.end=0.5"],
+        ["--set", "train.data.mode=infobatch"],  # 2 epochs: the second one pruned
+    ],
+    ids=["ce", "kd", "gmp", "infobatch"],
+)  # fmt: skip
+def test_two_ranks_train_what_one_process_trains(
+    tmp_path: Path, recipe: list[str], teacher_dir: Path
+) -> None:
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    shutil.copytree(teacher_dir, tmp_path / "teacher")
+    _train(tmp_path, "one", *recipe)
+    done = _train(tmp_path, "two", *recipe, nproc=2)
+    assert len(done.stdout.strip().splitlines()) == 1  # rank 0 speaks for the run
+    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-5
+    import json
+
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["distributed"] == {"world_size": 2, "backend": "gloo", "per_rank_batch": 50}
+    assert one["distributed"]["world_size"] == 1
+    # Examples counted over both ranks (selection seconds are each rank's clock).
+    for cost in (one["cost"], two["cost"]):
+        cost.pop("selection_seconds")
+    assert two["cost"] == one["cost"]
+    assert two["steps"] == one["steps"]
+    assert abs(two["final_test_acc"] - one["final_test_acc"]) <= 0.002  # one test example
+    assert two["config"]["train"]["nproc"] == 2
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("teacher")
+    (root / "c.yaml").write_text(CONFIG)
+    _train(root, "teacher", "--set", "train.steps=50")
+    return root / "teacher"
+
+
+def _rank_pid(rank: int, launcher: int) -> int:
+    """The pid of the process torchrun started as ``rank`` under ``launcher``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = next(int(line.split()[1]) for line in status.splitlines() if line[:5] == "PPid:")
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no rank {rank} under {launcher}")
+
+
+def _start_and_wait_for_resume_point(cwd: Path, out: str) -> subprocess.Popen[str]:
+    launcher = subprocess.Popen(
+        [*CLI, "train", "c.yaml", "--out", out, "--nproc", "2"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (cwd / out / "resume.pt").exists():
+        assert launcher.poll() is None, launcher.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the training after the first resume point
+    return launcher
+
+
+LONG = CONFIG.replace("epochs: 2", "epochs: 12") + "  checkpoint_every: 20\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_kill_of_a_rank_stops_the_other_and_the_rerun_resumes_exactly(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(LONG)
+    _train(tmp_path, "whole", nproc=2)
+    launcher = _start_and_wait_for_resume_point(tmp_path, "killed")
+    os.kill(_rank_pid(1, launcher.pid), signal.SIGKILL)
+    start = time.monotonic()
+    _, stderr = launcher.communicate(timeout=60)
+    assert time.monotonic() - start < 30
+    assert launcher.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("error: process 1 of 2 was killed by SIGKILL"), stderr
+    assert all(line.startswith("error: ") for line in lines) and len(lines) <= 2, stderr
+    assert (tmp_path / "killed" / "resume.pt").exists()
+    done = _train(tmp_path, "killed", nproc=2)
+    assert "resumed at step" in done.stdout
+    assert _max_difference(tmp_path / "whole", tmp_path / "killed") == 0.0
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_leaves_a_resume_point(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(LONG)
+    launcher = _start_and_wait_for_resume_point(tmp_path, "stopped")
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 143
+    assert stderr.strip().splitlines()[-1].startswith("interrupted by SIGTERM: resume point at")
+    assert not (tmp_path / "stopped" / "summary.json").exists()
+    state = torch.load(tmp_path / "stopped" / "resume.pt", weights_only=True)
+    assert len(state["ranks"]) == 2  # each rank's own generators, sampler and partial loss
