@@ -93,7 +93,9 @@ def _train(cwd: Path, out: str, *args: str, nproc: int = 1) -> subprocess.Comple
     command = [*CLI, "train", "c.yaml", "--out", out, *args]
     if nproc > 1:
         command += ["--nproc", str(nproc)]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    # Debug mode: the ranks' pruning masks are compared at each update.
+    env = {**os.environ, "DATAPRUNING_DEBUG": "1"}
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -217,3 +219,24 @@ def test_sigterm_to_the_launcher_leaves_a_resume_point(tmp_path: Path) -> None:
     assert not (tmp_path / "stopped" / "summary.json").exists()
     state = torch.load(tmp_path / "stopped" / "resume.pt", weights_only=True)
     assert len(state["ranks"]) == 2  # each rank's own generators, sampler and partial loss
+
+
+def test_debug_mode_refuses_masks_that_differ_between_ranks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from datapruning.train.algorithms.pruning import Pruning
+
+    class Disagreeing:
+        size = 2
+
+        def reduce(self, values: list[float], op: str = "sum") -> list[float]:
+            return [v + (1 if op == "max" else 0) for v in values]  # rank 1 kept one more
+
+    monkeypatch.setattr(distributed, "current", lambda: Disagreeing())
+    pruner = SimpleNamespace(masks={"w": torch.tensor([True, False, True])})
+    with pytest.raises(
+        DataPruningError, match=r"masks differ between the 2 processes after step 7"
+    ):
+        Pruning(pruner)._check_ranks_agree(7)  # type: ignore[arg-type]

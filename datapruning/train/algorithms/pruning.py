@@ -14,6 +14,7 @@ weights and a plain optimizer.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from datapruning.errors import DataPruningError
+from datapruning.train import distributed
 from datapruning.train.algorithms.base import Algorithm, Trainer
 from datapruning.train.sparsity import DynamicNMPruner, Pruner, build_pruner, is_masked
 from datapruning.train.step import StepResult
@@ -47,6 +50,26 @@ class Pruning(Algorithm):
         # A dynamic plan's short epoch may pass several of the schedule's steps at once.
         for schedule_step in self.plan.schedule_steps(result.step):
             self.pruner.step(schedule_step, self.optimizer)
+            updated = getattr(self.pruner, "last_update", schedule_step) == schedule_step
+            if self.check_ranks and updated:  # dynamic N:M: every step
+                self._check_ranks_agree(schedule_step)
+
+    # Under DDP every rank computes the masks from the same (averaged) weights; with
+    # DATAPRUNING_DEBUG=1 each mask update is checked across ranks (two numbers per layer).
+    check_ranks = False
+
+    def _check_ranks_agree(self, step: int) -> None:
+        world = distributed.current()
+        kept = [float(mask.sum()) for mask in self.pruner.masks.values()]
+        # Positions too: the kept count alone would miss two masks of the same size.
+        spread = [float(mask.flatten().nonzero().sum()) for mask in self.pruner.masks.values()]
+        low = world.reduce(kept + spread, "min")
+        high = world.reduce(kept + spread, "max")
+        if low != high:
+            raise DataPruningError(
+                f"the pruning masks differ between the {world.size} processes after step "
+                f"{step}: the ranks' weights diverged (report this with the config)"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return self.pruner.state_dict()
@@ -78,6 +101,7 @@ def build(run: Any) -> Pruning | None:
     if pruner is None:
         return None
     algorithm = Pruning(pruner)
+    algorithm.check_ranks = run.world.distributed and os.environ.get("DATAPRUNING_DEBUG") == "1"
     if isinstance(pruner, DynamicNMPruner) and pruner.cfg.kernel == "semi_structured":
         algorithm.kernel_seconds = _decide_kernels(run)
     return algorithm
