@@ -37,13 +37,22 @@ from datapruning.pipeline.recipes import (
     teacher_train,
 )
 from datapruning.report import FAILURE_NAME, FULL_RECIPE, TEACHER_LOGITS_RECORD
+from datapruning.train.settings import DynamicsConfig
 
 TEACHER_LOGITS_NAME = "teacher_logits.npy"
 
 
-def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dict[str, Any]:
+def run_teacher(
+    cfg: PipelineConfig,
+    seed: int,
+    *,
+    record: DynamicsConfig | None = None,
+    refresh: bool = False,
+) -> dict[str, Any]:
     """Train (or reuse) the full-data run of ``seed`` and its logits on the training set.
 
+    ``record``: the dynamics the run records as scores files (None: the config's
+    ``train.record``; an experiment's is :attr:`~datapruning.pipeline.grid.Experiment.record`).
     Returns what students need: the run directory, its training seconds, the
     logits file and the seconds they cost, the checkpoint's hash, and whether
     the run was reused.
@@ -54,14 +63,14 @@ def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dic
 
     dataset = dataset_of(cfg)
     run_dir = cfg.run_root / full_run_name(seed)
-    key = teacher_key(cfg, seed)
+    key = teacher_key(cfg, seed, record)
     summary = None if refresh else reusable_summary(run_dir, key)
     reused = summary is not None
     if summary is None:
         result = train(
             dataset,
             cfg.model,
-            _worker_threads(teacher_train(cfg, seed)),
+            _worker_threads(teacher_train(cfg, seed, record)),
             run_dir=run_dir,
             extra_summary={"recipe": FULL_RECIPE, "seed": seed, RUN_KEY: key, **_where()},
             progress=False,
@@ -153,6 +162,13 @@ def run_student(
         # A shortened full-data run trains on everything for its fraction of the steps: the
         # report and its pruning curve place it at that share of the full-data work.
         **({"kept_fraction": recipe.fraction} if recipe.is_short else {}),
+        # Which scores file it read and where those came from: the report divides the
+        # scoring among the students that read the same file (datapruning.report.tables).
+        **(
+            {"scores": {"file": scores["path"], "source": scores.get("source", "ensemble")}}
+            if recipe.needs_scores and scores
+            else {}
+        ),
         **_where(),
     }
     # With augmentation the student runs the teacher online on its augmented batches
