@@ -99,10 +99,16 @@ class RunRecord:
     @property
     def scores(self) -> str | None:
         """The scores this run read (None: none): the file the pipeline recorded in its
-        summary, else, for a run charged scoring without one, its recipe's metric."""
+        summary, or ``train.data.scores`` of its config (``datapruning train``), else, for
+        a run charged scoring without either (older runs), its recipe's metric."""
         record = self.summary.get("scores")
         if isinstance(record, dict) and isinstance(record.get("file"), str):
-            return Path(record["file"]).name
+            return str(record["file"])
+        config = self.summary.get("config")
+        train = config.get("train") if isinstance(config, dict) else None
+        data = train.get("data") if isinstance(train, dict) else None
+        if isinstance(data, dict) and isinstance(data.get("scores"), str):
+            return str(data["scores"])
         return self.recipe.split("-")[0] if self.scoring_seconds else None
 
     @property
