@@ -46,16 +46,16 @@ def teacher_task(
     cfg: PipelineConfig, seed: int, refresh: bool, record: DynamicsConfig | None = None
 ) -> dict[str, Any]:
     """``record``: the dynamics the full-data run records (scoring.source: runs)."""
-    record_ = train_cells.run_teacher(cfg, seed, record=record, refresh=refresh)
+    result = train_cells.run_teacher(cfg, seed, record=record, refresh=refresh)
     get_run_logger().info(
         "%s: %s, %.1f%% test accuracy, %.1f s training + %.2f s logits",
-        record_["run"],
-        record_["status"],
-        100 * record_["final_test_acc"],
-        record_["train_seconds"],
-        record_["logits_seconds"],
+        result["run"],
+        result["status"],
+        100 * result["final_test_acc"],
+        result["train_seconds"],
+        result["logits_seconds"],
     )
-    return record_
+    return result
 
 
 @task(name="score-group", cache_policy=NO_CACHE)
