@@ -152,25 +152,7 @@ def run_student(
     run_dir.mkdir(parents=True, exist_ok=True)
     if indices is not None:
         write_npy(run_dir / "indices.npy", indices)
-    extra: dict[str, Any] = {
-        "recipe": recipe.label,
-        "strategy": recipe.strategy,
-        "seed": recipe.seed,
-        "sparsity_target": recipe.sparsity,
-        "budget": recipe.budget,
-        RUN_KEY: key,
-        # A shortened full-data run trains on everything for its fraction of the steps: the
-        # report and its pruning curve place it at that share of the full-data work.
-        **({"kept_fraction": recipe.fraction} if recipe.is_short else {}),
-        # Which scores file it read and where those came from: the report divides the
-        # scoring among the students that read the same file (datapruning.report.tables).
-        **(
-            {"scores": {"file": scores["path"], "source": scores.get("source", "ensemble")}}
-            if recipe.needs_scores and scores
-            else {}
-        ),
-        **_where(),
-    }
+    extra = _student_extra(recipe, key, scores)
     # With augmentation the student runs the teacher online on its augmented batches
     # (datapruning.train.augment): it reads the checkpoint, not the cached logits.
     online = bool(recipe.kd and teacher) and augments(cfg.train, dataset)
@@ -195,6 +177,31 @@ def run_student(
     )
     (run_dir / FAILURE_NAME).unlink(missing_ok=True)
     return _student_record(recipe, result.summary, reused=False)
+
+
+def _student_extra(
+    recipe: StudentRecipe, key: str, scores: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a student's summary records beside the loop's own fields."""
+    return {
+        "recipe": recipe.label,
+        "strategy": recipe.strategy,
+        "seed": recipe.seed,
+        "sparsity_target": recipe.sparsity,
+        "budget": recipe.budget,
+        RUN_KEY: key,
+        # A shortened full-data run trains on everything for its fraction of the steps: the
+        # report and its pruning curve place it at that share of the full-data work.
+        **({"kept_fraction": recipe.fraction} if recipe.is_short else {}),
+        # Which scores file it read and where those came from: the report divides the
+        # scoring among the students that read the same file (datapruning.report.tables).
+        **(
+            {"scores": {"file": scores["path"], "source": scores.get("source", "ensemble")}}
+            if recipe.needs_scores and scores
+            else {}
+        ),
+        **_where(),
+    }
 
 
 def _student_record(

@@ -100,8 +100,15 @@ def test_students_wait_on_the_full_runs_and_no_scoring_cell_trains(
         assert recipe.needs_scores and finished == {0: True, 1: True}, recipe.run_name
         assert scores["source"] == "runs"
     assert not (root / "scores" / "el2n.parquet.parts").exists()
+    check_scores_and_charges(root)
 
-    # The scores: the mean of what full-s0 and full-s1 recorded, with their provenance.
+    # A rerun reuses every run and the scores file.
+    again = cells.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(cfg, retries=0)
+    assert again["counts"] == {"trained": 0, "reused": 10, "failed": 0}
+
+
+def check_scores_and_charges(root):
+    """The scores: the mean of what full-s0 and full-s1 recorded, with their provenance."""
     table = Scores.load(root / "scores" / "el2n.parquet")
     per_run = [Scores.load(root / f"full-s{s}" / "scores-el2n.parquet") for s in (0, 1)]
     np.testing.assert_allclose(table.values, (per_run[0].values + per_run[1].values) / 2)
@@ -125,7 +132,3 @@ def test_students_wait_on_the_full_runs_and_no_scoring_cell_trains(
     assert hard["scores"]["source"] == "runs"
     random = json.loads((root / "random-f0.5-s0" / "summary.json").read_text())
     assert random["scoring_seconds"] == 0.0 and "scores" not in random
-
-    # A rerun reuses every run and the scores file.
-    again = cells.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(cfg, retries=0)
-    assert again["counts"] == {"trained": 0, "reused": 10, "failed": 0}
