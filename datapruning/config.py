@@ -85,6 +85,18 @@ class ScoringConfig(Section):
     live under ``params.<metric>`` (datapruning.scoring.params)."""
 
     metric: str = "el2n"
+    source: Literal["ensemble", "runs"] = Field(
+        "ensemble",
+        description=(
+            "Where a pipeline's scores come from. ensemble: separate scoring models "
+            "(seeds x epochs below). runs: the experiment's full-data runs (the reference "
+            "and the KD teacher) record them as they train (train.record) and the scores "
+            "are their mean over seeds; no scoring model is trained, students wait on those "
+            "runs and are charged only the recording seconds. Only el2n and forgetting can "
+            "be recorded; grand, proto and random keep their own scoring cells. Turning it on "
+            "retrains the full-data runs once (train.record is part of their key)."
+        ),
+    )
     # Number of scoring models (seeds 0..seeds-1) whose scores are averaged.
     seeds: int = Field(4, ge=1)
     # Epochs each scoring model trains before it scores (EL2N: early in training).

@@ -8,6 +8,8 @@
 2. score the training set with each metric a student uses; the seed groups of
    seed-group metrics (el2n, grand, forgetting) fan out and merge into one file,
    and with ``scoring.shards`` the per-example passes too (prepare, shards, merge);
+   with ``scoring.source: runs`` the full-data runs record el2n and forgetting as
+   they train and one cell averages their files once they finish (no model trained);
 3. train every student, each as soon as the teacher and scores it reads are
    done (one that reads neither can start with the teachers); a cell that fails
    for good is reported with its error and the others finish;
@@ -141,14 +143,14 @@ def cells(
     for i, exp in enumerate(exps):
         # A sweep's experiments differ in size: a cell's work is counted in full-data steps.
         steps = full_steps(exp.cfg)
-        for seed in exp.teacher_seeds:
-            queue.add(
-                ("teacher", i, seed), teacher_priority(steps), [], teacher_t, exp.cfg, seed, refresh
-            )
+        full_runs = {seed: ("teacher", i, seed) for seed in exp.teacher_seeds}
+        record = exp.record  # what the full-data runs record (scoring.source: runs)
+        for seed, key in full_runs.items():
+            queue.add(key, teacher_priority(steps), [], teacher_t, exp.cfg, seed, refresh, record)
         for metric in exp.scored_metrics:
             if refresh:
                 clear_scores(exp.cfg, metric)
-            add_scoring(queue, i, exp.cfg, metric, scoring_t)
+            add_scoring(queue, i, exp.cfg, metric, scoring_t, full_runs)
         for recipe in exp.recipes:
             students[("student", i, recipe.run_name)] = recipe
             teacher = ("teacher", i, recipe.seed) if recipe.kd else None

@@ -15,8 +15,10 @@ from typing import Any
 from prefect.futures import as_completed
 
 from datapruning.config import PipelineConfig
+from datapruning.errors import DataPruningError
 from datapruning.pipeline.failures import Failure, describe_error
 from datapruning.pipeline.order import MERGE, SCORING
+from datapruning.pipeline.recorded import from_runs
 from datapruning.pipeline.score_cells import fan_out
 
 Key = tuple[Any, ...]
@@ -102,15 +104,35 @@ def outcome(future: Any) -> Any:
 
 
 def add_scoring(
-    queue: CellQueue, experiment: int, cfg: PipelineConfig, metric: str, tasks: dict[str, Any]
+    queue: CellQueue,
+    experiment: int,
+    cfg: PipelineConfig,
+    metric: str,
+    tasks: dict[str, Any],
+    full_runs: dict[int, Key] | None = None,
 ) -> Key:
     """Add the cells of one scoring (``tasks``: the task of each kind of
     :class:`~datapruning.pipeline.score_cells.ScoringCell`); the key of its merge, whose
-    result is the scores file's record."""
+    result is the scores file's record.
+
+    With ``scoring.source: runs`` a recordable metric is one cell that averages what the
+    full-data runs recorded: it waits on ``full_runs`` (seed -> the run's cell key) and
+    trains nothing.
+    """
+    if from_runs(cfg, metric):
+        if not full_runs:
+            raise DataPruningError(
+                f"scoring.source is runs: {metric}'s scores come from the full-data runs of "
+                "`datapruning run`; run that, or set scoring.source: ensemble to score alone"
+            )
+        key: Key = ("scores", experiment, metric)
+        seeds = sorted(full_runs)
+        queue.add(key, MERGE, [full_runs[s] for s in seeds], tasks["runs"], cfg, metric, seeds)
+        return key
     keys: list[Key] = []
     for cell in fan_out(cfg, metric):
         if cell.kind == "merge":
-            key: Key = ("scores", experiment, metric)
+            key = ("scores", experiment, metric)
         else:
             key = (cell.kind, experiment, metric, len(keys))
         needs = [keys[i] for i in cell.needs]

@@ -64,6 +64,7 @@ def score_cells(
         for metric in exp.metrics:
             if refresh:
                 clear_scores(exp.cfg, metric)
+            # scoring.source runs: a recordable metric is refused in one line (no full runs).
             merges.append(add_scoring(queue, i, exp.cfg, metric, tasks))
     done = dict(queue.run())
     failed = [(key, done[key]) for key in merges if isinstance(done[key], Failure)]

@@ -20,10 +20,11 @@ from prefect.cache_policies import NO_CACHE
 
 from datapruning.config import PipelineConfig, load_config
 from datapruning.errors import DataPruningError
-from datapruning.pipeline import score_cells, train_cells
+from datapruning.pipeline import recorded, score_cells, train_cells
 from datapruning.pipeline.failures import is_transient
 from datapruning.pipeline.recipes import StudentRecipe
 from datapruning.report import write_report
+from datapruning.train.settings import DynamicsConfig
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -41,17 +42,20 @@ def retrying(task_: Any, retries: int, delay: float) -> Any:
 
 
 @task(name="train-teacher", cache_policy=NO_CACHE)
-def teacher_task(cfg: PipelineConfig, seed: int, refresh: bool) -> dict[str, Any]:
-    record = train_cells.run_teacher(cfg, seed, refresh=refresh)
+def teacher_task(
+    cfg: PipelineConfig, seed: int, refresh: bool, record: DynamicsConfig | None = None
+) -> dict[str, Any]:
+    """``record``: the dynamics the full-data run records (scoring.source: runs)."""
+    result = train_cells.run_teacher(cfg, seed, record=record, refresh=refresh)
     get_run_logger().info(
         "%s: %s, %.1f%% test accuracy, %.1f s training + %.2f s logits",
-        record["run"],
-        record["status"],
-        100 * record["final_test_acc"],
-        record["train_seconds"],
-        record["logits_seconds"],
+        result["run"],
+        result["status"],
+        100 * result["final_test_acc"],
+        result["train_seconds"],
+        result["logits_seconds"],
     )
-    return record
+    return result
 
 
 @task(name="score-group", cache_policy=NO_CACHE)
@@ -73,6 +77,21 @@ def score_shard_task(cfg: PipelineConfig, metric: str, number: int, count: int) 
     if score_cells.reusable_scores(cfg, metric) is not None:
         return None
     return score_cells.score_shard(cfg, metric, number, count)
+
+
+@task(name="recorded-scores", cache_policy=NO_CACHE)
+def recorded_scores_task(cfg: PipelineConfig, metric: str, seeds: list[int]) -> dict[str, Any]:
+    """The mean of what the full-data runs of ``seeds`` recorded (scoring.source: runs)."""
+    record = recorded.combine_recorded(cfg, metric, seeds)
+    get_run_logger().info(
+        "%s scores from the full-data runs %s (%s): %.2f s recording -> %s",
+        metric,
+        seeds,
+        "reused" if record["reused"] else "combined",
+        record["seconds"],
+        record["path"],
+    )
+    return record
 
 
 @task(name="merge-scores", cache_policy=NO_CACHE)
@@ -151,4 +170,5 @@ def scoring_tasks(retries: int, retry_delay: float) -> dict[str, Any]:
         "prepare": retrying(prepare_shards_task, retries, retry_delay),
         "shard": retrying(score_shard_task, retries, retry_delay),
         "merge": retrying(merge_scores_task, retries, retry_delay),
+        "runs": retrying(recorded_scores_task, retries, retry_delay),
     }

@@ -44,6 +44,7 @@ def write_run(
     num_train=None,
     sparsity=None,
     steps_per_eval=None,
+    scores=None,
 ):
     """A finished run: ``curve`` is a list of (train_seconds, test_acc) evaluations.
 
@@ -51,7 +52,8 @@ def write_run(
     path of its logits as the pipeline does; ``num_train``: the experiment's training-set
     size (summary ``dataset.num_train``); ``sparsity``: the achieved sparsity, recorded as
     the pruner's report; ``steps_per_eval``: log the optimizer step of each evaluation
-    (evaluation i at step i x steps_per_eval).
+    (evaluation i at step i x steps_per_eval); ``scores``: the metric whose scores file
+    (``scores/<metric>.parquet``) the run read, recorded as the pipeline records it.
     """
     run = root / name
     run.mkdir(parents=True)
@@ -82,6 +84,8 @@ def write_run(
     }
     if budget is not None:
         summary["budget"] = budget
+    if scores is not None:
+        summary["scores"] = {"file": str(root / "scores" / f"{scores}.parquet"), "source": "runs"}
     if num_train is not None:
         summary["dataset"]["num_train"] = num_train
     (run / "summary.json").write_text(json.dumps(summary))

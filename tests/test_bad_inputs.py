@@ -728,6 +728,7 @@ CASES = [
     Case("kd-temperature-zero", train("kd.temperature=0"), "kd.temperature"),
     Case("kd-two-teachers", train("kd.teacher=a", "kd.teacher_logits=b.npy"), "not both"),
     Case("scoring-ensemble-size-zero", train("scoring.ensemble_size=0"), "ensemble_size"),
+    Case("scoring-source-unknown", train("scoring.source=teacher"), "scoring.source"),
     Case("students-empty-fractions", run("--set", "students.fractions=[]"), "fractions"),
     Case("students-fraction-zero", run("--set", "students.fractions=[0]"), "0"),
     Case("students-unknown-strategy", run("--set", "students.strategies=[median]"), "median"),

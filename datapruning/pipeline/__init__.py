@@ -14,6 +14,8 @@ Dask workers on other machines) and without Prefect at all; the Prefect flows
   source they hash;
 - :mod:`~datapruning.pipeline.train_cells`: the training cells (teacher, student, one run);
 - :mod:`~datapruning.pipeline.score_cells`: the scoring cells (seed groups, shards, merge);
+- :mod:`~datapruning.pipeline.recorded`: ``scoring.source: runs``, the scores the full-data
+  runs record, averaged over their seeds;
 - :mod:`~datapruning.pipeline.accounting`: what a student is charged, and the tally;
 - :mod:`~datapruning.pipeline.failures`: which errors are retried, and failure records;
 - :mod:`~datapruning.pipeline.order`: which ready cell goes to a runner first;

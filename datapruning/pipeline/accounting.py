@@ -1,7 +1,10 @@
 """What each run is charged, and how many runs were trained, reused and failed.
 
-A student is charged only what it used: the scoring time only when it trained
-on the scores, the teacher's training and its logits only with KD. The
+A student is charged only what it used: the scores' seconds only when it trained
+on the scores (the scoring ensemble's, or with ``scoring.source: runs`` only what the
+full-data runs spent recording them), the teacher's training and its logits only
+with KD. The report then counts both, teacher and scores, three ways (per student,
+once per sweep, owned: :mod:`datapruning.report.tables`). The
 teacher's logits are computed once, by the teacher's own cell, and every KD
 student of that teacher is charged the same recorded seconds, so students'
 end-to-end times do not depend on the order they ran in (before, the first KD

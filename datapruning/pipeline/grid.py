@@ -17,6 +17,8 @@ from datapruning._sections import derive
 from datapruning.config import PipelineConfig, SweepDatasetConfig
 from datapruning.errors import DataPruningError
 from datapruning.pipeline.recipes import StudentRecipe, check_pipeline_config, student_recipes
+from datapruning.pipeline.recorded import from_runs, recording
+from datapruning.train.settings import DynamicsConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,16 @@ class Experiment:
         """The metrics some student trains on (random and RS2 students read none)."""
         used = {recipe.metric for recipe in self.recipes if recipe.needs_scores}
         return [metric for metric in self.metrics if metric in used]
+
+    @property
+    def recorded_metrics(self) -> list[str]:
+        """The scored metrics whose scores the full-data runs record (``scoring.source: runs``)."""
+        return [metric for metric in self.scored_metrics if from_runs(self.cfg, metric)]
+
+    @property
+    def record(self) -> DynamicsConfig | None:
+        """What the experiment's full-data runs record (None: the config's ``train.record``)."""
+        return recording(self.cfg, self.scored_metrics)
 
 
 def experiments(cfg: PipelineConfig) -> list[Experiment]:

@@ -28,6 +28,7 @@ from datapruning.pipeline.data import dataset_of
 from datapruning.pipeline.recipes import StudentRecipe, student_train, teacher_train
 from datapruning.report import FULL_RECIPE
 from datapruning.train.run import NOT_COMPUTING, resolve_teacher
+from datapruning.train.settings import DynamicsConfig
 from datapruning.train.summary import SUMMARY_FORMAT
 
 RUN_KEY = "run_key"
@@ -92,12 +93,13 @@ def reusable_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
     return summary
 
 
-def teacher_key(cfg: PipelineConfig, seed: int) -> str:
+def teacher_key(cfg: PipelineConfig, seed: int, record: DynamicsConfig | None = None) -> str:
+    # train.record is part of it: scoring.source runs retrains the full-data runs once.
     return _key(
         {
             "dataset": dataset_of(cfg).fingerprint,
             "model": cfg.model.model_dump(mode="json"),
-            "train": _train_identity(teacher_train(cfg, seed)),
+            "train": _train_identity(teacher_train(cfg, seed, record)),
             "recipe": FULL_RECIPE,
         }
     )

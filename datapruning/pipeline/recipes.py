@@ -35,6 +35,7 @@ from datapruning.errors import DataPruningError
 from datapruning.pipeline.data import full_steps
 from datapruning.report import FULL_RECIPE
 from datapruning.scores import Scores, select_positions
+from datapruning.train.settings import DynamicsConfig
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,17 @@ def full_run_name(seed: int) -> str:
     return f"{FULL_RECIPE}-s{seed}"
 
 
-def teacher_train(cfg: PipelineConfig, seed: int) -> TrainConfig:
-    """The training settings of the full-data run of ``seed`` (the baseline and KD teacher)."""
+def teacher_train(
+    cfg: PipelineConfig, seed: int, record: DynamicsConfig | None = None
+) -> TrainConfig:
+    """The training settings of the full-data run of ``seed`` (the baseline and KD teacher);
+    ``record``: the dynamics it records (None: the config's ``train.record``), which
+    ``scoring.source: runs`` turns on (datapruning.pipeline.recorded.recording)."""
     # The full-data reference and teacher is dense: train.sparsity is for the students.
-    return derive(cfg.train, seed=seed, sparsity=GradualMagnitude())
+    update: dict[str, Any] = {"seed": seed, "sparsity": GradualMagnitude()}
+    if record is not None:
+        update["record"] = record
+    return derive(cfg.train, **update)
 
 
 def student_train(cfg: PipelineConfig, recipe: StudentRecipe) -> TrainConfig:

@@ -41,16 +41,18 @@ def reusable_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any] | None:
         return None
     if scores.metadata.get(SCORES_KEY) != scores_key(cfg, metric):
         return None
-    return _scores_record(path, scores.metadata, reused=True)
+    return scores_record(path, scores.metadata, reused=True)
 
 
-def _scores_record(path: Path, metadata: dict[str, Any], *, reused: bool) -> dict[str, Any]:
+def scores_record(path: Path, metadata: dict[str, Any], *, reused: bool) -> dict[str, Any]:
     return {
         "metric": metadata["metric"],
         "path": str(path),
         "seconds": float(metadata.get("seconds") or 0.0),
         "hash": file_hash(path),
         "reused": reused,
+        # ensemble: scoring cells trained models; runs: the full-data runs recorded it.
+        "source": metadata.get("source", "ensemble"),
     }
 
 
@@ -194,4 +196,4 @@ def merge_scores(cfg: PipelineConfig, metric: str) -> dict[str, Any]:
     scores.metadata[SCORES_KEY] = scores_key(cfg, metric)
     scores.save(path)
     shutil.rmtree(parts, ignore_errors=True)
-    return _scores_record(path, scores.metadata, reused=False)
+    return scores_record(path, scores.metadata, reused=False)

@@ -37,13 +37,22 @@ from datapruning.pipeline.recipes import (
     teacher_train,
 )
 from datapruning.report import FAILURE_NAME, FULL_RECIPE, TEACHER_LOGITS_RECORD
+from datapruning.train.settings import DynamicsConfig
 
 TEACHER_LOGITS_NAME = "teacher_logits.npy"
 
 
-def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dict[str, Any]:
+def run_teacher(
+    cfg: PipelineConfig,
+    seed: int,
+    *,
+    record: DynamicsConfig | None = None,
+    refresh: bool = False,
+) -> dict[str, Any]:
     """Train (or reuse) the full-data run of ``seed`` and its logits on the training set.
 
+    ``record``: the dynamics the run records as scores files (None: the config's
+    ``train.record``; an experiment's is :attr:`~datapruning.pipeline.grid.Experiment.record`).
     Returns what students need: the run directory, its training seconds, the
     logits file and the seconds they cost, the checkpoint's hash, and whether
     the run was reused.
@@ -54,14 +63,14 @@ def run_teacher(cfg: PipelineConfig, seed: int, *, refresh: bool = False) -> dic
 
     dataset = dataset_of(cfg)
     run_dir = cfg.run_root / full_run_name(seed)
-    key = teacher_key(cfg, seed)
+    key = teacher_key(cfg, seed, record)
     summary = None if refresh else reusable_summary(run_dir, key)
     reused = summary is not None
     if summary is None:
         result = train(
             dataset,
             cfg.model,
-            _worker_threads(teacher_train(cfg, seed)),
+            _worker_threads(teacher_train(cfg, seed, record)),
             run_dir=run_dir,
             extra_summary={"recipe": FULL_RECIPE, "seed": seed, RUN_KEY: key, **_where()},
             progress=False,
@@ -143,18 +152,7 @@ def run_student(
     run_dir.mkdir(parents=True, exist_ok=True)
     if indices is not None:
         write_npy(run_dir / "indices.npy", indices)
-    extra: dict[str, Any] = {
-        "recipe": recipe.label,
-        "strategy": recipe.strategy,
-        "seed": recipe.seed,
-        "sparsity_target": recipe.sparsity,
-        "budget": recipe.budget,
-        RUN_KEY: key,
-        # A shortened full-data run trains on everything for its fraction of the steps: the
-        # report and its pruning curve place it at that share of the full-data work.
-        **({"kept_fraction": recipe.fraction} if recipe.is_short else {}),
-        **_where(),
-    }
+    extra = _student_extra(recipe, key, scores)
     # With augmentation the student runs the teacher online on its augmented batches
     # (datapruning.train.augment): it reads the checkpoint, not the cached logits.
     online = bool(recipe.kd and teacher) and augments(cfg.train, dataset)
@@ -179,6 +177,31 @@ def run_student(
     )
     (run_dir / FAILURE_NAME).unlink(missing_ok=True)
     return _student_record(recipe, result.summary, reused=False)
+
+
+def _student_extra(
+    recipe: StudentRecipe, key: str, scores: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a student's summary records beside the loop's own fields."""
+    return {
+        "recipe": recipe.label,
+        "strategy": recipe.strategy,
+        "seed": recipe.seed,
+        "sparsity_target": recipe.sparsity,
+        "budget": recipe.budget,
+        RUN_KEY: key,
+        # A shortened full-data run trains on everything for its fraction of the steps: the
+        # report and its pruning curve place it at that share of the full-data work.
+        **({"kept_fraction": recipe.fraction} if recipe.is_short else {}),
+        # Which scores file it read and where those came from: the report divides the
+        # scoring among the students that read the same file (datapruning.report.tables).
+        **(
+            {"scores": {"file": scores["path"], "source": scores.get("source", "ensemble")}}
+            if recipe.needs_scores and scores
+            else {}
+        ),
+        **_where(),
+    }
 
 
 def _student_record(

@@ -16,11 +16,14 @@ cost is counted and on the dataset's size, so the report shows both.
 - **Targets**: full data's mean final accuracy minus ``target_drop``, plus any of
   ``targets``: absolute (``0.9``) or relative to full data (``"0.99r"``). Full data
   means the runs of recipe ``full`` only; ``full-short`` is a recipe like the others.
-- **Teacher cost three ways**: charged to each KD student (as if each had trained
-  its own teacher), once per sweep (the teacher's training and logits divided among
-  the KD students of the experiment that distil from it) and zero (an existing model
-  as teacher: only its logits, still shared). Scoring is charged in full to every
-  student that read the scores.
+- **Shared costs three ways**, the teacher and the scores alike: charged to each
+  student that used them (as if each had trained its own teacher and scored the data
+  alone), once per sweep (the teacher's training and logits divided among the KD
+  students of the experiment that distil from it; a scores file's seconds among the
+  students that read it) and owned (an existing model as teacher: only its logits,
+  still shared; scores you have: nothing). Scores that the full-data runs recorded
+  (``scoring.source: runs``) cost only their recording seconds; before, scoring was
+  charged in full to every student whichever the view.
 - **Experiments**: runs are grouped by their parent directory, so a root holds one
   experiment or a study of several (e.g. one per dataset size); a study gets a
   summary table, the smallest training-set size at which pruning pays and a

@@ -200,7 +200,7 @@ def plot_pruning_curve(runs: list[RunRecord]) -> bytes:
 
 def plot_time_to_target(section: Section) -> bytes:
     """Horizontal bars: each row's median student time to the target (min–max error bars)
-    and, outlined, its end-to-end time with the teacher once per sweep; rows that did not
+    and, outlined, its end-to-end time with teacher and scores once per sweep; rows that did not
     reach it in every run are marked."""
     plt = _pyplot()
     table = section.table
@@ -235,7 +235,7 @@ def plot_time_to_target(section: Section) -> bytes:
     ax.set_xlim(0, right * 1.1)
     ax.set_xlabel("seconds to target: filled = student (median, min–max), outline = end to end")
     ax.set_title(
-        f"time to {section.target.accuracy:.1%} (teacher counted once per sweep)", fontsize=9
+        f"time to {section.target.accuracy:.1%} (teacher and scores once per sweep)", fontsize=9
     )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -243,7 +243,7 @@ def plot_time_to_target(section: Section) -> bytes:
 
 
 def plot_speedup_vs_size(experiments: Sequence[Experiment]) -> bytes:
-    """End-to-end speed-up (teacher once per sweep) against training-set size, log-log:
+    """End-to-end speed-up (teacher and scores once per sweep) against training-set size:
     the best recipe per experiment in black, the best of each metric in colour, one
     marker per dataset, a dotted line at 1×.
 
@@ -323,7 +323,7 @@ def plot_speedup_vs_size(experiments: Sequence[Experiment]) -> bytes:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}×"))
     ax.set_xlabel("training-set size (examples)")
     ax.set_ylabel("end-to-end speed-up vs full data")
-    ax.set_title("time to target, teacher counted once per sweep", fontsize=9)
+    ax.set_title("time to target, teacher and scores once per sweep", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     from matplotlib.lines import Line2D
 

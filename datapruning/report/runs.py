@@ -97,6 +97,21 @@ class RunRecord:
         return float(self.summary.get("scoring_seconds") or 0)
 
     @property
+    def scores(self) -> str | None:
+        """The scores this run read (None: none): the file the pipeline recorded in its
+        summary, or ``train.data.scores`` of its config (``datapruning train``), else, for
+        a run charged scoring without either (older runs), its recipe's metric."""
+        record = self.summary.get("scores")
+        if isinstance(record, dict) and isinstance(record.get("file"), str):
+            return str(record["file"])
+        config = self.summary.get("config")
+        train = config.get("train") if isinstance(config, dict) else None
+        data = train.get("data") if isinstance(train, dict) else None
+        if isinstance(data, dict) and isinstance(data.get("scores"), str):
+            return str(data["scores"])
+        return self.recipe.split("-")[0] if self.scoring_seconds else None
+
+    @property
     def teacher_cost_seconds(self) -> float:
         return self.teacher_train_seconds + self.teacher_logits_seconds
 
@@ -193,7 +208,8 @@ def find_failures(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[dict[str, Any]]:
     """The experiment's one-off costs: each teacher's training and logits, each scoring
-    (``kind`` teacher, logits or scoring; ``cost`` is its label)."""
+    (``kind`` teacher, logits or scoring; ``cost`` is its label; a scoring recorded by the
+    full-data runs says so, and ``in_training`` is its part inside their training time)."""
     from datapruning.scores import Scores
 
     root = Path(root)
@@ -231,11 +247,23 @@ def shared_costs(root: str | os.PathLike[str], runs: list[RunRecord]) -> list[di
                 f"scores file {str(path)!r}: seconds is {seconds!r}, not a number; rescore it "
                 "or move it out of the experiment"
             )
-        rows.append(
-            {
-                "cost": f"scoring: {metadata.get('metric', path.stem)}",
-                "kind": "scoring",
-                "seconds": seconds,
-            }
-        )
+        rows.append(_scoring_row(path, metadata, seconds))
     return rows
+
+
+def _scoring_row(path: Path, metadata: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """A scores file's shared cost: its scoring models' seconds, or (``source: runs``) what
+    the full-data runs spent recording it, of which ``in_training`` seconds already count in
+    their training time."""
+    metric = metadata.get("metric", path.stem)
+    runs = metadata.get("runs")
+    if metadata.get("source") != "runs" or not isinstance(runs, list):
+        return {"cost": f"scoring: {metric}", "kind": "scoring", "seconds": seconds}
+    names = ", ".join(Path(str(run.get("dir", "?"))).name for run in runs if isinstance(run, dict))
+    in_training = metadata.get("seconds_in_training") or 0.0
+    return {
+        "cost": f"scoring: {metric}, recorded by {names}",
+        "kind": "scoring",
+        "seconds": seconds,
+        "in_training": float(in_training) if _is_number(in_training) else 0.0,
+    }

@@ -40,6 +40,10 @@ class Metric:
     # a sharded scoring reads (trained models, centroids), ``fn(job) -> seconds``;
     # None: the metric cannot be split by example (``--shard`` is refused).
     prepare: str | None = None
+    # A full-data training run can record it as it trains (``train.record``), so a
+    # pipeline with ``scoring.source: runs`` reads it from the reference and teacher
+    # runs instead of training scoring models.
+    recorded: bool = False
 
     @property
     def function(self) -> Callable[..., Scores]:
@@ -65,6 +69,7 @@ METRICS: dict[str, Metric] = {
             "datapruning.scoring.el2n:score_el2n",
             seed_groups=True,
             prepare="datapruning.scoring.driver:prepare_models",
+            recorded=True,
         ),
         Metric(
             "grand",
@@ -82,6 +87,7 @@ METRICS: dict[str, Metric] = {
             NoParams,
             "datapruning.scoring.forgetting:score_forgetting",
             seed_groups=True,
+            recorded=True,
         ),
         Metric(
             "proto",
@@ -102,6 +108,7 @@ METRICS: dict[str, Metric] = {
 
 SEED_GROUP_METRICS = frozenset(name for name, metric in METRICS.items() if metric.seed_groups)
 SHARDABLE_METRICS = frozenset(name for name, metric in METRICS.items() if metric.shardable)
+RECORDED_METRICS = frozenset(name for name, metric in METRICS.items() if metric.recorded)
 
 
 def get_metric(name: str) -> Metric:

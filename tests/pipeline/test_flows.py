@@ -361,7 +361,7 @@ def test_a_student_that_reads_neither_teacher_nor_scores_starts_before_they_fini
     started = threading.Event()
     done = {"final_test_acc": 0.5, "train_seconds": 1.0}
 
-    def teacher(cfg, seed, *, refresh=False):
+    def teacher(cfg, seed, *, record=None, refresh=False):
         assert started.wait(60), "the random student waited for the teacher"
         return {"run": "full-s0", "status": "trained", **done, "logits_seconds": 0.0}
 
@@ -399,7 +399,7 @@ def test_one_slot_runs_what_students_wait_for_first_then_the_longest_students(
     ran: list[str] = []
     done = {"final_test_acc": 0.5, "train_seconds": 1.0}
 
-    def teacher(cfg, seed, *, refresh=False):
+    def teacher(cfg, seed, *, record=None, refresh=False):
         ran.append("teacher")
         return {"run": "full-s0", "status": "trained", **done, "logits_seconds": 0.0}
 
@@ -449,7 +449,7 @@ def test_one_slot_sends_a_sweeps_bigger_experiments_work_first(
     ran: list[str] = []
     done = {"final_test_acc": 0.5, "train_seconds": 1.0}
 
-    def teacher(cfg, seed, *, refresh=False):
+    def teacher(cfg, seed, *, record=None, refresh=False):
         ran.append(f"{cfg.name}/teacher")
         return {"run": "full-s0", "status": "trained", **done, "logits_seconds": 0.0}
 

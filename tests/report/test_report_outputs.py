@@ -70,7 +70,8 @@ def test_write_report_writes_markdown_html_and_pngs(tmp_path):
     first = text.splitlines()[2]
     assert first == (
         "- To reach 75.0% soonest on digits (1,000 training examples), use **el2n-hard 50%** "
-        "(3.00 s end to end, 1.33× full data's 4.00 s), teacher counted once per sweep. "
+        "(3.00 s end to end, 1.33× full data's 4.00 s), teacher and scores counted once per "
+        "sweep. "
         "Student training alone, the fastest is el2n-hard 50% (1.00 s, 4.00×)."
     )
     assert "| teacher full-s0: training | 4.00 |" in text
@@ -181,7 +182,8 @@ def test_study_root_gets_a_summary_per_target_and_the_smallest_size(study):
     assert summary[2][10] == f"{64 / 18:.2f}×"
     assert (
         "The smallest training-set size at which the best recipe beats full-data training end "
-        "to end, teacher counted once per sweep, is **4,000 examples** (mnist1d, el2n-hard 50%: "
+        "to end, teacher and scores counted once per sweep, is **4,000 examples** (mnist1d, "
+        "el2n-hard 50%: "
         "2.67× full data)." in text
     )
     assert "## Study summary, target 0.5" in text
@@ -205,7 +207,7 @@ def test_study_where_pruning_never_pays_says_so(tmp_path):
     _, text = write_report(root, 0.0)
     assert (
         "At no training-set size here does any recipe beat full-data training end to end "
-        "with the teacher counted once per sweep." in text
+        "with the teacher and scores counted once per sweep." in text
     )
 
 

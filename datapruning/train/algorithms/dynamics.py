@@ -23,7 +23,9 @@ selection) with one line; EL2N's pass covers the whole training set whatever
 the run trains on. Recording changes no weight: the per-step bookkeeping reads
 the step's detached logits, and the EL2N pass runs in eval mode without
 gradient. Its cost is measured and reported apart (``summary["dynamics"]``):
-the bookkeeping is inside the training clock, the EL2N passes outside it.
+the bookkeeping is inside the training clock, the EL2N passes outside it; each
+scores file's ``seconds`` is its own metric's part (EL2N: the passes; forgetting
+and AUM: the bookkeeping they share).
 Each metric is written as a scores file (``scores-<metric>.parquet`` in the run
 directory, the format of :mod:`datapruning.scores`) with its provenance: the run
 directory, its key, seed, the dataset's fingerprint, the epochs and what was
@@ -134,19 +136,31 @@ class Dynamics(Algorithm):
             counts = torch.where(self.learned, self.forgotten.double(), never)
             extra = {"first_learned_step": self.first_learned, "presentations": self.presented}
             params = {"never_learned_score": never, "never_learned": int((~self.learned).sum())}
-            made["forgetting"] = self._scores("forgetting", counts, extra, params)
+            made["forgetting"] = self._scores(
+                "forgetting", counts, extra, params, self.step_seconds
+            )
         if self.cfg.aum:
             aum = self.margin_sum / self.presented.clamp(min=1).double()
             extra = {"aum": aum, "presentations": self.presented}
-            made["aum"] = self._scores("aum", -aum, extra, {"score": "-AUM (low margin: hard)"})
+            params = {"score": "-AUM (low margin: hard)"}
+            made["aum"] = self._scores("aum", -aum, extra, params, self.step_seconds)
         if self.el2n_passes:
             el2n = self.el2n_sum / len(self.el2n_passes)
-            made["el2n"] = self._scores("el2n", el2n, {}, {"after_epochs": self.el2n_passes})
+            params = {"after_epochs": self.el2n_passes}
+            made["el2n"] = self._scores("el2n", el2n, {}, params, self.pass_seconds)
         return made
 
     def _scores(
-        self, metric: str, score: torch.Tensor, extra: dict[str, torch.Tensor], params: dict
+        self,
+        metric: str,
+        score: torch.Tensor,
+        extra: dict[str, torch.Tensor],
+        params: dict,
+        seconds: float,
     ) -> Scores:
+        """One metric's table; ``seconds``: what recording it cost (the EL2N passes for el2n,
+        the step bookkeeping for forgetting and aum, which share it when both are on), so a
+        pipeline charges each metric its own cost."""
         run, seed = self.run, self.run.cfg.seed
         values = score.cpu().numpy().astype(np.float64)
         table = pd.DataFrame(
@@ -164,7 +178,9 @@ class Dynamics(Algorithm):
             "dataset": dataset_record(run.dataset),
             "model": {"name": run.model_name, "params": dict(run.model_params)},
             "seeds": [seed],
-            "seconds": self.step_seconds + self.pass_seconds,
+            "seconds": seconds,
+            # Inside the run's training clock (the step bookkeeping) or outside it (passes).
+            "seconds_in_training": 0.0 if metric == "el2n" else seconds,
             "run": {
                 "dir": str(run.run_dir) if run.run_dir is not None else None,
                 "config_hash": run.config_hash,
