@@ -59,7 +59,6 @@ def run_teacher(
     """
     from datapruning.train.checkpoint import CHECKPOINT_NAME
     from datapruning.train.kd import logits_sidecar, save_teacher_logits, teacher_logits
-    from datapruning.train.loop import train
 
     dataset = dataset_of(cfg)
     run_dir = cfg.run_root / full_run_name(seed)
@@ -67,15 +66,12 @@ def run_teacher(
     summary = None if refresh else reusable_summary(run_dir, key)
     reused = summary is not None
     if summary is None:
-        result = train(
-            dataset,
-            cfg.model,
+        summary = _train(
+            cfg,
             _worker_threads(teacher_train(cfg, seed, record)),
-            run_dir=run_dir,
+            run_dir,
             extra_summary={"recipe": FULL_RECIPE, "seed": seed, RUN_KEY: key, **_where()},
-            progress=False,
         )
-        summary = result.summary
     checkpoint = run_dir / CHECKPOINT_NAME
     checkpoint_hash = file_hash(checkpoint)
     record_path = run_dir / TEACHER_LOGITS_RECORD
@@ -134,7 +130,6 @@ def run_student(
     """Train (or reuse) one student, charged only for what it used
     (:mod:`datapruning.pipeline.accounting`)."""
     from datapruning.scores import Scores
-    from datapruning.train.loop import train
 
     if recipe.needs_scores and scores is None:
         raise DataPruningError(f"recipe {recipe.run_name} trains on scores but none were given")
@@ -162,21 +157,19 @@ def run_student(
     teacher_source = None
     if recipe.kd and teacher:
         teacher_source = teacher["run_dir"] if online else teacher["logits"]
-    result = train(
-        dataset,
-        cfg.model,
+    summary = _train(
+        cfg,
         _worker_threads(student_train(cfg, recipe)),
+        run_dir,
         indices=indices,
         teacher=teacher_source,
         kd=cfg.kd if recipe.kd else None,
-        run_dir=run_dir,
         extra_summary=extra,
-        progress=False,
         teacher_seconds=charges.teacher_seconds,
         scoring_seconds=charges.scoring_seconds,
     )
     (run_dir / FAILURE_NAME).unlink(missing_ok=True)
-    return _student_record(recipe, result.summary, reused=False)
+    return _student_record(recipe, summary, reused=False)
 
 
 def _student_extra(
@@ -221,6 +214,24 @@ def _student_record(
     }
 
 
+def _train(
+    cfg: PipelineConfig, train_cfg: TrainConfig, run_dir: Path, **kwargs: Any
+) -> dict[str, Any]:
+    """One run of the experiment's dataset and model: here, or on ``train_cfg.nproc``
+    processes through torchrun (:mod:`datapruning.train.job`); its summary."""
+    from datapruning.train.loop import train
+
+    if train_cfg.nproc > 1:
+        from datapruning.train.job import train_in_processes
+
+        dataset = (cfg.dataset.name, dict(cfg.dataset.params))
+        return train_in_processes(
+            dataset, run_dir, model_cfg=cfg.model, train_cfg=train_cfg, progress=False, **kwargs
+        )
+    run = train(dataset_of(cfg), cfg.model, train_cfg, run_dir=run_dir, progress=False, **kwargs)
+    return run.summary
+
+
 def _where() -> dict[str, Any]:
     """Which machine and process trained a run (a fan-out runs cells elsewhere)."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
@@ -237,23 +248,19 @@ def run_single(
     cfg: PipelineConfig, run_dir: str | os.PathLike[str], *, refresh: bool = False
 ) -> dict[str, Any]:
     """Train (or reuse) the one run of ``cfg``'s train and kd sections, as ``datapruning train``."""
-    from datapruning.train.loop import train
 
     run_dir = Path(run_dir)
-    dataset = dataset_of(cfg)
     key = single_key(cfg)
     summary = None if refresh else reusable_summary(run_dir, key)
     reused = summary is not None
     if summary is None:
-        summary = train(
-            dataset,
-            cfg.model,
+        summary = _train(
+            cfg,
             _worker_threads(cfg.train),
+            run_dir,
             kd=cfg.kd,  # its teacher, if any, is resolved with the run (train.run.resolve_teacher)
-            run_dir=run_dir,
             extra_summary={"recipe": "train", RUN_KEY: key, **_where()},
-            progress=False,
-        ).summary
+        )
     return {
         "run": run_dir.name,
         "run_dir": str(run_dir),

@@ -240,3 +240,33 @@ def test_debug_mode_refuses_masks_that_differ_between_ranks(
         DataPruningError, match=r"masks differ between the 2 processes after step 7"
     ):
         Pruning(pruner)._check_ranks_agree(7)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_pipeline_cell_with_nproc_trains_on_that_many_processes(tmp_path: Path) -> None:
+    """A cell (here the one-run cell) hands a train.nproc > 1 run to torchrun and reads
+    back its summary; a failure there is one line naming the run."""
+    from datapruning.config import PipelineConfig
+    from datapruning.pipeline.train_cells import run_single
+
+    def config(nproc: int, batch_size: int = 100) -> PipelineConfig:
+        return PipelineConfig.model_validate(
+            {
+                "dataset": {"name": "mnist1d", "params": {"num_samples": 5000, "seed": 42}},
+                "model": {"name": "mlp"},
+                "train": {"steps": 20, "batch_size": batch_size, "nproc": nproc},
+            }
+        )
+
+    one = run_single(config(1), tmp_path / "one")
+    two = run_single(config(2), tmp_path / "two")
+    assert two["status"] == "trained" and not (tmp_path / "two" / "job.pkl").exists()
+    assert abs(two["final_test_acc"] - one["final_test_acc"]) <= 0.002
+    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-5
+    import json
+
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["distributed"]["world_size"] == 2
+    assert run_single(config(2), tmp_path / "two")["status"] == "reused"
+    with pytest.raises(DataPruningError, match=r"on 2 processes failed: train\.batch_size is 99"):
+        run_single(config(2, batch_size=99), tmp_path / "odd")

@@ -1,0 +1,75 @@
+"""A run with ``train.nproc`` above 1, started from code that itself runs in one process.
+
+The pipeline's cells call :func:`datapruning.train.loop.train` in their own process (a
+Dask worker's thread, a Prefect task). A cell whose ``train.nproc`` is N hands the
+same call to N processes instead: :func:`train_in_processes` writes the call's
+arguments to ``job.pkl`` in the run directory and starts ``torchrun --standalone
+--nproc-per-node N -m datapruning.train.job job.pkl`` as a child process (torchrun
+itself needs the main thread of its process, which a worker's task does not have).
+Each process loads the dataset by name, joins the group and trains
+(:mod:`datapruning.train.distributed`); rank 0 writes the run directory as usual and
+the cell reads its ``summary.json``. Rerunning a cell that was stopped resumes the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from datapruning._io import atomic_write
+from datapruning.errors import DataPruningError
+
+JOB_NAME = "job.pkl"
+
+
+def train_in_processes(
+    dataset: tuple[str, dict[str, Any]], run_dir: Path, **train_kwargs: Any
+) -> dict[str, Any]:
+    """``train(load_dataset(*dataset), run_dir=run_dir, **train_kwargs)`` on
+    ``train_cfg.nproc`` processes; the run's summary."""
+    nproc = train_kwargs["train_cfg"].nproc
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = run_dir / JOB_NAME
+    payload = pickle.dumps({"dataset": dataset, "run_dir": str(run_dir), **train_kwargs})
+    atomic_write(job, lambda path: path.write_bytes(payload))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={nproc}", "--module", "datapruning.train.job", str(job),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(train_kwargs["train_cfg"].threads or 1)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        why = said[0].removeprefix("error: ") if said else f"exit status {done.returncode}"
+        raise DataPruningError(f"the run in {str(run_dir)!r} on {nproc} processes failed: {why}")
+    job.unlink(missing_ok=True)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def main(argv: list[str]) -> int:
+    """One process of a job: load it, train, and say only rank 0's outcome."""
+    from datapruning.data.sources import load_dataset
+    from datapruning.train import distributed
+    from datapruning.train.loop import train
+
+    job = pickle.loads(Path(argv[0]).read_bytes())  # written by train_in_processes above
+    name, params = job.pop("dataset")
+    try:
+        distributed.join(job["train_cfg"].device)
+        train(load_dataset(name, params), **job)
+    except DataPruningError as exc:
+        if distributed.current().writes:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.leave()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
