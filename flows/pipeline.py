@@ -146,7 +146,10 @@ def cells(
         full_runs = {seed: ("teacher", i, seed) for seed in exp.teacher_seeds}
         record = exp.record  # what the full-data runs record (scoring.source: runs)
         for seed, key in full_runs.items():
-            queue.add(key, teacher_priority(steps), [], teacher_t, exp.cfg, seed, refresh, record)
+            queue.add(
+                key, teacher_priority(steps), [], teacher_t, exp.cfg, seed, refresh, record,
+                width=exp.cfg.train.nproc,
+            )  # fmt: skip
         for metric in exp.scored_metrics:
             if refresh:
                 clear_scores(exp.cfg, metric)
@@ -165,6 +168,7 @@ def cells(
                 Result(table),
                 Result(teacher),
                 refresh,
+                width=exp.cfg.train.nproc,  # its processes take as many slots
             )
 
     records: list[dict[str, Any]] = []

@@ -47,9 +47,14 @@ class CellQueue:
         self.slots = slots
         self.waiting: dict[Key, tuple[Any, int, list[Any], Any, tuple[Any, ...]]] = {}
         self.done: dict[Key, Any] = {}
+        self.widths: dict[Key, int] = {}
 
-    def add(self, key: Key, priority: Any, needs: list[Any], task_: Any, *args: Any) -> None:
+    def add(
+        self, key: Key, priority: Any, needs: list[Any], task_: Any, *args: Any, width: int = 1
+    ) -> None:
+        """Queue a cell; ``width``: the slots it takes (a run on train.nproc processes)."""
         self.waiting[key] = (priority, len(self.waiting), needs, task_, args)
+        self.widths[key] = width
 
     def run(self) -> Iterator[tuple[Key, Any]]:
         """Yield ``(key, result or Failure)`` of every cell as it finishes."""
@@ -63,7 +68,7 @@ class CellQueue:
                 if all(need in self.done for need in entry[2])
             )
             for _, key in ready:
-                if self.slots is not None and len(running) >= self.slots:
+                if not self.fits(key, list(running.values())):
                     break
                 _, _, _, task_, args = self.waiting.pop(key)
                 filled = [self.done.get(a.key) if isinstance(a, Result) else a for a in args]
@@ -76,6 +81,13 @@ class CellQueue:
             key = running.pop(future)
             self.done[key] = outcome(future)
             yield key, self.done[key]
+
+    def fits(self, key: Key, running: list[Key]) -> bool:
+        """Whether cell ``key`` can start beside the ``running`` ones: its width in free
+        slots (a cell wider than every slot still runs, alone)."""
+        if self.slots is None or not running:
+            return True
+        return sum(self.widths[k] for k in running) + self.widths[key] <= self.slots
 
     def _doomed(self) -> list[tuple[Key, Failure]]:
         """Resolve the waiting cells whose input failed for good, and say why."""

@@ -13,6 +13,7 @@ the cell reads its ``summary.json``. Rerunning a cell that was stopped resumes t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -42,13 +43,22 @@ def train_in_processes(
         f"--nproc-per-node={nproc}", "--module", "datapruning.train.job", str(job),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(train_kwargs["train_cfg"].threads or 1)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, preexec_fn=_every_core)
     if done.returncode:
         said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         why = said[0].removeprefix("error: ") if said else f"exit status {done.returncode}"
         raise DataPruningError(f"the run in {str(run_dir)!r} on {nproc} processes failed: {why}")
     job.unlink(missing_ok=True)
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def _every_core() -> None:
+    """The processes may use every core: a local Dask worker is pinned to its own share
+    (flows.runners.pin_workers), which the N processes would otherwise split; the cell
+    took N of the queue's slots (flows.queue.CellQueue) so that they are free."""
+    if hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
 def main(argv: list[str]) -> int:

@@ -177,6 +177,20 @@ def test_a_cell_waiting_for_an_input_no_cell_makes_is_an_error_not_a_hang():
         list(queue.run())
 
 
+def test_a_cell_on_several_processes_takes_as_many_slots():
+    from datapruning.flows.queue import CellQueue
+
+    queue = CellQueue(slots=2)
+    queue.add(("teacher", 0, 0), 0, [], None, width=2)
+    queue.add(("teacher", 0, 1), 0, [], None)
+    queue.add(("student", 0, "wide"), 0, [], None, width=3)
+    assert queue.fits(("teacher", 0, 0), [])
+    assert not queue.fits(("teacher", 0, 0), [("teacher", 0, 1)])  # 1 + 2 > 2 slots
+    assert queue.fits(("teacher", 0, 1), [])
+    assert queue.fits(("student", 0, "wide"), [])  # wider than all slots: alone
+    assert not queue.fits(("teacher", 0, 1), [("student", 0, "wide")])
+
+
 def test_a_prefect_server_that_does_not_start_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     from prefect.server.api.server import SubprocessASGIServer
 
