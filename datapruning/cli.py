@@ -82,8 +82,8 @@ def datasets() -> None:
         typer.echo(f"{source.name:12s} {source.default_model:{width}s} {source.description}")
     typer.echo(
         f"\nA config's model.name overrides the default. {IMAGE_MODEL} at width 64 has 11.2 M "
-        f"parameters and takes about 50 min per CPU epoch of 50,000 32x32 images; at width "
-        f"{IMAGE_WIDTH_CPU} (the default when train.device is cpu) 176 k and about 2 min. "
+        f"parameters and takes about an hour a CPU epoch of 50,000 32x32 images; at width "
+        f"{IMAGE_WIDTH_CPU} (the default when train.device is cpu) 176 k and about 2.5 min. "
         "Choose with --set model.params.width=16, or --set model.name=mlp."
     )
 

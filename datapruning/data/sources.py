@@ -51,12 +51,12 @@ from datapruning.errors import (
 )
 
 # The model image datasets get when the config names none, and its width by device.
-# ResNet-18 at its full width 64 (11.2 M parameters) took 6.0 s per step of 100 32x32
-# images on one core of the shared 2-core CPU machine: 50 min per epoch of a CIFAR-sized
-# set (50,000 images), and `score --metric el2n` ran 11 minutes without an epoch done.
-# Width 8 (176 k parameters) took 0.24 s: about 2 minutes per such epoch (width 16,
-# 0.53 s: 4.4 min; width 32, 1.5 s: 12 min). Figures: bench/image_width.py.
-# GPUs take the full width, the standard CIFAR ResNet-18.
+# ResNet-18 at its full width 64 (11.2 M parameters) took 6.0-7.2 s a training step of
+# 100 32x32 images on one core of the shared 2-core CPU machine: about an hour an epoch
+# of a CIFAR-sized set (50,000 images); `score --metric el2n` ran 11 minutes without an
+# epoch done. Width 8 (176 k parameters) took 0.24-0.29 s: about 2.5 min an epoch
+# (width 16: 5.4 min, width 32: 16.5 min; bench/results/image_width.json, load 5).
+# On a GPU the full width, the standard CIFAR ResNet-18.
 IMAGE_MODEL = "resnet18"
 IMAGE_WIDTH_CPU = 8
 IMAGE_WIDTH_ACCELERATOR = 64
