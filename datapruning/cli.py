@@ -43,6 +43,13 @@ DatasetOption = Annotated[
         "(default: the config's, else mnist1d)."
     ),
 ]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        help="No progress on stderr: neither the bar (a terminal) nor a line per epoch (a log).",
+    ),
+]
 RootOption = Annotated[
     Path | None,
     typer.Option(help="Folder of a cifar10, cifar100 or imagefolder dataset."),
@@ -186,6 +193,7 @@ def score(
         ),
     ] = False,
     set_: SetOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Score every training example with a pruning metric and save the scores as parquet.
 
@@ -238,19 +246,24 @@ def score(
         return
     if one_shard is not None:
         one_shard.rows(data.num_train)  # refuses more shards than examples, before work
+    progress = False if quiet else None  # None: a bar on a terminal, else a line per epoch
     if prepare:
         from datapruning.scoring import prepare as prepare_with
 
-        seconds = prepare_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
+        seconds = prepare_with(
+            data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts, progress=progress
+        )
         typer.echo(
             f"prepared the shards of {cfg.scoring.metric} on {data.name} ({seconds:.1f} s) "
             f"in {parts}; now run --shard I/N for every I"
         )
         return
     if one_shard is not None:
-        _score_shard(data, cfg, one_shard, parts)
+        _score_shard(data, cfg, one_shard, parts, progress)
         return
-    scores = score_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts)
+    scores = score_with(
+        data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts, progress=progress
+    )
     scores.save(out)
     shutil.rmtree(parts, ignore_errors=True)
     reused = scores.metadata.get("reused_seeds") or []
@@ -261,12 +274,17 @@ def score(
     )
 
 
-def _score_shard(data: Any, cfg: PipelineConfig, shard: Any, parts: Path) -> None:
+def _score_shard(
+    data: Any, cfg: PipelineConfig, shard: Any, parts: Path, progress: bool | None
+) -> None:
     from datapruning.scoring import score as score_with
     from datapruning.scoring._common import Shard
 
     parts.mkdir(exist_ok=True)
-    scores = score_with(data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts, shard=shard)
+    scores = score_with(
+        data, None, cfg.scoring, cfg.model, cfg.train, work_dir=parts, shard=shard,
+        progress=progress,
+    )  # fmt: skip
     path = scores.save(parts / shard.file_name)
     rows = scores.metadata["shard"]["rows"]
     missing = [
@@ -381,6 +399,7 @@ def train_(
         bool,
         typer.Option(help="Replace a finished run in --out that was trained with other settings."),
     ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train one model with the config's dataset, model, train and kd sections.
 
@@ -409,8 +428,9 @@ def train_(
         assert indices is not None
         check_selection(selection, indices, data.fingerprint)
     run = resolve_run(
-        data, cfg.model, cfg.train, indices=kept, teacher=teacher, kd=cfg.kd, run_dir=out
-    )
+        data, cfg.model, cfg.train, indices=kept, teacher=teacher, kd=cfg.kd, run_dir=out,
+        progress=False if quiet else None,  # None: a bar on a terminal, else a line per epoch
+    )  # fmt: skip
     if not _replaces_finished_run(run, out, force):
         return
     teacher_seconds = _teacher_seconds(Path(run.teacher)) if run.teacher is not None else None
