@@ -111,7 +111,9 @@ def score(
     re-initialised per seed); ``scoring.model``, when set, scores instead (a small
     proxy of the student); ``dataset`` may also be ``(x, y)`` arrays or a torch
     Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`); ``train`` is the
-    scoring models' optimiser recipe.
+    scoring models' optimiser recipe. ``progress``: None a bar on a terminal, else a
+    line per epoch and per finished model on stderr (:mod:`datapruning._progress`);
+    False nothing.
 
     ``shard`` (``"i/n"``, 1-based, or a :class:`~datapruning.scoring._common.Shard`)
     scores only that contiguous block of rows, reading what the shards share

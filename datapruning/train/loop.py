@@ -129,7 +129,7 @@ def train(
         run_dir: where metrics.jsonl, summary.json, checkpoint.pt (and resume.pt) go; an
             unfinished run there with the same settings is continued.
         extra_summary: fields copied into summary.json (recipe name, ...).
-        progress: show a progress bar (None: only on a terminal).
+        progress: None a bar on a terminal, else a line per epoch on stderr; False nothing.
         teacher_seconds, scoring_seconds: what the teacher and the scores behind the subset
             cost, for end-to-end time (default: from ``train_cfg.data``'s scores, else 0).
 
