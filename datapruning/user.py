@@ -73,6 +73,23 @@ def build(model: ModelSpec, dataset: Dataset, num_outputs: int | None = None) ->
     return built
 
 
+def resolve_model(model: ModelSpec, dataset: Dataset, device: str | torch.device) -> ModelSpec:
+    """``model`` with the dataset's default model filled in when a ModelConfig names none.
+
+    The default comes with its params for the run's device
+    (:func:`datapruning.data.sources.default_model_params`: ResNet-18 at width 8 on
+    a CPU, 64 on CUDA), under the config's own params, so a run's record, key and
+    checkpoint say which width it trained. A named model and a user model pass as given.
+    """
+    from datapruning.data.sources import default_model_params
+
+    if not isinstance(model, ModelConfig) or model.name is not None:
+        return model
+    name = dataset.default_model
+    params = {**default_model_params(name, str(device)), **model.params}
+    return model.model_copy(update={"name": name, "params": params})
+
+
 def per_seed(model: ModelSpec) -> ModelSpec:
     """``model`` as something that builds a new, differently initialised model per seed.
 

@@ -84,5 +84,7 @@ def test_datasets_states_each_default_model(capsys):
     assert rows["mnist1d"].split()[1] == "convnet1d"
     assert rows["digits"].split()[1] == "mlp"
     assert rows["cifar10"].split()[1] == "resnet18"
-    assert "resnet18 (images), else mlp" in rows["npz"]
+    # The width each device gets (issue 25 item 4: the table did not say which model).
+    assert "resnet18 (width 8 cpu, 64 cuda)" in rows["cifar10"]
+    assert "resnet18 (width 8 cpu, 64 cuda) if images, else mlp" in rows["npz"]
     assert "model.params.width" in out

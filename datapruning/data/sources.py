@@ -50,10 +50,34 @@ from datapruning.errors import (
     describe_validation_error,
 )
 
-# The model image datasets get when the config names none.
+# The model image datasets get when the config names none, and its width by device.
+# ResNet-18 at its full width 64 (11.2 M parameters) took 6.0-7.2 s a training step of
+# 100 32x32 images on one core of the shared 2-core CPU machine: about an hour an epoch
+# of a CIFAR-sized set (50,000 images); `score --metric el2n` ran 11 minutes without an
+# epoch done. Width 8 (176 k parameters) took 0.24-0.29 s: about 2.5 min an epoch
+# (width 16: 5.4 min, width 32: 16.5 min; bench/results/image_width.json, load 5).
+# On a GPU the full width, the standard CIFAR ResNet-18.
 IMAGE_MODEL = "resnet18"
+IMAGE_WIDTH_CPU = 8
+IMAGE_WIDTH_ACCELERATOR = 64
+# The image model as `datapruning datasets` and the Datasets table state it.
+IMAGE_MODEL_TEXT = f"{IMAGE_MODEL} (width {IMAGE_WIDTH_CPU} cpu, {IMAGE_WIDTH_ACCELERATOR} cuda)"
 # The augmentation natural-image sources default to (npz arrays may be anything: none).
 NATURAL_IMAGE_AUGMENT = "crop_flip"
+
+
+def default_model_params(model: str, device: str) -> dict[str, Any]:
+    """The params of a dataset's default ``model`` when a run on ``device`` names none.
+
+    Only the image model depends on the device: width 8 on a CPU, 64 elsewhere
+    (CUDA, MPS). It is a function of the config's ``train.device``, never of the
+    hardware found, so a config always means the same model; runs record it in
+    their model params (run key, checkpoint, scores' provenance).
+    """
+    if model != IMAGE_MODEL:
+        return {}
+    on_cpu = str(device).split(":")[0] == "cpu"
+    return {"width": IMAGE_WIDTH_CPU if on_cpu else IMAGE_WIDTH_ACCELERATOR}
 
 
 class _Params(BaseModel):
@@ -293,7 +317,7 @@ SOURCES: dict[str, Source] = {
             CifarParams,
             _load_cifar10,
             location="root",
-            default_model=IMAGE_MODEL,
+            default_model=IMAGE_MODEL_TEXT,
         ),
         Source(
             "cifar100",
@@ -301,7 +325,7 @@ SOURCES: dict[str, Source] = {
             Cifar100Params,
             _load_cifar100,
             location="root",
-            default_model=IMAGE_MODEL,
+            default_model=IMAGE_MODEL_TEXT,
         ),
         Source(
             "imagefolder",
@@ -309,7 +333,7 @@ SOURCES: dict[str, Source] = {
             ImageFolderParams,
             _load_image_folder,
             location="root",
-            default_model=IMAGE_MODEL,
+            default_model=IMAGE_MODEL_TEXT,
         ),
         Source(
             "beton",
@@ -325,7 +349,7 @@ SOURCES: dict[str, Source] = {
             NpzParams,
             _load_npz,
             location="path",
-            default_model=f"{IMAGE_MODEL} (images), else mlp",
+            default_model=f"{IMAGE_MODEL_TEXT} if images, else mlp",
         ),
     )
 }

@@ -49,7 +49,7 @@ def _job(
 ) -> tuple[Metric, MetricJob]:
     from datapruning.config import ScoringConfig, TrainConfig
     from datapruning.scoring._common import MetricJob, Shard
-    from datapruning.user import as_dataset
+    from datapruning.user import as_dataset, resolve_model
 
     scoring = scoring or ScoringConfig()
     name = metric or scoring.metric
@@ -63,12 +63,14 @@ def _job(
     dataset = as_dataset(dataset)
     if shard is not None:
         shard.rows(dataset.num_train)  # refuses more shards than examples
+    train = train or TrainConfig()
     job = MetricJob(
         dataset=dataset,
         scoring=scoring,
         params=scoring.params_for(name),
-        model=scoring_model(scoring, model),
-        train=train or TrainConfig(),
+        # The default model at its width for the scoring models' device, recorded as such.
+        model=resolve_model(scoring_model(scoring, model), dataset, train.device),
+        train=train,
         progress=progress,
         work_dir=work_dir,
         shard=shard,
@@ -109,7 +111,9 @@ def score(
     re-initialised per seed); ``scoring.model``, when set, scores instead (a small
     proxy of the student); ``dataset`` may also be ``(x, y)`` arrays or a torch
     Dataset of ``(x, y)`` items (:func:`datapruning.user.as_dataset`); ``train`` is the
-    scoring models' optimiser recipe.
+    scoring models' optimiser recipe. ``progress``: None a bar on a terminal, else a
+    line per epoch and per finished model on stderr (:mod:`datapruning._progress`);
+    False nothing.
 
     ``shard`` (``"i/n"``, 1-based, or a :class:`~datapruning.scoring._common.Shard`)
     scores only that contiguous block of rows, reading what the shards share

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from datapruning import __version__
 from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write
+from datapruning._progress import Progress
 from datapruning.data.dataset import Dataset, dataset_record
 from datapruning.data.stream import ExampleSource, check_finite
 from datapruning.errors import DataPruningError, Interrupted
@@ -365,24 +365,23 @@ class SeedStore:
         self.reused = sorted(done)
         missing = [seed for seed in seeds if seed not in done]
         chunks = [missing[i : i + group] for i in range(0, len(missing), group)]
-        bar = tqdm(
-            chunks,
-            desc=desc,
-            unit="group" if group > 1 else "model",
-            disable=None if progress is None else not progress,
-        )
+        # A bar on a terminal, else a line as seeds finish (datapruning._progress).
+        bar = Progress(desc, len(missing), "models", progress)
         try:
             with immediate_stop():
-                for chunk in bar:
+                for chunk in chunks:
                     start = time.perf_counter()
                     values = compute(chunk)
                     seconds = (time.perf_counter() - start) / len(chunk)
                     for row, seed in zip(values, chunk, strict=True):
                         self.save(seed, row, seconds)
                         done[seed] = (row, seconds)
+                    bar.update(len(chunk), f"seed {chunk[-1]} done")
         except Interrupted as exc:
             where = f" in {str(self.root)!r}" if self.root is not None else " (no work dir)"
             # Counted on disk: the signal may land between a seed's save and its entry in done.
             saved = len(self.load(seeds, num_rows)) if self.root is not None else 0
             raise Interrupted(exc.signum, f"{saved} of {len(seeds)} seeds saved{where}") from None
+        finally:
+            bar.close()
         return done

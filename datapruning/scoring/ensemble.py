@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
-from tqdm.auto import tqdm
 
+from datapruning._progress import Progress
 from datapruning._sections import derive
 from datapruning.config import TrainConfig
 from datapruning.data.dataset import Dataset
@@ -206,6 +206,7 @@ def train_ensemble(
     y_train = torch.as_tensor(dataset.y_train, device=device)
     num_train = len(y_train)
     previous_threads = torch.get_num_threads()
+    bar: Progress | None = None
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -237,14 +238,10 @@ def train_ensemble(
         )
         scheduler = make_scheduler(optimizer, plan)
         samplers = [SubsetSampler(np.arange(num_train), shuffle=True, seed=s) for s in seeds]
-        bar = tqdm(
-            range(epochs),
-            desc=f"{desc} ({len(seeds)} models)",
-            unit="epoch",
-            disable=None if progress is None else not progress,
-            leave=False,
-        )
-        for epoch in bar:
+        # A bar on a terminal, a line per epoch elsewhere (datapruning._progress).
+        bar = Progress(f"{desc} ({len(seeds)} models)", epochs, "epoch", progress, per_tenth=False)
+        for epoch in range(epochs):
+            loss_sum = torch.zeros((), device=device)  # on the device: no wait per batch
             for sampler in samplers:
                 sampler.set_epoch(epoch)
             order = torch.as_tensor(
@@ -264,8 +261,14 @@ def train_ensemble(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                loss_sum += loss.detach() * len(y[0])
+            bar.update()
+            if bar.mode == "lines":  # the models' mean training loss over the epoch
+                bar.epoch_end(epoch + 1, epochs, float(loss_sum) / (num_train * len(seeds)))
     finally:
         torch.set_num_threads(previous_threads)
+        if bar is not None:
+            bar.close()
     if plain:
         params, buffers = stack_module_state(models)
         ensemble = Ensemble(base, params, buffers, seeds)

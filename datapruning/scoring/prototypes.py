@@ -67,7 +67,6 @@ import json
 import math
 import os
 import pickle
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -79,11 +78,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from datapruning import user
 from datapruning._interrupt import immediate_stop
 from datapruning._io import atomic_write, write_once
+from datapruning._progress import Progress
 from datapruning.config import ModelConfig
 from datapruning.data.stream import ExampleSource, as_rows
 from datapruning.errors import DataPruningError, Interrupted
@@ -317,47 +316,6 @@ def output_dim(encoder: nn.Module, example: np.ndarray) -> int:
     """The size of ``encoder``'s flattened output on ``example`` (2 rows)."""
     with torch.no_grad(), eval_mode(encoder):
         return int(encoder(torch.as_tensor(example)).reshape(len(example), -1).shape[1])
-
-
-class Progress:
-    """Progress of one phase: a tqdm bar on a terminal, log lines on stderr elsewhere
-    (one per tenth of the work, and the last), nothing with ``progress=False``.
-
-    ``progress``: True a bar, False nothing, None a bar when stderr is a terminal.
-    """
-
-    def __init__(self, desc: str, total: int, unit: str, progress: bool | None) -> None:
-        self.desc, self.total, self.unit = desc, max(total, 1), unit
-        terminal = sys.stderr.isatty()
-        self.mode = "off" if progress is False else "bar" if progress or terminal else "lines"
-        self.done, self.logged_tenths = 0, 0
-        self.start = time.perf_counter()
-        self.bar = (
-            tqdm(total=total, desc=desc, unit=unit, leave=False) if self.mode == "bar" else None
-        )
-
-    def update(self, count: int = 1, note: str = "") -> None:
-        self.done += count
-        if self.bar is not None:
-            self.bar.update(count)
-            if note:
-                self.bar.set_postfix_str(note, refresh=False)
-        elif self.mode == "lines":
-            tenths = self.done * 10 // self.total
-            if tenths > self.logged_tenths or self.done >= self.total:
-                self.logged_tenths = tenths
-                seconds = time.perf_counter() - self.start
-                extra = f", {note}" if note else ""
-                print(
-                    f"{self.desc}: {self.done}/{self.total} {self.unit} "
-                    f"({self.done / self.total:.0%}{extra}, {seconds:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # The default step budget is capped at this many epochs (the recipe before the step

@@ -53,10 +53,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from datapruning._interrupt import StopRequest, deferred_stop
 from datapruning._io import remove_stale_temporaries, write_json, write_text
+from datapruning._progress import Progress
 from datapruning.data.dataset import Dataset
 from datapruning.data.loaders import Batch
 from datapruning.errors import DataPruningError, Interrupted
@@ -136,7 +136,7 @@ def train(
         run_dir: where metrics.jsonl, summary.json, checkpoint.pt (and resume.pt) go; an
             unfinished run there with the same settings is continued.
         extra_summary: fields copied into summary.json (recipe name, ...).
-        progress: show a progress bar (None: only on a terminal).
+        progress: None a bar on a terminal, else a line per epoch on stderr; False nothing.
         teacher_seconds, scoring_seconds: what the teacher and the scores behind the subset
             cost, for end-to-end time (default: from ``train_cfg.data``'s scores, else 0).
 
@@ -300,9 +300,10 @@ class _Loop:
             path = run.run_dir / METRICS_NAME
             write_text(path, "".join(json.dumps(line) + "\n" for line in progress.lines))
             self.log = path.open("a")
-        self.bar = tqdm(
-            total=run.plan.total_steps, initial=progress.step, desc="train", unit="step",
-            disable=_hide(run.progress), leave=False,
+        # A bar on a terminal, a line per epoch elsewhere (datapruning._progress).
+        self.bar = Progress(
+            "train", run.plan.total_steps, "step", run.progress, initial=progress.step,
+            per_tenth=False,
         )  # fmt: skip
         try:
             yield
@@ -336,6 +337,7 @@ class _Loop:
             self.evaluate(epoch)
             self.check_learning()
         self.agree(stop)  # a signal during the evaluation: every rank stops here
+        self.bar.epoch_end(epoch + 1, plan.epochs, progress.loss_sum / max(progress.seen, 1))
         if (checkpoint_due or stop) and not finished:
             self.save_resume(epoch + 1, 0)
         if stop and not finished:  # a finished run is written out instead
@@ -448,7 +450,7 @@ class _Loop:
         if self.log is not None:
             self.log.write(json.dumps(line) + "\n")
             self.log.flush()
-        self.bar.set_postfix(acc=f"{test_acc:.3f}")
+        self.bar.evaluated(test_acc)
         for algorithm in self.after_evals:
             algorithm.after_eval(epoch, line)
 
@@ -562,8 +564,3 @@ def _batch_mover(run: Run) -> Callable[[Batch], Batch]:
     if not streaming and not channels_last and augment is None:
         return lambda batch: batch
     return move
-
-
-def _hide(progress: bool | None) -> bool | None:
-    # tqdm treats disable=None as "hide unless stderr is a terminal".
-    return None if progress is None else not progress

@@ -138,6 +138,8 @@ def resolve_run(
     recipe = resolve_recipe(train_cfg.augment, dataset.default_augment, dataset.input_shape)
     teacher, kd = resolve_teacher(teacher, kd)
     reference = reference_accuracy(train_cfg.reference) if train_cfg.reference is not None else None
+    # The default model at its width for this device: the record and key say which.
+    model_cfg = user.resolve_model(model_cfg, dataset, device)
     model_record = user.record(model_cfg, dataset)
     batches = _batches(dataset, train_cfg, data, device, world)
     plan = plan_steps(train_cfg, len(batches))  # type: ignore[arg-type]

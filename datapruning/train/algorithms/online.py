@@ -22,6 +22,7 @@ from datapruning.train.algorithms.base import Algorithm, Trainer
 from datapruning.train.device import synchronizer
 from datapruning.train.dynamic import OnlineSelection, ProxySelection, charge_proxy
 from datapruning.train.schedule import make_optimizer, make_scheduler
+from datapruning.train.settings import ModelConfig
 from datapruning.train.state import forked_rngs, set_rng_state
 
 
@@ -34,7 +35,7 @@ class Online(Algorithm):
         self.cfg, self.keep, self.proxy = run.cfg, run.data.online_keep, proxy
         self.select: OnlineSelection | ProxySelection | None = None
         self.student_parameters = sum(p.numel() for p in run.model.parameters())
-        self.default_model = run.dataset.default_model  # the proxy's model when it names none
+        self.proxy_spec = _proxy_spec(run)
 
     def start(self, trainer: Trainer) -> None:
         loss, sync = trainer.loss, synchronizer(trainer.device)
@@ -80,11 +81,12 @@ class Online(Algorithm):
     def summarize(self, summary: dict[str, Any]) -> None:
         if not isinstance(self.select, ProxySelection):
             return
-        spec = self.cfg.data.proxy
+        spec = self.proxy_spec
+        assert isinstance(spec, ModelConfig)
         charge_proxy(
             summary["cost"],
             {
-                "model": spec.name or self.default_model,
+                "model": spec.name,
                 "params": dict(spec.params),
                 "every": self.select.every,
                 "backward_examples": self.select.trained,
@@ -105,7 +107,7 @@ def _proxy(run: Any) -> nn.Module | None:
     (seeded by the run's seed; the student's own draws in training are unchanged by it)."""
     from datapruning import user
 
-    spec = run.cfg.data.proxy
+    spec = _proxy_spec(run)
     if spec is None:
         return None
     with forked_rngs(run.device):
@@ -114,3 +116,15 @@ def _proxy(run: Any) -> nn.Module | None:
             return user.build(spec, run.dataset).to(run.device)
         except DataPruningError as exc:  # the message names the model: say it is the proxy
             raise DataPruningError(f"train.data.proxy: {exc}") from None
+
+
+def _proxy_spec(run: Any) -> ModelConfig | None:
+    """The proxy's model, the dataset's default (at its width for the device) when it names none."""
+    from datapruning import user
+
+    spec = run.cfg.data.proxy
+    if spec is None:
+        return None
+    resolved = user.resolve_model(spec, run.dataset, run.device)
+    assert isinstance(resolved, ModelConfig)
+    return resolved
