@@ -26,6 +26,7 @@ turns that into one line saying the run lost a process and how to resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,7 @@ from datapruning.errors import DataPruningError
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # Generous: the first step may compile, a rank may evaluate or cache logits first.
 _TIMEOUT = timedelta(minutes=30)
+_LEAVE_TIMEOUT = timedelta(seconds=20)
 
 
 def launched() -> bool:
@@ -152,6 +154,11 @@ def leave() -> None:
     """Leave the process group (at the end of the process), if this process joined one."""
     global _WORLD
     if _WORLD.distributed and dist.is_initialized():
+        # Together: a rank tearing its connections down while another still uses them
+        # made gloo abort that other process at exit now and then.
+        # Bounded: a rank that left early (or died) must not keep the others here.
+        with contextlib.suppress(RuntimeError, dist.DistError):
+            dist.monitored_barrier(group=_WORLD.control, timeout=_LEAVE_TIMEOUT)
         dist.destroy_process_group()
     _WORLD = SINGLE
 
