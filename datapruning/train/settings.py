@@ -408,12 +408,15 @@ class TrainConfig(Section):
     # It is not enough alone at lr 0.1: see clip_grad_norm.
     warmup_epochs: float | Literal["auto"] = "auto"
     # Rescale the gradients to at most this total L2 norm before each optimizer step (None:
-    # never; under fp16 the unscaled gradients' norm). 5 by default, for every run, the
-    # full-data reference and teacher included: cross-entropy's gradient norm stays under 5
-    # (3.3-4.9 in the first epoch on MNIST-1D), while KD's T^2-scaled loss reaches 22-36,
-    # and at lr 0.1 the warm-up alone left 9 of 21 KD students collapsed (clipping to 5
-    # trained the ones tried, bench/results/kd_clip_probe.json); bench/kd_stability.py
-    # measures the two defaults together against neither.
+    # never; under fp16 the unscaled gradients' norm; the scoring ensemble clips each model
+    # on its own). 5 by default, for every run, the full-data reference, teacher and scoring
+    # models included, so comparisons stay fair. KD's T^2-scaled loss reaches gradient norms
+    # of 41.7 (50.5 at lr 0.1) in the first epoch on MNIST-1D 20k with neither default, and
+    # the warm-up alone still left 9 of 21 KD students collapsed at lr 0.1, while
+    # cross-entropy's stay under 5 (the clip leaves them alone). With both defaults
+    # bench/results/kd_stability.json measured 0 of 108 KD students collapsed at lr 0.05
+    # and 0 of 108 at lr 0.1 (digits, MNIST-1D 4k and 20k, every recipe, 3 seeds), and
+    # full-data accuracy within 0.1 point of no warm-up and no clipping, or above it.
     clip_grad_norm: float | None = Field(5.0, gt=0)
     batch_size: int = Field(100, ge=1)
     # sgd: SGD with (Nesterov) momentum; adamw: AdamW, weight decay decoupled
