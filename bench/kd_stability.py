@@ -249,14 +249,15 @@ def collapsed(run: dict[str, Any], classes: int) -> bool:
     return run["stopped"] is not None or run["final_test_acc"] < 2.0 / classes
 
 
-def train_teachers(data: Dataset, lr: float, seeds: list[int], folder: Path) -> dict[int, Path]:
-    """The full-data run of each seed at ``lr`` with the new defaults: the KD teachers."""
+def train_teachers(
+    data: Dataset, lr: float, seeds: list[int], folder: Path, defaults: str = "new"
+) -> dict[int, Path]:
+    """The full-data run of each seed at ``lr`` under ``defaults``: the KD teachers."""
     teachers = {}
     for seed in seeds:
         teachers[seed] = folder / f"teacher-{seed}"
-        result = train(
-            data, MODEL, base_config(lr, "new", seed), run_dir=teachers[seed], progress=False
-        )
+        cfg = base_config(lr, defaults, seed)
+        result = train(data, MODEL, cfg, run_dir=teachers[seed], progress=False)
         print(f"teacher {seed}: {result.summary['final_test_acc']:.4f}", flush=True)
     return teachers
 
@@ -317,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="FROM=TO",
         help="relabel the carried runs' defaults (e.g. new=warmup: the file's new defaults "
         "were the warm-up alone)",
+    )
+    parser.add_argument(
+        "--full-data-only",
+        action="store_true",
+        help="only the full-data runs (the teachers) of --seeds, for their accuracy",
     )
     parser.add_argument(
         "--resummarise", action="store_true", help="only recompute --out's derived fields"
@@ -485,7 +491,13 @@ def main(argv: list[str] | None = None) -> None:
                     student(label, lr, defaults, strategy, fraction, seed)
 
         lrs = [0.05, 0.1] if args.lr01 else [0.05]
-        if "mnist1d-20k" in args.datasets:
+        if args.full_data_only:
+            for label in args.datasets:
+                for lr in lrs:
+                    for seed in args.seeds:
+                        for defaults in args.defaults:
+                            teacher(label, lr, defaults, seed)
+        elif "mnist1d-20k" in args.datasets:
             data = data_cache["mnist1d-20k"]
             # The study's collapsed cells first: at lr 0.1 (the harder), then 0.05.
             for lr in lrs[::-1]:
@@ -517,13 +529,15 @@ def main(argv: list[str] | None = None) -> None:
                 save()
         # The lr 0.05 grid on every dataset (the fast ones first), then every full-data run.
         for label in sorted(args.datasets, key=lambda label: label == "mnist1d-20k"):
+            if args.full_data_only:
+                break
             for defaults in args.defaults:
                 grid(label, 0.05, defaults)
             for defaults in args.defaults:
                 for seed in args.seeds:
                     if ("teacher", label, 0.05, defaults, seed) not in done:
                         teacher(label, 0.05, defaults, seed)
-        if args.lr01:
+        if args.lr01 and not args.full_data_only:
             for label in sorted(args.datasets, key=lambda label: label == "mnist1d-20k"):
                 if args.lr01 == "grid":
                     grid(label, 0.1, "new")
