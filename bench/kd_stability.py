@@ -1,28 +1,34 @@
-"""Do KD students train with the default LR warm-up? The study's collapsed cells and a grid.
+"""Do KD students train with the default LR warm-up and gradient clipping? A grid.
 
 The study of docs/results.md (configs/study.yaml: SGD lr 0.05, Nesterov momentum 0.9,
 batch 100, 30 epochs, KD alpha 0.5 at T 4 from the full-data run of the same seed) had
 7 of 57 KD students at 20,000 MNIST-1D examples stay at chance from the first epoch.
-This benchmark
+This benchmark compares sets of ``DEFAULTS``: old (``train.warmup_epochs: 0``, no
+``train.clip_grad_norm``), warmup (``auto``: one epoch of the run's own steps, at most a
+tenth of them; no clipping) and new (TrainConfig's own: the warm-up and a clip to 5). It
 
 1. **diagnoses** the first steps of a KD student against its cross-entropy twin (the
    study's full-short 50% cell, teacher and student seed 0): per step the loss, the
-   gradient norm, the largest |logit| and the logits' spread across the batch (a network
-   whose output no longer depends on its input has spread ~0), without and with the
-   default warm-up, at lr 0.05 and 0.1;
-2. trains **KD students** with the old defaults (``train.warmup_epochs: 0``) and the new
-   (``auto``: one epoch of the run's own steps, at most a tenth of them) on the study's
-   recipes: random / EL2N-hard / EL2N-easy subsets, RS2 and full-short at 30% and 50%,
-   InfoBatch and all data, 3 seeds, on MNIST-1D 4k and 20k and digits, at lr 0.05 and
-   (``--lr01``) at lr 0.1. Teachers (the full-data runs) and EL2N scores (4 models x 10
-   epochs, as the study) are made with the same defaults as their students, so the
-   full-data runs' accuracy old against new is also recorded.
+   gradient norm (before clipping), the largest |logit| and the logits' spread across
+   the batch (a network whose output no longer depends on its input has spread ~0),
+   under each set of defaults, at lr 0.05 and 0.1;
+2. trains **KD students** on the study's recipes: random / EL2N-hard / EL2N-easy subsets,
+   RS2 and full-short at 30% and 50%, InfoBatch and all data, 3 seeds, on MNIST-1D 4k and
+   20k and digits, at lr 0.05 and (``--lr01``) at lr 0.1: with the new defaults every
+   cell, with the others the study's collapsed cells and all data (``--old-grid all``:
+   every cell). Teachers (the full-data runs) and EL2N scores (4 models x 10 epochs, as
+   the study) are made with the same defaults as their students, so the full-data runs'
+   accuracy old against new is also recorded (``--full-data-only``: only those, for
+   more seeds).
 
-A student **collapsed** when its final test accuracy is below twice chance, or when the
-loop's divergence checks stopped it (``DataPruningError``). The JSON is rewritten after
-every run, so an interrupted run leaves what it finished.
+``--carry FILE`` keeps an earlier results file's runs instead of repeating them
+(``--carry-rename new=warmup`` relabels runs made when the new defaults were the warm-up
+alone). A student **collapsed** when its final test accuracy is below twice chance, or
+when the loop's divergence checks stopped it (``DataPruningError``). The JSON is rewritten
+after every run, so an interrupted run leaves what it finished.
 
-    python bench/kd_stability.py --out bench/results/kd_stability.json
+    python bench/kd_stability.py --out bench/results/kd_stability.json --defaults new old \
+        --lr01 grid --carry bench/results/kd_stability_warmup.json --carry-rename new=warmup
 """
 
 from __future__ import annotations
