@@ -1,10 +1,12 @@
 """Probe: does clipping the gradient norm train the lr-0.1 KD students the warm-up leaves diverging?
 
 With ``train.clip_grad_norm`` (the step rescales the gradients to at most ``--max-norm``
-in total L2 norm before ``optimizer.step()``; off by default) it trains the cells
+in total L2 norm before ``optimizer.step()``; off when this probe was run, 5 by default
+since) it trains the cells
 bench/kd_stability.py found still collapsing
 at lr 0.1 with the default warm-up (MNIST-1D 20k, RS2 50% + KD and InfoBatch + KD; the
-study's recipe, teachers trained the same way, unclipped). Cross-entropy runs' gradient
+study's recipe, teachers trained the same way, unclipped: kd_stability's "warmup"
+defaults, the warm-up alone, so that it reruns as recorded). Cross-entropy runs' gradient
 norms stay under 5 in their first epoch (kd_stability.json's diagnosis), KD's reach 22-36.
 
     python bench/kd_clip_probe.py --out bench/results/kd_clip_probe.json
@@ -50,11 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        teachers = train_teachers(data, args.lr, args.seeds, tmp)
+        teachers = train_teachers(data, args.lr, args.seeds, tmp, "warmup")
         for cell, data_cfg in CELLS.items():
             for seed in args.seeds:
                 cfg = derive(
-                    base_config(args.lr, "new", seed), data=data_cfg, clip_grad_norm=args.max_norm
+                    base_config(args.lr, "warmup", seed),
+                    data=data_cfg,
+                    clip_grad_norm=args.max_norm,
                 )
                 student = kd_student(data, cfg, teachers[seed], tmp / f"{cell}-{seed}")
                 student.pop("warmup_steps")  # the default's: the same in every run here

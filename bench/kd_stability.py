@@ -1,28 +1,34 @@
-"""Do KD students train with the default LR warm-up? The study's collapsed cells and a grid.
+"""Do KD students train with the default LR warm-up and gradient clipping? A grid.
 
 The study of docs/results.md (configs/study.yaml: SGD lr 0.05, Nesterov momentum 0.9,
 batch 100, 30 epochs, KD alpha 0.5 at T 4 from the full-data run of the same seed) had
 7 of 57 KD students at 20,000 MNIST-1D examples stay at chance from the first epoch.
-This benchmark
+This benchmark compares sets of ``DEFAULTS``: old (``train.warmup_epochs: 0``, no
+``train.clip_grad_norm``), warmup (``auto``: one epoch of the run's own steps, at most a
+tenth of them; no clipping) and new (TrainConfig's own: the warm-up and a clip to 5). It
 
 1. **diagnoses** the first steps of a KD student against its cross-entropy twin (the
    study's full-short 50% cell, teacher and student seed 0): per step the loss, the
-   gradient norm, the largest |logit| and the logits' spread across the batch (a network
-   whose output no longer depends on its input has spread ~0), without and with the
-   default warm-up, at lr 0.05 and 0.1;
-2. trains **KD students** with the old defaults (``train.warmup_epochs: 0``) and the new
-   (``auto``: one epoch of the run's own steps, at most a tenth of them) on the study's
-   recipes: random / EL2N-hard / EL2N-easy subsets, RS2 and full-short at 30% and 50%,
-   InfoBatch and all data, 3 seeds, on MNIST-1D 4k and 20k and digits, at lr 0.05 and
-   (``--lr01``) at lr 0.1. Teachers (the full-data runs) and EL2N scores (4 models x 10
-   epochs, as the study) are made with the same defaults as their students, so the
-   full-data runs' accuracy old against new is also recorded.
+   gradient norm (before clipping), the largest |logit| and the logits' spread across
+   the batch (a network whose output no longer depends on its input has spread ~0),
+   under each set of defaults, at lr 0.05 and 0.1;
+2. trains **KD students** on the study's recipes: random / EL2N-hard / EL2N-easy subsets,
+   RS2 and full-short at 30% and 50%, InfoBatch and all data, 3 seeds, on MNIST-1D 4k and
+   20k and digits, at lr 0.05 and (``--lr01``) at lr 0.1: with the new defaults every
+   cell, with the others the study's collapsed cells and all data (``--old-grid all``:
+   every cell). Teachers (the full-data runs) and EL2N scores (4 models x 10 epochs, as
+   the study) are made with the same defaults as their students, so the full-data runs'
+   accuracy old against new is also recorded (``--full-data-only``: only those, for
+   more seeds).
 
-A student **collapsed** when its final test accuracy is below twice chance, or when the
-loop's divergence checks stopped it (``DataPruningError``). The JSON is rewritten after
-every run, so an interrupted run leaves what it finished.
+``--carry FILE`` keeps an earlier results file's runs instead of repeating them
+(``--carry-rename new=warmup`` relabels runs made when the new defaults were the warm-up
+alone). A student **collapsed** when its final test accuracy is below twice chance, or
+when the loop's divergence checks stopped it (``DataPruningError``). The JSON is rewritten
+after every run, so an interrupted run leaves what it finished.
 
-    python bench/kd_stability.py --out bench/results/kd_stability.json
+    python bench/kd_stability.py --out bench/results/kd_stability.json --defaults new old \
+        --lr01 grid --carry bench/results/kd_stability_warmup.json --carry-rename new=warmup
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from datapruning._io import write_json
 from datapruning.config import DataConfig, KDConfig, ModelConfig, ScoringConfig, TrainConfig
 from datapruning.data.sources import Dataset, load_dataset
 from datapruning.errors import DataPruningError
-from datapruning.scores import Scores, select
+from datapruning.scores import Scores, select_positions
 from datapruning.scoring import score
 from datapruning.train import step as train_step
 from datapruning.train.loop import train
@@ -69,13 +75,18 @@ GRID = [
     ("infobatch", 1.0),
     ("full", 1.0),
 ]
-DEFAULTS = {"old": 0.0, "new": "auto"}  # train.warmup_epochs
+# The train settings each set of defaults overrides (new: TrainConfig's own defaults).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "old": {"warmup_epochs": 0.0, "clip_grad_norm": None},  # before issue 23
+    "warmup": {"warmup_epochs": "auto", "clip_grad_norm": None},  # issue 23's first default
+    "new": {},
+}
 KD = KDConfig(alpha=0.5, temperature=4.0)
 MODEL = ModelConfig()  # the dataset's default (the study's): convnet1d 32 / mlp
 
 
 def base_config(lr: float, defaults: str, seed: int) -> TrainConfig:
-    """The study's train section (configs/study.yaml) with the old or new warm-up default."""
+    """The study's train section (configs/study.yaml) under one set of ``DEFAULTS``."""
     cfg = TrainConfig(
         epochs=30,
         batch_size=100,
@@ -88,7 +99,7 @@ def base_config(lr: float, defaults: str, seed: int) -> TrainConfig:
         threads=1,
         seed=seed,
     )
-    return cfg if defaults == "new" else cfg.model_copy(update={"warmup_epochs": DEFAULTS["old"]})
+    return cfg.model_copy(update=DEFAULTS[defaults]) if DEFAULTS[defaults] else cfg
 
 
 class _Trace:
@@ -100,17 +111,27 @@ class _Trace:
     def __init__(self, limit: int) -> None:
         self.limit, self.rows = limit, []
         self.original = train_step.TrainStep.__call__
+        self.original_clip = torch.nn.utils.clip_grad_norm_
+        self.before_clip: list[float] = []
 
     def __enter__(self) -> _Trace:
-        trace, original = self, self.original
+        trace, original, original_clip = self, self.original, self.original_clip
+
+        def clip(*args: Any, **kwargs: Any) -> torch.Tensor:
+            norm = original_clip(*args, **kwargs)  # the total norm before clipping
+            trace.before_clip.append(float(norm))
+            return norm
 
         def call(
             step: Any, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, n: int, weights=None
         ):
             lr = step.optimizer.param_groups[0]["lr"]
+            trace.before_clip.clear()
             loss = original(step, x, y, index, n, weights)
             grads = [p.grad for p in step.model.parameters() if p.grad is not None]
-            norm = float(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+            # The gradient's norm as computed (before train.clip_grad_norm rescales it).
+            norm = trace.before_clip[0] if trace.before_clip else None
+            norm = float(torch.sqrt(sum(g.pow(2).sum() for g in grads))) if norm is None else norm
             with torch.no_grad():
                 step.model.eval()
                 logits = step.model(x)
@@ -130,18 +151,22 @@ class _Trace:
             return loss
 
         train_step.TrainStep.__call__ = call  # type: ignore[method-assign]
+        torch.nn.utils.clip_grad_norm_ = clip  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         train_step.TrainStep.__call__ = self.original  # type: ignore[method-assign]
+        torch.nn.utils.clip_grad_norm_ = self.original_clip  # type: ignore[assignment]
 
 
-def diagnose(data: Dataset, teachers: dict, tmp: Path, steps: int) -> list[dict[str, Any]]:
+def diagnose(
+    data: Dataset, teachers: dict, tmp: Path, steps: int, defaults_run: list[str]
+) -> list[dict[str, Any]]:
     """The first ``steps`` steps of the study's full-short 50% cell (seed 0), KD and CE."""
     spe = math.ceil(data.num_train / 100)
     out = []
     for lr in (0.05, 0.1):
-        for defaults in ("old", "new"):
+        for defaults in defaults_run:
             for kd in (True, False):
                 cfg = base_config(lr, defaults, 0)
                 cfg = cfg.model_copy(update={"steps": round(0.5 * 30 * spe)})
@@ -213,7 +238,7 @@ def student_config(
     """The study's recipe (datapruning.recipes) as a train config and training indices."""
     spe = math.ceil(num_train / cfg.batch_size)
     if strategy == "random":  # as datapruning.recipes draws it
-        return cfg, select(np.zeros(num_train), fraction, "random", seed)
+        return cfg, select_positions(np.zeros(num_train), fraction, "random", seed)
     if strategy in ("hard", "easy"):
         assert scores is not None
         return cfg, scores.select(fraction, strategy, seed)
@@ -230,14 +255,15 @@ def collapsed(run: dict[str, Any], classes: int) -> bool:
     return run["stopped"] is not None or run["final_test_acc"] < 2.0 / classes
 
 
-def train_teachers(data: Dataset, lr: float, seeds: list[int], folder: Path) -> dict[int, Path]:
-    """The full-data run of each seed at ``lr`` with the new defaults: the KD teachers."""
+def train_teachers(
+    data: Dataset, lr: float, seeds: list[int], folder: Path, defaults: str = "new"
+) -> dict[int, Path]:
+    """The full-data run of each seed at ``lr`` under ``defaults``: the KD teachers."""
     teachers = {}
     for seed in seeds:
         teachers[seed] = folder / f"teacher-{seed}"
-        result = train(
-            data, MODEL, base_config(lr, "new", seed), run_dir=teachers[seed], progress=False
-        )
+        cfg = base_config(lr, defaults, seed)
+        result = train(data, MODEL, cfg, run_dir=teachers[seed], progress=False)
         print(f"teacher {seed}: {result.summary['final_test_acc']:.4f}", flush=True)
     return teachers
 
@@ -265,13 +291,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--diagnose-steps", type=int, default=200)
     parser.add_argument(
+        "--defaults",
+        nargs="+",
+        default=["new", "old"],
+        choices=list(DEFAULTS),
+        help="the sets of defaults to train with (runs --carry holds are not repeated)",
+    )
+    parser.add_argument(
         "--old-grid",
         choices=["collapsed", "all"],
         default="collapsed",
-        help="old defaults: only the study's collapsed cells (and full data), or every cell",
+        help="defaults other than new: only the study's collapsed cells (and full data), "
+        "or every cell",
     )
     parser.add_argument(
-        "--lr01", action="store_true", help="also the 20k collapsed cells at lr 0.1"
+        "--lr01",
+        nargs="?",
+        const="collapsed",
+        choices=["collapsed", "grid"],
+        help="also lr 0.1: the 20k collapsed cells and full data, or (grid) every cell of "
+        "every dataset with the new defaults",
+    )
+    parser.add_argument(
+        "--carry",
+        type=Path,
+        help="an earlier results file whose runs (students, teachers, diagnosis) to keep",
+    )
+    parser.add_argument(
+        "--carry-rename",
+        nargs="*",
+        default=[],
+        metavar="FROM=TO",
+        help="relabel the carried runs' defaults (e.g. new=warmup: the file's new defaults "
+        "were the warm-up alone)",
+    )
+    parser.add_argument(
+        "--full-data-only",
+        action="store_true",
+        help="only the full-data runs (the teachers) of --seeds, for their accuracy",
     )
     parser.add_argument(
         "--resummarise", action="store_true", help="only recompute --out's derived fields"
@@ -287,8 +344,14 @@ def main(argv: list[str] | None = None) -> None:
             "collapsed": "final test accuracy below 2x chance, or stopped by the loop's "
             "divergence checks (check_finite / check_learning: DataPruningError)",
             "defaults": {
-                "old": "train.warmup_epochs 0 (no warm-up)",
-                "new": "train.warmup_epochs auto (one epoch of the run's steps, at most 10%)",
+                "old": "train.warmup_epochs 0 (no warm-up), train.clip_grad_norm null "
+                "(no clipping): before issue 23",
+                "warmup": "train.warmup_epochs auto (one epoch of the run's steps, at most "
+                "10%), no clipping: issue 23's first default",
+                "new": "TrainConfig's defaults: "
+                + json.dumps(
+                    {k: getattr(TrainConfig(), k) for k in ("warmup_epochs", "clip_grad_norm")}
+                ),
             },
             "study_collapsed_cells_20k": [f"{s} {f:.0%} + KD" for s, f in STUDY_COLLAPSED],
             "teacher": "the full-data run of the student's seed, same defaults and lr",
@@ -299,6 +362,33 @@ def main(argv: list[str] | None = None) -> None:
         "teachers": [],
         "students": [],
     }
+    done: set[tuple] = set()
+    if args.carry:
+        carried = json.loads(args.carry.read_text())
+        rename = dict(pair.split("=", 1) for pair in args.carry_rename)
+        record["carried"] = {
+            "from": str(args.carry),
+            "command": carried["command"],
+            "date": carried["date"],
+            "machine": carried["machine"],
+            "versions": carried["versions"],
+            "elapsed_seconds": carried.get("elapsed_seconds"),
+            "renamed_defaults": rename,
+        }
+        for kind in ("teachers", "students"):
+            for run in carried[kind]:
+                run = {**run, "defaults": rename.get(run["defaults"], run["defaults"])}
+                run["carried"] = True
+                record[kind].append(run)
+        if "diagnosis" in carried:
+            record["diagnosis"] = carried["diagnosis"]
+            for run in record["diagnosis"]["runs"]:
+                run["defaults"] = rename.get(run["defaults"], run["defaults"])
+                run["carried"] = True
+        for t in record["teachers"]:
+            done.add(("teacher", t["dataset"], t["lr"], t["defaults"], t["seed"]))
+        for r in record["students"]:
+            done.add((r["dataset"], r["lr"], r["defaults"], r["strategy"], r["kept"], r["seed"]))
     started = time.time()
 
     def save() -> None:
@@ -322,19 +412,21 @@ def main(argv: list[str] | None = None) -> None:
                 result = train(data, MODEL, cfg, run_dir=run_dir, progress=False)
                 acc = result.summary["final_test_acc"]
                 teachers[key] = (run_dir, acc)
-                record["teachers"].append(
-                    {
-                        "dataset": label,
-                        "lr": lr,
-                        "defaults": defaults,
-                        "seed": seed,
-                        "final_test_acc": acc,
-                        "warmup_steps": result.summary["warmup_steps"],
-                        "train_seconds": result.summary.get("train_seconds"),
-                    }
-                )
-                print(record["teachers"][-1], flush=True)
-                save()
+                if ("teacher", *key) not in done:  # a carried teacher is recorded once
+                    done.add(("teacher", *key))
+                    record["teachers"].append(
+                        {
+                            "dataset": label,
+                            "lr": lr,
+                            "defaults": defaults,
+                            "seed": seed,
+                            "final_test_acc": acc,
+                            "warmup_steps": result.summary["warmup_steps"],
+                            "train_seconds": result.summary.get("train_seconds"),
+                        }
+                    )
+                    print(record["teachers"][-1], flush=True)
+                    save()
             return teachers[key][0]
 
         def scores_for(label: str, lr: float, defaults: str) -> Scores:
@@ -355,6 +447,9 @@ def main(argv: list[str] | None = None) -> None:
         def student(
             label: str, lr: float, defaults: str, strategy: str, fraction: float, seed: int
         ):
+            if (label, lr, defaults, strategy, fraction, seed) in done:
+                return  # carried
+            done.add((label, lr, defaults, strategy, fraction, seed))
             data = data_cache[label]
             teacher_dir = teacher(label, lr, defaults, seed)
             scores = scores_for(label, lr, defaults) if strategy in ("hard", "easy") else None
@@ -395,41 +490,67 @@ def main(argv: list[str] | None = None) -> None:
             print(run, flush=True)
             save()
 
-        if "mnist1d-20k" in args.datasets:
+        def grid(label: str, lr: float, defaults: str) -> None:
+            everything = defaults == "new" or args.old_grid == "all"
+            for strategy, fraction in GRID if everything else [("full", 1.0)]:
+                for seed in args.seeds:
+                    student(label, lr, defaults, strategy, fraction, seed)
+
+        lrs = [0.05, 0.1] if args.lr01 else [0.05]
+        if args.full_data_only:
+            for label in args.datasets:
+                for lr in lrs:
+                    for seed in args.seeds:
+                        for defaults in args.defaults:
+                            teacher(label, lr, defaults, seed)
+        elif "mnist1d-20k" in args.datasets:
             data = data_cache["mnist1d-20k"]
+            # The study's collapsed cells first: at lr 0.1 (the harder), then 0.05.
+            for lr in lrs[::-1]:
+                for defaults in args.defaults:
+                    cells = [*STUDY_COLLAPSED, ("full", 1.0)] if lr == 0.1 else STUDY_COLLAPSED
+                    for strategy, fraction in cells:
+                        for seed in args.seeds:
+                            student("mnist1d-20k", lr, defaults, strategy, fraction, seed)
             if args.diagnose_steps:
                 lookup = {
                     (lr, defaults, 0): (teacher("mnist1d-20k", lr, defaults, 0), 0.0)
                     for lr in (0.05, 0.1)
-                    for defaults in ("old", "new")
+                    for defaults in args.defaults
                 }
-                record["diagnosis"] = {
-                    "cell": "mnist1d-20k full-short 50% (3,000 steps), teacher and student seed 0",
-                    "steps": args.diagnose_steps,
-                    "runs": diagnose(data, lookup, tmp, args.diagnose_steps),
-                }
+                runs = diagnose(data, lookup, tmp, args.diagnose_steps, args.defaults)
+                record.setdefault("diagnosis", {}).update(
+                    {
+                        "cell": "mnist1d-20k full-short 50% (3,000 steps), teacher and "
+                        "student seed 0",
+                        "steps": args.diagnose_steps,
+                    }
+                )
+                kept = [
+                    r
+                    for r in record["diagnosis"].get("runs", [])
+                    if r["defaults"] not in args.defaults
+                ]
+                record["diagnosis"]["runs"] = kept + runs
                 save()
-            # The study's collapsed cells first, old defaults then new.
-            for defaults in ("new", "old"):
-                for strategy, fraction in STUDY_COLLAPSED:
-                    for seed in args.seeds:
-                        student("mnist1d-20k", 0.05, defaults, strategy, fraction, seed)
-            if args.lr01:
-                for defaults in ("new", "old"):
-                    for strategy, fraction in [*STUDY_COLLAPSED, ("full", 1.0)]:
-                        for seed in args.seeds:
-                            student("mnist1d-20k", 0.1, defaults, strategy, fraction, seed)
-        for label in args.datasets:
-            for defaults in ("new", "old"):
-                cells = GRID if defaults == "new" or args.old_grid == "all" else [("full", 1.0)]
-                for strategy, fraction in cells:
-                    if label == "mnist1d-20k" and (strategy, fraction) in STUDY_COLLAPSED:
-                        continue  # run above
-                    for seed in args.seeds:
-                        student(label, 0.05, defaults, strategy, fraction, seed)
-            for defaults in ("old", "new"):  # every seed's full-data run, for accuracy
+        # The lr 0.05 grid on every dataset (the fast ones first), then every full-data run.
+        for label in sorted(args.datasets, key=lambda label: label == "mnist1d-20k"):
+            if args.full_data_only:
+                break
+            for defaults in args.defaults:
+                grid(label, 0.05, defaults)
+            for defaults in args.defaults:
                 for seed in args.seeds:
-                    teacher(label, 0.05, defaults, seed)
+                    if ("teacher", label, 0.05, defaults, seed) not in done:
+                        teacher(label, 0.05, defaults, seed)
+        if args.lr01 and not args.full_data_only:
+            for label in sorted(args.datasets, key=lambda label: label == "mnist1d-20k"):
+                if args.lr01 == "grid":
+                    grid(label, 0.1, "new")
+                for defaults in args.defaults:
+                    for seed in args.seeds:
+                        if ("teacher", label, 0.1, defaults, seed) not in done:
+                            teacher(label, 0.1, defaults, seed)
     save()
     print(json.dumps(record["summary"], indent=1))
     print(f"wrote {args.out}")

@@ -5,7 +5,9 @@ tenth of them) trains every KD student at lr 0.05, but at lr 0.1 RS2 50% + KD an
 InfoBatch + KD on MNIST-1D 20k still collapse (NaN or chance) once the LR reaches its
 peak. This trains those cells (the study's recipe: 30 epochs, SGD Nesterov 0.9, batch
 100, KD alpha 0.5 T 4 from the full-data run of the same seed and lr) at lr 0.1 with
-longer warm-ups and records each student's final accuracy and how it ended.
+longer warm-ups and records each student's final accuracy and how it ended. Teachers
+and students do not clip their gradients (kd_stability's "warmup" defaults), as when it
+was run, before ``train.clip_grad_norm`` defaulted to 5.
 
     python bench/kd_warmup_length.py --out bench/results/kd_warmup_length.json
 """
@@ -43,11 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     record: dict[str, Any] = {**provenance(__file__, argv), "lr": args.lr, "runs": runs}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        teachers = train_teachers(data, args.lr, args.seeds, tmp)
+        teachers = train_teachers(data, args.lr, args.seeds, tmp, "warmup")
         for cell, data_cfg in CELLS.items():
             for warmup in args.warmups:
                 for seed in args.seeds:
-                    cfg = base_config(args.lr, "new", seed).model_copy(
+                    cfg = base_config(args.lr, "warmup", seed).model_copy(
                         update={
                             "data": data_cfg,
                             "warmup_epochs": warmup if warmup == "auto" else float(warmup),

@@ -10,7 +10,8 @@ is the training loop's (:mod:`datapruning.train.schedule`): model ``k`` is
 initialised under ``torch.manual_seed(seed_k)``, sees the batches of
 ``SubsetSampler(indices, shuffle=True, seed=seed_k)`` in the same order, and is
 optimised by the config's optimizer (SGD with (Nesterov) momentum, or AdamW)
-and per-step LR (optional linear warm-up, then cosine to zero). Both updates
+and per-step LR (optional linear warm-up, then cosine to zero), each model's gradients
+clipped to ``train.clip_grad_norm`` on their own (:func:`clip_per_model`). Both updates
 are elementwise, so one optimizer over the stacked tensors updates each model
 exactly as its own optimizer would; the summed loss gives each model its own gradient. Results
 match sequential training up to the rounding of the batched kernels, which
@@ -182,6 +183,25 @@ def build_models(
     return models
 
 
+def clip_per_model(params: Sequence[torch.Tensor], max_norm: float, *, stacked: bool) -> None:
+    """``train.clip_grad_norm`` as the loop's step applies it, to each model on its own.
+
+    ``stacked``: the parameters carry the K models on their leading dimension, and each
+    model's gradients are rescaled by ``max_norm / (its total norm + 1e-6)`` when that is
+    below 1, as ``torch.nn.utils.clip_grad_norm_`` rescales one model's.
+    """
+    if not stacked:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack([g.detach().flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
+
+
 def train_ensemble(
     dataset: Dataset,
     model_cfg: ModelSpec,
@@ -259,6 +279,8 @@ def train_ensemble(
                 loss = per_model.mean(dim=1).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if train_cfg.clip_grad_norm is not None:
+                    clip_per_model(trained, train_cfg.clip_grad_norm, stacked=not plain)
                 optimizer.step()
                 scheduler.step()
                 loss_sum += loss.detach() * len(y[0])

@@ -571,12 +571,13 @@ def test_a_diverging_run_fails_its_cells_and_the_others_finish(tmp_path, prefect
     students = {"fractions": [0.5], "strategies": ["random"], "kd": [False], "seeds": [0]}
     datasets = [
         {"name": "mnist1d", "params": {"num_samples": 400}, "label": "ok"},
-        # lr 1000: the loss is NaN after the first epoch; the loop stops the run there.
+        # lr 1000, unclipped: the loss is NaN after the first epoch; the loop stops the run
+        # there.
         {
             "name": "mnist1d",
             "params": {"num_samples": 400},
             "label": "bad",
-            "train": {"lr": 1000.0},
+            "train": {"lr": 1000.0, "clip_grad_norm": None},
         },
     ]
     config = write_config(tmp_path, name="diverge", students=students, sweep={"datasets": datasets})

@@ -26,11 +26,20 @@ def digits():
 
 
 @pytest.mark.parametrize(
-    "model,warmup_epochs", [(MLP, 0.0), (MLP, 1.0), (CONVNET, 0.0)], ids=["mlp", "warmup", "conv"]
+    "model,warmup_epochs,clip",
+    [
+        (MLP, 0.0, 5.0),
+        (MLP, 1.0, 5.0),
+        (CONVNET, 0.0, 5.0),
+        (MLP, 0.0, None),
+        (MLP, 0.0, 0.3),  # clips most steps, each model by its own gradient's norm
+        (CONVNET, 0.0, 0.3),
+    ],
+    ids=["mlp", "warmup", "conv", "mlp-unclipped", "mlp-clipped", "conv-clipped"],
 )
-def test_each_member_matches_its_sequential_run(digits, model, warmup_epochs):
+def test_each_member_matches_its_sequential_run(digits, model, warmup_epochs, clip):
     seeds = [0, 3]
-    recipe = TRAIN.model_copy(update={"warmup_epochs": warmup_epochs})
+    recipe = TRAIN.model_copy(update={"warmup_epochs": warmup_epochs, "clip_grad_norm": clip})
     ensemble = train_ensemble(digits, model, recipe, seeds, epochs=2)
     assert len(ensemble) == 2
     x = torch.as_tensor(digits.x_train)

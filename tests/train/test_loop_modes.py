@@ -174,6 +174,30 @@ def test_default_warmup_is_one_epoch_at_most_a_tenth_of_the_run(digits, tmp_path
     assert TrainConfig(warmup_epochs=0).warmup_epochs == 0
 
 
+def test_default_clips_every_step_to_a_gradient_norm_of_5(digits, tmp_path, monkeypatch):
+    # KD at lr 0.05-0.1 needs it besides the warm-up (bench/results/kd_stability.json);
+    # every run gets it, the full-data reference included. null turns it off.
+    assert TrainConfig().clip_grad_norm == 5.0
+    seen = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        before = original(params, max_norm, *args, **kwargs)
+        after = torch.sqrt(sum(p.grad.pow(2).sum() for p in params))
+        seen.append((max_norm, float(before), float(after)))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    result = train(digits, MLP, cfg(epochs=1, lr=2.0), run_dir=tmp_path / "default")
+    assert len(seen) == result.summary["steps"]
+    assert all(max_norm == 5.0 and after <= 5.0 + 1e-4 for max_norm, _, after in seen)
+    assert any(before > 5.0 for _, before, _ in seen)  # lr 2 makes it clip some steps
+    seen.clear()
+    train(digits, MLP, cfg(epochs=1, clip_grad_norm=None), run_dir=tmp_path / "off")
+    assert seen == []
+
+
 def test_plan_steps_auto_warmup():
     assert warmup_steps("auto", 200, 6000) == 200
     assert warmup_steps("auto", 200, 1800) == 180
