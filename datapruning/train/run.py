@@ -131,6 +131,11 @@ def resolve_run(
     world = distributed.join(train_cfg.device)
     train_cfg = _check_world(train_cfg, world)
     device = distributed.rank_device(resolve_device(train_cfg.device), world)
+    if world.distributed and train_cfg.sync_bn and device.type != "cuda":
+        raise DataPruningError(
+            "train.sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); set "
+            "train.sync_bn=false on this device: each process then normalises by its share"
+        )
     precision = resolve_precision(train_cfg.precision, device)
     if train_cfg.compile:
         check_compile(device)

@@ -456,8 +456,8 @@ class TrainConfig(Section):
     # `datapruning train --nproc N` and the pipeline's runners launch them; under torchrun
     # the launcher's count is used. Each takes batch_size / nproc of every batch.
     nproc: int = Field(1, ge=1)
-    # With several processes, BatchNorm's batch statistics over the global batch
-    # (torch.nn.SyncBatchNorm) rather than over each process's share.
+    # With several processes on CUDA, BatchNorm's batch statistics over the global batch
+    # (torch.nn.SyncBatchNorm, GPU only) rather than over each process's share.
     sync_bn: bool = False
     # Forward pass in fp32, or under autocast in bf16 or fp16 (fp16 adds a gradient
     # scaler and needs CUDA); weights, optimizer state and the loss stay float32.

@@ -272,3 +272,36 @@ def test_a_pipeline_cell_with_nproc_trains_on_that_many_processes(tmp_path: Path
     assert run_single(config(2), tmp_path / "two")["status"] == "reused"
     with pytest.raises(DataPruningError, match=r"on 2 processes failed: train\.batch_size is 99"):
         run_single(config(2, batch_size=99), tmp_path / "odd")
+
+
+@pytest.mark.slow
+def test_batchnorm_models_train_on_two_processes_and_sync_bn_needs_cuda(tmp_path: Path) -> None:
+    """Without train.sync_bn each process normalises by its own half-batch's statistics
+    (close to, not equal to, one process); torch's SyncBatchNorm runs only on GPUs, so on
+    a CPU the setting is refused in one line before anything is written."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(240) % 4
+    x = (rng.normal(size=(240, 3, 16, 16)) + y[:, None, None, None]).astype(np.float32)
+    np.savez(tmp_path / "images.npz", x=x[:200], y=y[:200], x_test=x[200:], y_test=y[200:])
+    (tmp_path / "c.yaml").write_text(
+        "dataset: {name: npz, params: {path: images.npz}}\n"
+        "model: {name: resnet18, params: {width: 4}}\n"
+        "train: {steps: 10, batch_size: 40, threads: 1, targets: [0.9]}\n"
+    )
+    _train(tmp_path, "one")
+    _train(tmp_path, "apart", nproc=2)
+    # Not the one-process run: the running statistics are rank 0's half-batch ones.
+    assert _max_difference(tmp_path / "one", tmp_path / "apart") > 1e-6
+    done = subprocess.run(
+        [*CLI, "train", "c.yaml", "--out", "synced", "--nproc", "2", "--set", "train.sync_bn=true"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: train.sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); set "
+        "train.sync_bn=false on this device: each process then normalises by its share"
+    ]
+    assert not (tmp_path / "synced").exists()
