@@ -135,8 +135,11 @@ class ProxySelection:
         sync: Callable[[], None] | None = None,
         teacher: nn.Module | None = None,
         every: int = 1,
+        clip_grad_norm: float | None = None,
     ) -> None:
         self.model, self.loss_fn, self.keep, self.every = proxy.train(), loss_fn, keep, every
+        # The run's train.clip_grad_norm: the proxy trains with the run's recipe.
+        self.clip = clip_grad_norm
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.teacher = teacher  # an online teacher: the KD loss takes its logits on the batch
         self.autocast = precision.autocast if precision is not None else nullcontext
@@ -178,10 +181,15 @@ class ProxySelection:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if self.clip is not None:  # the norm of the true gradients, not the scaled ones
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            if self.clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
             self.optimizer.step()
 
     @property

@@ -277,6 +277,32 @@ def test_proxy_selection_keeps_its_top_losses_and_trains_on_them():
     assert select.scored == 10 and select.seconds > 0
 
 
+def test_the_proxy_clips_its_gradients_as_the_run_does():
+    """train.clip_grad_norm reaches the proxy: its step is the by-hand clipped one."""
+    torch.manual_seed(0)
+    proxy = torch.nn.Linear(5, 3)
+    reference = copy.deepcopy(proxy)
+    x, y, index = torch.randn(10, 5) * 50, torch.randint(0, 3, (10,)), torch.arange(10)
+
+    def loss_fn(logits, labels, _index):
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    def sgd(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    optimizer, scheduler = sgd(proxy)
+    ProxySelection(proxy, loss_fn, 0.5, optimizer, scheduler, clip_grad_norm=0.1)(x, y, index)
+    with torch.no_grad():
+        top = loss_fn(reference(x), y, index).topk(5).indices
+    ref_optimizer, _ = sgd(reference)
+    loss_fn(reference(x[top]), y[top], index[top]).mean().backward()
+    assert torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.1) > 0.1  # it clips
+    ref_optimizer.step()
+    for mine, theirs in zip(proxy.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
 def test_online_proxy_runs_are_seeded_and_resume_bit_exact(digits, teacher, tmp_path, monkeypatch):
     # The proxy learns on every third batch: where the run resumes, that count goes on.
     train_cfg = cfg(

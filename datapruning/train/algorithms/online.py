@@ -57,6 +57,7 @@ class Online(Algorithm):
             sync,
             teacher=loss.teacher,
             every=self.cfg.data.proxy_every,
+            clip_grad_norm=self.cfg.clip_grad_norm,
         )
 
     def batch(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
