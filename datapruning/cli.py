@@ -693,6 +693,17 @@ def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors become one line on stderr and exit 2.
 
+    One of several processes of a run (torchrun) then leaves their group
+    (:func:`_end_process`).
+    """
+    code = _main(argv)
+    _end_process(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
+    """The app's run and exit status; user errors become one line on stderr and exit 2.
+
     A command stopped by SIGINT/SIGTERM at a resume point prints one line with the
     command that continues it and exits 128 + the signal's number (130, 143). Any
     other exception is a bug: it exits 1 with one line naming it and the log file
@@ -732,19 +743,27 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except Exception as exc:
         return _report_crash(exc, argv)
-    finally:
-        _leave_process_group()
     if code == 130:
         typer.echo("aborted", err=True)
     return code if isinstance(code, int) else 0
 
 
-def _leave_process_group() -> None:
-    """A process of a run on several leaves their group before it exits (else torch's
-    backends may abort the process at exit)."""
-    from datapruning.train.distributed import leave
+def _end_process(code: int) -> None:
+    """A process of a run on several leaves: after a finished run, together with the
+    others (else gloo may abort a process at exit); after an error or an interrupt, at
+    once, without the group's teardown. That teardown waits for ranks that may be gone,
+    or that a late stop signal ends in it, and torch's destructors can abort a process
+    whose peers left (its exit status would then hide the real one)."""
+    from datapruning.train.distributed import current, leave
 
-    leave()
+    if not current().distributed:
+        return
+    if code == 0:
+        leave()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _speaks() -> bool:

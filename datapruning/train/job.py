@@ -74,10 +74,10 @@ def main(argv: list[str]) -> int:
         train(load_dataset(name, params), **job)
     except DataPruningError as exc:
         if distributed.current().writes:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        distributed.leave()
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        # At once, as the CLI's processes do (datapruning.cli._end_process).
+        os._exit(2)
+    distributed.leave()
     return 0
 
 

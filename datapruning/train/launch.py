@@ -38,9 +38,12 @@ def launch(nproc: int, argv: Sequence[str], threads: int | None = 1) -> int:
     try:
         run(args)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        if failure.exitcode >= 0:  # the process said why itself (rank 0 printed it)
-            return failure.exitcode
+        # A process killed by a signal is the cause: the others only saw it leave (and
+        # may have been seen to exit first).
+        killed = sorted((r, f) for r, f in exc.failures.items() if f.exitcode < 0)
+        if not killed:  # the processes said why themselves (rank 0 printed it)
+            return exc.get_first_failure()[1].exitcode
+        rank, failure = killed[0]
         name = _signal_name(-failure.exitcode)
         print(
             f"error: process {rank} of {nproc} was killed by {name}; the others stopped. "
