@@ -99,19 +99,12 @@ def _shared_logits(run: Any) -> TeacherLogits:
     """The teacher's logits on every training example: with several processes, rank 0
     computes (and caches) them once and the others receive them, indexed like the data."""
     world = run.world
-    if not world.distributed:
-        return teacher_logits(run.teacher, run.dataset, cache=run.kd.cache_logits)
-    shape = (run.dataset.num_train, run.dataset.num_classes)
-    ready = None
-    if world.writes:
-        ready = teacher_logits(run.teacher, run.dataset, cache=run.kd.cache_logits)
-        logits = ready.logits.detach().to("cpu", torch.float32).contiguous()
-    else:
-        logits = torch.empty(shape, dtype=torch.float32)
-    world.broadcast(logits)
-    if ready is not None:
+    if not world.writes:  # the time is rank 0's (the summary's); this rank spent none
+        shape = (run.dataset.num_train, run.dataset.num_classes)
         return TeacherLogits(
-            logits.to(ready.logits.dtype), ready.source, ready.seconds, ready.cached
+            world.broadcast(torch.empty(shape, dtype=torch.float32)), "rank 0", 0.0, True
         )
-    # The others spent nothing of their own; the time is rank 0's (the summary's).
-    return TeacherLogits(logits, "rank 0", 0.0, True)
+    ready = teacher_logits(run.teacher, run.dataset, cache=run.kd.cache_logits)
+    if world.distributed:
+        world.broadcast(ready.logits.detach().to("cpu", torch.float32).contiguous())
+    return ready
