@@ -90,7 +90,7 @@ def test_warm_up_longer_than_the_run_is_refused(digits):
     from datapruning.errors import DataPruningError
 
     with pytest.raises(DataPruningError, match="warm-up"):
-        train_ensemble(digits, MLP, TRAIN.model_copy(update={"warmup_epochs": 3}), [0], epochs=2)
+        train_ensemble(digits, MLP, TRAIN.model_copy(update={"warmup_epochs": 3.0}), [0], epochs=2)
 
 
 def tiny_images(n=48, seed=0):

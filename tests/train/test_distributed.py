@@ -212,12 +212,15 @@ def test_kill_of_a_rank_stops_the_other_and_the_rerun_resumes_exactly(tmp_path: 
 
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_leaves_a_resume_point(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(LONG)
+    # Far longer than the test waits: on a busy machine a 12-epoch run (3.6 s in CI) once
+    # ended before the signal reached its processes.
+    (tmp_path / "c.yaml").write_text(LONG.replace("epochs: 12", "epochs: 500"))
     launcher = _start_and_wait_for_resume_point(tmp_path, "stopped")
     launcher.send_signal(signal.SIGTERM)
     _, stderr = launcher.communicate(timeout=60)
-    assert launcher.returncode == 143
-    assert stderr.strip().splitlines()[-1].startswith("interrupted by SIGTERM: resume point at")
+    assert launcher.returncode == 143, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM: resume point at"), stderr
     assert not (tmp_path / "stopped" / "summary.json").exists()
     state = torch.load(tmp_path / "stopped" / "resume.pt", weights_only=True)
     assert len(state["ranks"]) == 2  # each rank's own generators, sampler and partial loss
