@@ -24,12 +24,15 @@ from datapruning.report.plots import (
     SIZE_PLOT_NAME,
 )
 from datapruning.report.tables import (
+    _REPEAT_NOTE,
+    _REPEAT_TITLE,
     _TIME_NOTE,
     _TIME_TITLE,
     Experiment,
     _target_spec,
     display_study,
     display_table,
+    repeat_table,
     smallest_size_sentence,
     study_table,
     time_table,
@@ -163,6 +166,16 @@ def render_html(
             f"<p>{html.escape(_TIME_NOTE)}</p>",
             _html_table(time_table(experiments)),
         ]
+        repeats = repeat_table(experiments)
+        if not repeats.empty:
+            worst = repeats["slowest / fastest"].max()
+            repeats["slowest / fastest"] = repeats["slowest / fastest"].map("{:.2f}x".format)
+            parts += [
+                f"<h2>{_REPEAT_TITLE}</h2>",
+                f"<p>{html.escape(_REPEAT_NOTE)}</p>",
+                _html_table(repeats),
+                f"<p>Largest spread between identical runs: {worst:.2f}x.</p>",
+            ]
     for experiment in experiments:
         parts += [
             f"<h2>{html.escape(experiment.name or 'Experiment')}</h2>",

@@ -12,6 +12,8 @@ from datapruning.report.plots import (
     SIZE_PLOT_NAME,
 )
 from datapruning.report.tables import (
+    _REPEAT_NOTE,
+    _REPEAT_TITLE,
     _TIME_NOTE,
     _TIME_TITLE,
     Experiment,
@@ -19,6 +21,7 @@ from datapruning.report.tables import (
     display_study,
     display_table,
     markdown_table,
+    repeat_table,
     smallest_size_sentence,
     study_table,
     time_table,
@@ -145,6 +148,7 @@ def render_markdown(
         lines += [f"## {_TIME_TITLE}", "", _TIME_NOTE, ""]
         lines += [*markdown_table(times, right=[c for c in times.columns if c != "experiment"])]
         lines += [""]
+        lines += repeat_lines(experiments)
     for experiment in experiments:
         lines += render_experiment(experiment, level=2)
         for name in (PLOT_NAME, PRUNING_PLOT_NAME, BARS_PLOT_NAME):
@@ -162,6 +166,26 @@ def render_markdown(
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def repeat_lines(experiments: Sequence[Experiment]) -> list[str]:
+    """The clock's spread between identical full-data runs (none: no run repeats)."""
+    repeats = repeat_table(experiments)
+    if repeats.empty:
+        return []
+    worst = repeats["slowest / fastest"].max()
+    repeats["slowest / fastest"] = repeats["slowest / fastest"].map("{:.2f}x".format)
+    right = ["seed", "steps", "training s", "slowest / fastest"]
+    return [
+        f"## {_REPEAT_TITLE}",
+        "",
+        _REPEAT_NOTE,
+        "",
+        *markdown_table(repeats, right=right),
+        "",
+        f"Largest spread between identical runs: {worst:.2f}x.",
+        "",
+    ]
 
 
 def _plot_lines(plots: dict[str, str], name: str) -> list[str]:

@@ -412,6 +412,55 @@ def time_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
     return frame
 
 
+def _training_seconds(run: RunRecord) -> float:
+    """A run's training seconds less what recording scores added inside its clock (the
+    bookkeeping of ``scoring.source: runs``): the same work as the run without it."""
+    dynamics = run.summary.get("dynamics")
+    inside = dynamics.get("seconds_in_training") if isinstance(dynamics, dict) else None
+    return float(run.summary["train_seconds"]) - (float(inside) if _is_number(inside) else 0.0)
+
+
+def repeat_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
+    """Full-data runs that did the same work in different experiments (same dataset,
+    model, seed and steps): their training seconds side by side, and the slowest over the
+    fastest. How far the machine's clock moved during the study: a speed-up smaller than
+    this spread is within the machine's noise. Empty when no run repeats."""
+    groups: dict[tuple[Any, ...], list[tuple[str, RunRecord]]] = {}
+    for experiment in experiments:
+        for run in experiment.full:
+            dataset = run.summary.get("dataset")
+            fingerprint = dataset.get("fingerprint") if isinstance(dataset, dict) else None
+            steps = run.summary.get("steps")
+            key = (fingerprint, run.summary.get("model"), run.summary.get("seed"), steps)
+            if fingerprint is not None and _is_number(steps):
+                groups.setdefault(key, []).append((experiment.name or experiment.dataset, run))
+    rows = []
+    for (_, model, seed, steps), members in groups.items():
+        if len(members) < 2:
+            continue
+        seconds = [_training_seconds(run) for _, run in members]
+        rows.append(
+            {
+                "runs": ", ".join(f"{name}/{run.path.name}" for name, run in members),
+                "model": model,
+                "seed": seed,
+                "steps": steps,
+                "training s": " / ".join(f"{value:.1f}" for value in seconds),
+                "slowest / fastest": max(seconds) / min(seconds),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+_REPEAT_TITLE = "How steady the clock was"
+_REPEAT_NOTE = (
+    "Full-data runs that did the same work in different experiments (same dataset, model, "
+    "seed and steps), each trained in its own cell: their training seconds, less what "
+    "recording scores added inside the clock. A speed-up within the largest ratio here is "
+    "within the machine's noise; the steps columns do not move with it."
+)
+
+
 _TIME_TITLE = "Where the time goes"
 _TIME_NOTE = (
     "Seconds of compute summed over every run and scores file, each shared cost once "

@@ -236,3 +236,26 @@ def test_where_the_time_goes_sums_each_experiments_work_once(study):
     assert (four["teachers s"], four["students s"], four["evaluation s"]) == ("16.0", "8.0", "0.8")
     assert (four["scoring s"], four["total s"]) == ("0.0", "24.8")
     assert "<h2>Where the time goes</h2>" in (study / HTML_NAME).read_text()
+
+
+def test_identical_full_data_runs_show_the_clocks_spread(tmp_path):
+    """Full-data runs of the same work in two experiments (one recording scores, whose
+    bookkeeping inside the clock is taken off) sit side by side with slowest / fastest."""
+    import json
+
+    root = tmp_path / "study"
+    for name, seconds, inside in (("a", 10.0, 0.0), ("a-runs", 13.0, 1.0), ("b", 4.0, 0.0)):
+        run = write_run(root / name, "full-s0", [(seconds, 0.9)], recipe="full")
+        summary = json.loads((run / "summary.json").read_text())
+        summary["steps"] = 300 if name != "b" else 100  # b did other work: not a repeat
+        summary["dynamics"] = {"seconds_in_training": inside}
+        (run / "summary.json").write_text(json.dumps(summary))
+    _, text = write_report(root, 0.0)
+    lines = text.splitlines()
+    start = lines.index("## How steady the clock was")
+    header = cells(lines[start + 4])
+    (row,) = [dict(zip(header, cells(line), strict=True)) for line in lines[start + 6 : start + 7]]
+    assert row["runs"] == "a/full-s0, a-runs/full-s0"
+    assert (row["training s"], row["slowest / fastest"]) == ("10.0 / 12.0", "1.20x")
+    assert "Largest spread between identical runs: 1.20x." in text
+    assert "<h2>How steady the clock was</h2>" in (root / HTML_NAME).read_text()
