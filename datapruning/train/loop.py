@@ -336,12 +336,12 @@ class _Loop:
         if finished or (run.cfg.eval_every and (epoch + 1) % run.cfg.eval_every == 0):
             self.evaluate(epoch)
             self.check_learning()
-        self.agree(stop)  # a signal during the evaluation: every rank stops here
+        halt = self.agree(stop)  # a signal during the evaluation: every rank stops here
         self.bar.epoch_end(epoch + 1, plan.epochs, progress.loss_sum / max(progress.seen, 1))
-        if (checkpoint_due or stop) and not finished:
+        if (checkpoint_due or halt) and not finished:
             self.save_resume(epoch + 1, 0)
-        if stop and not finished:  # a finished run is written out instead
-            raise self.interrupted(stop)
+        if halt and not finished:  # a finished run is written out instead
+            raise self.interrupted(halt)
         return finished
 
     def check_finite(self, epoch: int) -> None:
@@ -406,16 +406,15 @@ class _Loop:
             self.bar.update()
             more = batch + 1 < epoch_steps and progress.step < total  # else: after evaluation
             due = bool(every) and progress.step % every == 0
-            if more and self.world.distributed:
-                self.agree(stop)
+            halt = self.agree(stop) if more else None
             checkpoint_due = checkpoint_due or (due and not more)
             # SIGINT/SIGTERM: a resume point here, at a step boundary.
-            if more and (due or stop):
+            if more and (due or halt):
                 self.train_clock.stop()
                 progress.loss_sum = float(loss_sum)
                 self.save_resume(epoch, batch + 1)
-                if stop:
-                    raise self.interrupted(stop)
+                if halt:
+                    raise self.interrupted(halt)
                 self.train_clock.start()
         progress.loss_sum = float(loss_sum)
         return checkpoint_due
@@ -464,10 +463,18 @@ class _Loop:
         progress.selection_seconds = selection + sum(a.selection_seconds for a in self.algorithms)
         progress.scored = scored + sum(a.scored for a in self.algorithms)
 
-    def agree(self, stop: StopRequest) -> None:
-        """A stop signal any rank received, on every rank (so all stop at the same step)."""
-        if self.world.distributed:
-            stop.signum = int(self.world.reduce([stop.signum or 0], "max")[0]) or None
+    def agree(self, stop: StopRequest) -> int | None:
+        """The signal to stop for at this step boundary (None: go on).
+
+        On several processes, the largest any rank had received when it got here, so all
+        stop at the same step. The request itself is only read: a signal whose handler
+        runs while the ranks agree (a process waiting in the all-reduce runs it as the
+        call returns) stays recorded for the next boundary; writing the agreed value
+        back would erase it, and the run would never stop."""
+        if not self.world.distributed:
+            return stop.signum
+        seen = stop.signum or 0
+        return int(self.world.reduce([seen], "max")[0]) or None
 
     def save_resume(self, epoch: int, batch: int) -> None:
         if self.run.run_dir is None:
@@ -484,13 +491,12 @@ class _Loop:
         if self.world.writes:
             save_checkpoint(self.run.run_dir / RESUME_NAME, state)
 
-    def interrupted(self, stop: StopRequest) -> Interrupted:
-        assert stop.signum is not None
+    def interrupted(self, signum: int) -> Interrupted:
         step = self.progress.step
         if self.run.run_dir is None:
-            return Interrupted(stop.signum, f"stopped at step {step}, nothing saved")
+            return Interrupted(signum, f"stopped at step {step}, nothing saved")
         return Interrupted(
-            stop.signum,
+            signum,
             f"resume point at step {step} of {self.run.plan.total_steps} written to "
             f"{str(self.run.run_dir / RESUME_NAME)!r}",
         )

@@ -212,8 +212,8 @@ def test_kill_of_a_rank_stops_the_other_and_the_rerun_resumes_exactly(tmp_path: 
 
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_leaves_a_resume_point(tmp_path: Path) -> None:
-    # Far longer than the test waits: on a busy machine a 12-epoch run (3.6 s in CI) once
-    # ended before the signal reached its processes.
+    # Far longer than the test waits, so a run that lost the signal cannot pass by ending
+    # (CI once saw a 12-epoch run finish after the SIGTERM: see the agreement test below).
     (tmp_path / "c.yaml").write_text(LONG.replace("epochs: 12", "epochs: 500"))
     launcher = _start_and_wait_for_resume_point(tmp_path, "stopped")
     launcher.send_signal(signal.SIGTERM)
@@ -308,3 +308,27 @@ def test_batchnorm_models_train_on_two_processes_and_sync_bn_needs_cuda(tmp_path
         "train.sync_bn=false on this device: each process then normalises by its share"
     ]
     assert not (tmp_path / "synced").exists()
+
+
+def test_a_signal_that_lands_while_the_ranks_agree_is_kept_for_the_next_step() -> None:
+    """Found under load (the SIGTERM test above, 1 run in 3 with both cores busy): a rank
+    waiting in the all-reduce runs the signal's handler as the call returns; writing the
+    agreed value back over the request erased the signal and the run never stopped."""
+    from types import SimpleNamespace
+
+    from datapruning._interrupt import StopRequest
+    from datapruning.train.loop import _Loop
+
+    stop = StopRequest()
+
+    class SignalDuringReduce:
+        distributed = True
+
+        def reduce(self, values: list[float], op: str = "sum") -> list[float]:
+            if stop.signum is None:
+                stop.signum = signal.SIGTERM  # the handler, run as the collective returns
+            return values  # the other rank had seen nothing either
+
+    loop = SimpleNamespace(world=SignalDuringReduce())
+    assert _Loop.agree(loop, stop) is None  # this boundary: nobody had it when they agreed
+    assert _Loop.agree(loop, stop) == signal.SIGTERM  # the next: every rank stops
