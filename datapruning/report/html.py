@@ -30,6 +30,7 @@ from datapruning.report.tables import (
     _TIME_TITLE,
     Experiment,
     _target_spec,
+    display_repeats,
     display_study,
     display_table,
     repeat_table,
@@ -168,13 +169,12 @@ def render_html(
         ]
         repeats = repeat_table(experiments)
         if not repeats.empty:
-            worst = repeats["slowest / fastest"].max()
-            repeats["slowest / fastest"] = repeats["slowest / fastest"].map("{:.2f}x".format)
+            shown, largest = display_repeats(repeats)
             parts += [
                 f"<h2>{_REPEAT_TITLE}</h2>",
                 f"<p>{html.escape(_REPEAT_NOTE)}</p>",
-                _html_table(repeats),
-                f"<p>Largest spread between identical runs: {worst:.2f}x.</p>",
+                _html_table(shown),
+                f"<p>{largest}</p>",
             ]
     for experiment in experiments:
         parts += [

@@ -18,6 +18,7 @@ from datapruning.report.tables import (
     _TIME_TITLE,
     Experiment,
     _target_spec,
+    display_repeats,
     display_study,
     display_table,
     markdown_table,
@@ -173,17 +174,16 @@ def repeat_lines(experiments: Sequence[Experiment]) -> list[str]:
     repeats = repeat_table(experiments)
     if repeats.empty:
         return []
-    worst = repeats["slowest / fastest"].max()
-    repeats["slowest / fastest"] = repeats["slowest / fastest"].map("{:.2f}x".format)
+    shown, largest = display_repeats(repeats)
     right = ["seed", "steps", "training s", "slowest / fastest"]
     return [
         f"## {_REPEAT_TITLE}",
         "",
         _REPEAT_NOTE,
         "",
-        *markdown_table(repeats, right=right),
+        *markdown_table(shown, right=right),
         "",
-        f"Largest spread between identical runs: {worst:.2f}x.",
+        largest,
         "",
     ]
 

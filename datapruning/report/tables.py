@@ -452,6 +452,15 @@ def repeat_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def display_repeats(repeats: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """:func:`repeat_table` as the report prints it, and its sentence on the largest spread."""
+    worst = repeats["slowest / fastest"].max()
+    shown = repeats.assign(
+        **{"slowest / fastest": repeats["slowest / fastest"].map("{:.2f}x".format)}
+    )
+    return shown, f"Largest spread between identical runs: {worst:.2f}x."
+
+
 _REPEAT_TITLE = "How steady the clock was"
 _REPEAT_NOTE = (
     "Full-data runs that did the same work in different experiments (same dataset, model, "
