@@ -715,7 +715,10 @@ def _main(argv: list[str] | None) -> int:
         # interrupted command, e.g. 130 after Ctrl-C.
         code = app(args=args, prog_name="datapruning", standalone_mode=False)
     except DataPruningError as exc:
-        if _speaks():
+        from datapruning.train.launch import leave_error
+
+        # A process of `--nproc N` leaves its line to the launcher, which prints the first.
+        if not leave_error(str(exc)) and _speaks():
             typer.echo(f"error: {exc}", err=True)
         return 2
     except Interrupted as exc:

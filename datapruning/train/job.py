@@ -24,6 +24,7 @@ from typing import Any
 
 from datapruning._io import atomic_write
 from datapruning.errors import DataPruningError
+from datapruning.train.launch import RANK_ERRORS_ENV, first_error, leave_error, rank_errors
 
 JOB_NAME = "job.pkl"
 
@@ -42,11 +43,15 @@ def train_in_processes(
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={nproc}", "--module", "datapruning.train.job", str(job),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(train_kwargs["train_cfg"].threads or 1)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, preexec_fn=_every_core)
+    threads = str(train_kwargs["train_cfg"].threads or 1)
+    with rank_errors() as folder:
+        # Not os.environ: other cells of this process may be starting their own runs.
+        env = {**os.environ, "OMP_NUM_THREADS": threads, RANK_ERRORS_ENV: str(folder)}
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, preexec_fn=_every_core
+        )
+        why = first_error(folder) or f"exit status {done.returncode}"
     if done.returncode:
-        said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-        why = said[0].removeprefix("error: ") if said else f"exit status {done.returncode}"
         raise DataPruningError(f"the run in {str(run_dir)!r} on {nproc} processes failed: {why}")
     job.unlink(missing_ok=True)
     return json.loads((run_dir / "summary.json").read_text())
@@ -73,7 +78,8 @@ def main(argv: list[str]) -> int:
         distributed.join(job["train_cfg"].device)
         train(load_dataset(name, params), **job)
     except DataPruningError as exc:
-        if distributed.current().writes:
+        # Every rank leaves its line: torchrun may stop rank 0 before it gets as far.
+        if not leave_error(str(exc)) and distributed.current().writes:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         # At once, as the CLI's processes do (datapruning.cli._end_process).
         os._exit(2)

@@ -278,6 +278,52 @@ def test_a_pipeline_cell_with_nproc_trains_on_that_many_processes(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_the_first_process_to_fail_says_why_though_rank_0_was_stopped_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun stops the other processes as soon as one exits, so rank 0 may be stopped
+    before it gets as far as the error: the launcher prints the line the failed process
+    left (CLI) or puts it in the cell's error. Rank 0 is held once the processes have
+    joined (a sitecustomize they import): the race a loaded machine loses at random."""
+    from datapruning.config import PipelineConfig
+    from datapruning.pipeline.train_cells import run_single
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('RANK') == '0' and 'TORCHELASTIC_RUN_ID' in os.environ:\n"
+        "    from datapruning.train import distributed\n"
+        "    join = distributed.join\n"
+        "    def held(device):\n"
+        "        world = join(device)\n"  # rank 1 cannot fail before both have joined
+        "        time.sleep(300)\n"
+        "        return world\n"
+        "    distributed.join = held\n"
+    )
+    path = os.pathsep.join(filter(None, [str(hold), os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", path)
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    said = "train.batch_size is 99, which 2 processes cannot share evenly"
+    done = subprocess.run(
+        [*CLI, "train", "c.yaml", "--out", "odd", "--nproc", "2", "--set", "train.batch_size=99"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {said}"), done.stderr
+    cell = PipelineConfig.model_validate(
+        {
+            "dataset": {"name": "mnist1d", "params": {"num_samples": 5000, "seed": 42}},
+            "model": {"name": "mlp"},
+            "train": {"steps": 20, "batch_size": 99, "nproc": 2},
+        }
+    )
+    with pytest.raises(DataPruningError, match=f"on 2 processes failed: {said}"):
+        run_single(cell, tmp_path / "cell")
+
+
+@pytest.mark.slow
 def test_batchnorm_models_train_on_two_processes_and_sync_bn_needs_cuda(tmp_path: Path) -> None:
     """Without train.sync_bn each process normalises by its own half-batch's statistics
     (close to, not equal to, one process); torch's SyncBatchNorm runs only on GPUs, so on
