@@ -8,7 +8,9 @@ arguments to ``job.pkl`` in the run directory and starts ``torchrun --standalone
 itself needs the main thread of its process, which a worker's task does not have).
 Each process loads the dataset by name, joins the group and trains
 (:mod:`datapruning.train.distributed`); rank 0 writes the run directory as usual and
-the cell reads its ``summary.json``. Rerunning a cell that was stopped resumes the run.
+the cell reads its ``summary.json`` (or, when the run fails, the line the first
+failed process left: :func:`datapruning.train.launch.rank_errors`). Rerunning a cell
+that was stopped resumes the run.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _every_core() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """One process of a job: load it, train, and say only rank 0's outcome."""
+    """One process of a job: load it and train; a failure leaves its line for the cell."""
     from datapruning.data.sources import load_dataset
     from datapruning.train import distributed
     from datapruning.train.loop import train
