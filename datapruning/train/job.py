@@ -52,9 +52,11 @@ def train_in_processes(
         done = subprocess.run(
             command, env=env, capture_output=True, text=True, preexec_fn=_every_core
         )
-        why = first_error(folder) or f"exit status {done.returncode}"
-    if done.returncode:
-        raise DataPruningError(f"the run in {str(run_dir)!r} on {nproc} processes failed: {why}")
+        if done.returncode:
+            why = first_error(folder) or f"exit status {done.returncode}"
+            raise DataPruningError(
+                f"the run in {str(run_dir)!r} on {nproc} processes failed: {why}"
+            )
     job.unlink(missing_ok=True)
     return json.loads((run_dir / "summary.json").read_text())
 

@@ -3,7 +3,7 @@
 The same command runs in N processes (``torchrun --standalone --nproc-per-node N -m
 datapruning ...``, through torch's own launcher, in this process), each of which
 sees torchrun's environment and joins the run (:mod:`datapruning.train.distributed`).
-When the run fails, this prints the lowest rank's one-line error: each process
+When the run fails, this prints the first failed process's one-line error: each
 leaves its line in a folder this names (:func:`rank_errors`), since torchrun stops
 the other processes as soon as one exits, perhaps before rank 0 could say why. When
 a process dies of a signal (a kill -9, the out-of-memory killer), the others stop at
@@ -54,15 +54,11 @@ def launch(nproc: int, argv: Sequence[str], threads: int | None = 1) -> int:
             exited = [failure for _, failure in failures if failure.exitcode > 0]
             # A process killed by a signal is the cause: the others only saw it leave
             # (and may have been seen to exit first). Not the SIGTERM torchrun sends the
-            # processes still running once one has left: any other signal first, and
-            # none when a process exited on its own.
-            stopped = [(rank, f) for rank, f in failures if f.exitcode == -signal.SIGTERM]
-            killed = [
-                (rank, f)
-                for rank, f in failures
-                if f.exitcode < 0 and f.exitcode != -signal.SIGTERM
-            ]
-            killed += [] if exited else stopped
+            # processes still running once one has left, unless none exited on its own.
+            terminated = -signal.SIGTERM
+            killed = [(r, f) for r, f in failures if f.exitcode < 0 and f.exitcode != terminated]
+            if not exited:
+                killed += [(r, f) for r, f in failures if f.exitcode == terminated]
             if not killed:  # the processes said why
                 said = first_error(folder)
                 if said is not None:
