@@ -778,48 +778,16 @@ def _speaks() -> bool:
 
 
 def _report_crash(exc: BaseException, argv: list[str] | None) -> int:
-    """One line on stderr for an unexpected error, its traceback in a log file; exit 1.
-
-    The log goes to ``<cache>/logs/`` (``$DATAPRUNING_CACHE_DIR``, else
-    ``~/.cache/datapruning``), one file per crash, never into the run's own
-    output; if that folder cannot be written, to the system's temporary folder.
-    """
-    import datetime
-    import shlex
-    import tempfile
-    import traceback
-
-    from datapruning import __version__
-    from datapruning._io import cache_dir
+    """One line on stderr for an unexpected error, its traceback in a log file
+    (:func:`datapruning._crash.crash_line`); exit 1."""
+    from datapruning._crash import crash_line
+    from datapruning.train.launch import leave_error
 
     args = list(sys.argv[1:] if argv is None else argv)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    text = (
-        f"datapruning {__version__}, Python {sys.version.split()[0]}, {now.isoformat()}\n"
-        f"command: datapruning {shlex.join(map(str, args))}\n\n"
-        + "".join(traceback.format_exception(exc))
-    )
-    name = f"crash-{now:%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    log = None
-    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir()) / "datapruning-logs"):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(text)
-        except OSError:
-            continue
-        log = folder / name
-        break
-    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     command = f"datapruning {args[0]}" if args else "datapruning"
-    if log is None:  # nowhere to write it: the traceback goes to stderr after all
-        typer.echo(text, err=True)
-    where = f"full traceback in {log}" if log is not None else "traceback above"
-    typer.echo(
-        f"error: unexpected {type(exc).__name__} in `{command}`"
-        + (f": {detail}" if detail else "")
-        + f" ({where}); this is a bug in datapruning, please report it with that file",
-        err=True,
-    )
+    line = crash_line(exc, f"datapruning {shlex.join(map(str, args))}", command)
+    if not leave_error(line):  # a process of `--nproc N` leaves it to the launcher
+        typer.echo(f"error: {line}", err=True)
     return 1
 
 

@@ -83,12 +83,25 @@ def main(argv: list[str]) -> int:
         train(load_dataset(name, params), **job)
     except DataPruningError as exc:
         # Every rank leaves its line: torchrun may stop rank 0 before it gets as far.
-        if not leave_error(str(exc)) and distributed.current().writes:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+        _say(str(exc), everywhere=False)
         # At once, as the CLI's processes do (datapruning.cli._end_process).
         os._exit(2)
+    except Exception as exc:  # a bug: its traceback in a log, not in the cell's stderr
+        from datapruning._crash import crash_line
+
+        _say(crash_line(exc, f"python -m datapruning.train.job {argv[0]}", "a run's process"))
+        os._exit(1)
     distributed.leave()
     return 0
+
+
+def _say(line: str, everywhere: bool = True) -> None:
+    """Leave ``line`` for the cell; without a folder to leave it in (a job started by
+    hand), print it (a user error: from rank 0 only)."""
+    from datapruning.train import distributed
+
+    if not leave_error(line) and (everywhere or distributed.current().writes):
+        print(f"error: {line}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

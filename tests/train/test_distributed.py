@@ -277,6 +277,27 @@ def test_a_pipeline_cell_with_nproc_trains_on_that_many_processes(tmp_path: Path
         run_single(config(2, batch_size=99), tmp_path / "odd")
 
 
+def _after_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: int, then: str) -> None:
+    """Make the processes torchrun starts run the statement ``then`` on ``rank`` once
+    they have joined the group (a sitecustomize on PYTHONPATH wraps distributed.join):
+    the other rank cannot fail before both have joined."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import os, time\n"
+        f"if os.environ.get('RANK') == '{rank}' and 'TORCHELASTIC_RUN_ID' in os.environ:\n"
+        "    from datapruning.train import distributed\n"
+        "    join = distributed.join\n"
+        "    def joined(device):\n"
+        "        world = join(device)\n"
+        f"        {then}\n"
+        "        return world\n"
+        "    distributed.join = joined\n"
+    )
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", path)
+
+
 @pytest.mark.slow
 def test_the_first_process_to_fail_says_why_though_rank_0_was_stopped_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -288,21 +309,7 @@ def test_the_first_process_to_fail_says_why_though_rank_0_was_stopped_first(
     from datapruning.config import PipelineConfig
     from datapruning.pipeline.train_cells import run_single
 
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    (hold / "sitecustomize.py").write_text(
-        "import os, time\n"
-        "if os.environ.get('RANK') == '0' and 'TORCHELASTIC_RUN_ID' in os.environ:\n"
-        "    from datapruning.train import distributed\n"
-        "    join = distributed.join\n"
-        "    def held(device):\n"
-        "        world = join(device)\n"  # rank 1 cannot fail before both have joined
-        "        time.sleep(300)\n"
-        "        return world\n"
-        "    distributed.join = held\n"
-    )
-    path = os.pathsep.join(filter(None, [str(hold), os.environ.get("PYTHONPATH")]))
-    monkeypatch.setenv("PYTHONPATH", path)
+    _after_join(tmp_path, monkeypatch, rank=0, then="time.sleep(300)")
     (tmp_path / "c.yaml").write_text(CONFIG)
     said = "train.batch_size is 99, which 2 processes cannot share evenly"
     done = subprocess.run(
@@ -321,6 +328,43 @@ def test_the_first_process_to_fail_says_why_though_rank_0_was_stopped_first(
     )
     with pytest.raises(DataPruningError, match=f"on 2 processes failed: {said}"):
         run_single(cell, tmp_path / "cell")
+
+
+@pytest.mark.slow
+def test_a_bug_in_one_process_is_one_line_naming_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in a process (here rank 1 raises once it has joined) is one
+    line naming the log with its traceback, from `--nproc` and in a cell's error, not
+    the other processes' consequences or the bare exit status."""
+    from datapruning.config import PipelineConfig
+    from datapruning.pipeline.train_cells import run_single
+
+    _after_join(tmp_path, monkeypatch, rank=1, then="raise RuntimeError('boom on rank 1')")
+    monkeypatch.setenv("DATAPRUNING_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    done = subprocess.run(
+        [*CLI, "train", "c.yaml", "--out", "broken", "--nproc", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    said = "error: unexpected RuntimeError in `datapruning train`: boom on rank 1 (full trace"
+    assert len(lines) == 1 and lines[0].startswith(said), done.stderr
+    cell = PipelineConfig.model_validate(
+        {
+            "dataset": {"name": "mnist1d", "params": {"num_samples": 5000, "seed": 42}},
+            "model": {"name": "mlp"},
+            "train": {"steps": 20, "batch_size": 100, "nproc": 2},
+        }
+    )
+    with pytest.raises(DataPruningError) as failed:
+        run_single(cell, tmp_path / "cell")
+    message = str(failed.value)
+    assert "on 2 processes failed: unexpected RuntimeError in `a run's process`: boom" in message
+    logs = list((tmp_path / "cache" / "logs").glob("crash-*.log"))
+    assert len(logs) == 2 and all(str(log) in done.stderr + message for log in logs)
+    assert all("RuntimeError: boom on rank 1" in log.read_text() for log in logs)
 
 
 @pytest.mark.slow
