@@ -30,7 +30,7 @@ from datapruning.train.sparsity import nm_violations, sparsity_report
 RECIPES = {
     "dense": ["train.sparsity.target=0"],
     "gmp-90-global": ["train.sparsity.target=0.9", "train.sparsity.scope=global"],
-    "2:4": ["train.sparsity.target=0", "train.sparsity.scope=nm"],
+    "2:4": ["train.sparsity={scope: nm, start: 0.1}"],  # one-shot N:M takes no target
 }
 
 
