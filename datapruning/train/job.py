@@ -49,9 +49,9 @@ def train_in_processes(
     with rank_errors() as folder:
         # Not os.environ: other cells of this process may be starting their own runs.
         env = {**os.environ, "OMP_NUM_THREADS": threads, RANK_ERRORS_ENV: str(folder)}
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, preexec_fn=_every_core
-        )
+        # The processes' output is not the cell's: a failure is read from the folder.
+        quiet = subprocess.DEVNULL
+        done = subprocess.run(command, env=env, stdout=quiet, stderr=quiet, preexec_fn=_every_core)
         if done.returncode:
             why = first_error(folder) or f"exit status {done.returncode}"
             raise DataPruningError(
